@@ -1,0 +1,3 @@
+from rog.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""The `rog` command: parses arguments and calls library functions, nothing else."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _workers(n: int | None) -> int:
+    return n if n else min(2, os.cpu_count() or 1)
+
+
+def cmd_synth(a) -> int:
+    from rog.data.synthetic import describe, make_task
+    out = make_task(a.out, kind=a.kind, cases=a.cases, test_cases=a.test_cases, seed=a.seed,
+                    layout=a.layout)
+    print(describe(out) if a.layout == "msd" else f"wrote {out}")
+    return 0
+
+
+def cmd_check(a) -> int:
+    from rog.data.check import check_dataset
+    problems = check_dataset(a.dataset, progress=not a.quiet)
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} problem(s) found in {a.dataset}" if problems else f"{a.dataset}: no problems found")
+    return 1 if problems else 0
+
+
+def cmd_plan(a) -> int:
+    from rog.data.dataset import load_dataset
+    from rog.workdir import Workdir, ensure_fingerprint, ensure_plan
+    ds = load_dataset(a.dataset)
+    wd = Workdir.for_dataset(ds, a.workdir)
+    ensure_fingerprint(ds, wd, _workers(a.workers), force=a.force)
+    plan = ensure_plan(ds, wd, _workers(a.workers), force=a.force, model=a.model, width=a.width)
+    print(plan.table())
+    print(f"plan written to {wd.plan} (edit it by hand to change any setting)")
+    return 0
+
+
+def cmd_preprocess(a) -> int:
+    from rog.workdir import run_preprocessing
+    wd, _, done = run_preprocessing(a.dataset, a.workdir, _workers(a.workers), include_test=not a.no_test)
+    print(f"preprocessed {len(done)} case(s) into {wd.preprocessed} (finished cases are skipped)")
+    return 0
+
+
+def _parse_triple(text: str) -> list[int]:
+    parts = [int(v) for v in text.split(",")]
+    return parts * 3 if len(parts) == 1 else parts
+
+
+def cmd_summary(a) -> int:
+    from rog.models.summary import summarize
+    from rog.plan import Plan, plan_for
+    if a.plan:
+        plan = Plan.load(a.plan)
+    else:
+        plan = plan_for(a.channels, a.classes, [_parse_triple(s) for s in a.strides], width=a.width,
+                        patch_size=_parse_triple(a.input or "96"))
+    rows = summarize(plan, _parse_triple(a.input) if a.input else None, a.models)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'model':<10} {'parameters':>12} {'GFLOPs':>9}  input")
+        for r in rows:
+            print(f"{r['model']:<10} {r['parameters']:>12,} {r['gflops']:>9.2f}  {'x'.join(map(str, r['input']))}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from rog.demo import run_demo
+    return run_demo(Path(a.workdir), quick=a.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rog", description="Robust general 3D medical image segmentation")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic MSD-layout task")
+    s.add_argument("out", nargs="?", default="rog_data/SynthCT")
+    s.add_argument("--kind", default="ct", choices=["ct", "mri"])
+    s.add_argument("--cases", type=int, default=12)
+    s.add_argument("--test-cases", type=int, default=2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--layout", default="msd", choices=["msd", "nnunet"])
+    s.set_defaults(fn=cmd_synth)
+
+    s = sub.add_parser("check", help="list every problem of a dataset folder")
+    s.add_argument("dataset")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_check)
+
+    for name, fn, helptext in (("plan", cmd_plan, "fingerprint the dataset and write plan.json"),
+                               ("preprocess", cmd_preprocess, "preprocess every case into the work directory")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("dataset")
+        s.add_argument("-w", "--workdir", default=None, help="work directory (default ./rog_work/<dataset>)")
+        s.add_argument("--workers", type=int, default=None)
+        s.set_defaults(fn=fn)
+    plan_p = sub.choices["plan"]
+    plan_p.add_argument("--force", action="store_true", help="recompute fingerprint and plan")
+    plan_p.add_argument("--model", default="rog")
+    plan_p.add_argument("--width", type=int, default=64)
+    sub.choices["preprocess"].add_argument("--no-test", action="store_true", help="skip the test cases")
+
+    s = sub.add_parser("summary", help="parameters and GFLOPs of each registered model")
+    s.add_argument("--plan", help="plan.json (else the explicit options below)")
+    s.add_argument("--channels", type=int, default=1)
+    s.add_argument("--classes", type=int, default=2)
+    s.add_argument("--strides", nargs=3, default=["1", "2", "2"], metavar="S",
+                   help="s0 s1 s2, each '2' or per axis '2,2,1'")
+    s.add_argument("--input", default=None, help="input size, '96' or '96,96,48'")
+    s.add_argument("--width", type=int, default=64)
+    s.add_argument("--models", nargs="*", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_summary)
+
+    s = sub.add_parser("demo", help="run the pipeline end to end on the embedded synthetic task")
+    s.add_argument("--quick", action="store_true", help="smaller data and budgets")
+    s.add_argument("-w", "--workdir", default="rog_work/demo")
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rog.data.dataset import DatasetError
+    from rog.data.io import VolumeError
+    from rog.plan import PlanError
+    try:
+        return int(args.fn(args) or 0)
+    except (DatasetError, VolumeError, PlanError, FileNotFoundError) as e:
+        print(f"rog {args.command}: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,175 @@
+"""Read and validate a dataset folder: MSD v1 or nnU-Net v2 `dataset.json`.
+
+MSD v1 cases come from the json's `training`/`test` lists (never from globbing: MSD archives
+hold macOS `._*` junk files). nnU-Net v2 cases are the `CASE_0000<file_ending>` files of
+`imagesTr`, hidden files ignored, one file per channel.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DatasetError(ValueError):
+    """The dataset folder or its dataset.json is malformed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case: its image file(s) (one 4D file, or one file per channel) and optional label."""
+
+    name: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+
+
+@dataclass
+class Dataset:
+    """A parsed dataset.json. `problems` lists structural faults found while parsing."""
+
+    root: Path
+    name: str
+    layout: str  # "msd" or "nnunet"
+    modalities: list[str]  # one per input channel
+    labels: dict[int, str]  # index -> name, background included
+    training: list[Case]
+    test: list[Case]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.modalities)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def case(self, name: str) -> Case:
+        for c in self.training + self.test:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.root}: no case named {name!r}")
+
+
+def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
+    """Parse `path/dataset.json` (MSD v1 or nnU-Net v2).
+
+    With `strict`, structural problems (paths leaving the folder, empty training list) raise
+    `DatasetError`; otherwise they are listed in `Dataset.problems` for `rog check`.
+    """
+    root = Path(path).resolve()
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise DatasetError(f"{meta_path}: not found (is {root} a dataset folder?)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{meta_path}: invalid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_path}: expected a JSON object")
+    if "channel_names" in meta:
+        ds = _parse_nnunet(root, meta, meta_path)
+    elif "modality" in meta:
+        ds = _parse_msd(root, meta, meta_path)
+    else:
+        raise DatasetError(f"{meta_path}: neither MSD v1 ('modality') nor nnU-Net v2 ('channel_names')")
+    if not ds.training:
+        ds.problems.append(f"{meta_path}: the training list is empty")
+    if strict and ds.problems:
+        raise DatasetError("\n".join(ds.problems))
+    return ds
+
+
+def _require(meta: dict, key: str, kind: type, meta_path: Path):
+    if key not in meta:
+        raise DatasetError(f"{meta_path}: missing key {key!r}")
+    if not isinstance(meta[key], kind):
+        raise DatasetError(f"{meta_path}: {key!r} must be a {kind.__name__}")
+    return meta[key]
+
+
+def _channels(mapping: dict, meta_path: Path, key: str) -> list[str]:
+    try:
+        idx = sorted(mapping, key=int)
+    except ValueError as e:
+        raise DatasetError(f"{meta_path}: {key!r} keys must be channel indices") from e
+    if [int(i) for i in idx] != list(range(len(idx))) or not idx:
+        raise DatasetError(f"{meta_path}: {key!r} must number channels 0..N-1")
+    return [str(mapping[i]) for i in idx]
+
+
+def _check_labels(labels: dict[int, str], meta_path: Path) -> dict[int, str]:
+    if sorted(labels) != list(range(len(labels))) or len(labels) < 2:
+        raise DatasetError(f"{meta_path}: labels must be 0..K-1 with K >= 2, got {sorted(labels)}")
+    return dict(sorted(labels.items()))
+
+
+def _inside(root: Path, rel: str, where: str, problems: list[str]) -> Path:
+    p = (root / rel).resolve()
+    if root != p and root not in p.parents:
+        problems.append(f"{where}: path {rel!r} leaves the dataset folder {root}")
+    return p
+
+
+def _case_name(path: str) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def _parse_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
+    modalities = _channels(_require(meta, "modality", dict, meta_path), meta_path, "modality")
+    raw_labels = _require(meta, "labels", dict, meta_path)
+    try:
+        labels = {int(k): str(v) for k, v in raw_labels.items()}
+    except ValueError as e:
+        raise DatasetError(f"{meta_path}: MSD 'labels' keys must be integers") from e
+    labels = _check_labels(labels, meta_path)
+    problems: list[str] = []
+    training = []
+    for i, entry in enumerate(_require(meta, "training", list, meta_path)):
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            problems.append(f"{meta_path}: training[{i}] needs 'image' and 'label'")
+            continue
+        name = _case_name(entry["image"])
+        where = f"case {name}"
+        training.append(Case(name, (_inside(root, entry["image"], where, problems),),
+                             _inside(root, entry["label"], where, problems)))
+    test = []
+    for entry in meta.get("test", []) or []:
+        rel = entry["image"] if isinstance(entry, dict) else entry
+        name = _case_name(rel)
+        test.append(Case(name, (_inside(root, rel, f"case {name}", problems),)))
+    return Dataset(root, str(meta.get("name", root.name)), "msd", modalities, labels, training,
+                   test, problems)
+
+
+def _parse_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
+    modalities = _channels(_require(meta, "channel_names", dict, meta_path), meta_path,
+                           "channel_names")
+    raw_labels = _require(meta, "labels", dict, meta_path)
+    if any(not isinstance(v, int) for v in raw_labels.values()):
+        raise DatasetError(f"{meta_path}: region-based (list) labels are not supported")
+    labels = _check_labels({int(v): str(k) for k, v in raw_labels.items()}, meta_path)
+    ending = str(meta.get("file_ending", ".nii.gz"))
+
+    def cases(images_dir: str, labels_dir: str | None) -> list[Case]:
+        folder = root / images_dir
+        if not folder.is_dir():
+            return []
+        out = []
+        suffix = f"_0000{ending}"
+        for f in sorted(folder.iterdir()):
+            if f.name.startswith(".") or not f.name.endswith(suffix):
+                continue
+            name = f.name[: -len(suffix)]
+            images = tuple(folder / f"{name}_{c:04d}{ending}" for c in range(len(modalities)))
+            label = root / labels_dir / f"{name}{ending}" if labels_dir else None
+            out.append(Case(name, images, label))
+        return out
+
+    return Dataset(root, str(meta.get("name", root.name)), "nnunet", modalities, labels,
+                   cases("imagesTr", "labelsTr"), cases("imagesTs", None))

@@ -1,0 +1,145 @@
+"""Read and write volumes with their geometry (affine, spacing, orientation) via nibabel.
+
+Arrays are kept in the file's own voxel order (no reorientation), channel first: images are
+`[C, X, Y, Z]` float32, label maps `[X, Y, Z]` integers. Because nothing is reoriented, a
+prediction written with the case's `Geometry` lands exactly on the input grid.
+"""
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+
+from rog.atomic import atomic_path
+
+
+class VolumeError(ValueError):
+    """A volume file is missing, unreadable or inconsistent; the message names the file."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a voxel grid sits in the world: 4x4 affine, spatial shape, spacing in mm, axis codes."""
+
+    affine: tuple[tuple[float, ...], ...]
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    orientation: str
+
+    @classmethod
+    def from_nifti(cls, img: nib.Nifti1Image) -> "Geometry":
+        affine = np.asarray(img.affine, dtype=float)
+        return cls(
+            affine=tuple(tuple(float(v) for v in row) for row in affine),
+            shape=tuple(int(s) for s in img.shape[:3]),
+            spacing=tuple(float(s) for s in img.header.get_zooms()[:3]),
+            orientation="".join(nib.aff2axcodes(affine)),
+        )
+
+    def to_dict(self) -> dict:
+        return {k: list(map(list, v)) if k == "affine" else (list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Geometry":
+        return cls(affine=tuple(tuple(float(v) for v in row) for row in d["affine"]),
+                   shape=tuple(int(s) for s in d["shape"]),
+                   spacing=tuple(float(s) for s in d["spacing"]),
+                   orientation=str(d["orientation"]))
+
+    def same_grid(self, other: "Geometry", atol: float = 1e-3) -> bool:
+        return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
+
+
+def _load(path: Path) -> nib.Nifti1Image:
+    if not path.is_file():
+        raise VolumeError(path, "file not found")
+    try:
+        return nib.load(str(path))
+    except Exception as e:  # nibabel raises many types for a bad header
+        raise VolumeError(path, f"unreadable ({e})") from e
+
+
+def _data(img: nib.Nifti1Image, path: Path, dtype) -> np.ndarray:
+    try:
+        return np.asarray(img.dataobj, dtype=dtype)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
+        raise VolumeError(path, f"unreadable voxel data, truncated or corrupt ({e})") from e
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, ...], Geometry]:
+    """Read only the header: (full shape, geometry). Cheap; no voxel data is decompressed."""
+    path = Path(path)
+    img = _load(path)
+    return tuple(int(s) for s in img.shape), Geometry.from_nifti(img)
+
+
+def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]:
+    """Read one image as `[C, X, Y, Z]` float32.
+
+    `paths` is either one 3D/4D file (MSD v1: 4D is channel-last) or one 3D file per channel
+    (nnU-Net v2). All channel files must share one grid.
+    """
+    channels: list[np.ndarray] = []
+    geometry: Geometry | None = None
+    for p in map(Path, paths):
+        img = _load(p)
+        data = _data(img, p, np.float32)
+        if data.ndim == 3:
+            data = data[None]
+        elif data.ndim == 4:
+            data = np.moveaxis(data, -1, 0)
+        else:
+            raise VolumeError(p, f"expected a 3D or 4D image, got shape {data.shape}")
+        g = Geometry.from_nifti(img)
+        if geometry is not None and not geometry.same_grid(g):
+            raise VolumeError(p, f"channel grid differs from {paths[0]}")
+        geometry = geometry or g
+        channels.append(data)
+    if geometry is None:
+        raise VolumeError("<none>", "no image file given")
+    return np.ascontiguousarray(np.concatenate(channels, axis=0)), geometry
+
+
+def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """Read a label map as `[X, Y, Z]` int16 with its geometry; non-integer values are an error."""
+    path = Path(path)
+    img = _load(path)
+    data = _data(img, path, np.float64)
+    if data.ndim == 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise VolumeError(path, f"expected a 3D label map, got shape {data.shape}")
+    if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
+        raise VolumeError(path, "label map holds non-integer values")
+    return data.astype(np.int16), Geometry.from_nifti(img)
+
+
+def write_label(path: str | Path, label: np.ndarray, geometry: Geometry) -> None:
+    """Write `[X, Y, Z]` labels as uint8 NIfTI on `geometry`'s grid, atomically."""
+    if tuple(label.shape) != tuple(geometry.shape):
+        raise VolumeError(path, f"label shape {label.shape} does not match grid {geometry.shape}")
+    img = nib.Nifti1Image(label.astype(np.uint8), np.asarray(geometry.affine))
+    img.header.set_zooms(geometry.spacing)
+    img.set_qform(np.asarray(geometry.affine), code=1)
+    img.set_sform(np.asarray(geometry.affine), code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write an array (3D, or 4D channel-last) as NIfTI with `affine`, atomically."""
+    img = nib.Nifti1Image(data, np.asarray(affine))
+    img.set_qform(np.asarray(affine), code=1)
+    img.set_sform(np.asarray(affine), code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))

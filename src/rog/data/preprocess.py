@@ -1,0 +1,166 @@
+"""Preprocessing: crop to the non-zero region, resample to the target spacing, normalise, cache.
+
+Each case becomes `NAME.npy` (image `[C, X, Y, Z]` float32), `NAME_seg.npy` (labels `[X, Y, Z]`
+int8) and `NAME.json` (geometry and the parameters needed to invert the chain). The JSON is
+written last and atomically: a case counts as done only when its JSON exists, so a killed run
+never leaves a half-written case that a later run would take as finished.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from rog.atomic import save_npy, write_json
+from rog.data.dataset import Case, Dataset
+from rog.data.fingerprint import nonzero_bbox
+from rog.data.io import Geometry, read_image, read_label
+from rog.plan import Plan
+
+ANISOTROPY_RATIO = 3.0  # as nnU-Net: treat the coarsest axis separately beyond this ratio
+
+
+def through_plane_axis(*spacings) -> int | None:
+    """Axis to resample separately (nearest) when any spacing is anisotropic, else None."""
+    for s in spacings:
+        s = np.asarray(s, dtype=float)
+        if s.max() / s.min() > ANISOTROPY_RATIO:
+            return int(np.argmax(s))
+    return None
+
+
+def resample(data: np.ndarray, new_shape, order: int, axis: int | None = None) -> np.ndarray:
+    """Resample `[C, X, Y, Z]` to `[C, *new_shape]` with spline `order` (pixel-area aligned).
+
+    With `axis` (anisotropic data) that axis is resampled with nearest neighbour after the
+    in-plane interpolation, as nnU-Net does, so slices are not blended across a large gap.
+    """
+    new_shape = tuple(int(n) for n in new_shape)
+    if tuple(data.shape[1:]) == new_shape:
+        return data.copy()
+    out = []
+    for ch in data:
+        factors = np.array(new_shape) / np.array(ch.shape)
+        if axis is not None and order > 0:
+            inplane = factors.copy()
+            inplane[axis] = 1.0
+            ch = ndimage.zoom(ch, inplane, order=order, mode="nearest", grid_mode=True)
+            through = np.ones(3)
+            through[axis] = factors[axis]
+            ch = ndimage.zoom(ch, through, order=0, mode="nearest", grid_mode=True)
+        else:
+            ch = ndimage.zoom(ch, factors, order=order, mode="nearest", grid_mode=True)
+        out.append(ch)
+    return np.stack(out)
+
+
+def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:
+    """Normalise `[C, X, Y, Z]` per channel as the plan says (CT: clip + dataset z-score;
+    otherwise per-image z-score over the channel's non-zero voxels)."""
+    out = np.empty_like(image, dtype=np.float32)
+    for c, norm in enumerate(plan.normalization):
+        x = image[c].astype(np.float32)
+        if norm["scheme"] == "ct":
+            x = (np.clip(x, norm["lower"], norm["upper"]) - norm["mean"]) / max(norm["std"], 1e-8)
+        else:
+            mask = x != 0
+            v = x[mask] if mask.any() else x
+            x = (x - v.mean()) / max(float(v.std()), 1e-8)
+        out[c] = x
+    return out
+
+
+def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, geometry: Geometry, plan: Plan):
+    """Crop, resample and normalise one case.
+
+    Takes image `[C, X, Y, Z]`, optional label `[X, Y, Z]`; returns (image `[C, x, y, z]`
+    float32, label `[x, y, z]` int8 or None, properties dict for `invert_*`).
+    """
+    bbox = nonzero_bbox(image, label)
+    sl = tuple(slice(lo, hi) for lo, hi in bbox)
+    image = image[(slice(None), *sl)]
+    cropped = list(image.shape[1:])
+    spacing = np.array(geometry.spacing)
+    target = np.array(plan.target_spacing)
+    new_shape = [max(int(round(n * s / t)), 1) for n, s, t in zip(cropped, spacing, target)]
+    axis = through_plane_axis(spacing, target)
+    image = normalize(resample(image, new_shape, order=3, axis=axis), plan)
+    if label is not None:
+        label = resample(label[sl][None].astype(np.int16), new_shape, order=0)[0].astype(np.int8)
+    props = {"geometry": geometry.to_dict(), "crop_bbox": bbox, "cropped_shape": cropped,
+             "resampled_shape": new_shape, "through_plane_axis": axis}
+    return image, label, props
+
+
+def invert_probabilities(probs: np.ndarray, props: dict) -> np.ndarray:
+    """Map class scores `[K, x, y, z]` on the preprocessed grid back to the original grid:
+    returns `[K, X, Y, Z]`; outside the cropped region the background class gets all the mass."""
+    geom = Geometry.from_dict(props["geometry"])
+    back = resample(probs.astype(np.float32), props["cropped_shape"], order=1)
+    out = np.zeros((probs.shape[0], *geom.shape), dtype=np.float32)
+    out[0] = 1.0
+    sl = tuple(slice(lo, hi) for lo, hi in props["crop_bbox"])
+    out[(slice(None), *sl)] = back
+    return out
+
+
+def invert_label(label: np.ndarray, props: dict, num_classes: int) -> np.ndarray:
+    """Map a label map `[x, y, z]` on the preprocessed grid back to `[X, Y, Z]` on the original
+    grid (linear resampling of its one-hot encoding, then argmax, as nnU-Net does)."""
+    onehot = np.eye(num_classes, dtype=np.float32)[label.astype(np.int64)]
+    return invert_probabilities(np.moveaxis(onehot, -1, 0), props).argmax(0).astype(np.uint8)
+
+
+def case_done(out_dir: Path, name: str) -> bool:
+    return (out_dir / f"{name}.json").is_file()
+
+
+def load_case(out_dir: str | Path, name: str, mmap: bool = True):
+    """Load a preprocessed case: (image `[C, x, y, z]`, label `[x, y, z]` or None, props)."""
+    out_dir = Path(out_dir)
+    props = json.loads((out_dir / f"{name}.json").read_text())
+    mode = "r" if mmap else None
+    image = np.load(out_dir / f"{name}.npy", mmap_mode=mode)
+    seg_path = out_dir / f"{name}_seg.npy"
+    label = np.load(seg_path, mmap_mode=mode) if seg_path.is_file() else None
+    return image, label, props
+
+
+def _preprocess_one(args: tuple[Case, Plan, Path]) -> str:
+    case, plan, out_dir = args
+    image, geom = read_image(case.images)
+    label = read_label(case.label)[0] if case.label is not None else None
+    image, label, props = preprocess_arrays(image, label, geom, plan)
+    props["name"] = case.name
+    save_npy(out_dir / f"{case.name}.npy", image)
+    if label is not None:
+        save_npy(out_dir / f"{case.name}_seg.npy", label)
+    write_json(out_dir / f"{case.name}.json", props)  # last: marks the case as done
+    return case.name
+
+
+def preprocess_dataset(ds: Dataset, plan: Plan, out_dir: str | Path, workers: int = 1,
+                       progress: bool = True, include_test: bool = False) -> list[str]:
+    """Preprocess every training case (and test cases with `include_test`) into `out_dir`,
+    skipping cases already done. Returns the names of the cases processed in this call."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = ds.training + (ds.test if include_test else [])
+    todo = [(c, plan, out_dir) for c in cases if not case_done(out_dir, c.name)]
+    bar = tqdm(total=len(todo), desc="preprocess", disable=not progress)
+    done = []
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for name in pool.map(_preprocess_one, todo):
+                done.append(name)
+                bar.update()
+    else:
+        for job in todo:
+            done.append(_preprocess_one(job))
+            bar.update()
+    bar.close()
+    return done

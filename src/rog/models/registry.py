@@ -1,0 +1,84 @@
+"""Model registry: build any segmentation network from a Plan.
+
+Every model maps `[B, C_in, D, H, W]` to logits `[B, K, D, H, W]` (DESIGN.md contract).
+Names: `rog` (the lattice), `dynunet` (MONAI's DynUNet configured the nnU-Net way: the
+paper's comparison model), or a user factory given as `package.module:factory`, called as
+`factory(plan)` and returning an `nn.Module`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from torch import nn
+
+from rog.plan import Plan
+
+_REGISTRY: dict[str, Callable[[Plan], nn.Module]] = {}
+
+
+def register_model(name: str):
+    def deco(fn: Callable[[Plan], nn.Module]):
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def available_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_model(plan: Plan, name: str | None = None) -> nn.Module:
+    """Build the model `name` (default: `plan.model`) for `plan`'s channels, classes and strides."""
+    name = name or plan.model
+    if name in _REGISTRY:
+        return _REGISTRY[name](plan)
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"cannot import model factory {name!r}: {e}") from e
+        model = factory(plan)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
+        return model
+    raise ValueError(f"unknown model {name!r}; registered: {available_models()} or 'package.module:factory'")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@register_model("rog")
+def _rog(plan: Plan) -> nn.Module:
+    from rog.models.rog import ROG
+    return ROG(plan.num_channels, plan.num_classes, plan.strides, width=plan.width,
+               num_scales=plan.num_scales, length=plan.lattice_length)
+
+
+def dynunet_stages(plan: Plan) -> tuple[list[list[int]], list[list[int]]]:
+    """nnU-Net-style (kernels, strides) per stage from the plan's downsampling schedule:
+    a full-resolution stage, then one stage per non-trivial stride position of the plan
+    (s0, s1, s2, and the lattice's two fixed halvings). Kernel 1 on an axis that has not yet
+    been downsampled while another has, as nnU-Net does for anisotropic data."""
+    extra = [[2, 2, 2]] * (plan.num_scales - 2)
+    positions = [s for s in list(plan.strides) + extra if any(v != 1 for v in s)]
+    strides = [[1, 1, 1]] + [list(s) for s in positions]
+    kernels, cum = [], [1, 1, 1]
+    for s in strides:
+        cum = [c * v for c, v in zip(cum, s)]
+        kernels.append([1 if c < max(cum) / 2 else 3 for c in cum])
+    return kernels, strides
+
+
+@register_model("dynunet")
+def _dynunet(plan: Plan) -> nn.Module:
+    from monai.networks.nets import DynUNet
+    kernels, strides = dynunet_stages(plan)
+    filters = [min(32 * 2 ** i, 320) for i in range(len(strides))]
+    return DynUNet(spatial_dims=3, in_channels=plan.num_channels, out_channels=plan.num_classes,
+                   kernel_size=kernels, strides=strides, upsample_kernel_size=strides[1:],
+                   filters=filters, norm_name=("INSTANCE", {"affine": True}),
+                   act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+                   deep_supervision=False, res_block=False)

@@ -1,0 +1,32 @@
+"""Parameter and FLOP counts (FLOPs from `torch.utils.flop_counter`, one forward, batch 1)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from rog.models.registry import available_models, build_model, count_parameters
+from rog.plan import Plan
+
+
+def gflops(model: nn.Module, input_shape) -> float:
+    """GFLOPs (2 x multiply-adds) of one forward pass on a `[1, *input_shape]` zero tensor."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+def summarize(plan: Plan, input_size=None, models=None) -> list[dict]:
+    """One row per model: name, parameters, GFLOPs at `input_size` (default: the val patch)."""
+    size = list(input_size or plan.val_patch_size)
+    rows = []
+    for name in models or available_models():
+        model = build_model(plan, name)
+        rows.append({"model": name, "parameters": count_parameters(model),
+                     "gflops": gflops(model, [plan.num_channels, *size]), "input": size})
+    return rows

@@ -1,0 +1,66 @@
+"""The work directory of one dataset and the re-runnable stages that fill it.
+
+    WORKDIR/fingerprint.json  dataset statistics
+    WORKDIR/plan.json         the editable Plan
+    WORKDIR/preprocessed/     one array file + properties per case
+
+Default location: ./rog_work/<dataset name>. Each stage skips work whose output exists.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rog.atomic import write_json
+from rog.data.dataset import Dataset, load_dataset
+from rog.data.fingerprint import compute_fingerprint
+from rog.data.preprocess import preprocess_dataset
+from rog.plan import Plan, make_plan
+
+
+@dataclass(frozen=True)
+class Workdir:
+    root: Path
+
+    @classmethod
+    def for_dataset(cls, ds: Dataset, workdir: str | Path | None = None) -> "Workdir":
+        return cls(Path(workdir) if workdir else Path("rog_work") / ds.name)
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.root / "fingerprint.json"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "preprocessed"
+
+
+def ensure_fingerprint(ds: Dataset, wd: Workdir, workers: int = 1, force: bool = False) -> dict:
+    if wd.fingerprint.is_file() and not force:
+        return json.loads(wd.fingerprint.read_text())
+    fp = compute_fingerprint(ds, workers=workers)
+    write_json(wd.fingerprint, fp)
+    return fp
+
+
+def ensure_plan(ds: Dataset, wd: Workdir, workers: int = 1, force: bool = False, **overrides) -> Plan:
+    """Load plan.json, or make it from the fingerprint (`overrides`: model, width)."""
+    if wd.plan.is_file() and not force:
+        return Plan.load(wd.plan)
+    plan = make_plan(ensure_fingerprint(ds, wd, workers), **overrides)
+    plan.save(wd.plan)
+    return plan
+
+
+def run_preprocessing(dataset: str | Path, workdir: str | Path | None = None, workers: int = 1,
+                      include_test: bool = True) -> tuple[Workdir, Plan, list[str]]:
+    ds = load_dataset(dataset)
+    wd = Workdir.for_dataset(ds, workdir)
+    plan = ensure_plan(ds, wd, workers)
+    done = preprocess_dataset(ds, plan, wd.preprocessed, workers=workers, include_test=include_test)
+    return wd, plan, done
