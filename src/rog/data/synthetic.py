@@ -52,10 +52,10 @@ def _ct_case(rng: np.random.Generator, size: tuple[int, int]):
     organ_r = ext * np.array([rng.uniform(0.18, 0.24), rng.uniform(0.18, 0.24), rng.uniform(0.25, 0.32)])
     organ_c = ext * np.array([rng.uniform(-0.08, 0.08), rng.uniform(-0.1, 0.0), rng.uniform(-0.05, 0.05)])
     organ = (_ellipsoid_distance(coords, organ_c, organ_r) + 0.12 * smooth < 1) & body
-    lesion_r = rng.uniform(4.5, 7.0)
+    lesion_r = rng.uniform(0.38, 0.5) * organ_r[:2].min()  # small relative to the organ
     lesion_c = organ_c + rng.uniform(-0.35, 0.35, 3) * (organ_r - lesion_r).clip(0)
     lesion = (_ellipsoid_distance(coords, lesion_c, (lesion_r, lesion_r, lesion_r * 1.2)) < 1) & organ
-    spine = (_ellipsoid_distance(coords[:2], (0, 0.28 * ext[1]), (6.0, 6.0)) < 1) & body
+    spine = (_ellipsoid_distance(coords[:2], (0, 0.28 * ext[1]), (0.07 * ext[0], 0.07 * ext[0])) < 1) & body
 
     organ_hu = rng.uniform(95, 130)
     img = np.full(shape, -1000.0)

@@ -60,15 +60,15 @@ def _rog(plan: Plan) -> nn.Module:
 def dynunet_stages(plan: Plan) -> tuple[list[list[int]], list[list[int]]]:
     """nnU-Net-style (kernels, strides) per stage from the plan's downsampling schedule:
     a full-resolution stage, then one stage per non-trivial stride position of the plan
-    (s0, s1, s2, and the lattice's two fixed halvings). Kernel 1 on an axis that has not yet
-    been downsampled while another has, as nnU-Net does for anisotropic data."""
+    (s0, s1, s2, and the lattice's two fixed halvings). As nnU-Net, the kernel is 1 on an axis
+    whose spacing at that stage is at least twice the finest one (no mixing across thick slices)."""
     extra = [[2, 2, 2]] * (plan.num_scales - 2)
     positions = [s for s in list(plan.strides) + extra if any(v != 1 for v in s)]
     strides = [[1, 1, 1]] + [list(s) for s in positions]
-    kernels, cum = [], [1, 1, 1]
+    kernels, spacing = [], list(plan.target_spacing)
     for s in strides:
-        cum = [c * v for c, v in zip(cum, s)]
-        kernels.append([1 if c < max(cum) / 2 else 3 for c in cum])
+        spacing = [sp * v for sp, v in zip(spacing, s)]
+        kernels.append([1 if sp >= 2 * min(spacing) else 3 for sp in spacing])
     return kernels, strides
 
 
