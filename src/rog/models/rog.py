@@ -63,11 +63,11 @@ class Node(nn.Module):
     """Lattice cell at width C: y = x + core(x); optional `up` (C -> C/2, then upsampled by
     `up_factor`) and `down` (C -> 2C, stride `down_stride`) outputs, all pre-activation."""
 
-    def __init__(self, channels: int, up_factor=None, down_stride=None):
+    def __init__(self, channels: int, up_factor=None, down_stride=None, fast: bool = True):
         super().__init__()
         self.core = nn.Sequential(
-            nn.SiLU(), SepConv(channels, channels), norm(channels),
-            nn.SiLU(), SepConv(channels, channels), norm(channels),
+            nn.SiLU(), SepConv(channels, channels, fast=fast), norm(channels),
+            nn.SiLU(), SepConv(channels, channels, fast=fast), norm(channels),
         )
         self.up_factor = tuple(up_factor) if up_factor is not None else None
         # the 1x1x1 conv runs at the low resolution, before upsampling (cheaper, as published)
@@ -99,22 +99,24 @@ class ROG(nn.Module):
 
     `strides` are the plan's s0, s1, s2 (per-axis triples allowed); `width` is the level-0
     width (paper: 64; level l has width * 2**l; stem and head widths scale with it). Input
-    sizes must divide by `total_stride` on each axis.
+    sizes must divide by `total_stride` on each axis. `fast_depthwise=False` builds the plain
+    PyTorch reference (same parameters, slower CPU backward).
     """
 
     def __init__(self, in_channels: int, num_classes: int,
                  strides: Sequence = ((1, 1, 1), (2, 2, 2), (2, 2, 2)), width: int = 64,
-                 num_scales: int = 4, length: int = 2):
+                 num_scales: int = 4, length: int = 2, fast_depthwise: bool = True):
         super().__init__()
         if width % 2:
             raise ValueError("width must be even (the stem and head use width/2)")
         s0, s1, s2 = (_triple(s) for s in strides)
         half = width // 2
         self.total_stride = tuple(a * b * c * 2 ** (num_scales - 2) for a, b, c in zip(s0, s1, s2))
-        self.stem1 = nn.Sequential(SepConv(in_channels, half), norm(half), nn.SiLU(),
-                                   SepConv(half, half, s0), norm(half), nn.SiLU())
-        self.stem2 = nn.Sequential(SepConv(half, half), norm(half), nn.SiLU(),
-                                   SepConv(half, width, s1), norm(width))
+        f = fast_depthwise
+        self.stem1 = nn.Sequential(SepConv(in_channels, half, fast=f), norm(half), nn.SiLU(),
+                                   SepConv(half, half, s0, fast=f), norm(half), nn.SiLU())
+        self.stem2 = nn.Sequential(SepConv(half, half, fast=f), norm(half), nn.SiLU(),
+                                   SepConv(half, width, s1, fast=f), norm(width))
         self.nodes_order, self.edges = lattice(num_scales, length)
         last = self.nodes_order[-1]
         emits_up = {e.src for e in self.edges if e.kind == "up"} | {last}
@@ -124,7 +126,7 @@ class ROG(nn.Module):
             # level 1 -> 0 upsamples by s2, the last node back to the stem by s1; else by 2
             up = (s1 if n == last else s2 if n.level == 1 else (2, 2, 2)) if n in emits_up else None
             down = (s2 if n.level == 0 else (2, 2, 2)) if n in emits_down else None
-            self.nodes[n.key] = Node(width * 2 ** n.level, up, down)
+            self.nodes[n.key] = Node(width * 2 ** n.level, up, down, fast=f)
         self.inputs = {n: [e for e in self.edges if e.dst == n] for n in self.nodes_order}
         self.head_fuse = nn.Sequential(nn.SiLU(), nn.Conv3d(half, half, 3, 1, 1, bias=False), norm(half))
         self.head_factor = s0

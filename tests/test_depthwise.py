@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from rog.models import ROG
+from rog.models.depthwise import DepthwiseConv3d, _DepthwiseConv3dFn
+
+
+@pytest.mark.parametrize("stride,shape", [
+    ((1, 1, 1), (2, 6, 9, 10, 11)), ((2, 2, 2), (2, 6, 9, 10, 11)), ((2, 2, 2), (1, 4, 8, 8, 8)),
+    ((2, 2, 1), (1, 4, 8, 10, 7)), ((1, 2, 2), (2, 3, 6, 7, 6)),
+])
+def test_depthwise_equals_pytorch_forward_and_gradients(stride, shape):
+    x = torch.randn(shape, requires_grad=True)
+    ref = torch.nn.Conv3d(shape[1], shape[1], 3, stride, 1, groups=shape[1], bias=False)
+    y_ref = ref(x)
+    g = torch.randn_like(y_ref)
+    gx_ref, gw_ref = torch.autograd.grad(y_ref, (x, ref.weight), g)
+    y = _DepthwiseConv3dFn.apply(x, ref.weight, stride)
+    gx, gw = torch.autograd.grad(y, (x, ref.weight), g)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    assert ((gx - gx_ref).abs().max() / gx_ref.abs().max()) < 1e-4
+    assert ((gw - gw_ref).abs().max() / gw_ref.abs().max()) < 1e-4
+
+
+def test_module_is_a_drop_in_conv3d():
+    m = DepthwiseConv3d(5, (2, 2, 1))
+    assert isinstance(m, torch.nn.Conv3d) and set(m.state_dict()) == {"weight"}
+    x = torch.randn(1, 5, 8, 8, 6)
+    assert m(x).shape == (1, 5, 4, 4, 6)
+
+
+def test_fast_and_plain_rog_agree_in_gradients():
+    fast = ROG(1, 3, (1, 1, 2), width=8)
+    plain = ROG(1, 3, (1, 1, 2), width=8, fast_depthwise=False)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 1, 16, 24, 16)
+    y = torch.randint(0, 3, (2, 16, 24, 16))
+    grads = []
+    for model in (fast, plain):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        grads.append(torch.autograd.grad(loss, list(model.parameters())))
+    for a, b in zip(*grads):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7
