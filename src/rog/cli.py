@@ -71,6 +71,56 @@ def cmd_summary(a) -> int:
     return 0
 
 
+def _load_model(a):
+    from rog.checkpoint import load_external, load_run
+    if a.model:
+        if not a.plan:
+            raise FileNotFoundError("--model needs --plan (and usually --checkpoint)")
+        model, plan = load_external(a.model, a.checkpoint, a.plan)
+        return model, plan, None
+    if not a.run:
+        raise FileNotFoundError("give a run directory, or --model with --plan")
+    model, plan, _ = load_run(a.run)
+    return model, plan, Path(a.run)
+
+
+def _device(name: str):
+    import torch
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                        "cpu" if name == "auto" else name)
+
+
+def cmd_predict(a) -> int:
+    from rog.infer.predictor import cases_from_input, predict_cases
+    model, plan, run = _load_model(a)
+    steps = None
+    if a.postprocess == "on":
+        steps = {"largest_component": True, "small_lesions": True}
+    elif a.postprocess == "auto" and run is not None and (run / "postprocessing.json").is_file():
+        steps = json.loads((run / "postprocessing.json").read_text())["steps"]
+    cases = cases_from_input(a.input)
+    status = predict_cases(model, plan, cases, a.output, _device(a.device), a.overlap,
+                           [0, 1, 2] if a.tta else None, steps)
+    failed = {k: v for k, v in status.items() if v != "ok"}
+    print(f"predicted {len(status) - len(failed)} of {len(status)} case(s) into {a.output}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def cmd_evaluate(a) -> int:
+    from rog.evaluate.folders import evaluate_folders
+    out = Path(a.out) if a.out else Path(a.pred) / "summary"
+    s = evaluate_folders(a.pred, a.gt, a.classes, out, a.tolerance)
+    for k in range(s["num_classes"] - 1):
+        d, h, n = (s["mean"][m][k] for m in ("dice", "hd95", "nsd"))
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+        print(f"class {k + 1}: Dice {fmt(d)}  HD95 {fmt(h)} mm  NSD {fmt(n)}")
+    if s["missing_predictions"]:
+        print(f"missing predictions: {', '.join(s['missing_predictions'])}")
+    print(f"{len(s['cases'])} case(s); summary in {out}.json and {out}.csv")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from rog.demo import run_demo
     return run_demo(Path(a.workdir), quick=a.quick)
@@ -119,6 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_summary)
 
+    s = sub.add_parser("predict", help="predict label maps in each input's original geometry")
+    s.add_argument("run", nargs="?", help="run directory (plan.json, config.json, checkpoints)")
+    s.add_argument("-i", "--input", required=True, help="dataset folder (its test list) or folder of NIfTI images")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--model", help="instead of a run: registered name or package.module:factory")
+    s.add_argument("--checkpoint", help="weights for --model")
+    s.add_argument("--plan", help="plan.json for --model")
+    s.add_argument("--postprocess", default="auto", choices=["auto", "on", "off"])
+    s.add_argument("--overlap", type=float, default=0.5)
+    s.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8 passes)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("evaluate", help="Dice, HD95 and surface Dice of predictions against references")
+    s.add_argument("pred")
+    s.add_argument("gt")
+    s.add_argument("--classes", type=int, default=None, help="number of classes incl. background")
+    s.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm")
+    s.add_argument("-o", "--out", default=None, help="output path stem (default PRED/summary)")
+    s.set_defaults(fn=cmd_evaluate)
+
     s = sub.add_parser("demo", help="run the pipeline end to end on the embedded synthetic task")
     s.add_argument("--quick", action="store_true", help="smaller data and budgets")
     s.add_argument("-w", "--workdir", default="rog_work/demo")
@@ -131,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     from rog.data.dataset import DatasetError
     from rog.data.io import VolumeError
     from rog.plan import PlanError
+    from rog.checkpoint import CheckpointError
     try:
         return int(args.fn(args) or 0)
-    except (DatasetError, VolumeError, PlanError, FileNotFoundError) as e:
+    except (DatasetError, VolumeError, PlanError, CheckpointError, FileNotFoundError) as e:
         print(f"rog {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,84 @@
+"""Checkpoints and run directories.
+
+A run directory (`WORKDIR/runs/NAME/`) holds `plan.json` (the plan the model was built
+from), `config.json` (how it was trained, including the model name), `checkpoint_best.pt`,
+`checkpoint_last.pt` and, once decided, `postprocessing.json`. Checkpoints are written
+atomically and read with `weights_only=True`: loading one never runs pickled code.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rog.atomic import atomic_path
+from rog.plan import Plan
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or run directory is missing or unusable; the message names the file."""
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, ...
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(state).__name__}")
+    return state
+
+
+def _model_weights(state: dict) -> dict:
+    weights = state.get("model", state)
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError("checkpoint holds no model state dict under 'model'")
+    return weights
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state dict (bare, or under 'model') into `model`; mismatches name the file."""
+    weights = _model_weights(load_checkpoint(path))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: does not fit the model ({str(e).splitlines()[0]})") from e
+    return model
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, Plan, dict]:
+    """(model in eval mode with the run's weights, its plan, its config) from a run directory."""
+    from rog.models.registry import build_model
+
+    run_dir = Path(run_dir)
+    plan = Plan.load(run_dir / "plan.json")
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    model = build_model(plan, config.get("model", plan.model))
+    ckpt = run_dir / f"checkpoint_{which}.pt"
+    if not ckpt.is_file() and which == "best":
+        ckpt = run_dir / "checkpoint_last.pt"
+    load_weights(model, ckpt)
+    return model.eval(), plan, config
+
+
+def load_external(model_spec: str, checkpoint: str | Path | None, plan_path: str | Path) -> tuple[nn.Module, Plan]:
+    """Any registered or `package.module:factory` model with optional weights, for attacks and
+    prediction on models rog did not train."""
+    from rog.models.registry import build_model
+
+    plan = Plan.load(plan_path)
+    model = build_model(plan, model_spec)
+    if checkpoint:
+        load_weights(model, checkpoint)
+    return model.eval(), plan

@@ -1,0 +1,88 @@
+"""Whole-case prediction written back in each case's original geometry.
+
+image file(s) -> preprocessing as in the plan -> sliding window -> softmax -> inverse of the
+preprocessing (probabilities resampled to the original grid) -> argmax -> optional
+post-processing -> uint8 NIfTI with the input's exact shape and affine.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from rog.data.dataset import Case, load_dataset
+from rog.data.io import Geometry, VolumeError, read_image, write_label
+from rog.data.preprocess import invert_probabilities, preprocess_arrays
+from rog.infer.postprocess import class_groups, postprocess
+from rog.infer.sliding_window import sliding_window
+from rog.plan import Plan
+
+
+def predict_probabilities(model: nn.Module, image: np.ndarray, plan: Plan, device="cpu",
+                          overlap: float = 0.5, mirror_axes: Sequence[int] | None = None,
+                          batch_size: int = 2) -> np.ndarray:
+    """Softmax `[K, x, y, z]` for a preprocessed image `[C, x, y, z]`."""
+    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+    with torch.no_grad():
+        logits = sliding_window(model, x, plan.val_patch_size, overlap, batch_size=batch_size,
+                                mirror_axes=mirror_axes)
+    return torch.softmax(logits[0].float(), 0).cpu().numpy()
+
+
+def predict_case(model: nn.Module, image: np.ndarray, geometry: Geometry, plan: Plan, device="cpu",
+                 overlap: float = 0.5, mirror_axes=None, steps: dict | None = None) -> np.ndarray:
+    """Label map `[X, Y, Z]` uint8 on the original grid for a raw image `[C, X, Y, Z]`."""
+    if image.shape[0] != plan.num_channels:
+        raise ValueError(f"{image.shape[0]} channel(s), the plan expects {plan.num_channels}")
+    pre, _, props = preprocess_arrays(image, None, geometry, plan)
+    probs = predict_probabilities(model, pre, plan, device, overlap, mirror_axes)
+    label = invert_probabilities(probs, props).argmax(0).astype(np.uint8)
+    if steps:
+        organs, lesions = class_groups(plan, float(np.prod(geometry.spacing)))
+        label = postprocess(label, steps, organs, lesions)
+    return label
+
+
+def cases_from_input(path: str | Path) -> list[Case]:
+    """Cases to predict from a dataset folder (its test list), or a folder of NIfTI images:
+    nnU-Net per-channel files (`CASE_0000.nii.gz`, ...) or one (3D/4D) file per case."""
+    path = Path(path)
+    if (path / "dataset.json").is_file():
+        return load_dataset(path).test
+    if not path.is_dir():
+        raise VolumeError(path, "input folder not found")
+    files = sorted(f for f in path.iterdir() if f.name.endswith((".nii.gz", ".nii")) and not f.name.startswith("."))
+    stems = {f: f.name[: -len(".nii.gz")] if f.name.endswith(".nii.gz") else f.name[:-4] for f in files}
+    per_channel = [f for f in files if stems[f].endswith("_0000")]
+    if per_channel:
+        cases = []
+        for f in per_channel:
+            name = stems[f][:-5]
+            chans = sorted(g for g in files if stems[g].startswith(name + "_") and stems[g][len(name) + 1:].isdigit())
+            cases.append(Case(name, tuple(chans)))
+        return cases
+    return [Case(stems[f], (f,)) for f in files]
+
+
+def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str | Path, device="cpu",
+                  overlap: float = 0.5, mirror_axes=None, steps: dict | None = None,
+                  progress: bool = True) -> dict[str, str]:
+    """Predict each case into `out_dir/NAME.nii.gz`. A failing case is reported by name and
+    the others still complete. Returns {name: 'ok' or the error message}."""
+    out_dir = Path(out_dir)
+    model = model.to(device).eval()
+    status = {}
+    for case in tqdm(cases, desc="predict", disable=not progress):
+        try:
+            image, geom = read_image(case.images)
+            label = predict_case(model, image, geom, plan, device, overlap, mirror_axes, steps)
+            write_label(out_dir / f"{case.name}.nii.gz", label, geom)
+            status[case.name] = "ok"
+        except (VolumeError, ValueError) as e:
+            status[case.name] = f"failed: {e}"
+            tqdm.write(f"{case.name}: {status[case.name]}")
+    return status

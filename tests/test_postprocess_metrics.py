@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from rog.evaluate.metrics import case_metrics, dice_batch, dice_per_class
+from rog.infer.postprocess import decide, keep_largest_component, postprocess, relabel_small_lesions
+
+
+def _organ_with_islands():
+    lab = np.zeros((30, 30, 30), np.int16)
+    lab[2:14, 2:14, 2:14] = 1  # main organ
+    lab[20:23, 20:23, 20:23] = 1  # spurious organ component
+    lab[6:8, 6:8, 6:8] = 2  # tiny lesion island inside the organ
+    lab[9:13, 9:13, 9:13] = 2  # a real lesion (64 voxels)
+    lab[25:27, 2:4, 2:4] = 2  # tiny lesion island in the background
+    return lab
+
+
+def test_largest_component_per_organ():
+    out = keep_largest_component(_organ_with_islands(), [1])
+    assert out[21, 21, 21] == 0 and out[3, 3, 3] == 1
+    assert (out == 2).sum() == (_organ_with_islands() == 2).sum()  # lesions untouched
+
+
+def test_small_lesions_take_the_surrounding_class():
+    lab = _organ_with_islands()
+    out = relabel_small_lesions(lab, {2: 20})
+    assert out[6, 6, 6] == 1  # inside the organ -> organ
+    assert out[25, 2, 2] == 0  # in the background -> background
+    assert out[10, 10, 10] == 2  # large lesion kept
+
+
+def test_decide_keeps_only_steps_that_help():
+    ref = _organ_with_islands()
+    ref_clean = keep_largest_component(ref, [1])
+    # predictions with a spurious organ island: largest component helps
+    decision = decide([ref], [ref_clean], 3, [1], {2: 20})
+    assert decision["steps"]["largest_component"] and decision["dice_with"] > decision["dice_without"]
+    # references that really have the small lesions: relabelling them would hurt
+    decision = decide([ref_clean], [ref_clean], 3, [1], {2: 20})
+    assert decision["steps"] == {"largest_component": False, "small_lesions": False}
+    assert postprocess(ref, decision["steps"], [1], {2: 20}) is ref or np.array_equal(
+        postprocess(ref, decision["steps"], [1], {2: 20}), ref)
+
+
+def test_dice_nnunet_convention():
+    a = np.zeros((4, 4, 4), int)
+    b = np.zeros((4, 4, 4), int)
+    a[:2] = 1
+    b[1:3] = 1
+    d = dice_per_class(a, b, 3)
+    assert d[0] == pytest.approx(0.5) and np.isnan(d[1])  # class 2 empty in both -> NaN
+    import torch
+    batch = dice_batch(torch.tensor(np.stack([a, a])), torch.tensor(np.stack([b, a])), 3)
+    assert batch.tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_surface_metrics_use_the_spacing():
+    ref = np.zeros((30, 30, 30), int)
+    ref[10:20, 10:20, 10:20] = 1
+    pred = np.roll(ref, 1, axis=0)
+    m1 = case_metrics(pred, ref, 2, (1.0, 1.0, 1.0))
+    m2 = case_metrics(pred, ref, 2, (2.0, 1.0, 1.0))
+    assert m1["hd95"][0] == pytest.approx(1.0, abs=0.01)
+    assert m2["hd95"][0] == pytest.approx(2.0, abs=0.01)
+    assert m1["nsd"][0] > m2["nsd"][0] and m1["dice"][0] == pytest.approx(0.9)
+    missed = case_metrics(np.zeros_like(ref), ref, 2, (1, 1, 1))
+    assert missed["dice"][0] == 0 and missed["hd95"][0] == float("inf") and missed["nsd"][0] == 0

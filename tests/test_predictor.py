@@ -1,0 +1,98 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch import nn
+
+from rog.checkpoint import save_checkpoint
+from rog.cli import main
+from rog.data.dataset import load_dataset
+from rog.data.io import read_label, write_volume
+from rog.infer.predictor import cases_from_input, predict_cases
+from rog.plan import plan_for
+
+
+class Oracle(nn.Module):
+    """Reads the label back from an image that encodes it as 100 * label (identity
+    normalisation): logit_k = -(x - 100 k)^2 / 100."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.register_buffer("centres", torch.arange(num_classes, dtype=torch.float32) * 100)
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return -((x[:, :1] - self.centres.view(1, -1, 1, 1, 1)) ** 2) / 100 * self.scale
+
+
+def oracle(plan):
+    return Oracle(plan.num_classes)
+
+
+def _identity_plan(spacing):
+    plan = plan_for(1, 3, (1, 1, 2), patch_size=(16, 16, 16))
+    plan.normalization = [{"scheme": "ct", "mean": 0.0, "std": 1.0, "lower": -1e9, "upper": 1e9}]
+    plan.target_spacing = list(spacing)
+    plan.val_patch_size = [32, 32, 16]
+    return plan
+
+
+def test_prediction_keeps_the_input_geometry_and_is_aligned(ct_task, tmp_path):
+    ds = load_dataset(ct_task)
+    src = ds.training[0]
+    label, geom = read_label(src.label)
+    assert geom.orientation != "RAS" and geom.spacing[2] > 2
+    image_dir = tmp_path / "images"
+    write_volume(image_dir / "case.nii.gz", (100.0 * label).astype(np.float32), np.array(geom.affine))
+    plan = _identity_plan([0.6, 0.7, 1.5])  # forces resampling there and back
+    status = predict_cases(Oracle(), plan, cases_from_input(image_dir), tmp_path / "pred", progress=False)
+    assert status == {"case": "ok"}
+    out = nib.load(str(tmp_path / "pred" / "case.nii.gz"))
+    assert out.shape == label.shape and out.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(out.affine, np.array(geom.affine), atol=1e-5)
+    pred = np.asarray(out.dataobj)
+    for k in (1, 2):
+        inter = np.sum((pred == k) & (label == k))
+        assert 2 * inter / (np.sum(pred == k) + np.sum(label == k)) > 0.9
+
+
+def test_a_failing_case_is_reported_and_the_others_complete(tmp_path):
+    lab = np.zeros((20, 20, 20), np.float32)
+    lab[5:15, 5:15, 5:15] = 100
+    write_volume(tmp_path / "in" / "good.nii.gz", lab, np.eye(4))
+    write_volume(tmp_path / "in" / "two_channels.nii.gz", np.stack([lab, lab], -1), np.eye(4))
+    (tmp_path / "in" / "broken.nii.gz").write_bytes(b"not a nifti")
+    status = predict_cases(Oracle(), _identity_plan([1, 1, 1]), cases_from_input(tmp_path / "in"),
+                           tmp_path / "out", progress=False)
+    assert status["good"] == "ok"
+    assert "channel" in status["two_channels"] and "broken.nii.gz" in status["broken"]
+    assert (tmp_path / "out" / "good.nii.gz").is_file()
+
+
+def test_nnunet_style_input_folder(tmp_path):
+    for c in range(2):
+        write_volume(tmp_path / f"abc_{c:04d}.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
+    write_volume(tmp_path / "abcd_0000.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
+    cases = {c.name: c for c in cases_from_input(tmp_path)}
+    assert set(cases) == {"abc", "abcd"} and len(cases["abc"].images) == 2
+
+
+def test_predict_and_evaluate_commands(ct_task, tmp_path, capsys):
+    ds = load_dataset(ct_task)
+    label, geom = read_label(ds.training[1].label)
+    images, refs = tmp_path / "images", tmp_path / "refs"
+    write_volume(images / "c1.nii.gz", (100.0 * label).astype(np.float32), np.array(geom.affine))
+    write_volume(refs / "c1.nii.gz", label.astype(np.uint8), np.array(geom.affine))
+    plan = _identity_plan(geom.spacing)
+    plan.save(tmp_path / "plan.json")
+    save_checkpoint(tmp_path / "w.pt", {"model": Oracle().state_dict()})
+    code = main(["predict", "--model", "tests.test_predictor:oracle", "--plan", str(tmp_path / "plan.json"),
+                 "--checkpoint", str(tmp_path / "w.pt"), "-i", str(images), "-o", str(tmp_path / "pred"),
+                 "--device", "cpu"])
+    assert code == 0
+    assert main(["evaluate", str(tmp_path / "pred"), str(refs), "--classes", "3"]) == 0
+    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    assert summary["mean"]["dice"][0] > 0.99 and summary["mean"]["dice"][1] > 0.99
+    assert (tmp_path / "pred" / "summary.csv").read_text().startswith("case,class,dice,hd95,nsd")
+    assert "class 1: Dice" in capsys.readouterr().out

@@ -1,0 +1,83 @@
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from rog.infer import SlidingWindow, importance_map, sliding_window, window_starts
+
+
+def test_window_starts_cover_with_at_most_half_patch_steps():
+    for size, patch in [(70, 32), (32, 32), (33, 32), (100, 48)]:
+        starts = window_starts(size, patch, 0.5)
+        assert starts[0] == 0 and starts[-1] == size - patch
+        assert all(b - a <= patch // 2 for a, b in zip(starts, starts[1:]))
+    assert window_starts(20, 32, 0.5) == [0]
+
+
+@pytest.mark.parametrize("overlap", [0.25, 0.5, 0.7])
+@pytest.mark.parametrize("mode", ["gaussian", "inverse_distance", "constant"])
+def test_pointwise_network_equals_a_full_volume_pass(overlap, mode):
+    net = torch.nn.Conv3d(2, 3, 1)
+    x = torch.randn(2, 2, 37, 29, 20)
+    with torch.no_grad():
+        full = net(x)
+        out = sliding_window(net, x, (16, 16, 12), overlap, mode, batch_size=3)
+    assert (out - full).abs().max() < 1e-5
+
+
+def test_smaller_than_patch_is_padded_and_cropped_back():
+    net = torch.nn.Conv3d(1, 2, 1)
+    x = torch.randn(1, 1, 10, 40, 7)
+    with torch.no_grad():
+        out = sliding_window(net, x, (16, 16, 16), 0.5)
+    assert out.shape == (1, 2, 10, 40, 7)
+    assert (out - net(x)).abs().max() < 1e-5
+
+
+def test_agrees_with_monai():
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv3d(8, 3, 3, padding=1)).eval()
+    x = torch.randn(1, 1, 50, 61, 40)
+    with torch.no_grad():
+        ours = sliding_window(net, x, (24, 24, 24), 0.5, "gaussian", batch_size=4)
+        ref = sliding_window_inference(x, (24, 24, 24), 4, net, overlap=0.5, mode="gaussian")
+    agree = (ours.argmax(1) == ref.argmax(1)).float().mean().item()
+    assert agree >= 0.999
+    assert (ours - ref).abs().max() < 5e-3
+
+
+def test_differentiable_end_to_end():
+    net = torch.nn.Conv3d(1, 2, 1)
+    x = torch.randn(1, 1, 30, 30, 20, requires_grad=True)
+    sliding_window(net, x, (16, 16, 16), 0.5)[:, 1].sum().backward()
+    expected = net.weight[1, 0].item()  # d(logit_1)/dx per voxel for a 1x1x1 conv
+    assert torch.allclose(x.grad, torch.full_like(x, expected), atol=1e-5)
+
+
+def test_mirroring_keeps_a_flip_equivariant_network_unchanged():
+    net = torch.nn.Conv3d(1, 2, 1)
+    x = torch.randn(1, 1, 20, 20, 20)
+    with torch.no_grad():
+        plain = sliding_window(net, x, (16, 16, 16))
+        tta = sliding_window(net, x, (16, 16, 16), mirror_axes=[0, 1, 2])
+    assert (plain - tta).abs().max() < 1e-5
+    # and a non-equivariant one is changed (TTA really flips)
+    shifted = torch.nn.Conv3d(1, 2, (3, 1, 1), padding=(1, 0, 0))
+    with torch.no_grad():
+        assert (sliding_window(shifted, x, (16, 16, 16)) -
+                sliding_window(shifted, x, (16, 16, 16), mirror_axes=[0])).abs().max() > 1e-4
+
+
+def test_importance_maps():
+    g = importance_map((16, 16, 8))
+    assert g.max() == 1.0 and g.min() >= 1e-3 and g[8, 8, 4] > g[0, 0, 0]
+    inv = importance_map((9, 9, 9), "inverse_distance")
+    assert inv[4, 4, 4] == 1.0 and inv[4, 4, 0] == pytest.approx(0.25)
+
+
+def test_wrapper_is_a_volume_model():
+    net = torch.nn.Conv3d(1, 2, 1)
+    vol = SlidingWindow(net, (8, 8, 8))
+    x = torch.randn(1, 1, 12, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(vol(x), net(x), atol=1e-5)
