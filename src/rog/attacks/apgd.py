@@ -1,0 +1,112 @@
+"""APGD (Croce & Hein 2020), the AutoAttack algorithm, with voxel-wise losses.
+
+Step size 2 eps; momentum 0.75 (none on the first step); checkpoints after 22% of the
+iterations, then periods shorter by 3% down to 6%; at a checkpoint the step is halved and
+the iterate reset to the best-loss point when fewer than 75% of the period's steps raised the
+loss, or when the step was not halved at the previous checkpoint and the best loss has not
+improved since. Restarts from new random points. The Dice-lowest iterate is returned.
+"""
+from __future__ import annotations
+
+import torch
+
+from rog.attacks import losses
+from rog.attacks.base import Attack, gradient
+
+
+class APGD(Attack):
+    """`loss`: "ce", "dlr" (>= 3 classes) or "dlr-targeted" (>= 4 classes; one run per target
+    rank, the target of a voxel being its `rank`-th most likely class on the clean input)."""
+
+    name = "apgd"
+    RHO = 0.75
+
+    def __init__(self, model, threat, iters: int = 100, loss: str = "ce", restarts: int = 1,
+                 target_ranks: int = 1, num_classes=None, seed: int = 0):
+        super().__init__(model, threat, num_classes, seed)
+        if loss not in ("ce", "dlr", "dlr-targeted"):
+            raise ValueError(f"unknown APGD loss {loss!r}")
+        self.iters, self.loss, self.restarts, self.target_ranks = iters, loss, restarts, target_ranks
+        self.name = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t"}[loss]
+        self.min_classes = {"ce": 2, "dlr": 3, "dlr-targeted": 4}[loss]
+
+    def perturb(self, u0, y, forward, tracker, logits0):
+        runs = 0
+        self.info["checkpoints"] = []
+        if self.loss == "dlr-targeted":
+            order = logits0.argsort(dim=1)  # ascending
+            ranks = range(2, min(self.target_ranks, logits0.shape[1] - 1) + 2)
+            for rank in ranks:
+                target = order[:, -rank]
+                for _ in range(self.restarts):
+                    self._single_run(u0, y, forward, tracker, lambda z: losses.dlr_targeted(z, y, target))
+                    runs += 1
+        else:
+            loss_fn = {"ce": losses.ce, "dlr": losses.dlr}[self.loss]
+            for _ in range(self.restarts):
+                self._single_run(u0, y, forward, tracker, lambda z: loss_fn(z, y))
+                runs += 1
+        self.info["iterations"] = self.iters * runs
+
+    def _single_run(self, u0, y, forward, tracker, loss_fn):
+        n = self.iters
+        b = u0.shape[0]
+        view = (-1, *[1] * (u0.ndim - 1))
+        period = max(int(0.22 * n), 1)
+        period_min = max(int(0.06 * n), 1)
+        decrease = max(int(0.03 * n), 1)
+
+        u = self.random_start(u0)
+        logits, loss, grad = gradient(forward, u, loss_fn)
+        tracker.update(u, logits)
+        step = torch.full((b,), 2.0 * self.threat.radius, device=u0.device, dtype=u0.dtype)
+        u_best, grad_best, loss_best = u.clone(), grad.clone(), loss.clone()
+        loss_steps = torch.zeros(n, b, device=u0.device, dtype=loss.dtype)
+        loss_best_last_check = loss_best.clone()
+        reduced_last_check = torch.zeros(b, dtype=torch.bool, device=u0.device)
+        u_old = u.clone()
+        counter = 0
+        for i in range(n):
+            momentum = 0.75 if i > 0 else 1.0
+            diff = u - u_old
+            u_old = u
+            z = self.threat.project(self.ascent(u, grad, step), u0)
+            u = self.threat.project(u + (z - u) * momentum + diff * (1 - momentum), u0)
+
+            logits, loss, grad = gradient(forward, u, loss_fn)
+            tracker.update(u, logits)
+            loss_steps[i] = loss
+            improved = loss > loss_best
+            u_best[improved], grad_best[improved] = u[improved], grad[improved]
+            loss_best = torch.where(improved, loss, loss_best)
+
+            counter += 1
+            if counter == period:
+                self.info.setdefault("checkpoints", []).append(i + 1)
+                oscillating = self._oscillation(loss_steps, i, period)
+                no_progress = ~reduced_last_check & (loss_best_last_check >= loss_best)
+                reduce = oscillating | no_progress
+                reduced_last_check = reduce
+                loss_best_last_check = loss_best.clone()
+                if reduce.any():
+                    step = torch.where(reduce, step / 2.0, step)
+                    u = torch.where(reduce.view(view), u_best, u)
+                    grad = torch.where(reduce.view(view), grad_best, grad)
+                counter = 0
+                period = max(period - decrease, period_min)
+
+    def _oscillation(self, loss_steps: torch.Tensor, j: int, k: int) -> torch.Tensor:
+        """True where at most RHO * k of the last k steps increased the loss (AutoAttack's
+        check; indices before the first step wrap to the zero-initialised end, as there)."""
+        t = torch.zeros_like(loss_steps[0])
+        for c in range(k):
+            t += (loss_steps[j - c] > loss_steps[j - c - 1]).to(t.dtype)
+        return t <= k * self.RHO * torch.ones_like(t)
+
+
+def apgd_checkpoints(n: int) -> list[int]:
+    """Iterations at which APGD checks its step size, as fractions p_j of n (for reference)."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return [int(round(v * n)) for v in p[1:] if v <= 1]

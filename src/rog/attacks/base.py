@@ -1,0 +1,141 @@
+"""What every attack shares: range normalisation, frozen weights, seeding, and keeping the
+iterate with the lowest Dice.
+
+An attack is constructed with its hyper-parameters and called as `x_adv = attack(x, y)` on
+model inputs `x: [B, C, D, H, W]` and labels `y: [B, D, H, W]`. It returns the lowest-Dice
+point it evaluated (the clean input included, so an attack that finds nothing returns x),
+never leaves the ball or the box, and is deterministic under its seed. `attack.info` then
+holds per-instance statistics of the call.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+from torch import nn
+
+from rog.attacks.threat import ThreatModel
+from rog.evaluate.metrics import dice_batch
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """Eval mode and no weight gradients for the duration; restores both afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    training = model.training
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(training)
+
+
+class DiceTracker:
+    """Keeps, per instance, the evaluated point with the lowest mean foreground Dice."""
+
+    def __init__(self, u0: torch.Tensor, logits0: torch.Tensor, y: torch.Tensor, num_classes: int):
+        self.y, self.k = y, num_classes
+        self.best_u = u0.detach().clone()
+        self.best_dice = dice_batch(logits0.argmax(1), y, num_classes)
+        self.clean_dice = self.best_dice.clone()
+
+    def update(self, u: torch.Tensor, logits: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Record the points `u` (with their `logits`); `valid` masks out points that may not
+        be kept (outside the threat model). Returns their Dice `[B]`."""
+        d = dice_batch(logits.detach().argmax(1), self.y, self.k)
+        better = d < self.best_dice if valid is None else (d < self.best_dice) & valid
+        self.best_u[better] = u.detach()[better]
+        self.best_dice = torch.where(better, d, self.best_dice)
+        return d
+
+
+class Attack:
+    """Base class. Subclasses implement `perturb(u0, y, forward, tracker)` in range-normalised
+    coordinates (box [0, 1], L-inf radius eps/255) and may skip themselves via `min_classes`."""
+
+    name = "attack"
+    min_classes = 2
+
+    def __init__(self, model: nn.Module, threat: ThreatModel, num_classes: int | None = None, seed: int = 0):
+        self.model, self.threat, self.num_classes, self.seed = model, threat, num_classes, seed
+        self.info: dict = {}
+
+    def config(self) -> dict:
+        """Hyper-parameters, for result files."""
+        skip = {"model", "threat", "info", "num_classes", "generator"}
+        return {"attack": self.name, **{k: v for k, v in vars(self).items() if k not in skip},
+                "threat": self.threat.to_dict()}
+
+    def skip_reason(self, num_classes: int) -> str | None:
+        if num_classes < self.min_classes:
+            return f"{self.name} needs at least {self.min_classes} classes, the task has {num_classes}"
+        return None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor | None = None,
+                 hi: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim < 3 or y.shape != (x.shape[0], *x.shape[2:]):
+            raise ValueError(f"expected x [B, C, ...] and y [B, ...], got {tuple(x.shape)} and {tuple(y.shape)}")
+        if lo is None or hi is None:
+            lo, hi = ThreatModel.channel_range(x)
+        scale = (hi - lo).clamp(min=1e-12)
+        u0 = ((x.detach() - lo) / scale).clamp(0, 1)
+        y = y.long()
+
+        def forward(u: torch.Tensor) -> torch.Tensor:
+            # u may stack several candidates per instance (Square batches its queries)
+            reps = u.shape[0] // lo.shape[0]
+            return self.model(lo.repeat_interleave(reps, 0) + u * scale.repeat_interleave(reps, 0))
+
+        with frozen(self.model):
+            with torch.no_grad():
+                logits0 = forward(u0)
+            k = self.num_classes or logits0.shape[1]
+            reason = self.skip_reason(k)
+            if reason:
+                raise ValueError(reason)
+            tracker = DiceTracker(u0, logits0, y, k)
+            self.generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            self.info = {"clean_dice": tracker.clean_dice.tolist()}
+            self.perturb(u0, y, forward, tracker, logits0)
+            self.info["dice"] = tracker.best_dice.tolist()
+        u = self.threat.project(tracker.best_u, u0)
+        x_adv = (lo + u * scale).detach()
+        if self.threat.norm == "linf":  # exact in input units despite the round trip
+            eps_abs = self.threat.radius * (hi - lo)
+            x_adv = torch.minimum(torch.maximum(x_adv, x - eps_abs), x + eps_abs)
+        return torch.minimum(torch.maximum(x_adv, lo), hi)
+
+    def perturb(self, u0, y, forward: Forward, tracker: DiceTracker, logits0: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    # helpers shared by the gradient attacks
+    def random_start(self, u0: torch.Tensor) -> torch.Tensor:
+        noise = torch.rand(u0.shape, generator=self.generator, device=u0.device, dtype=u0.dtype) * 2 - 1
+        if self.threat.norm == "l2":
+            noise = noise / noise.flatten(1).norm(dim=1).view(-1, *[1] * (u0.ndim - 1)) * u0[0].numel() ** 0.5
+        return self.threat.project(u0 + self.threat.radius * noise, u0)
+
+    def ascent(self, u: torch.Tensor, grad: torch.Tensor, step) -> torch.Tensor:
+        """One step of size `step` (scalar or `[B]`) along the steepest-ascent direction."""
+        step = torch.as_tensor(step, dtype=u.dtype, device=u.device).view(-1, *[1] * (u.ndim - 1))
+        if self.threat.norm == "linf":
+            return u + step * grad.sign()
+        n = grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *[1] * (u.ndim - 1))
+        return u + step * grad / n * u[0].numel() ** 0.5
+
+
+def gradient(forward: Forward, u: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits, per-instance loss, d loss / d u) with one forward and one backward pass."""
+    u = u.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = forward(u)
+        loss = loss_fn(logits)
+        grad, = torch.autograd.grad(loss.sum(), u)
+    return logits.detach(), loss.detach(), grad.detach()

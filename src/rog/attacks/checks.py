@@ -1,0 +1,108 @@
+"""Automated validity checks of an attack evaluation (Carlini et al. 2019; Pintor et al. 2022).
+
+Each check returns {"name", "status" ("pass", "fail", "warn" or "skipped"), "detail"}; the
+runner stores them with the results and the report shows failures first.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rog.attacks.base import frozen
+from rog.attacks.registry import QUERY_BASED
+
+
+def _result(name, ok, detail, warn=False):
+    return {"name": name, "status": "pass" if ok else ("warn" if warn else "fail"), "detail": detail}
+
+
+def ball_box_finite(records: list[dict]) -> dict:
+    bad = [f"{r['case']}/{r['attack_id']}/eps {r['eps']}" for r in records
+           if not r.get("skipped") and not (r["in_ball"] and r["in_box"] and r["finite"])]
+    return _result("ball, box and finite", not bad,
+                   f"{len(bad)} adversarial input(s) outside the ball or box, or not finite: {bad[:5]}"
+                   if bad else f"all {len(records)} adversarial inputs inside the eps-ball and box, finite")
+
+
+def determinism(model, x: torch.Tensor) -> dict:
+    with frozen(model), torch.no_grad():
+        diff = (model(x) - model(x)).abs().max().item()
+    return _result("deterministic model", diff == 0.0,
+                   f"max |logits(x) - logits(x)| = {diff:.3g}" + ("" if diff == 0 else
+                   ": the model is stochastic in eval mode; use EOT or fix the randomness"))
+
+
+def input_gradients(model, x: torch.Tensor, y: torch.Tensor) -> dict:
+    with frozen(model):
+        xg = x.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(xg), y.long())
+        grad, = torch.autograd.grad(loss, xg)
+    finite = bool(torch.isfinite(grad).all())
+    nonzero = float((grad != 0).float().mean())
+    ok = finite and nonzero > 0
+    return _result("input gradients", ok,
+                   f"gradient finite: {finite}, non-zero on {nonzero:.1%} of input voxels"
+                   + ("" if ok else ": gradients are masked, white-box results are not trustworthy"))
+
+
+def monotone_in_eps(summary: dict, tol: float = 0.01) -> dict:
+    items = sorted(summary["eps"].items(), key=lambda kv: float(kv[0]))
+    eps = [float(k) for k, _ in items]
+    dice = [v["worst_case_dice"] for _, v in items]
+    rises = [(a, b) for (a, da), (b, db) in zip(zip(eps, dice), zip(eps[1:], dice[1:])) if db > da + tol]
+    if len(eps) < 2:
+        return {"name": "monotone in eps", "status": "skipped", "detail": "fewer than two eps values"}
+    return _result("monotone in eps", not rises,
+                   "worst-case Dice never rises with eps" if not rises else
+                   f"worst-case Dice rises between eps {rises}: the attack is not converging")
+
+
+def large_eps(dice_large: float, tau: float, eps: float) -> dict:
+    return _result("large-eps sanity", dice_large < tau,
+                   f"at eps {eps:g}/255 PGD drives mean Dice to {dice_large:.3f} (threshold {tau:.3f})"
+                   + ("" if dice_large < tau else ": an unbounded attack should break the model; "
+                      "suspect gradient masking or a broken attack"))
+
+
+def blackbox_not_stronger(records: list[dict], tol: float = 0.02) -> dict:
+    by_eps: dict = {}
+    for r in records:
+        if r.get("skipped") or r["eps"] == 0:
+            continue
+        kind = "black" if r["attack"] in QUERY_BASED else "white"
+        by_eps.setdefault(r["eps"], {}).setdefault(kind, {}).setdefault(r["attack_id"], []).append(r["dice"])
+    problems, compared = [], 0
+    for eps, kinds in by_eps.items():
+        if "black" not in kinds or "white" not in kinds:
+            continue
+        compared += 1
+        black = min(np.mean(v) for v in kinds["black"].values())
+        white = min(np.mean(v) for v in kinds["white"].values())
+        if black < white - tol:
+            problems.append(f"eps {eps}: black-box {black:.3f} < white-box {white:.3f}")
+    if not compared:
+        return {"name": "black-box not stronger", "status": "skipped", "detail": "no black-box and white-box pair"}
+    return _result("black-box not stronger", not problems,
+                   "white-box attacks are at least as strong as black-box ones" if not problems else
+                   "; ".join(problems) + ": suspect gradient masking")
+
+
+def iterations_converged(records: list[dict], tol: float = 0.05) -> dict:
+    per: dict = {}
+    for r in records:
+        if r.get("skipped") or r["attack"] in QUERY_BASED or r["eps"] == 0:
+            continue
+        per.setdefault((r["attack"], r["eps"]), {}).setdefault(r["budget"], []).append(r["dice"])
+    notes = []
+    for (attack, eps), budgets in per.items():
+        b = sorted(budgets)
+        if len(b) >= 2:
+            drop = np.mean(budgets[b[-2]]) - np.mean(budgets[b[-1]])
+            if drop > tol:
+                notes.append(f"{attack} eps {eps}: {b[-2]} -> {b[-1]} iterations lowers Dice by {drop:.3f}")
+    if not any(len(v) >= 2 for v in per.values()):
+        return {"name": "iterations converged", "status": "skipped", "detail": "one iteration budget only"}
+    return _result("iterations converged", not notes,
+                   "more iterations change Dice by less than %.2f" % tol if not notes else
+                   "; ".join(notes) + ": results may overestimate robustness", warn=True)

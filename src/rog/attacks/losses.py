@@ -1,0 +1,64 @@
+"""Voxel-wise attack losses for segmentation: each maps logits `[B, K, ...]` and labels
+`[B, ...]` to one loss per instance `[B]` (mean over voxels), to be MAXIMISED by the attack."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none").flatten(1).mean(1)
+
+
+def _sorted(logits):
+    return logits.sort(dim=1).values  # ascending over classes
+
+
+def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein 2020), voxel-wise; needs >= 3 classes."""
+    z = _sorted(logits)
+    zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    top = z[:, -1]
+    best_other = torch.where(logits.argmax(1) == y, z[:, -2], top)
+    return (-(zy - best_other) / (top - z[:, -3] + 1e-12)).flatten(1).mean(1)
+
+
+def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR, voxel-wise; needs >= 4 classes."""
+    z = _sorted(logits)
+    zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    zt = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+    return (-(zy - zt) / (z[:, -1] - 0.5 * (z[:, -3] + z[:, -4]) + 1e-12)).flatten(1).mean(1)
+
+
+def segpgd(logits: torch.Tensor, y: torch.Tensor, step: int, total: int) -> torch.Tensor:
+    """SegPGD (Gu et al. 2022): CE weighted 1 - lambda on correct voxels and lambda on wrong
+    ones, lambda = step / (2 total), shifting the attack's effort onto the voxels still right."""
+    lam = step / (2.0 * total)
+    voxel = F.cross_entropy(logits, y, reduction="none")
+    correct = (logits.argmax(1) == y).float()
+    return ((1 - lam) * correct * voxel + lam * (1 - correct) * voxel).flatten(1).mean(1)
+
+
+def cospgd(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CosPGD (Agnihotri et al. 2024): voxel CE weighted by the (detached) cosine similarity
+    between the softmax output and the one-hot label."""
+    p = logits.softmax(1)
+    cos = p.gather(1, y.unsqueeze(1)).squeeze(1) / p.norm(dim=1).clamp(min=1e-12)
+    return (cos.detach() * F.cross_entropy(logits, y, reduction="none")).flatten(1).mean(1)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean voxel margin z_y - max_{i != y} z_i, negated (so larger is better for the attack)."""
+    zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    other = logits.scatter(1, y.unsqueeze(1), float("-inf")).max(1).values
+    return -(zy - other).flatten(1).mean(1)
+
+
+def soft_dice_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice of the softmax against the one-hot label, mean over foreground classes."""
+    k = logits.shape[1]
+    p = logits.softmax(1).flatten(2)
+    t = F.one_hot(y, k).movedim(-1, 1).flatten(2).float()
+    dice = (2 * (p * t).sum(2) + 1e-5) / (p.sum(2) + t.sum(2) + 1e-5)
+    return 1 - dice[:, 1:].mean(1)

@@ -1,0 +1,42 @@
+"""Attack names used on the command line and in result files."""
+from __future__ import annotations
+
+from rog.attacks.apgd import APGD
+from rog.attacks.base import Attack
+from rog.attacks.fab import FAB
+from rog.attacks.pgd import PGD, CosPGD, SegPGD
+from rog.attacks.square import Square
+
+STANDARD = ["apgd-ce", "apgd-dlr", "fab-t", "square"]  # AutoAttack standard, as in the paper
+PLUS = STANDARD + ["pgd", "segpgd", "cospgd", "apgd-t"]
+QUERY_BASED = {"square"}
+
+
+def expand(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        for a in {"standard": STANDARD, "plus": PLUS}.get(n, [n]):
+            if a not in PLUS:
+                raise ValueError(f"unknown attack {a!r}; choose from {PLUS} or 'standard'/'plus'")
+            if a not in out:
+                out.append(a)
+    return out
+
+
+def make_attack(name: str, model, threat, budget: int, num_classes: int, seed: int = 0, **kw) -> Attack:
+    """Build attack `name` with `budget` iterations (queries for Square)."""
+    common = dict(num_classes=num_classes, seed=seed)
+    if name == "pgd":
+        return PGD(model, threat, iters=budget, **common)
+    if name == "segpgd":
+        return SegPGD(model, threat, iters=budget, **common)
+    if name == "cospgd":
+        return CosPGD(model, threat, iters=budget, **common)
+    if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
+        loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[name]
+        return APGD(model, threat, iters=budget, loss=loss, target_ranks=kw.get("target_ranks", 3), **common)
+    if name == "fab-t":
+        return FAB(model, threat, iters=budget, threshold=kw.get("threshold"), **common)
+    if name == "square":
+        return Square(model, threat, queries=budget, **common)
+    raise ValueError(f"unknown attack {name!r}")

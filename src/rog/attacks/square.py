@@ -1,0 +1,92 @@
+"""Square Attack (Andriushchenko et al. 2020), L-inf, in 3D: cubes instead of squares.
+
+Score-based (black-box): only the model's outputs are used. Initialisation with stripes of
++-eps (constant along all but the last spatial axis, per channel); each query replaces the
+perturbation inside one random cube with +-eps per channel (so it moves by up to 2 eps) and
+is kept if the objective improves. The cube's share of the volume starts at `p_init` and
+halves at AutoAttack's schedule (queries 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000,
+rescaled to 10,000 queries). `candidates` cubes per instance are evaluated in one batch per
+step (each counts as a query); the best improving one is kept.
+"""
+from __future__ import annotations
+
+import torch
+
+from rog.attacks import losses
+from rog.attacks.base import Attack
+
+SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def p_selection(p_init: float, query: int, total: int) -> float:
+    it = int(query / max(total, 1) * 10000)
+    return p_init / 2 ** sum(it > s for s in SCHEDULE)
+
+
+class Square(Attack):
+    """`objective`: "margin" (mean voxel margin, as Square's margin loss) or "dice" (soft
+    Dice of the softmax), minimised; `queries`: model evaluations per instance."""
+
+    name = "square"
+
+    def __init__(self, model, threat, queries: int = 500, p_init: float = 0.8, objective: str = "margin",
+                 candidates: int = 4, num_classes=None, seed: int = 0):
+        super().__init__(model, threat, num_classes, seed)
+        if threat.norm != "linf":
+            raise ValueError("Square is implemented for the L-inf threat model")
+        if objective not in ("margin", "dice"):
+            raise ValueError(f"unknown Square objective {objective!r}")
+        self.queries, self.p_init, self.objective, self.candidates = queries, p_init, objective, candidates
+
+    def _objective(self, logits, y):
+        # both to be minimised: the model's margin, or its soft Dice
+        return -losses.margin(logits, y) if self.objective == "margin" else 1 - losses.soft_dice_loss(logits, y)
+
+    def _rand(self, *shape, high=None):
+        g, dev = self.generator, self.device
+        if high is not None:
+            return torch.randint(0, high, shape, generator=g, device=dev)
+        return torch.rand(shape, generator=g, device=dev)
+
+    def _signs(self, *shape):
+        return self._rand(*shape, high=2).to(self.dtype) * 2 - 1
+
+    def perturb(self, u0, y, forward, tracker, logits0):
+        self.device, self.dtype = u0.device, u0.dtype
+        r = self.threat.radius
+        b, c, *spatial = u0.shape
+        view = (-1, *[1] * (u0.ndim - 1))
+        stripes = self._signs(b, c, *[1] * (len(spatial) - 1), spatial[-1]) * r
+        u_best = self.threat.project(u0 + stripes, u0)
+        with torch.no_grad():
+            logits = forward(u_best)
+        tracker.update(u_best, logits)
+        best = self._objective(logits, y)
+        used = 1
+        volume = float(torch.tensor(spatial).prod())
+        q = self.candidates
+        while used < self.queries:
+            n = min(q, self.queries - used)
+            p = p_selection(self.p_init, used, self.queries)
+            side = [max(1, min(s, round((p * volume) ** (1 / len(spatial))))) for s in spatial]
+            cand = u_best.repeat_interleave(n, 0)  # [B*n, C, ...]
+            for i in range(b * n):
+                corner = [int(self._rand(1, high=s - w + 1)) for s, w in zip(spatial, side)]
+                region = (i, slice(None), *[slice(o, o + w) for o, w in zip(corner, side)])
+                cand[region] = u0[i // n].unsqueeze(0)[(0, slice(None), *region[2:])] + \
+                    self._signs(c, *[1] * len(spatial)) * r
+            cand = self.threat.project(cand, u0.repeat_interleave(n, 0))
+            with torch.no_grad():
+                logits = forward(cand)
+            obj = self._objective(logits, y.repeat_interleave(n, 0)).view(b, n)
+            pick = obj.argmin(1)
+            chosen = torch.arange(b, device=u0.device) * n + pick
+            improved = obj.gather(1, pick[:, None]).squeeze(1) < best
+            u_new = torch.where(improved.view(view), cand[chosen], u_best)
+            best = torch.where(improved, obj.gather(1, pick[:, None]).squeeze(1), best)
+            for j in range(n):  # every candidate is a point the attack evaluated
+                idx = torch.arange(b, device=u0.device) * n + j
+                tracker.update(cand[idx], logits[idx])
+            u_best = u_new
+            used += n
+        self.info["queries"] = used

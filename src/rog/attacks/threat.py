@@ -1,0 +1,63 @@
+"""The threat model: an eps-ball on each channel's intensity range, and that range as the box.
+
+eps is given on the /255 scale: for instance i and channel c with input range [lo, hi]
+(the channel's min and max over the whole preprocessed case), the L-inf radius is
+eps / 255 * (hi - lo) and the box is [lo, hi]. This is the analogue of an 8-bit image in
+[0, 1] with eps = 8/255, and it is what the public code's clamp to [0, 1] on z-scored inputs
+got wrong. Internally attacks work in range-normalised coordinates u = (x - lo) / (hi - lo),
+where the box is [0, 1] and the L-inf radius is eps / 255, exactly as in classification.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """`eps` on the /255 scale of each channel's range; `norm` "linf" (or "l2", where eps/255
+    bounds the L2 norm of the range-normalised perturbation divided by sqrt(#voxels))."""
+
+    eps: float
+    norm: str = "linf"
+
+    def __post_init__(self):
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"unknown norm {self.norm!r}: 'linf' or 'l2'")
+        if self.eps < 0:
+            raise ValueError("eps must be >= 0")
+
+    @property
+    def radius(self) -> float:
+        """Radius in range-normalised units."""
+        return self.eps / 255.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "scale": "/255 of each channel's per-case intensity range",
+                "box": "per-case channel [min, max]"}
+
+    @staticmethod
+    def channel_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-instance, per-channel (lo, hi), each `[B, C, 1, 1, 1]`, from `x: [B, C, ...]`."""
+        flat = x.detach().flatten(2)
+        shape = (*x.shape[:2], *([1] * (x.ndim - 2)))
+        return flat.min(-1).values.view(shape), flat.max(-1).values.view(shape)
+
+    def project(self, u: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
+        """Project range-normalised `u` onto the ball around `u0` and the box [0, 1]."""
+        d = u - u0
+        if self.norm == "linf":
+            d = d.clamp(-self.radius, self.radius)
+        else:
+            limit = self.radius * d[0].numel() ** 0.5
+            n = d.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *([1] * (d.ndim - 1)))
+            d = d * torch.clamp(limit / n, max=1.0)
+        return (u0 + d).clamp(0.0, 1.0)
+
+    def norm_of(self, u: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
+        """Perturbation size per instance `[B]` on the /255 scale (the unit eps is given in)."""
+        d = (u - u0).flatten(1)
+        if self.norm == "linf":
+            return d.abs().max(1).values * 255.0
+        return d.norm(dim=1) / d.shape[1] ** 0.5 * 255.0
