@@ -13,3 +13,6 @@ constraint=$(mktemp)
 trap 'rm -f "$constraint"' EXIT
 "$PY" -c "import torch; print('torch==' + torch.__version__)" >"$constraint"
 "$PY" -m pip install --quiet -c "$constraint" -e ".[test]"
+# torchattacks is the reference APGD the tests compare against. Its metadata asks for
+# torchvision, which it never imports and which would replace the CPU torch: no deps.
+"$PY" -m pip install --quiet --no-deps "torchattacks>=3.5"

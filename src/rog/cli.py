@@ -121,6 +121,56 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def _labelled_cases(data: Path) -> list[str]:
+    return sorted(p.name[: -len("_seg.npy")] for p in data.glob("*_seg.npy"))
+
+
+def cmd_attack(a) -> int:
+    from rog.attacks.ensemble import Benchmark, BenchmarkConfig, load_bench_cases
+    model, plan, run = _load_model(a)
+    if a.data:
+        data = Path(a.data)
+    elif run is not None:
+        data = run.parent.parent / "preprocessed"
+    else:
+        raise FileNotFoundError("--model needs --data (a preprocessed folder)")
+    names = a.cases
+    if not names and run is not None and (run / "splits.json").is_file():
+        names = json.loads((run / "splits.json").read_text())["val"]
+    names = names or _labelled_cases(data)
+    if a.max_cases:
+        names = names[: a.max_cases]
+    if not names:
+        raise FileNotFoundError(f"{data}: no labelled preprocessed case to attack")
+    config = BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=a.scope,
+                             norm=a.norm, seed=a.seed)
+    out = Path(a.out) if a.out else ((run.parent.parent / "attacks" / f"{run.name}-{a.scope}") if run
+                                     else Path("rog_attacks"))
+    device = _device(a.device)
+    _init_distributed()
+    cases = load_bench_cases(data, names, a.scope, plan.val_patch_size, device)
+    doc = Benchmark(model.to(device), plan.num_classes, config, out, plan.val_patch_size).run(cases)
+    if not doc:
+        return 0  # a non-zero rank: rank 0 merges and reports
+    s = doc["summary"]
+    print(f"clean Dice {s['clean_dice']:.4f}, success threshold tau = {s['tau']:.4f}")
+    for eps, e in sorted(s["eps"].items(), key=lambda kv: float(kv[0])):
+        print(f"eps {float(eps):>5g}/255: worst-case Dice {e['worst_case_dice']:.4f}, "
+              f"robust accuracy {e['robust_accuracy']:.3f}")
+    for c in doc["checks"]:
+        print(f"check {c['status'].upper():>7}: {c['name']}: {c['detail']}")
+    print(f"results in {out / 'results.json'}")
+    return 0
+
+
+def _init_distributed() -> None:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPU, gloo on CPU."""
+    import torch
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
 def cmd_demo(a) -> int:
     from rog.demo import run_demo
     return run_demo(Path(a.workdir), quick=a.quick)
@@ -189,6 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm")
     s.add_argument("-o", "--out", default=None, help="output path stem (default PRED/summary)")
     s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("attack", help="robustness benchmark: AutoAttack for 3D segmentation")
+    s.add_argument("run", nargs="?", help="run directory (or --model/--plan/--data)")
+    s.add_argument("--eps", type=float, nargs="+", default=[4, 8, 12, 16], help="on the /255 scale")
+    s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' or 'plus'")
+    s.add_argument("--iters", type=int, nargs="+", default=[5])
+    s.add_argument("--queries", type=int, nargs="+", default=[500])
+    s.add_argument("--scope", default="patch", choices=["patch", "volume"])
+    s.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    s.add_argument("--cases", nargs="*", help="case names (default: the run's validation split)")
+    s.add_argument("--max-cases", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--model", help="registered name or package.module:factory")
+    s.add_argument("--checkpoint")
+    s.add_argument("--plan")
+    s.add_argument("--data", help="preprocessed folder (default: the run's work directory)")
+    s.add_argument("-o", "--out", default=None)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_attack)
 
     s = sub.add_parser("demo", help="run the pipeline end to end on the embedded synthetic task")
     s.add_argument("--quick", action="store_true", help="smaller data and budgets")

@@ -119,6 +119,7 @@ class Benchmark:
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         suffix = f".rank{self.rank}" if self.world > 1 else ""
         self.results_path = self.out_dir / f"results{suffix}.json"
+        self._logged: set[str] = set()
 
     def _jobs(self):
         c = self.config
@@ -174,6 +175,9 @@ class Benchmark:
         atk = make_attack(attack, self.model, threat, budget, self.num_classes, self.config.seed, threshold=tau)
         reason = atk.skip_reason(self.num_classes)
         if reason:
+            if reason not in self._logged:
+                self._logged.add(reason)
+                tqdm.write(f"skipped: {reason}")
             return {**rec, "skipped": reason}
         t0 = time.perf_counter()
         x_adv = atk(case.x, case.y, case.lo, case.hi)

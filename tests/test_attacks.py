@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rog.attacks import APGD, FAB, PGD, CosPGD, SegPGD, Square, ThreatModel
+from rog.attacks.apgd import apgd_checkpoints
+from rog.attacks.fab import project_linf_hyperplane
+
+ATTACKS = [
+    (PGD, dict(iters=3)), (SegPGD, dict(iters=3)), (CosPGD, dict(iters=3)),
+    (APGD, dict(iters=4)), (APGD, dict(iters=4, loss="dlr")), (APGD, dict(iters=3, loss="dlr-targeted")),
+    (FAB, dict(iters=3)), (Square, dict(queries=12)),
+]
+
+
+def _model(in_ch, classes, seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv3d(in_ch, 6, 3, padding=1), nn.Tanh(), nn.Conv3d(6, classes, 3, padding=1))
+
+
+@pytest.mark.parametrize("attack,kw", ATTACKS, ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ball_box_finite_and_reproducible(attack, kw, seed):
+    g = torch.Generator().manual_seed(seed)
+    channels, classes = [(1, 4), (3, 5)][seed]
+    model = _model(channels, classes, seed)
+    # channels on very different scales (CT-like HU and a z-scored one): the ball is per channel
+    x = torch.randn(2, channels, 8, 10, 6, generator=g) * torch.tensor([300.0, 1.0, 5.0][:channels]).view(1, -1, 1, 1, 1)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    threat = ThreatModel(8)
+    lo, hi = ThreatModel.channel_range(x)
+    a = attack(model, threat, seed=seed, **kw)
+    x_adv = a(x, y)
+    eps_abs = 8 / 255 * (hi - lo)
+    assert torch.isfinite(x_adv).all()
+    assert ((x_adv - x).abs() <= eps_abs * (1 + 1e-6)).all()
+    assert (x_adv >= lo).all() and (x_adv <= hi).all()
+    assert torch.equal(x_adv, attack(model, threat, seed=seed, **kw)(x, y))
+    assert all(d <= c + 1e-9 for d, c in zip(a.info["dice"], a.info["clean_dice"]))  # lowest Dice kept
+    assert all(not p.requires_grad or p.grad is None for p in model.parameters())  # no weight grads
+
+
+def test_parameters_are_frozen_during_and_restored_after():
+    model = _model(1, 3, 0).train()
+    seen = []
+    original = model.forward
+
+    def spy(x):
+        seen.append((model.training, any(p.requires_grad for p in model.parameters())))
+        return original(x)
+
+    model.forward = spy
+    x = torch.randn(1, 1, 6, 6, 6)
+    PGD(model, ThreatModel(4), iters=2)(x, torch.zeros(1, 6, 6, 6, dtype=torch.long))
+    assert seen and all(s == (False, False) for s in seen)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_dlr_needs_three_classes_and_targeted_four():
+    model = _model(1, 3, 0)
+    assert APGD(model, ThreatModel(8), loss="dlr").skip_reason(2) is not None
+    assert APGD(model, ThreatModel(8), loss="dlr").skip_reason(3) is None
+    assert "at least 4 classes" in APGD(model, ThreatModel(8), loss="dlr-targeted").skip_reason(3)
+    with pytest.raises(ValueError, match="at least 4"):
+        APGD(model, ThreatModel(8), loss="dlr-targeted")(torch.randn(1, 1, 4, 4, 4), torch.zeros(1, 4, 4, 4))
+
+
+def test_apgd_step_size_checkpoints_follow_autoattack():
+    assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    model = _model(1, 3, 0)
+    a = APGD(model, ThreatModel(8), iters=100)
+    a(torch.randn(1, 1, 4, 4, 4), torch.zeros(1, 4, 4, 4, dtype=torch.long))
+    assert a.info["checkpoints"] == apgd_checkpoints(100)
+
+
+def test_stronger_with_larger_eps_and_attacks_do_something():
+    model = _model(1, 3, 2)
+    x = torch.randn(4, 1, 10, 10, 10)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    a2, a16 = APGD(model, ThreatModel(2), iters=10), APGD(model, ThreatModel(16), iters=10)
+    a2(x, y)
+    a16(x, y)
+    assert np.mean(a16.info["dice"]) < np.mean(a2.info["dice"]) < 1.0
+    sq = Square(model, ThreatModel(16), queries=40)
+    sq(x, y)
+    assert np.mean(sq.info["dice"]) < 1.0 and sq.info["queries"] == 40
+
+
+def test_fab_reports_honestly():
+    model = _model(1, 3, 3)
+    x = torch.randn(2, 1, 8, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    small, large = FAB(model, ThreatModel(0.5), iters=10), FAB(model, ThreatModel(200), iters=10)
+    small(x, y)
+    large(x, y)
+    assert small.info["found"] == [False, False]
+    assert all(large.info["found"]) and all(n <= 200 for n in large.info["min_norm"])
+
+
+def test_linf_hyperplane_projection_is_minimal():
+    u = torch.full((1, 5), 0.5)
+    w = torch.tensor([[1.0, -2.0, 0.0, 0.5, 1.0]])
+    c = torch.tensor([0.9])
+    d = project_linf_hyperplane(u, w, c)
+    assert (w * d).sum().item() == pytest.approx(0.9, abs=1e-4)
+    assert d.abs().max().item() == pytest.approx(0.9 / w.abs().sum().item(), abs=1e-4)
+
+
+def test_apgd_ce_at_least_as_strong_as_torchattacks_on_a_disguised_classifier():
+    torchattacks = pytest.importorskip("torchattacks")
+    torch.manual_seed(0)
+    k, n, f = 5, 256, 16
+    # a "segmentation" model whose volume is one voxel: a classifier in disguise
+    seg = nn.Sequential(nn.Conv3d(f, 64, 1), nn.ReLU(), nn.Conv3d(64, k, 1))
+    with torch.no_grad():
+        seg[0].weight.mul_(15)  # sensitive enough that eps = 8/255 flips many decisions
+    x = torch.rand(n, f, 1, 1, 1)
+    with torch.no_grad():
+        y = seg(x).argmax(1)  # clean accuracy 1
+    eps, steps = 8 / 255, 10
+
+    class Classifier(nn.Module):  # the same model seen as an image classifier on [0, 1]
+        def forward(self, inp):
+            return seg(inp.view(-1, f, 1, 1, 1)).flatten(1)
+
+    ref = torchattacks.APGD(Classifier().eval(), norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=0, loss="ce")
+    ref_acc = (Classifier()(ref(x.view(n, f, 1, 1), y.flatten())).argmax(1) == y.flatten()).float().mean().item()
+    ours = APGD(seg, ThreatModel(8), iters=steps, loss="ce")
+    zeros, ones = torch.zeros(n, f, 1, 1, 1), torch.ones(n, f, 1, 1, 1)  # the box is [0, 1], as there
+    x_adv = ours(x, y, zeros, ones)
+    assert ((x_adv - x).abs() <= eps + 1e-6).all()
+    with torch.no_grad():
+        our_acc = (seg(x_adv).argmax(1) == y).float().mean().item()
+    print(f"robust accuracy: ours {our_acc:.3f}, torchattacks {ref_acc:.3f}")
+    assert our_acc <= ref_acc + 0.02, (our_acc, ref_acc)
+    assert our_acc < 0.9  # not vacuous: both attacks succeed on many points
