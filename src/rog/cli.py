@@ -171,6 +171,23 @@ def _init_distributed() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
+def cmd_train(a) -> int:
+    from rog.train.trainer import TrainConfig
+    from rog.workdir import train_run
+    config = TrainConfig(epochs=a.epochs, iterations=a.iterations, batch_size=a.batch_size, lr=a.lr,
+                         patience=a.patience, fold=a.fold, seed=a.seed, model=a.model, adv=a.adv, eps=a.eps,
+                         replays=a.replays, divide_epochs=not a.no_divide_epochs, pgd_steps=a.pgd_steps,
+                         init_from=a.init_from, precision=a.precision, device=a.device, workers=a.workers,
+                         save_every=a.save_every, tensorboard=a.tensorboard)
+    result = train_run(a.dataset, a.workdir, a.name, config, resume=a.resume, width=a.width,
+                       postprocessing=not a.no_postprocessing)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"trained {result['epochs']} epoch(s); best validation Dice {result['best_val_dice']:.4f}")
+        if "postprocessing" in result:
+            print(f"post-processing kept: {result['postprocessing']['steps']}")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from rog.demo import run_demo
     return run_demo(Path(a.workdir), quick=a.quick)
@@ -218,6 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", nargs="*", default=None)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_summary)
+
+    s = sub.add_parser("train", help="train a model (clean, Free AT or PGD-AT); torchrun for DDP")
+    s.add_argument("dataset")
+    s.add_argument("-w", "--workdir", default=None)
+    s.add_argument("--name", default="rog")
+    s.add_argument("--model", default=None, help="registered name or package.module:factory (default: plan)")
+    s.add_argument("--width", type=int, default=None, help="ROG level-0 width (default: plan, paper 64)")
+    s.add_argument("--epochs", type=int, default=1000)
+    s.add_argument("--iterations", type=int, default=None, help="per epoch (default: one patch per case)")
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--patience", type=int, default=50)
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--adv", choices=["free", "pgd"], default=None)
+    s.add_argument("--eps", type=float, default=8.0, help="adversarial eps on the /255 range scale")
+    s.add_argument("--replays", type=int, default=5, help="Free AT minibatch replays m")
+    s.add_argument("--no-divide-epochs", action="store_true", help="Free AT: do not divide epochs by m")
+    s.add_argument("--pgd-steps", type=int, default=5)
+    s.add_argument("--init-from", default=None, help="run directory to fine-tune from")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    s.add_argument("--save-every", type=int, default=0, help="also checkpoint every N iterations")
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--tensorboard", action="store_true")
+    s.add_argument("--no-postprocessing", action="store_true", help="skip the post-processing decision")
+    s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("predict", help="predict label maps in each input's original geometry")
     s.add_argument("run", nargs="?", help="run directory (plan.json, config.json, checkpoints)")

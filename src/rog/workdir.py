@@ -39,6 +39,9 @@ class Workdir:
     def preprocessed(self) -> Path:
         return self.root / "preprocessed"
 
+    def run(self, name: str) -> Path:
+        return self.root / "runs" / name
+
 
 def ensure_fingerprint(ds: Dataset, wd: Workdir, workers: int = 1, force: bool = False) -> dict:
     if wd.fingerprint.is_file() and not force:
@@ -64,3 +67,26 @@ def run_preprocessing(dataset: str | Path, workdir: str | Path | None = None, wo
     plan = ensure_plan(ds, wd, workers)
     done = preprocess_dataset(ds, plan, wd.preprocessed, workers=workers, include_test=include_test)
     return wd, plan, done
+
+
+def train_run(dataset: str | Path, workdir: str | Path | None, name: str, config, resume: bool = False,
+              progress: bool = True, postprocessing: bool = True, width: int | None = None) -> dict:
+    """Preprocess if needed, train into WORKDIR/runs/NAME (the plan's width overridable), then
+    decide post-processing on the validation cases."""
+    from rog.checkpoint import load_weights
+    from rog.train.postprocessing import decide_for_run
+    from rog.train.trainer import Trainer
+
+    ds = load_dataset(dataset)
+    wd = Workdir.for_dataset(ds, workdir)
+    plan = ensure_plan(ds, wd)
+    preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=progress)
+    if width:
+        plan.width = width
+    trainer = Trainer(plan, wd.preprocessed, wd.run(name), config, progress=progress)
+    result = trainer.fit(resume=resume)
+    if postprocessing and trainer.rank == 0:
+        load_weights(trainer.model, wd.run(name) / "checkpoint_best.pt")
+        result["postprocessing"] = decide_for_run(trainer.model, plan, wd.preprocessed, wd.run(name),
+                                                  trainer.device)
+    return result

@@ -29,6 +29,7 @@ from rog.attacks.pgd import PGD
 from rog.attacks.registry import QUERY_BASED, expand, make_attack
 from rog.attacks.threat import ThreatModel
 from rog.data.preprocess import load_case
+from rog.data.sampling import centred_patch
 from rog.evaluate.metrics import dice_per_class
 from rog.evaluate.robustness import success_threshold, summarize
 from rog.infer.sliding_window import SlidingWindow
@@ -63,22 +64,6 @@ class BenchCase:
     y: torch.Tensor
     lo: torch.Tensor
     hi: torch.Tensor
-
-
-def centred_patch(image: np.ndarray, label: np.ndarray, patch) -> tuple[np.ndarray, np.ndarray]:
-    """Crop `[C, ...]`/`[...]` to `patch`, centred on the label's foreground centre of mass
-    (the volume's centre when there is none), zero-padding where the volume is too small."""
-    fg = np.argwhere(label > 0)
-    centre = fg.mean(0) if len(fg) else (np.array(label.shape) - 1) / 2
-    pads = [max(p - s, 0) for p, s in zip(patch, label.shape)]
-    if any(pads):
-        widths = [(p // 2, p - p // 2) for p in pads]
-        image = np.pad(image, [(0, 0), *widths])
-        label = np.pad(label, widths)
-        centre = centre + np.array([w[0] for w in widths])
-    starts = [int(np.clip(round(c - p / 2), 0, s - p)) for c, p, s in zip(centre, patch, label.shape)]
-    sl = tuple(slice(s, s + p) for s, p in zip(starts, patch))
-    return image[(slice(None), *sl)], label[sl]
 
 
 def load_bench_cases(data_dir: str | Path, names: list[str], scope: str, patch, device="cpu") -> list[BenchCase]:

@@ -1,0 +1,68 @@
+"""Patch extraction from preprocessed cases.
+
+`sample_patch` draws a training patch: with probability `fg_prob` centred on a random
+foreground voxel of a random class present (foreground oversampling), otherwise anywhere;
+volumes smaller than the patch are reflect-padded. `centred_patch` takes the one patch per
+case the paper's attack protocol and validation use, centred on the foreground's centre of mass.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pad_to(image: np.ndarray, label: np.ndarray, size, mode: str):
+    pads = [max(p - s, 0) for p, s in zip(size, label.shape)]
+    if not any(pads):
+        return image, label, np.zeros(3, int)
+    widths = [(p // 2, p - p // 2) for p in pads]
+    image = np.pad(image, [(0, 0), *widths], mode=mode)
+    label = np.pad(label, widths, mode=mode)
+    return image, label, np.array([w[0] for w in widths])
+
+
+def _crop(image, label, centre, size):
+    starts = [int(np.clip(round(c - p / 2), 0, s - p)) for c, p, s in zip(centre, size, label.shape)]
+    sl = tuple(slice(s, s + p) for s, p in zip(starts, size))
+    return image[(slice(None), *sl)], label[sl]
+
+
+def centred_patch(image: np.ndarray, label: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
+    """Crop image `[C, X, Y, Z]` and label `[X, Y, Z]` to `size`, centred on the label's
+    foreground centre of mass (the volume's centre when there is none), zero-padded."""
+    image, label, offset = _pad_to(np.asarray(image), np.asarray(label), size, "constant")
+    fg = np.argwhere(label > 0)
+    centre = fg.mean(0) if len(fg) else (np.array(label.shape) - 1) / 2
+    return _crop(image, label, centre, size)
+
+
+def sample_patch(image: np.ndarray, label: np.ndarray, size, rng: np.random.Generator,
+                 fg_prob: float = 0.5, class_voxels: dict[int, np.ndarray] | None = None):
+    """Draw a `size` patch from image `[C, X, Y, Z]` and label `[X, Y, Z]`.
+
+    `class_voxels` (class -> `[N, 3]` voxel coordinates) may be passed to avoid searching the
+    label each time (see `class_locations`). Returns (image patch, label patch) as arrays.
+    """
+    image, label, offset = _pad_to(np.asarray(image), np.asarray(label), size, "reflect")
+    if rng.random() < fg_prob:
+        voxels = class_voxels if class_voxels is not None else class_locations(label)
+        present = [k for k, v in voxels.items() if len(v)]
+        if present:
+            k = present[rng.integers(len(present))]
+            centre = voxels[k][rng.integers(len(voxels[k]))] + (offset if class_voxels is not None else 0)
+            return _crop(image, label, centre, size)
+    centre = [rng.uniform(p / 2, s - p / 2) if s > p else s / 2 for p, s in zip(size, label.shape)]
+    return _crop(image, label, centre, size)
+
+
+def class_locations(label: np.ndarray, max_per_class: int = 10_000, seed: int = 0) -> dict[int, np.ndarray]:
+    """Up to `max_per_class` voxel coordinates `[N, 3]` of each foreground class."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in np.unique(label):
+        if k <= 0:
+            continue
+        idx = np.argwhere(label == k)
+        if len(idx) > max_per_class:
+            idx = idx[rng.choice(len(idx), max_per_class, replace=False)]
+        out[int(k)] = idx
+    return out

@@ -1,0 +1,76 @@
+"""Training and validation data from the preprocessed cache.
+
+`TrainPatches` is a map-style dataset whose item i of epoch e is a pure function of
+(seed, e, i): which case (one pass over the shuffled training cases per epoch, repeated as
+needed), which patch, which augmentation. Sampling is therefore reproducible whatever the
+number of worker processes, a resumed run draws exactly the patches it would have drawn,
+and distributed ranks take disjoint items (i = rank, rank + world, ...).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from rog.data.preprocess import load_case
+from rog.data.sampling import centred_patch, class_locations, sample_patch
+from rog.train.augment import augment, build_augmentation
+
+
+class TrainPatches(Dataset):
+    def __init__(self, data_dir: str | Path, cases: list[str], crop_size, patch_size, items: int,
+                 seed: int = 0, fg_prob: float = 0.5, augment_data: bool = True, rank: int = 0, world: int = 1):
+        self.data_dir, self.cases = Path(data_dir), list(cases)
+        self.crop_size, self.patch_size = list(crop_size), list(patch_size)
+        self.seed, self.fg_prob, self.augment_data = seed, fg_prob, augment_data
+        self.rank, self.world, self.items = rank, world, items
+        self.epoch = 0
+        self._cache: dict[str, tuple] = {}
+        self._transform = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.items, self.world))
+
+    def _case(self, name: str):
+        if name not in self._cache:  # per worker process: arrays memory-mapped, locations once
+            image, label, _ = load_case(self.data_dir, name)
+            self._cache[name] = (image, label, class_locations(np.asarray(label)))
+        return self._cache[name]
+
+    def __getitem__(self, j: int):
+        i = self.rank + j * self.world
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.cases))
+        name = self.cases[order[i % len(self.cases)]]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        image, label, locations = self._case(name)
+        size = self.crop_size if self.augment_data else self.patch_size
+        img, lab = sample_patch(image, label, size, rng, self.fg_prob, locations)
+        if not self.augment_data:
+            return torch.from_numpy(np.ascontiguousarray(img, np.float32)), torch.from_numpy(lab.astype(np.int64))
+        if self._transform is None:
+            self._transform = build_augmentation(self.patch_size)
+        return augment(self._transform, img, lab, int(rng.integers(2 ** 31)))
+
+
+def validation_patches(data_dir: str | Path, cases: list[str], patch_size) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One patch per validation case centred on its foreground: [(image `[C, ...]`, label `[...]`)]."""
+    out = []
+    for name in cases:
+        image, label, _ = load_case(data_dir, name, mmap=False)
+        img, lab = centred_patch(image, label, patch_size)
+        out.append((torch.from_numpy(np.ascontiguousarray(img, np.float32)),
+                    torch.from_numpy(np.ascontiguousarray(lab, np.int64))))
+    return out
+
+
+def make_splits(cases: list[str], folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
+    """Seeded k-fold splits [{'train': [...], 'val': [...]}]; k = 5 is the paper's 80/20."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    chunks = np.array_split(order, folds)
+    return [{"train": sorted(cases[i] for c in chunks[:f] + chunks[f + 1:] for i in c),
+             "val": sorted(cases[i] for i in chunks[f])} for f in range(folds)]

@@ -1,0 +1,30 @@
+"""Decide, on a run's validation cases, which post-processing steps to keep (as nnU-Net)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rog.atomic import write_json
+from rog.data.preprocess import load_case
+from rog.infer.postprocess import class_groups, decide
+from rog.infer.predictor import predict_probabilities
+
+
+def decide_for_run(model, plan, data_dir: str | Path, run_dir: str | Path, device="cpu") -> dict:
+    """Predict every validation case (whole preprocessed volume, sliding window), then keep
+    each post-processing step only if it raises mean Dice. Writes `postprocessing.json`."""
+    run_dir = Path(run_dir)
+    names = json.loads((run_dir / "splits.json").read_text())["val"]
+    preds, refs = [], []
+    model = model.to(device).eval()
+    for name in names:
+        image, label, _ = load_case(data_dir, name, mmap=False)
+        preds.append(predict_probabilities(model, image, plan, device).argmax(0))
+        refs.append(np.asarray(label))
+    organs, lesions = class_groups(plan, float(np.prod(plan.target_spacing)))
+    decision = {**decide(preds, refs, plan.num_classes, organs, lesions), "cases": names}
+    write_json(run_dir / "postprocessing.json", decision)
+    return decision

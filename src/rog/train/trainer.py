@@ -1,0 +1,244 @@
+"""The training loop: clean, Free AT or PGD-AT; resumable; single process or DDP.
+
+Recipe (REFERENCE section 3): Dice (foreground, batch) + CE 1:1; Adam lr 1e-3, weight decay
+1e-5, amsgrad; lr halved when the validation loss has not improved for `patience` epochs;
+stop when lr <= lr0/16 or after `epochs`. Validation: one foreground-centred patch per
+validation case of a seeded k-fold split. `checkpoint_last.pt` is written atomically after
+every epoch (and every `save_every` iterations), `checkpoint_best.pt` when validation Dice
+improves; `--resume` continues from the last one after a crash or kill -9.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from monai.losses import DiceCELoss
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from rog.atomic import write_json
+from rog.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from rog.evaluate.metrics import dice_batch
+from rog.models.registry import build_model
+from rog.plan import Plan
+from rog.train.adversarial import FreeAT, pgd_examples
+from rog.train.data import TrainPatches, make_splits, validation_patches
+from rog.train.log import write_log
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1000
+    iterations: int | None = None  # per epoch; default: one patch per training case
+    batch_size: int | None = None  # default: the plan's
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 50
+    min_lr_factor: float = 1 / 16
+    fold: int = 0
+    folds: int = 5
+    seed: int = 0
+    model: str | None = None  # default: the plan's
+    adv: str | None = None  # None, "free" or "pgd"
+    eps: float = 8.0  # /255 of the patch's channel range
+    replays: int = 5  # Free AT's m
+    divide_epochs: bool = True  # Free AT: epochs / m, so the cost equals clean training
+    pgd_steps: int = 5
+    init_from: str | None = None  # a run directory whose best weights start this run
+    precision: str = "fp32"  # fp32, bf16 (CPU or CUDA) or fp16 (CUDA)
+    device: str = "auto"
+    workers: int = 0
+    save_every: int = 0  # also checkpoint every N iterations (0: only at epoch ends)
+    tensorboard: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, plan: Plan, data_dir: str | Path, run_dir: str | Path, config: TrainConfig,
+                 progress: bool = True):
+        self.plan, self.config, self.progress = plan, config, progress
+        self.data_dir, self.run_dir = Path(data_dir), Path(run_dir)
+        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.device = _device(config.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(config.seed)
+        self.model = build_model(plan, config.model or plan.model).to(self.device)
+        if config.init_from:
+            load_weights(self.model, Path(config.init_from) / "checkpoint_best.pt")
+        self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                    amsgrad=True)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=config.patience)
+        self.loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
+        self.free = FreeAT(config.eps, config.replays) if config.adv == "free" else None
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.epoch, self.history, self.best_dice = 0, [], -1.0
+
+    # ---- setup --------------------------------------------------------------------------
+    def _splits(self) -> dict:
+        path = self.run_dir / "splits.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        cases = sorted(p.name[: -len("_seg.npy")] for p in self.data_dir.glob("*_seg.npy"))
+        if len(cases) < 2:
+            raise ValueError(f"{self.data_dir}: need at least 2 preprocessed labelled cases, found {len(cases)}")
+        folds = min(self.config.folds, len(cases))
+        split = make_splits(cases, folds, self.config.seed)[self.config.fold % folds]
+        if self.rank == 0:
+            write_json(path, {**split, "fold": self.config.fold, "folds": folds, "seed": self.config.seed})
+        return split
+
+    def _autocast(self):
+        if self.config.precision == "fp32":
+            return torch.autocast(self.device.type, enabled=False)
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @property
+    def max_epochs(self) -> int:
+        if self.free is not None and self.config.divide_epochs:
+            return max(1, math.ceil(self.config.epochs / self.config.replays))
+        return self.config.epochs
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _state(self, iteration: int, partial: dict | None = None) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "epoch": self.epoch, "iteration": iteration,
+                "partial": partial or {}, "history": json.dumps(self.history), "best_dice": self.best_dice,
+                "torch_rng": torch.get_rng_state(), "free_delta": self.free.delta if self.free is not None else None}
+
+    def _save(self, name: str, iteration: int = 0, partial: dict | None = None) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.run_dir / f"checkpoint_{name}.pt", self._state(iteration, partial))
+
+    def resume(self) -> tuple[int, dict]:
+        state = load_checkpoint(self.run_dir / "checkpoint_last.pt", map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.epoch, self.best_dice = int(state["epoch"]), float(state["best_dice"])
+        self.history = json.loads(state["history"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # patch sampling needs none: it is seeded per item
+        if self.free is not None and state.get("free_delta") is not None:
+            self.free.delta = state["free_delta"].to(self.device)
+        return int(state["iteration"]), state.get("partial") or {}
+
+    # ---- loop ---------------------------------------------------------------------------
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.loss_fn(self.net(x), y.unsqueeze(1))
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        return loss.detach()
+
+    def _validate(self, val) -> tuple[float, float]:
+        self.model.eval()
+        losses, dices = [], []
+        with torch.no_grad(), self._autocast():
+            for x, y in val:
+                x, y = x[None].to(self.device), y[None].to(self.device)
+                logits = self.model(x).float()
+                losses.append(float(self.loss_fn(logits, y.unsqueeze(1))))
+                dices.append(float(dice_batch(logits.argmax(1), y, self.plan.num_classes)[0]))
+        self.model.train()
+        return float(np.mean(losses)), float(np.mean(dices))
+
+    def fit(self, resume: bool = False) -> dict:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        split = self._splits()
+        if self.rank == 0:
+            self.plan.save(self.run_dir / "plan.json")
+            write_json(self.run_dir / "config.json", {**asdict(cfg), "model": cfg.model or self.plan.model})
+        start_it, partial = self.resume() if resume else (0, {})
+        batch = cfg.batch_size or self.plan.batch_size
+        iters = cfg.iterations or max(1, math.ceil(len(split["train"]) / batch))
+        data = TrainPatches(self.data_dir, split["train"], self.plan.crop_size, self.plan.patch_size,
+                            iters * batch, cfg.seed, rank=self.rank, world=self.world)
+        val = validation_patches(self.data_dir, split["val"], self.plan.patch_size)
+        writer = self._tensorboard()
+        lr0 = cfg.lr
+        while self.epoch < self.max_epochs and self.opt.param_groups[0]["lr"] > lr0 * cfg.min_lr_factor + 1e-12:
+            data.set_epoch(self.epoch)
+            per_rank = max(batch // self.world, 1)
+            # resuming mid-epoch: skip the batches already trained on, without loading them
+            loader = DataLoader(Subset(data, range(start_it * per_rank, len(data))), batch_size=per_rank,
+                                num_workers=cfg.workers)
+            t0 = time.perf_counter()
+            sums = {"loss": partial.get("loss", 0.0), "n": partial.get("n", 0)}
+            bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.max_epochs}", disable=not self.progress or self.rank)
+            for it, (x, y) in enumerate(bar, start=start_it):
+                x, y = x.to(self.device), y.to(self.device)
+                if self.free is not None:
+                    loss = self.free.step(x, y, self._train_step)
+                else:
+                    if cfg.adv == "pgd":
+                        self.model.eval()
+                        x = pgd_examples(self.net, lambda z, t: self.loss_fn(z, t.unsqueeze(1)), x, y, cfg.eps,
+                                         cfg.pgd_steps)
+                        self.model.train()
+                    loss = float(self._train_step(x, y))
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"epoch {self.epoch + 1}: training loss became {loss}; "
+                                             f"last good checkpoint: {self.run_dir / 'checkpoint_last.pt'}")
+                sums["loss"] += loss
+                sums["n"] += 1
+                bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", lr=f"{self.opt.param_groups[0]['lr']:.2e}")
+                if cfg.save_every and (it + 1) % cfg.save_every == 0:
+                    self._save("last", it + 1, sums)
+            start_it, partial = 0, {}
+            val_loss, val_dice = self._validate(val)
+            self.sched.step(val_loss)
+            self.epoch += 1
+            row = {"epoch": self.epoch, "train_loss": sums["loss"] / max(sums["n"], 1), "val_loss": val_loss,
+                   "val_dice": val_dice, "lr": self.opt.param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - t0,
+                   "adv_ratio": self.free.last_ratio if self.free is not None else ""}
+            self.history.append(row)
+            if val_dice > self.best_dice:
+                self.best_dice = val_dice
+                self._save("best")
+            self._save("last")
+            if self.rank == 0:
+                write_log(self.run_dir, self.history)
+                if writer:
+                    for k in ("train_loss", "val_loss", "val_dice", "lr"):
+                        writer.add_scalar(k, row[k], self.epoch)
+        if self.world > 1:
+            dist.barrier()
+        return {"epochs": self.epoch, "best_val_dice": self.best_dice,
+                "last": self.history[-1] if self.history else None}
+
+    def _tensorboard(self):
+        if not self.config.tensorboard or self.rank:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            tqdm.write("tensorboard is not installed: `pip install tensorboard` to log there; continuing")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))

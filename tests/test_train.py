@@ -1,0 +1,173 @@
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from rog.checkpoint import load_checkpoint
+from rog.models import ROG
+from rog.train.adversarial import FreeAT
+from rog.train.data import TrainPatches, make_splits
+from rog.train.trainer import TrainConfig, Trainer
+from rog.workdir import Workdir, run_preprocessing
+
+
+@pytest.fixture(scope="module")
+def prepared(ct_task, tmp_path_factory):
+    wd, plan, _ = run_preprocessing(ct_task, tmp_path_factory.mktemp("work"), workers=1)
+    plan.width = 4
+    return wd, plan
+
+
+def _rows(run_dir):
+    with open(run_dir / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_writes_log_curves_and_checkpoints(prepared, tmp_path):
+    wd, plan = prepared
+    cfg = TrainConfig(epochs=2, iterations=2, batch_size=2, device="cpu")
+    result = Trainer(plan, wd.preprocessed, tmp_path / "run", cfg, progress=False).fit()
+    run = tmp_path / "run"
+    assert result["epochs"] == 2 and [r["epoch"] for r in _rows(run)] == ["1", "2"]
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    split = json.loads((run / "splits.json").read_text())
+    assert set(split["train"]).isdisjoint(split["val"]) and len(split["val"]) >= 1
+    state = load_checkpoint(run / "checkpoint_last.pt")
+    assert state["epoch"] == 2 and "optimizer" in state and "scheduler" in state
+    assert load_checkpoint(run / "checkpoint_best.pt")["model"].keys() == state["model"].keys()
+
+
+def test_sampling_is_reproducible_and_sharded(prepared):
+    wd, plan = prepared
+    cases = sorted(p.name[:-8] for p in wd.preprocessed.glob("*_seg.npy"))
+    a = TrainPatches(wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8, seed=1)
+    b = TrainPatches(wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8, seed=1)
+    for i in (0, 5):
+        xa, ya = a[i]
+        xb, yb = b[i]
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and list(xa.shape[1:]) == plan.patch_size
+    r0 = TrainPatches(wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8, seed=1, rank=0, world=2)
+    r1 = TrainPatches(wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8, seed=1, rank=1, world=2)
+    assert len(r0) == len(r1) == 4
+    assert torch.equal(r1[0][0], a[1][0]) and torch.equal(r0[1][0], a[2][0])  # disjoint interleave
+    splits = make_splits([f"c{i}" for i in range(10)], 5, seed=0)
+    assert sorted(c for s in splits for c in s["val"]) == sorted(f"c{i}" for i in range(10))
+
+
+def test_free_at_perturbation_is_nonzero_and_bounded():
+    torch.manual_seed(0)
+    model = ROG(1, 3, (1, 1, 2), width=4)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.randn(2, 1, 16, 16, 16) * 0.5  # z-scored-like: range about 4, where // 2 gave 0
+    y = torch.randint(0, 3, (2, 16, 16, 16))
+    seen = []
+
+    def step(x_in, t):
+        seen.append(x_in.detach().clone())
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x_in), t)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    free = FreeAT(eps=8, replays=3)
+    free.step(x, y, step)
+    lo, hi = x.amin((2, 3, 4), keepdim=True), x.amax((2, 3, 4), keepdim=True)
+    eps_abs = 8 / 255 * (hi - lo)
+    assert free.delta.abs().max() > 0
+    assert (free.delta.abs() <= eps_abs + 1e-7).all()
+    assert torch.equal(seen[0], x)  # first replay starts from the zero buffer
+    for s in seen[1:]:
+        d = (s - x).abs()
+        assert d.max() > 0.5 * eps_abs.min() and (d <= eps_abs + 1e-6).all()
+    assert free.last_ratio > 0.5
+    free.step(x, y, step)  # the buffer is carried to the next minibatch
+    assert not torch.equal(seen[3], x)
+
+
+def test_free_at_training_logs_a_real_perturbation(prepared, tmp_path):
+    wd, plan = prepared
+    cfg = TrainConfig(epochs=2, iterations=2, batch_size=2, device="cpu", adv="free", replays=2)
+    Trainer(plan, wd.preprocessed, tmp_path / "free", cfg, progress=False).fit()
+    rows = _rows(tmp_path / "free")
+    assert len(rows) == 1  # epochs divided by m = 2
+    assert float(rows[0]["adv_ratio"]) > 0.5
+
+
+def test_resume_after_kill_minus_9_and_checkpoints_never_corrupt(prepared, tmp_path):
+    wd, plan = prepared
+    data = wd.root.parent / "unused"
+    run_root = tmp_path / "w"
+    # reuse the preprocessed cases through a work directory of our own
+    (run_root).mkdir()
+    os.symlink(wd.preprocessed, run_root / "preprocessed")
+    plan.save(run_root / "plan.json")
+    (run_root / "fingerprint.json").write_text("{}")
+    dataset = json.loads((wd.root / "fingerprint.json").read_text())["dataset"]
+    src = [p for p in wd.root.parent.parent.glob("**/dataset.json") if dataset in p.read_text()]
+    ds_dir = src[0].parent if src else data
+    cmd = [sys.executable, "-m", "rog", "train", str(ds_dir), "-w", str(run_root), "--width", "4",
+           "--iterations", "3", "--batch-size", "2", "--save-every", "1", "--device", "cpu",
+           "--no-postprocessing"]
+    proc = subprocess.Popen(cmd + ["--epochs", "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_root / "runs" / "rog" / "checkpoint_last.pt"
+    loads, deadline = 0, time.time() + 120
+    try:
+        while time.time() < deadline:
+            if ckpt.is_file():
+                state = load_checkpoint(ckpt)  # must never be torn, whenever we look
+                loads += 1
+                if state["epoch"] >= 1 and state["iteration"] >= 1:
+                    break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert loads > 0
+    killed_at = load_checkpoint(ckpt)
+    assert killed_at["epoch"] >= 1
+    done = subprocess.run(cmd + ["--epochs", str(killed_at["epoch"] + 2), "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _rows(run_root / "runs" / "rog")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, killed_at["epoch"] + 3))
+    assert load_checkpoint(ckpt)["epoch"] == killed_at["epoch"] + 2
+    assert not [p for p in ckpt.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, data_dir, run_dir, plan_path, out_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from rog.plan import Plan
+    plan = Plan.load(plan_path)
+    trainer = Trainer(plan, data_dir, run_dir, TrainConfig(epochs=1, iterations=2, batch_size=4, device="cpu",
+                                                           seed=rank), progress=False)
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), f"{out_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes_keep_identical_weights(prepared, tmp_path):
+    wd, plan = prepared
+    plan.save(tmp_path / "plan.json")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(wd.preprocessed), str(tmp_path / "run"),
+                                str(tmp_path / "plan.json"), str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    init = ROG(1, plan.num_classes, plan.strides, width=plan.width).state_dict()
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert any(not torch.equal(w0[k], init[k]) for k in w0)  # they did train
+    assert (tmp_path / "run" / "checkpoint_last.pt").is_file()  # written once, by rank 0
