@@ -149,7 +149,9 @@ def cmd_attack(a) -> int:
     device = _device(a.device)
     _init_distributed()
     cases = load_bench_cases(data, names, a.scope, plan.val_patch_size, device)
-    doc = Benchmark(model.to(device), plan.num_classes, config, out, plan.val_patch_size).run(cases)
+    meta = {"label": a.label or (run.name if run else a.model), "run": str(run.resolve()) if run else None,
+            "data": str(data.resolve())}
+    doc = Benchmark(model.to(device), plan.num_classes, config, out, plan.val_patch_size, meta=meta).run(cases)
     if not doc:
         return 0  # a non-zero rank: rank 0 merges and reports
     s = doc["summary"]
@@ -185,6 +187,15 @@ def cmd_train(a) -> int:
         print(f"trained {result['epochs']} epoch(s); best validation Dice {result['best_val_dice']:.4f}")
         if "postprocessing" in result:
             print(f"post-processing kept: {result['postprocessing']['steps']}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from rog.report.build import build_report
+    summary = build_report(a.inputs, a.out, a.table_eps, panels=not a.no_panels)
+    for name, m in summary["models"].items():
+        print(f"{name}: clean Dice {m['clean_dice']:.4f}, AUC {m['auc_worst_case']:.3f}")
+    print(f"report written to {Path(a.out) / 'report.html'}")
     return 0
 
 
@@ -300,9 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint")
     s.add_argument("--plan")
     s.add_argument("--data", help="preprocessed folder (default: the run's work directory)")
+    s.add_argument("--label", help="model name in results and reports (default: the run's name)")
     s.add_argument("-o", "--out", default=None)
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_attack)
+
+    s = sub.add_parser("report", help="HTML report with the paper's figures and tables")
+    s.add_argument("inputs", nargs="+", help="attack folders (results.json) or run folders")
+    s.add_argument("-o", "--out", default="rog_report")
+    s.add_argument("--table-eps", type=float, default=8.0)
+    s.add_argument("--no-panels", action="store_true", help="skip the qualitative figure (needs the models)")
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("demo", help="run the pipeline end to end on the embedded synthetic task")
     s.add_argument("--quick", action="store_true", help="smaller data and budgets")

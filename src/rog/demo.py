@@ -1,54 +1,137 @@
-"""`rog demo`: the pipeline end to end on the embedded synthetic CT-like task.
+"""`rog demo`: the paper's experiment end to end on the embedded synthetic CT-like task.
 
-Every stage prints where it is and is skipped when its output exists, so an interrupted demo
-resumes. Stages not yet built in this version are named as such, never faked.
+Stages: synthetic data -> check -> plan -> preprocess -> ROG clean -> ROG fine-tuned with
+Free AT -> DynUNet baseline with the clean budget -> predictions and scores on the held-out
+test cases -> attack sweep (standard AutoAttack ensemble plus PGD, patch scope) on all three
+-> report. Each stage prints where it is and is skipped when its output exists, so an
+interrupted demo resumes. The budgets are a scaled-down version of the paper's (CPU minutes,
+not GPU days); `run-paper` has the paper's settings.
 """
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rog.data.check import check_dataset
 from rog.data.dataset import load_dataset
-from rog.data.synthetic import make_task
-from rog.models.summary import summarize
-from rog.workdir import Workdir, ensure_plan
 from rog.data.preprocess import preprocess_dataset
+from rog.data.synthetic import make_task
+from rog.train.trainer import TrainConfig
+from rog.workdir import Workdir, ensure_plan
 
-PENDING = ("train ROG clean", "fine-tune ROG with Free AT", "train the DynUNet baseline",
-           "predict and evaluate", "attack sweep", "report")
+
+@dataclass(frozen=True)
+class DemoSettings:
+    cases: int = 12
+    size: tuple[int, int] = (40, 56)
+    width: int = 8
+    epochs: int = 40
+    iterations: int = 10
+    batch_size: int = 2
+    lr: float = 3e-3
+    free_epochs: int = 20  # Free AT fine-tuning epochs before division by m
+    eps: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0)
+    iters: int = 5
+    queries: int = 100
+    attack_cases: int | None = None
 
 
-def run_demo(workdir: Path, quick: bool = False) -> int:
+QUICK = DemoSettings(cases=6, size=(24, 32), epochs=6, iterations=4, free_epochs=5, queries=10, attack_cases=2)
+
+
+def run_demo(workdir: Path, quick: bool = False, settings: DemoSettings | None = None) -> int:
+    s = settings or (QUICK if quick else DemoSettings())
     t0 = time.time()
-    data = workdir / "data" / "SynthCT"
+    wd = Workdir(Path(workdir))
+    data = wd.root / "data" / "SynthCT"
 
-    def stage(i: int, text: str) -> None:
-        print(f"[{i}] {text} ({time.time() - t0:.0f}s)", flush=True)
+    def stage(text: str) -> None:
+        print(f"[{time.time() - t0:6.0f}s] {text}", flush=True)
 
     if not (data / "dataset.json").is_file():
-        stage(1, f"writing the synthetic CT-like task to {data}")
-        make_task(data, kind="ct", cases=6 if quick else 12, test_cases=2, seed=0,
-                  size=(32, 48) if quick else None)
-    else:
-        stage(1, f"synthetic task exists at {data}: skipped")
-    stage(2, "checking the dataset")
+        stage(f"synthetic CT-like task -> {data}")
+        make_task(data, kind="ct", cases=s.cases, test_cases=2, seed=0, size=s.size)
+    stage("checking the dataset")
     problems = check_dataset(data)
-    for p in problems:
-        print("   ", p)
     if problems:
+        print("\n".join(map(str, problems)))
         return 1
     ds = load_dataset(data)
-    wd = Workdir(workdir)
-    stage(3, f"fingerprint and plan -> {wd.plan}")
-    plan = ensure_plan(ds, wd, width=16 if quick else 32)
-    print("\n".join("    " + line for line in plan.table().splitlines()))
-    stage(4, f"preprocessing -> {wd.preprocessed}")
-    done = preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=False)
-    print(f"    {len(done)} case(s) preprocessed, {len(ds.training) + len(ds.test) - len(done)} already done")
-    stage(5, "model summary at the validation patch")
-    for r in summarize(plan):
-        print(f"    {r['model']:<8} {r['parameters']:>10,} parameters  {r['gflops']:8.2f} GFLOPs")
-    print(f"not yet built in this version: {', '.join(PENDING)}")
-    print(f"demo finished in {time.time() - t0:.0f}s; outputs in {workdir}")
+    stage(f"plan -> {wd.plan}")
+    plan = ensure_plan(ds, wd, width=s.width)
+    stage(f"preprocessing -> {wd.preprocessed}")
+    preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=False)
+
+    base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
+                       patience=max(s.epochs // 4, 2), seed=0)
+    runs = {
+        "rog_clean": base,
+        "rog_free": replace(base, adv="free", epochs=s.free_epochs, init_from=str(wd.run("rog_clean"))),
+        "dynunet": replace(base, model="dynunet"),
+    }
+    for name, config in runs.items():
+        _train(wd, plan, name, config, stage)
+        _test_eval(wd, ds, name, stage)
+    for name in runs:
+        _attack(wd, name, s, stage)
+    stage("report")
+    from rog.report.build import build_report
+    summary = build_report([wd.root / "attacks" / f"{n}-patch" for n in runs], wd.root / "report")
+    for name, m in summary["models"].items():
+        e8 = m["eps"].get("8.0", {})
+        print(f"    {name:<10} clean Dice {m['clean_dice']:.3f}  worst-case Dice at 8/255 "
+              f"{e8.get('worst_case_dice', float('nan')):.3f}  AUC {m['auc_worst_case']:.3f}")
+    stage(f"done: open {wd.root / 'report' / 'report.html'}")
     return 0
+
+
+def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
+    from rog.checkpoint import load_weights
+    from rog.train.postprocessing import decide_for_run
+    from rog.train.trainer import Trainer
+    run = wd.run(name)
+    if (run / "postprocessing.json").is_file():
+        stage(f"{name}: trained already ({run}), skipped")
+        return
+    what = {"free": "Free AT fine-tuning", None: "training"}[config.adv]
+    stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
+    trainer = Trainer(plan, wd.preprocessed, run, config)
+    resume = (run / "checkpoint_last.pt").is_file()
+    result = trainer.fit(resume=resume)
+    print(f"    best validation Dice {result['best_val_dice']:.3f} after {result['epochs']} epoch(s)")
+    load_weights(trainer.model, run / "checkpoint_best.pt")
+    decide_for_run(trainer.model, plan, wd.preprocessed, run)
+
+
+def _test_eval(wd: Workdir, ds, name: str, stage) -> None:
+    from rog.checkpoint import load_run
+    from rog.evaluate.folders import evaluate_folders
+    from rog.infer.predictor import predict_cases
+    run = wd.run(name)
+    if (run / "test_eval.json").is_file():
+        return
+    stage(f"{name}: predicting and scoring the held-out test cases")
+    model, plan, _ = load_run(run)
+    steps = json.loads((run / "postprocessing.json").read_text())["steps"]
+    predict_cases(model, plan, ds.test, run / "test_predictions", steps=steps, progress=False)
+    summary = evaluate_folders(run / "test_predictions", ds.root / "labelsTs", plan.num_classes, run / "test_eval")
+    print("    test Dice per class: " + ", ".join(f"{d:.3f}" if d is not None else "n/a"
+                                                  for d in summary["mean"]["dice"]))
+
+
+def _attack(wd: Workdir, name: str, s: DemoSettings, stage) -> None:
+    from rog.attacks.ensemble import Benchmark, BenchmarkConfig, load_bench_cases
+    from rog.checkpoint import load_run
+    out = wd.root / "attacks" / f"{name}-patch"
+    if (out / "results.json").is_file() and json.loads((out / "results.json").read_text()).get("summary"):
+        stage(f"{name}: attack results exist, skipped")
+        return
+    stage(f"{name}: attack sweep eps {list(s.eps)} (standard ensemble + PGD) -> {out}")
+    model, plan, _ = load_run(wd.run(name))
+    cases = json.loads((wd.run(name) / "splits.json").read_text())["val"][: s.attack_cases]
+    config = BenchmarkConfig(eps=list(s.eps), attacks=["standard", "pgd"], iters=[s.iters], queries=[s.queries])
+    bench_cases = load_bench_cases(wd.preprocessed, cases, "patch", plan.val_patch_size)
+    meta = {"label": name, "run": str(wd.run(name).resolve()), "data": str(wd.preprocessed.resolve())}
+    Benchmark(model, plan.num_classes, config, out, plan.val_patch_size, meta=meta).run(bench_cases)

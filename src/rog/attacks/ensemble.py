@@ -97,8 +97,10 @@ class Benchmark:
     """Runs `config` on `model` (a patch model; wrapped in a sliding window for volume scope)."""
 
     def __init__(self, model: nn.Module, num_classes: int, config: BenchmarkConfig, out_dir: str | Path,
-                 patch=None, progress: bool = True):
+                 patch=None, progress: bool = True, meta: dict | None = None):
+        """`meta` (stored as is) names the model: label, run directory and data folder."""
         self.config, self.num_classes, self.progress = config, num_classes, progress
+        self.meta = meta or {}
         self.model = SlidingWindow(model, patch) if config.scope == "volume" else model
         self.out_dir = Path(out_dir)
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -185,7 +187,7 @@ class Benchmark:
     def _write(self, records, clean, tau, final: bool, extra: dict | None = None) -> dict:
         doc = {"config": asdict(self.config), "threat": ThreatModel(0, self.config.norm).to_dict(),
                "num_classes": self.num_classes, "tau": tau, "clean": clean, "records": records,
-               "complete": final, **(extra or {})}
+               "complete": final, "meta": self.meta, **(extra or {})}
         write_json(self.results_path, doc)
         write_text(self.results_path.with_suffix(".csv"), _csv(records))
         return doc

@@ -49,10 +49,10 @@ def _ct_case(rng: np.random.Generator, size: tuple[int, int]):
     smooth = _smooth_field(rng, shape, sigma=4.0)
 
     body = _ellipsoid_distance(coords[:2], (0, 0), (0.46 * ext[0], 0.40 * ext[1])) < 1
-    organ_r = ext * np.array([rng.uniform(0.18, 0.24), rng.uniform(0.18, 0.24), rng.uniform(0.25, 0.32)])
+    organ_r = ext * np.array([rng.uniform(0.22, 0.28), rng.uniform(0.22, 0.28), rng.uniform(0.28, 0.36)])
     organ_c = ext * np.array([rng.uniform(-0.08, 0.08), rng.uniform(-0.1, 0.0), rng.uniform(-0.05, 0.05)])
     organ = (_ellipsoid_distance(coords, organ_c, organ_r) + 0.12 * smooth < 1) & body
-    lesion_r = rng.uniform(0.38, 0.5) * organ_r[:2].min()  # small relative to the organ
+    lesion_r = rng.uniform(0.45, 0.6) * organ_r[:2].min()  # small relative to the organ
     lesion_c = organ_c + rng.uniform(-0.35, 0.35, 3) * (organ_r - lesion_r).clip(0)
     lesion = (_ellipsoid_distance(coords, lesion_c, (lesion_r, lesion_r, lesion_r * 1.2)) < 1) & organ
     spine = (_ellipsoid_distance(coords[:2], (0, 0.28 * ext[1]), (0.07 * ext[0], 0.07 * ext[0])) < 1) & body
@@ -62,7 +62,7 @@ def _ct_case(rng: np.random.Generator, size: tuple[int, int]):
     img[body] = 40.0
     img[spine] = 450.0
     img[organ] = organ_hu
-    img[lesion] = organ_hu - rng.uniform(45, 65)
+    img[lesion] = organ_hu - rng.uniform(55, 75)
     img = ndimage.gaussian_filter(img, (0.8, 0.8, 0.4))  # partial-volume blur
     img += 12.0 * _smooth_field(rng, shape, sigma=6.0) + rng.normal(0, 18.0, shape)
     label = np.zeros(shape, np.uint8)

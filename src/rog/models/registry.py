@@ -2,7 +2,8 @@
 
 Every model maps `[B, C_in, D, H, W]` to logits `[B, K, D, H, W]` (DESIGN.md contract).
 Names: `rog` (the lattice), `dynunet` (MONAI's DynUNet configured the nnU-Net way: the
-paper's comparison model), or a user factory given as `package.module:factory`, called as
+paper's comparison model; at the default width 64 its filters are nnU-Net's 32 * 2**i capped
+at 320, and they scale with the plan's width like ROG's), or a user factory given as `package.module:factory`, called as
 `factory(plan)` and returning an `nn.Module`.
 """
 from __future__ import annotations
@@ -76,7 +77,8 @@ def dynunet_stages(plan: Plan) -> tuple[list[list[int]], list[list[int]]]:
 def _dynunet(plan: Plan) -> nn.Module:
     from monai.networks.nets import DynUNet
     kernels, strides = dynunet_stages(plan)
-    filters = [min(32 * 2 ** i, 320) for i in range(len(strides))]
+    base = max(plan.width // 2, 1)  # the plan's width 64 (paper) gives nnU-Net's 32 base filters
+    filters = [min(base * 2 ** i, 10 * base) for i in range(len(strides))]
     return DynUNet(spatial_dims=3, in_channels=plan.num_channels, out_channels=plan.num_classes,
                    kernel_size=kernels, strides=strides, upsample_kernel_size=strides[1:],
                    filters=filters, norm_name=("INSTANCE", {"affine": True}),

@@ -1,0 +1,216 @@
+"""`rog report`: an HTML page, PNG figures and a JSON summary from attack results.
+
+Each input is an attack folder (holding `results.json`) or a run folder, in which case the
+attack folders of that run (`WORKDIR/attacks/RUN-*`) are used. The run named in a result's
+metadata gives the model table, the test-set scores and the qualitative panels.
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rog.atomic import write_json, write_text
+from rog.report import figures
+
+
+def _find_results(inputs: list[str | Path]) -> list[Path]:
+    found = []
+    for p in map(Path, inputs):
+        if (p / "results.json").is_file():
+            found.append(p)
+        elif (p / "config.json").is_file():  # a run directory
+            found += sorted(d for d in (p.parent.parent / "attacks").glob(f"{p.name}-*")
+                            if (d / "results.json").is_file())
+        else:
+            raise FileNotFoundError(f"{p}: neither an attack folder (results.json) nor a run folder")
+    if not found:
+        raise FileNotFoundError("no attack results found in " + ", ".join(map(str, inputs)))
+    return found
+
+
+def _model_entry(folder: Path) -> dict:
+    doc = json.loads((folder / "results.json").read_text())
+    if "summary" not in doc:
+        raise ValueError(f"{folder / 'results.json'}: the attack run has not finished (no summary)")
+    meta = doc.get("meta", {})
+    s = doc["summary"]
+    clean = doc["clean"]
+    k = doc["num_classes"] - 1
+    clean_pc = np.nanmean(np.array([c["dice_per_class"] for c in clean.values()], float), axis=0).tolist()
+    eps_items = sorted(s["eps"].items(), key=lambda kv: float(kv[0]))
+    curve_eps = [0.0] + [float(e) for e, _ in eps_items]
+    entry = {
+        "name": meta.get("label", folder.name), "folder": str(folder), "meta": meta, "config": doc["config"],
+        "threat": doc["threat"], "tau": doc["tau"], "clean_dice": s["clean_dice"], "clean_dice_per_class": clean_pc,
+        "eps": s["eps"], "auc_worst_case": s.get("auc_worst_case"), "checks": doc.get("checks", []),
+        "curve_eps": curve_eps, "curve_mean": [s["clean_dice"]] + [v["worst_case_dice"] for _, v in eps_items],
+        "curve_classes": [clean_pc] + [v["worst_case_dice_per_class"] for _, v in eps_items],
+        "runtime": {}, "num_classes": k + 1, "cases": sorted(clean),
+    }
+    for r in doc["records"]:
+        if not r.get("skipped"):
+            entry["runtime"][r["attack_id"]] = entry["runtime"].get(r["attack_id"], 0.0) + r["seconds"]
+    entry["skipped"] = sorted({r["skipped"] for r in doc["records"] if r.get("skipped")})
+    return entry
+
+
+def _attack_curve(entry: dict, attack: str):
+    eps, dice = [0.0], [entry["clean_dice"]]
+    for e, v in sorted(entry["eps"].items(), key=lambda kv: float(kv[0])):
+        ids = sorted((a for a in v["attacks"] if a.split("@")[0] == attack), key=lambda a: int(a.split("@")[1]))
+        if ids:
+            eps.append(float(e))
+            dice.append(v["attacks"][ids[0]])
+    return (eps, dice) if len(eps) > 1 else None
+
+
+def _model_table(entry: dict) -> dict | None:
+    run = entry["meta"].get("run")
+    if not run or not (Path(run) / "plan.json").is_file():
+        return None
+    from rog.models.summary import summarize
+    from rog.plan import Plan
+    plan = Plan.load(Path(run) / "plan.json")
+    model_name = json.loads((Path(run) / "config.json").read_text()).get("model", plan.model)
+    row = summarize(plan, models=[model_name])[0]
+    test = Path(run) / "test_eval.json"
+    return {**row, "test": json.loads(test.read_text()) if test.is_file() else None}
+
+
+def _panel(entry: dict, case: str, eps: float) -> dict | None:
+    meta = entry["meta"]
+    if not meta.get("run") or not meta.get("data"):
+        return None
+    import torch
+
+    from rog.attacks.apgd import APGD
+    from rog.attacks.ensemble import load_bench_cases
+    from rog.attacks.threat import ThreatModel
+    from rog.checkpoint import load_run
+    model, plan, _ = load_run(meta["run"])
+    c = load_bench_cases(meta["data"], [case], entry["config"]["scope"], plan.val_patch_size)[0]
+    attack = APGD(model, ThreatModel(eps, entry["config"]["norm"]), iters=max(entry["config"]["iters"]),
+                  seed=entry["config"]["seed"])
+    x_adv = attack(c.x, c.y, c.lo, c.hi)
+    with torch.no_grad():
+        clean, adv = model(c.x).argmax(1)[0].numpy(), model(x_adv).argmax(1)[0].numpy()
+    return {"model": entry["name"], "case": case, "image": c.x[0, 0].numpy(), "gt": c.y[0].numpy(),
+            "clean": clean, "adv": adv, "delta": (x_adv - c.x)[0, 0].numpy()}
+
+
+def _fmt(v, digits=3):
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+
+
+def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8.0, panels: bool = True) -> dict:
+    """Write OUT/report.html, OUT/*.png and OUT/summary.json; returns the summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = [_model_entry(f) for f in _find_results(inputs)]
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        for e in entries:
+            e["name"] = Path(e["folder"]).name
+    labels = json.loads((Path(entries[0]["meta"]["run"]) / "plan.json").read_text())["labels"] \
+        if entries[0]["meta"].get("run") else {}
+    class_names = [labels.get(str(k), f"class {k}") for k in range(1, entries[0]["num_classes"])]
+    models = {e["name"]: e for e in entries}
+    aucs = figures.dice_vs_eps(out / "dice_vs_eps.png", models, class_names)
+    curves = {e["name"]: {a: c for a in ("pgd", "apgd-ce") if (c := _attack_curve(e, a))} for e in entries}
+    pgd_aucs = figures.pgd_vs_apgd(out / "pgd_vs_apgd.png", curves) if any(curves.values()) else {}
+    eps_keys = {float(k): k for k in entries[0]["eps"]}
+    t_eps = table_eps if table_eps in eps_keys else max(eps_keys)
+    tables = {e["name"]: _model_table(e) for e in entries}
+    figs = ["dice_vs_eps.png"] + (["pgd_vs_apgd.png"] if pgd_aucs else [])
+    if panels:
+        case = entries[0]["cases"][0]
+        rows = [p for e in entries if (p := _panel(e, case, t_eps))]
+        if rows:
+            figures.qualitative(out / "qualitative.png", rows)
+            figs.append("qualitative.png")
+    summary = {"table_eps": t_eps, "models": {
+        e["name"]: {"clean_dice": e["clean_dice"], "clean_dice_per_class": e["clean_dice_per_class"],
+                    "auc_worst_case": aucs[e["name"]], "auc_pgd_apgd": pgd_aucs.get(e["name"]),
+                    "eps": {k: {kk: v[kk] for kk in ("worst_case_dice", "robust_accuracy", "attacks")}
+                            for k, v in e["eps"].items()},
+                    "tau": e["tau"], "checks": {c["name"]: c["status"] for c in e["checks"]},
+                    "parameters": (tables[e["name"]] or {}).get("parameters"),
+                    "gflops": (tables[e["name"]] or {}).get("gflops"),
+                    "test": (tables[e["name"]] or {}).get("test")} for e in entries},
+        "figures": figs}
+    write_json(out / "summary.json", summary)
+    write_text(out / "report.html", _html(entries, summary, class_names, tables, t_eps, eps_keys[t_eps], figs))
+    return summary
+
+
+def _html(entries, summary, class_names, tables, t_eps, t_key, figs) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>rog robustness report</title><style>",
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "th{background:#f2f2f2}.fail{background:#fdd;font-weight:bold}.warn{background:#ffe9b3}"
+             ".pass{background:#e3f7e3}img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}",
+             "</style></head><body><h1>Robustness report</h1>"]
+    failing = [(x["name"], c) for x in entries for c in x["checks"] if c["status"] == "fail"]
+    if failing:
+        parts.append("<div class='fail'><h2>Validity checks FAILED</h2><ul>" + "".join(
+            f"<li>{e(m)}: {e(c['name'])}: {e(c['detail'])}</li>" for m, c in failing) +
+            "</ul>These results may overestimate robustness.</div>")
+    parts.append("<h2>Dice under attack (worst case over the ensemble, per instance)</h2>"
+                 "<img src='dice_vs_eps.png' alt='Dice vs eps'>")
+    head = "".join(f"<th>eps {float(k):g}</th>" for k in sorted(entries[0]["eps"], key=float))
+    parts.append(f"<table><tr><th>model</th><th>clean</th>{head}<th>AUC</th></tr>")
+    for x in entries:
+        m = summary["models"][x["name"]]
+        cells = "".join(f"<td>{_fmt(v['worst_case_dice'])} ({_fmt(v['robust_accuracy'], 2)})</td>"
+                        for _, v in sorted(x["eps"].items(), key=lambda kv: float(kv[0])))
+        parts.append(f"<tr><td>{e(x['name'])}</td><td>{_fmt(x['clean_dice'])}</td>{cells}"
+                     f"<td>{_fmt(m['auc_worst_case'])}</td></tr>")
+    parts.append("</table><p>Cells: worst-case mean Dice (robust accuracy: share of cases whose Dice stays "
+                 "above tau = half the mean clean Dice).</p>")
+    if "pgd_vs_apgd.png" in figs:
+        parts.append("<h2>PGD vs APGD-CE</h2><img src='pgd_vs_apgd.png' alt='PGD vs APGD-CE'>")
+    attacks = sorted({a for x in entries for a in x["eps"][t_key]["attacks"]})
+    parts.append(f"<h2>Mean Dice under each attack at eps {t_eps:g}/255</h2><table><tr><th>model</th>"
+                 + "".join(f"<th>{e(a)}</th>" for a in attacks) + "<th>worst case</th></tr>")
+    for x in entries:
+        v = x["eps"][t_key]
+        parts.append(f"<tr><td>{e(x['name'])}</td>" + "".join(
+            f"<td>{_fmt(v['attacks'].get(a))}</td>" for a in attacks) + f"<td>{_fmt(v['worst_case_dice'])}</td></tr>")
+    parts.append("</table>")
+    if "qualitative.png" in figs:
+        parts.append(f"<h2>Qualitative (APGD-CE, eps {t_eps:g}/255)</h2><img src='qualitative.png' alt='qualitative'>")
+    parts.append("<h2>Clean Dice per class (attacked cases)</h2><table><tr><th>model</th>"
+                 + "".join(f"<th>{e(c)}</th>" for c in class_names) + "</tr>")
+    for x in entries:
+        parts.append(f"<tr><td>{e(x['name'])}</td>" + "".join(f"<td>{_fmt(d)}</td>" for d in x["clean_dice_per_class"]) + "</tr>")
+    parts.append("</table><h2>Models</h2><table><tr><th>model</th><th>architecture</th><th>parameters</th>"
+                 "<th>GFLOPs</th><th>input</th><th>test Dice per class</th></tr>")
+    for x in entries:
+        t = tables[x["name"]]
+        if t:
+            test = t["test"]["mean"]["dice"] if t.get("test") else None
+            parts.append(f"<tr><td>{e(x['name'])}</td><td>{e(t['model'])}</td><td>{t['parameters']:,}</td>"
+                         f"<td>{t['gflops']:.2f}</td><td>{'x'.join(map(str, t['input']))}</td>"
+                         f"<td>{e(', '.join(_fmt(d) for d in test)) if test else 'n/a'}</td></tr>")
+    parts.append("</table><h2>Validity checks</h2><table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>")
+    for x in entries:
+        for c in sorted(x["checks"], key=lambda c: c["status"] != "fail"):
+            parts.append(f"<tr class='{c['status']}'><td>{e(x['name'])}</td><td>{e(c['name'])}</td>"
+                         f"<td>{c['status']}</td><td style='text-align:left'>{e(c['detail'])}</td></tr>")
+    parts.append("</table><h2>Threat model, hyper-parameters, runtime</h2>")
+    for x in entries:
+        cfg = x["config"]
+        parts.append(f"<h3>{e(x['name'])}</h3><p>threat: <code>{e(json.dumps(x['threat']))}</code><br>"
+                     f"attacks: <code>{e(', '.join(cfg['attacks']))}</code>; iterations {cfg['iters']}; "
+                     f"Square queries {cfg['queries']}; scope {e(cfg['scope'])}; seed {cfg['seed']}; "
+                     f"eps {cfg['eps']} /255; cases {len(x['cases'])}; tau {x['tau']:.3f}</p>")
+        if x["skipped"]:
+            parts.append("<p>skipped: " + e("; ".join(x["skipped"])) + "</p>")
+        parts.append("<table><tr><th>attack</th><th>total seconds</th></tr>" + "".join(
+            f"<tr><td>{e(a)}</td><td>{s:.1f}</td></tr>" for a, s in sorted(x["runtime"].items())) + "</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

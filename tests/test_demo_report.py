@@ -1,0 +1,79 @@
+"""`rog demo --quick` end to end, its report, and a headless browser view of it."""
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rog.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "-w", str(work)]) == 0
+    return work
+
+
+def test_demo_quick_produces_a_complete_report(demo):
+    report = demo / "report"
+    html = (report / "report.html").read_text()
+    summary = json.loads((report / "summary.json").read_text())
+    for fig in summary["figures"]:
+        data = (report / fig).read_bytes()
+        assert data.startswith(PNG) and len(data) > 1000
+    for src in re.findall(r"src='([^']+)'", html):
+        assert (report / src).is_file(), src
+    assert set(summary["models"]) == {"rog_clean", "rog_free", "dynunet"}
+    for m in summary["models"].values():
+        assert 0 <= m["clean_dice"] <= 1
+        assert set(m["eps"]) == {"4.0", "8.0", "12.0", "16.0"}
+        assert all(0 <= v["worst_case_dice"] <= 1 for v in m["eps"].values())
+        assert m["parameters"] > 0 and m["test"] is not None
+    assert "Validity checks" in html and "apgd-ce" in html
+
+
+def test_demo_resumes_by_skipping_finished_stages(demo, capsys):
+    assert main(["demo", "--quick", "-w", str(demo)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("trained already") == 3 and out.count("attack results exist") == 3
+
+
+def test_free_at_run_really_perturbed_its_inputs(demo):
+    rows = (demo / "runs" / "rog_free" / "log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    ratio = [float(r.split(",")[header.index("adv_ratio")]) for r in rows[1:]]
+    assert ratio and all(r > 0.5 for r in ratio)
+
+
+def test_report_opens_in_a_headless_browser(demo, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (the test setup installs it where apt-get is available)")
+    shot = tmp_path / "shot.png"
+    page = (demo / "report" / "report.html").resolve()
+    # the page reports whether every image decoded; chromium prints the DOM to stdout
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", """<script>
+      window.addEventListener('load', () => {
+        const imgs = [...document.images];
+        const bad = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
+        document.title = 'images:' + imgs.length + ' broken:' + bad;
+      });</script></body>"""))
+    for f in (demo / "report").glob("*.png"):
+        shutil.copy(f, tmp_path / f.name)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    title = re.search(r"<title>(.*?)</title>", dom.stdout)
+    assert title and re.fullmatch(r"images:\d+ broken:0", title.group(1)), dom.stdout[:300]
+    assert int(title.group(1).split()[0].split(":")[1]) >= 2
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.read_bytes().startswith(PNG)
