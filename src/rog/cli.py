@@ -204,6 +204,13 @@ def cmd_demo(a) -> int:
     return run_demo(Path(a.workdir), quick=a.quick)
 
 
+def cmd_run_paper(a) -> int:
+    from rog.data.dataset import load_dataset
+    from rog.demo import PAPER, run_experiment
+    ds = load_dataset(a.dataset)
+    return run_experiment(Path(a.dataset), Path(a.workdir or Path("rog_work") / ds.name), PAPER, a.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rog", description="Robust general 3D medical image segmentation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -327,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="smaller data and budgets")
     s.add_argument("-w", "--workdir", default="rog_work/demo")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("run-paper", help="the paper's experiment with its settings on a real MSD task")
+    s.add_argument("dataset")
+    s.add_argument("-w", "--workdir", default=None)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_run_paper)
     return p
 
 

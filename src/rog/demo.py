@@ -28,8 +28,8 @@ class DemoSettings:
     size: tuple[int, int] = (40, 56)
     width: int = 8
     epochs: int = 40
-    iterations: int = 10
-    batch_size: int = 2
+    iterations: int | None = 10
+    batch_size: int | None = 2
     lr: float = 3e-3
     free_epochs: int = 20  # Free AT fine-tuning epochs before division by m
     eps: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0)
@@ -39,20 +39,29 @@ class DemoSettings:
 
 
 QUICK = DemoSettings(cases=6, size=(24, 32), epochs=6, iterations=4, free_epochs=5, queries=10, attack_cases=2)
+# the paper's settings (REFERENCE section 3 and 5), for `rog run-paper` on a real MSD task
+PAPER = DemoSettings(width=64, epochs=1000, iterations=None, batch_size=None, lr=1e-3, free_epochs=1000,
+                     queries=500, attack_cases=None)
 
 
 def run_demo(workdir: Path, quick: bool = False, settings: DemoSettings | None = None) -> int:
     s = settings or (QUICK if quick else DemoSettings())
+    data = Path(workdir) / "data" / "SynthCT"
+    if not (data / "dataset.json").is_file():
+        print(f"writing the synthetic CT-like task to {data}", flush=True)
+        make_task(data, kind="ct", cases=s.cases, test_cases=2, seed=0, size=s.size)
+    return run_experiment(data, Path(workdir), s)
+
+
+def run_experiment(data: Path, workdir: Path, s: DemoSettings, device: str = "auto") -> int:
+    """The experiment on any dataset folder: plan, preprocess, three models, test scores,
+    attack sweep, report. Every stage is skipped when its output exists."""
     t0 = time.time()
     wd = Workdir(Path(workdir))
-    data = wd.root / "data" / "SynthCT"
 
     def stage(text: str) -> None:
         print(f"[{time.time() - t0:6.0f}s] {text}", flush=True)
 
-    if not (data / "dataset.json").is_file():
-        stage(f"synthetic CT-like task -> {data}")
-        make_task(data, kind="ct", cases=s.cases, test_cases=2, seed=0, size=s.size)
     stage("checking the dataset")
     problems = check_dataset(data)
     if problems:
@@ -65,7 +74,7 @@ def run_demo(workdir: Path, quick: bool = False, settings: DemoSettings | None =
     preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=False)
 
     base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
-                       patience=max(s.epochs // 4, 2), seed=0)
+                       patience=min(max(s.epochs // 4, 2), 50), seed=0, device=device)
     runs = {
         "rog_clean": base,
         "rog_free": replace(base, adv="free", epochs=s.free_epochs, init_from=str(wd.run("rog_clean"))),
@@ -75,7 +84,7 @@ def run_demo(workdir: Path, quick: bool = False, settings: DemoSettings | None =
         _train(wd, plan, name, config, stage)
         _test_eval(wd, ds, name, stage)
     for name in runs:
-        _attack(wd, name, s, stage)
+        _attack(wd, name, s, stage, base.device)
     stage("report")
     from rog.report.build import build_report
     summary = build_report([wd.root / "attacks" / f"{n}-patch" for n in runs], wd.root / "report")
@@ -102,7 +111,7 @@ def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     result = trainer.fit(resume=resume)
     print(f"    best validation Dice {result['best_val_dice']:.3f} after {result['epochs']} epoch(s)")
     load_weights(trainer.model, run / "checkpoint_best.pt")
-    decide_for_run(trainer.model, plan, wd.preprocessed, run)
+    decide_for_run(trainer.model, plan, wd.preprocessed, run, trainer.device)
 
 
 def _test_eval(wd: Workdir, ds, name: str, stage) -> None:
@@ -116,12 +125,15 @@ def _test_eval(wd: Workdir, ds, name: str, stage) -> None:
     model, plan, _ = load_run(run)
     steps = json.loads((run / "postprocessing.json").read_text())["steps"]
     predict_cases(model, plan, ds.test, run / "test_predictions", steps=steps, progress=False)
+    if not (ds.root / "labelsTs").is_dir():  # the MSD has no public test labels
+        print(f"    predictions in {run / 'test_predictions'} (no test labels to score them)")
+        return
     summary = evaluate_folders(run / "test_predictions", ds.root / "labelsTs", plan.num_classes, run / "test_eval")
     print("    test Dice per class: " + ", ".join(f"{d:.3f}" if d is not None else "n/a"
                                                   for d in summary["mean"]["dice"]))
 
 
-def _attack(wd: Workdir, name: str, s: DemoSettings, stage) -> None:
+def _attack(wd: Workdir, name: str, s: DemoSettings, stage, device: str = "auto") -> None:
     from rog.attacks.ensemble import Benchmark, BenchmarkConfig, load_bench_cases
     from rog.checkpoint import load_run
     out = wd.root / "attacks" / f"{name}-patch"
@@ -129,9 +141,13 @@ def _attack(wd: Workdir, name: str, s: DemoSettings, stage) -> None:
         stage(f"{name}: attack results exist, skipped")
         return
     stage(f"{name}: attack sweep eps {list(s.eps)} (standard ensemble + PGD) -> {out}")
+    import torch
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
     model, plan, _ = load_run(wd.run(name))
+    model = model.to(dev)
     cases = json.loads((wd.run(name) / "splits.json").read_text())["val"][: s.attack_cases]
     config = BenchmarkConfig(eps=list(s.eps), attacks=["standard", "pgd"], iters=[s.iters], queries=[s.queries])
-    bench_cases = load_bench_cases(wd.preprocessed, cases, "patch", plan.val_patch_size)
+    bench_cases = load_bench_cases(wd.preprocessed, cases, "patch", plan.val_patch_size, dev)
     meta = {"label": name, "run": str(wd.run(name).resolve()), "data": str(wd.preprocessed.resolve())}
     Benchmark(model, plan.num_classes, config, out, plan.val_patch_size, meta=meta).run(bench_cases)

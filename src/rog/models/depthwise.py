@@ -84,7 +84,9 @@ class DepthwiseConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # cuDNN's backward is fast, and for strided convs (a quarter or less of the voxels)
-        # PyTorch's CPU backward measured faster than this one
-        if x.is_cuda or self.stride != (1, 1, 1) or x.dtype != torch.float32:
+        # PyTorch's CPU backward measured faster than this one; reduced precision keeps
+        # PyTorch's kernels, whose dtype handling autocast relies on
+        if (x.is_cuda or self.stride != (1, 1, 1) or x.dtype != torch.float32
+                or torch.is_autocast_enabled(x.device.type)):
             return super().forward(x)
         return _DepthwiseConv3dFn.apply(x, self.weight, tuple(self.stride))

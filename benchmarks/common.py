@@ -1,0 +1,56 @@
+"""Shared timing helpers for the benchmark scripts (run by hand, never by the tests)."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import date
+
+import torch
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    return p
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, device, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine(device) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def report(title: str, rows: list[dict], args) -> None:
+    print(f"# {title} — {machine(args.device)}, torch {torch.__version__}, {date.today()}, "
+          f"median of {args.repeats}")
+    if rows:
+        cols = list(rows[0])
+        print(" | ".join(cols))
+        for r in rows:
+            print(" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"title": title, "machine": machine(args.device), "rows": rows}, f, indent=1)

@@ -1,0 +1,77 @@
+"""rog's sliding window vs MONAI's sliding_window_inference: time and peak memory.
+
+Same network, patch, overlap 0.5 and Gaussian weights. Peak memory: the CUDA allocator's
+peak on GPU; on CPU, the peak resident set size of a fresh process per method.
+
+    python benchmarks/sliding_window.py [--device cuda]
+"""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import median_time, parser, report  # noqa: E402
+
+VOLUME, PATCH = (1, 1, 160, 160, 96), (64, 64, 48)
+
+
+def _setup(device):
+    from rog.models.rog import ROG
+    torch.manual_seed(0)
+    model = ROG(1, 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2)), width=16).to(device).eval()
+    return model, torch.randn(*VOLUME, device=device)
+
+
+def _run(method, model, x, batch):
+    with torch.no_grad():
+        if method == "rog":
+            from rog.infer import sliding_window
+            return sliding_window(model, x, PATCH, 0.5, "gaussian", batch_size=batch)
+        from monai.inferers import sliding_window_inference
+        return sliding_window_inference(x, PATCH, batch, model, overlap=0.5, mode="gaussian")
+
+
+def child(method, device, repeats, batch):
+    model, x = _setup(device)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    t = median_time(lambda: _run(method, model, x, batch), device, repeats)
+    peak = (torch.cuda.max_memory_allocated() - base_cuda) if device == "cuda" else \
+        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    print(json.dumps({"seconds": t, "peak_bytes": peak}))
+
+
+def main():
+    p = parser(__doc__)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--child", default=None)
+    args = p.parse_args()
+    if args.child:
+        return child(args.child, args.device, args.repeats, args.batch)
+    model, x = _setup(args.device)
+    a, b = _run("rog", model, x, args.batch), _run("monai", model, x, args.batch)
+    agree = (a.argmax(1) == b.argmax(1)).float().mean().item()
+    res = {}
+    for method in ("rog", "monai"):
+        out = subprocess.run([sys.executable, __file__, "--child", method, "--device", args.device,
+                              "--repeats", str(args.repeats), "--batch", str(args.batch)],
+                             capture_output=True, text=True, check=True)
+        res[method] = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = [{"method": m, "seconds": r["seconds"], "peak_MiB": r["peak_bytes"] / 2 ** 20,
+             "time_ratio_vs_monai": r["seconds"] / res["monai"]["seconds"],
+             "memory_ratio_vs_monai": r["peak_bytes"] / max(res["monai"]["peak_bytes"], 1)} for m, r in res.items()]
+    report(f"Sliding window on {'x'.join(map(str, VOLUME[2:]))}, patch {'x'.join(map(str, PATCH))}, overlap 0.5, "
+           f"Gaussian, ROG width 16 (argmax agreement with MONAI {agree:.5f})", rows, args)
+
+
+if __name__ == "__main__":
+    main()
