@@ -1,14 +1,14 @@
 """rog's sliding window vs MONAI's sliding_window_inference: time and peak memory.
 
 Same network, patch, overlap 0.5 and Gaussian weights. Peak memory: the CUDA allocator's
-peak on GPU; on CPU, the peak resident set size of a fresh process per method.
+peak on GPU; on CPU, the rise of the resident set's high-water mark during the calls, in a
+fresh process per method (the mark is reset through /proc/self/clear_refs first).
 
     python benchmarks/sliding_window.py [--device cuda]
 """
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -38,15 +38,25 @@ def _run(method, model, x, batch):
         return sliding_window_inference(x, PATCH, batch, model, overlap=0.5, mode="gaussian")
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def child(method, device, repeats, batch):
     model, x = _setup(device)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _run(method, model, x, batch)  # warm-up outside the measurement (allocator caches, kernels)
     if device == "cuda":
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    t = median_time(lambda: _run(method, model, x, batch), device, repeats)
-    peak = (torch.cuda.max_memory_allocated() - base_cuda) if device == "cuda" else \
-        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+        base = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM)
+        base = _status_kib("VmRSS") * 1024
+    t = median_time(lambda: _run(method, model, x, batch), device, repeats, warmup=0)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _status_kib("VmHWM") * 1024) - base
     print(json.dumps({"seconds": t, "peak_bytes": peak}))
 
 

@@ -41,9 +41,12 @@ def main():
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--full-brain-patch", action="store_true", help="use the real 128x128x96 patch")
     p.add_argument("--width", type=int, default=64, help="ROG width (paper: 64)")
+    p.add_argument("--plans", nargs="*", default=list(PLANS), choices=list(PLANS))
+    p.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = p.parse_args()
     rows = []
-    for name, (c, k, strides, patch) in PLANS.items():
+    for name in args.plans:
+        c, k, strides, patch = PLANS[name]
         if name.startswith("Brain") and (args.full_brain_patch or args.device != "cpu"):
             patch = (128, 128, 96)
         torch.manual_seed(0)
@@ -62,7 +65,7 @@ def main():
         # before an instance norm) have gradients that are zero up to float noise
         flat = [torch.cat([g.flatten() for g in gs]) for gs in grads]
         rel = ((flat[0] - flat[1]).abs().max() / flat[1].abs().max()).item()
-        for precision in ("fp32", "bf16"):
+        for precision in args.precisions:
             times = {}
             for label, m in (("rog", fast), ("plain", plain)):
                 opt = torch.optim.Adam(m.parameters(), 1e-3)
@@ -70,6 +73,7 @@ def main():
             rows.append({"plan": name, "patch": "x".join(map(str, patch)), "precision": precision,
                          "rog_s": times["rog"], "plain_s": times["plain"], "speedup": times["plain"] / times["rog"],
                          "max_rel_grad_diff": rel if precision == "fp32" else float("nan")})
+            print(rows[-1], flush=True)
         # Free AT optimiser step vs clean optimiser step (each Free replay is one optimiser step)
         opt = torch.optim.Adam(fast.parameters(), 1e-3)
         clean = _step(fast, opt, x, y, "fp32", args.device)

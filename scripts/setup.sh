@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs rog and its test dependencies into the current Python.
+# --test also installs Debian's chromium (where absent and apt-get works) for the test that
+# opens the HTML report in a headless browser; without it that one test is skipped.
 # torch: the CPU build (torch==2.13.0) only where no torch is importable, so a GPU user keeps
 # their own build; every other package is installed under a constraint that holds that torch
 # version (a dependency wanting torchvision would otherwise swap in a multi-GB CUDA build).
@@ -16,3 +18,7 @@ trap 'rm -f "$constraint"' EXIT
 # torchattacks is the reference APGD the tests compare against. Its metadata asks for
 # torchvision, which it never imports and which would replace the CPU torch: no deps.
 "$PY" -m pip install --quiet --no-deps "torchattacks>=3.5"
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "setup: chromium could not be installed; the headless-browser test will be skipped"
+fi

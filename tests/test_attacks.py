@@ -75,11 +75,16 @@ def test_apgd_step_size_checkpoints_follow_autoattack():
     assert a.info["checkpoints"] == apgd_checkpoints(100)
 
 
-def test_stronger_with_larger_eps_and_attacks_do_something():
-    model = _model(1, 3, 2)
-    x = torch.randn(4, 1, 10, 10, 10)
+def _labelled(seed, shape):
+    """A random model and inputs labelled by the model itself (clean Dice 1)."""
+    model = _model(1, 3, seed)
+    x = torch.randn(*shape)
     with torch.no_grad():
-        y = model(x).argmax(1)
+        return model, x, model(x).argmax(1)
+
+
+def test_stronger_with_larger_eps_and_attacks_do_something():
+    model, x, y = _labelled(2, (4, 1, 10, 10, 10))
     a2, a16 = APGD(model, ThreatModel(2), iters=10), APGD(model, ThreatModel(16), iters=10)
     a2(x, y)
     a16(x, y)
@@ -90,10 +95,7 @@ def test_stronger_with_larger_eps_and_attacks_do_something():
 
 
 def test_fab_reports_honestly():
-    model = _model(1, 3, 3)
-    x = torch.randn(2, 1, 8, 8, 8)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model, x, y = _labelled(3, (2, 1, 8, 8, 8))
     small, large = FAB(model, ThreatModel(0.5), iters=10), FAB(model, ThreatModel(200), iters=10)
     small(x, y)
     large(x, y)

@@ -77,3 +77,13 @@ def test_report_opens_in_a_headless_browser(demo, tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.read_bytes().startswith(PNG)
+
+
+def test_apgd_at_least_as_strong_as_pgd_and_dice_falls_with_eps(demo):
+    summary = json.loads((demo / "report" / "summary.json").read_text())
+    m = summary["models"]["rog_clean"]
+    for eps in ("8.0", "16.0"):
+        attacks = m["eps"][eps]["attacks"]
+        assert attacks["apgd-ce@5"] <= attacks["pgd@5"] + 0.05, attacks
+    assert m["eps"]["16.0"]["worst_case_dice"] <= m["eps"]["4.0"]["worst_case_dice"] + 1e-9
+    assert m["eps"]["16.0"]["worst_case_dice"] < m["clean_dice"]

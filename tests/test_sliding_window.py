@@ -81,3 +81,21 @@ def test_wrapper_is_a_volume_model():
     x = torch.randn(1, 1, 12, 12, 12)
     with torch.no_grad():
         assert torch.allclose(vol(x), net(x), atol=1e-5)
+
+
+def test_padding_repeats_the_border_instead_of_inserting_the_mean():
+    import numpy as np
+
+    from rog.data.sampling import centred_patch
+    image = np.full((1, 6, 6, 6), -3.0, np.float32)  # background after normalisation
+    label = np.zeros((6, 6, 6), np.int64)
+    image[0, 2:4, 2:4, 2:4], label[2:4, 2:4, 2:4] = 1.0, 1
+    pimg, plab = centred_patch(image, label, (10, 10, 10))
+    assert pimg.shape == (1, 10, 10, 10) and pimg.min() == -3.0 and (pimg == 0).sum() == 0
+    assert plab.sum() == label.sum()
+    seen = []
+    net = torch.nn.Conv3d(1, 2, 1)
+    original = net.forward
+    net.forward = lambda w: seen.append(w.min().item()) or original(w)
+    sliding_window(net, torch.from_numpy(image)[None], (10, 10, 10))
+    assert seen == [-3.0]  # the padded window holds no zeros

@@ -15,7 +15,7 @@ def _workers(n: int | None) -> int:
 def cmd_synth(a) -> int:
     from rog.data.synthetic import describe, make_task
     out = make_task(a.out, kind=a.kind, cases=a.cases, test_cases=a.test_cases, seed=a.seed,
-                    layout=a.layout)
+                    layout=a.layout, size=tuple(a.size) if a.size else None)
     print(describe(out) if a.layout == "msd" else f"wrote {out}")
     return 0
 
@@ -184,9 +184,12 @@ def cmd_train(a) -> int:
     result = train_run(a.dataset, a.workdir, a.name, config, resume=a.resume, width=a.width,
                        postprocessing=not a.no_postprocessing)
     if int(os.environ.get("RANK", 0)) == 0:
-        print(f"trained {result['epochs']} epoch(s); best validation Dice {result['best_val_dice']:.4f}")
+        print(f"trained {result['epochs']} epoch(s); best validation Dice on centred patches "
+              f"{result['best_val_dice']:.4f}")
         if "postprocessing" in result:
-            print(f"post-processing kept: {result['postprocessing']['steps']}")
+            pp = result["postprocessing"]
+            print(f"validation Dice on whole volumes (sliding window): {pp['dice_without']:.4f}, "
+                  f"with the kept post-processing {pp['dice_with']:.4f}; kept: {pp['steps']}")
     return 0
 
 
@@ -222,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-cases", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--layout", default="msd", choices=["msd", "nnunet"])
+    s.add_argument("--size", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                   help="in-plane voxels per case, drawn in [MIN, MAX] (default: the kind's)")
     s.set_defaults(fn=cmd_synth)
 
     s = sub.add_parser("check", help="list every problem of a dataset folder")

@@ -11,12 +11,14 @@ import numpy as np
 
 
 def _pad_to(image: np.ndarray, label: np.ndarray, size, mode: str):
+    """Pad both to at least `size`: the image with `mode`, the label with `mode` when it is
+    "reflect" (the training recipe: image and label mirrored together), else background."""
     pads = [max(p - s, 0) for p, s in zip(size, label.shape)]
     if not any(pads):
         return image, label, np.zeros(3, int)
     widths = [(p // 2, p - p // 2) for p in pads]
     image = np.pad(image, [(0, 0), *widths], mode=mode)
-    label = np.pad(label, widths, mode=mode)
+    label = np.pad(label, widths, mode="reflect") if mode == "reflect" else np.pad(label, widths)
     return image, label, np.array([w[0] for w in widths])
 
 
@@ -28,8 +30,10 @@ def _crop(image, label, centre, size):
 
 def centred_patch(image: np.ndarray, label: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
     """Crop image `[C, X, Y, Z]` and label `[X, Y, Z]` to `size`, centred on the label's
-    foreground centre of mass (the volume's centre when there is none), zero-padded."""
-    image, label, offset = _pad_to(np.asarray(image), np.asarray(label), size, "constant")
+    foreground centre of mass (the volume's centre when there is none). Where the volume is
+    smaller than `size`, the image repeats its border voxels and the label is background:
+    zero padding would insert the normalised mean intensity, which looks like tissue."""
+    image, label, offset = _pad_to(np.asarray(image), np.asarray(label), size, "edge")
     fg = np.argwhere(label > 0)
     centre = fg.mean(0) if len(fg) else (np.array(label.shape) - 1) / 2
     return _crop(image, label, centre, size)

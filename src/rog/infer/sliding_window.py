@@ -60,13 +60,17 @@ def _mirror_sets(axes: Sequence[int] | None) -> list[tuple[int, ...]]:
 def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], overlap: float = 0.5,
                    mode: str = "gaussian", batch_size: int = 4, mirror_axes: Sequence[int] | None = None,
                    window_device: torch.device | str | None = None,
-                   out_device: torch.device | str | None = None, progress: bool = False) -> torch.Tensor:
+                   out_device: torch.device | str | None = None, progress: bool = False,
+                   pad_mode: str = "replicate") -> torch.Tensor:
     """Logits of `model` over a whole volume.
 
     Takes `x: [B, C, D, H, W]`; returns `[B, K, D, H, W]` on `out_device` (default: x's
-    device). Volumes smaller than `patch` are zero-padded and cropped back. `mirror_axes`
+    device). `mirror_axes`
     (spatial axes 0-2) averages the logits over every subset of flips (test-time
-    augmentation). Differentiable with respect to `x`.
+    augmentation). Volumes smaller than `patch` are padded with `pad_mode` ("replicate":
+    border voxels repeated, so the padding looks like the volume's edge rather than like the
+    normalised mean intensity; "constant": zeros, as MONAI) and cropped back.
+    Differentiable with respect to `x`.
     """
     if x.ndim != 5:
         raise ValueError(f"sliding_window expects [B, C, D, H, W], got {tuple(x.shape)}")
@@ -76,7 +80,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     spatial = list(x.shape[2:])
     pad = [max(p - s, 0) for p, s in zip(patch, spatial)]
     if any(pad):
-        x = F.pad(x, [v for p in reversed(pad) for v in (p // 2, p - p // 2)])
+        x = F.pad(x, [v for p in reversed(pad) for v in (p // 2, p - p // 2)], mode=pad_mode)
     size = list(x.shape[2:])
     weight = importance_map(patch, mode).to(out_device, x.dtype)
     starts = list(itertools.product(*[window_starts(s, p, overlap) for s, p in zip(size, patch)]))
@@ -91,8 +95,12 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
         group = starts[b0:b0 + batch_size]
         slices = [tuple(slice(s, s + p) for s, p in zip(st, patch)) for st in group]
         windows = torch.cat([x[(slice(None), slice(None), *sl)] for sl in slices]).to(window_device)
-        logits = sum(model(windows.flip([a + 2 for a in f])).flip([a + 2 for a in f]) if f else model(windows)
-                     for f in flips) / len(flips)
+        logits = model(windows)
+        for f in flips[1:]:  # flips[0] is the identity
+            dims = [a + 2 for a in f]
+            logits = logits + model(windows.flip(dims)).flip(dims)
+        if len(flips) > 1:
+            logits = logits / len(flips)
         logits = logits.to(out_device)
         if out is None:
             out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=logits.dtype)
