@@ -71,8 +71,9 @@ def qualitative(path: Path, panels: list[dict]) -> None:
     the perturbation, at the slice where the attack changed the prediction most."""
     plt = _plt()
     cols = ["image", "ground truth", "clean prediction", "adversarial prediction", "perturbation"]
-    fig, axes = plt.subplots(len(panels), 5, figsize=(13, 2.8 * len(panels)), squeeze=False)
-    for row, p in zip(axes, panels):
+    fig, axes = plt.subplots(len(panels), 5, figsize=(13, 2.6 * len(panels)), squeeze=False)
+    for r, p in enumerate(panels):
+        row = axes[r]
         damage = (p["clean"] != p["adv"]).sum(axis=(0, 1))
         z = int(np.argmax(damage)) if damage.any() else p["gt"].shape[2] // 2
         vmax = max(int(p["gt"].max()), 1)
@@ -87,7 +88,8 @@ def qualitative(path: Path, panels: list[dict]) -> None:
                 ax.imshow(im.T, cmap="viridis", vmin=0, vmax=vmax, origin="lower", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            if row is axes[0]:
+            if r == 0:
                 ax.set_title(cols[j], fontsize=9)
         row[0].set_ylabel(f"{p['model']}\n{p['case']}, slice {z}", fontsize=8)
+    fig.tight_layout()
     _save(fig, path)
