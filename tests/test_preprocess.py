@@ -1,12 +1,10 @@
-import json
 
 import numpy as np
-import pytest
 
 from rog.data.dataset import load_dataset
 from rog.data.io import Geometry, read_image, read_label
 from rog.data.preprocess import (case_done, invert_label, load_case, preprocess_arrays,
-                                 preprocess_dataset, resample)
+                                 resample)
 from rog.workdir import Workdir, ensure_plan, run_preprocessing
 
 

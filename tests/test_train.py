@@ -16,7 +16,7 @@ from rog.models import ROG
 from rog.train.adversarial import FreeAT
 from rog.train.data import TrainPatches, make_splits
 from rog.train.trainer import TrainConfig, Trainer
-from rog.workdir import Workdir, run_preprocessing
+from rog.workdir import run_preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -102,19 +102,13 @@ def test_free_at_training_logs_a_real_perturbation(prepared, tmp_path):
     assert float(rows[0]["adv_ratio"]) > 0.5
 
 
-def test_resume_after_kill_minus_9_and_checkpoints_never_corrupt(prepared, tmp_path):
+def test_resume_after_kill_minus_9_and_checkpoints_never_corrupt(ct_task, prepared, tmp_path):
     wd, plan = prepared
-    data = wd.root.parent / "unused"
-    run_root = tmp_path / "w"
-    # reuse the preprocessed cases through a work directory of our own
-    (run_root).mkdir()
+    run_root = tmp_path / "w"  # a work directory reusing the preprocessed cases and the plan
+    run_root.mkdir()
     os.symlink(wd.preprocessed, run_root / "preprocessed")
     plan.save(run_root / "plan.json")
-    (run_root / "fingerprint.json").write_text("{}")
-    dataset = json.loads((wd.root / "fingerprint.json").read_text())["dataset"]
-    src = [p for p in wd.root.parent.parent.glob("**/dataset.json") if dataset in p.read_text()]
-    ds_dir = src[0].parent if src else data
-    cmd = [sys.executable, "-m", "rog", "train", str(ds_dir), "-w", str(run_root), "--width", "4",
+    cmd = [sys.executable, "-m", "rog", "train", str(ct_task), "-w", str(run_root), "--width", "4",
            "--iterations", "3", "--batch-size", "2", "--save-every", "1", "--device", "cpu",
            "--no-postprocessing"]
     proc = subprocess.Popen(cmd + ["--epochs", "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -45,12 +45,6 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def case(self, name: str) -> Case:
-        for c in self.training + self.test:
-            if c.name == name:
-                return c
-        raise KeyError(f"{self.root}: no case named {name!r}")
-
 
 def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
     """Parse `path/dataset.json` (MSD v1 or nnU-Net v2).

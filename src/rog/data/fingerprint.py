@@ -9,7 +9,6 @@ simply not counted for that case.
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import cc3d
 import numpy as np

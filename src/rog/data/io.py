@@ -76,13 +76,6 @@ def _data(img: nib.Nifti1Image, path: Path, dtype) -> np.ndarray:
         raise VolumeError(path, f"unreadable voxel data, truncated or corrupt ({e})") from e
 
 
-def read_header(path: str | Path) -> tuple[tuple[int, ...], Geometry]:
-    """Read only the header: (full shape, geometry). Cheap; no voxel data is decompressed."""
-    path = Path(path)
-    img = _load(path)
-    return tuple(int(s) for s in img.shape), Geometry.from_nifti(img)
-
-
 def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]:
     """Read one image as `[C, X, Y, Z]` float32.
 

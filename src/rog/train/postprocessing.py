@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rog.atomic import write_json
 from rog.data.preprocess import load_case

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,6 @@ class TrainConfig:
     workers: int = 0
     save_every: int = 0  # also checkpoint every N iterations (0: only at epoch ends)
     tensorboard: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _device(name: str) -> torch.device:
