@@ -165,3 +165,20 @@ def test_ddp_two_cpu_processes_keep_identical_weights(prepared, tmp_path):
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     assert any(not torch.equal(w0[k], init[k]) for k in w0)  # they did train
     assert (tmp_path / "run" / "checkpoint_last.pt").is_file()  # written once, by rank 0
+
+
+def test_pgd_adversarial_training_runs_and_changes_the_inputs(prepared, tmp_path, monkeypatch):
+    import rog.train.trainer as trainer_module
+    wd, plan = prepared
+    seen = []
+    original = trainer_module.pgd_examples
+
+    def spy(model, loss_fn, x, y, eps, steps):
+        x_adv = original(model, loss_fn, x, y, eps, steps)
+        seen.append((x - x_adv).abs().max().item())
+        return x_adv
+
+    monkeypatch.setattr(trainer_module, "pgd_examples", spy)
+    cfg = TrainConfig(epochs=1, iterations=2, batch_size=2, device="cpu", adv="pgd", pgd_steps=2)
+    Trainer(plan, wd.preprocessed, tmp_path / "pgd", cfg, progress=False).fit()
+    assert len(seen) == 2 and all(d > 0 for d in seen)

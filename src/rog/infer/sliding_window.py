@@ -64,8 +64,9 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
                    pad_mode: str = "replicate") -> torch.Tensor:
     """Logits of `model` over a whole volume.
 
-    Takes `x: [B, C, D, H, W]`; returns `[B, K, D, H, W]` on `out_device` (default: x's
-    device). `mirror_axes`
+    Takes `x: [B, C, D, H, W]`; returns `[B, K, D, H, W]` on `out_device` (default: the
+    windows' device, or the CPU when the output would take over a quarter of the GPU's free
+    memory). `mirror_axes`
     (spatial axes 0-2) averages the logits over every subset of flips (test-time
     augmentation). Volumes smaller than `patch` are padded with `pad_mode` ("replicate":
     border voxels repeated, so the padding looks like the volume's edge rather than like the
@@ -76,17 +77,14 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
         raise ValueError(f"sliding_window expects [B, C, D, H, W], got {tuple(x.shape)}")
     patch = [int(p) for p in patch]
     window_device = torch.device(window_device) if window_device else x.device
-    out_device = torch.device(out_device) if out_device else x.device
     spatial = list(x.shape[2:])
     pad = [max(p - s, 0) for p, s in zip(patch, spatial)]
     if any(pad):
         x = F.pad(x, [v for p in reversed(pad) for v in (p // 2, p - p // 2)], mode=pad_mode)
     size = list(x.shape[2:])
-    weight = importance_map(patch, mode).to(out_device, x.dtype)
     starts = list(itertools.product(*[window_starts(s, p, overlap) for s, p in zip(size, patch)]))
     flips = _mirror_sets(mirror_axes)
-    out = None
-    norm = torch.zeros(size, device=out_device, dtype=x.dtype)
+    out = norm = weight = None
     batches = range(0, len(starts), batch_size)
     if progress:
         from tqdm import tqdm
@@ -101,9 +99,12 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
             logits = logits + model(windows.flip(dims)).flip(dims)
         if len(flips) > 1:
             logits = logits / len(flips)
-        logits = logits.to(out_device)
-        if out is None:
+        if out is None:  # the number of classes is known from the first windows
+            out_device = _output_device(out_device, window_device, x.shape[0] * logits.shape[1], size)
             out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=logits.dtype)
+            norm = torch.zeros(size, device=out_device, dtype=x.dtype)
+            weight = importance_map(patch, mode).to(out_device, x.dtype)
+        logits = logits.to(out_device)
         for i, sl in enumerate(slices):
             chunk = logits[i * x.shape[0]:(i + 1) * x.shape[0]]
             out[(slice(None), slice(None), *sl)] += chunk * weight
@@ -112,6 +113,18 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     if any(pad):
         out = out[(slice(None), slice(None), *[slice(p // 2, p // 2 + s) for p, s in zip(pad, spatial)])]
     return out
+
+
+def _output_device(requested, window_device: torch.device, channels: int, size) -> torch.device:
+    """The accumulator's device: as requested, else the windows' device unless that is a GPU
+    whose free memory the output would crowd (over a quarter of it): then the CPU."""
+    if requested:
+        return torch.device(requested)
+    if window_device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(window_device)
+        if 4 * channels * math.prod(size) * 2 > free / 4:  # output + normalised copy, fp32
+            return torch.device("cpu")
+    return window_device
 
 
 class SlidingWindow(nn.Module):
