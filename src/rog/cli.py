@@ -84,12 +84,6 @@ def _load_model(a):
     return model, plan, Path(a.run)
 
 
-def _device(name: str):
-    import torch
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
-                        "cpu" if name == "auto" else name)
-
-
 def cmd_predict(a) -> int:
     from rog.infer.predictor import cases_from_input, predict_cases
     model, plan, run = _load_model(a)
@@ -99,7 +93,8 @@ def cmd_predict(a) -> int:
     elif a.postprocess == "auto" and run is not None and (run / "postprocessing.json").is_file():
         steps = json.loads((run / "postprocessing.json").read_text())["steps"]
     cases = cases_from_input(a.input)
-    status = predict_cases(model, plan, cases, a.output, _device(a.device), a.overlap,
+    from rog.devices import resolve_device
+    status = predict_cases(model, plan, cases, a.output, resolve_device(a.device), a.overlap,
                            [0, 1, 2] if a.tta else None, steps)
     failed = {k: v for k, v in status.items() if v != "ok"}
     print(f"predicted {len(status) - len(failed)} of {len(status)} case(s) into {a.output}"
@@ -121,10 +116,6 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
-def _labelled_cases(data: Path) -> list[str]:
-    return sorted(p.name[: -len("_seg.npy")] for p in data.glob("*_seg.npy"))
-
-
 def cmd_attack(a) -> int:
     from rog.attacks.ensemble import Benchmark, BenchmarkConfig, load_bench_cases
     model, plan, run = _load_model(a)
@@ -137,7 +128,8 @@ def cmd_attack(a) -> int:
     names = a.cases
     if not names and run is not None and (run / "splits.json").is_file():
         names = json.loads((run / "splits.json").read_text())["val"]
-    names = names or _labelled_cases(data)
+    from rog.data.preprocess import labelled_cases
+    names = names or labelled_cases(data)
     if a.max_cases:
         names = names[: a.max_cases]
     if not names:
@@ -146,8 +138,9 @@ def cmd_attack(a) -> int:
                              norm=a.norm, seed=a.seed)
     out = Path(a.out) if a.out else ((run.parent.parent / "attacks" / f"{run.name}-{a.scope}") if run
                                      else Path("rog_attacks"))
-    device = _device(a.device)
-    _init_distributed()
+    from rog.devices import init_distributed, resolve_device
+    device = resolve_device(a.device)
+    init_distributed()
     cases = load_bench_cases(data, names, a.scope, plan.val_patch_size, device)
     meta = {"label": a.label or (run.name if run else a.model), "run": str(run.resolve()) if run else None,
             "data": str(data.resolve())}
@@ -163,14 +156,6 @@ def cmd_attack(a) -> int:
         print(f"check {c['status'].upper():>7}: {c['name']}: {c['detail']}")
     print(f"results in {out / 'results.json'}")
     return 0
-
-
-def _init_distributed() -> None:
-    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPU, gloo on CPU."""
-    import torch
-    import torch.distributed as dist
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def cmd_train(a) -> int:

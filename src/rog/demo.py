@@ -19,7 +19,7 @@ from rog.data.dataset import load_dataset
 from rog.data.preprocess import preprocess_dataset
 from rog.data.synthetic import make_task
 from rog.train.trainer import TrainConfig
-from rog.workdir import Workdir, ensure_plan
+from rog.workdir import Workdir, ensure_plan, train_and_decide
 
 
 @dataclass(frozen=True)
@@ -97,21 +97,14 @@ def run_experiment(data: Path, workdir: Path, s: DemoSettings, device: str = "au
 
 
 def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
-    from rog.checkpoint import load_weights
-    from rog.train.postprocessing import decide_for_run
-    from rog.train.trainer import Trainer
     run = wd.run(name)
     if (run / "postprocessing.json").is_file():
         stage(f"{name}: trained already ({run}), skipped")
         return
     what = {"free": "Free AT fine-tuning", None: "training"}[config.adv]
     stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
-    trainer = Trainer(plan, wd.preprocessed, run, config)
-    resume = (run / "checkpoint_last.pt").is_file()
-    result = trainer.fit(resume=resume)
+    result = train_and_decide(plan, wd, name, config, resume=(run / "checkpoint_last.pt").is_file())
     print(f"    best validation Dice {result['best_val_dice']:.3f} after {result['epochs']} epoch(s)")
-    load_weights(trainer.model, run / "checkpoint_best.pt")
-    decide_for_run(trainer.model, plan, wd.preprocessed, run, trainer.device)
 
 
 def _test_eval(wd: Workdir, ds, name: str, stage) -> None:
@@ -141,9 +134,8 @@ def _attack(wd: Workdir, name: str, s: DemoSettings, stage, device: str = "auto"
         stage(f"{name}: attack results exist, skipped")
         return
     stage(f"{name}: attack sweep eps {list(s.eps)} (standard ensemble + PGD) -> {out}")
-    import torch
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
+    from rog.devices import resolve_device
+    dev = resolve_device(device)
     model, plan, _ = load_run(wd.run(name))
     model = model.to(dev)
     cases = json.loads((wd.run(name) / "splits.json").read_text())["val"][: s.attack_cases]

@@ -73,16 +73,23 @@ def train_run(dataset: str | Path, workdir: str | Path | None, name: str, config
               progress: bool = True, postprocessing: bool = True, width: int | None = None) -> dict:
     """Preprocess if needed, train into WORKDIR/runs/NAME (the plan's width overridable), then
     decide post-processing on the validation cases."""
-    from rog.checkpoint import load_weights
-    from rog.train.postprocessing import decide_for_run
-    from rog.train.trainer import Trainer
-
     ds = load_dataset(dataset)
     wd = Workdir.for_dataset(ds, workdir)
     plan = ensure_plan(ds, wd)
     preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=progress)
     if width:
         plan.width = width
+    return train_and_decide(plan, wd, name, config, resume, progress, postprocessing)
+
+
+def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = False, progress: bool = True,
+                     postprocessing: bool = True) -> dict:
+    """Train WORKDIR/runs/NAME from the preprocessed cases; then (rank 0) reload the best
+    checkpoint and decide post-processing on the whole validation volumes."""
+    from rog.checkpoint import load_weights
+    from rog.train.postprocessing import decide_for_run
+    from rog.train.trainer import Trainer
+
     trainer = Trainer(plan, wd.preprocessed, wd.run(name), config, progress=progress)
     result = trainer.fit(resume=resume)
     if postprocessing and trainer.rank == 0:

@@ -29,7 +29,7 @@ from rog.attacks.registry import QUERY_BASED, expand, make_attack
 from rog.attacks.threat import ThreatModel
 from rog.data.preprocess import load_case
 from rog.data.sampling import centred_patch
-from rog.evaluate.metrics import dice_per_class
+from rog.evaluate.metrics import dice_per_class, mean_dice
 from rog.evaluate.robustness import success_threshold, summarize
 from rog.infer.sliding_window import SlidingWindow
 
@@ -129,8 +129,7 @@ class Benchmark:
             for c in cases:
                 pred = self.model(c.x).argmax(1)
                 d = dice_per_class(pred[0].cpu(), c.y[0].cpu(), self.num_classes)
-                out[c.name] = {"dice": float(np.nanmean(d)) if not np.all(np.isnan(d)) else 1.0,
-                               "dice_per_class": d.tolist()}
+                out[c.name] = {"dice": mean_dice(d), "dice_per_class": d.tolist()}
         return out
 
     def run(self, cases: list[BenchCase]) -> dict:
@@ -171,7 +170,7 @@ class Benchmark:
         with frozen(self.model), torch.no_grad():
             pred = self.model(x_adv).argmax(1)
         d = dice_per_class(pred[0].cpu(), case.y[0].cpu(), self.num_classes)
-        dice = float(np.nanmean(d)) if not np.all(np.isnan(d)) else 1.0
+        dice = mean_dice(d)
         span = (case.hi - case.lo)
         eps_abs = threat.radius * span
         norm = float(((x_adv - case.x).abs() / span.clamp(min=1e-12)).flatten(1).max() * 255)

@@ -119,6 +119,11 @@ def case_done(out_dir: Path, name: str) -> bool:
     return (out_dir / f"{name}.json").is_file()
 
 
+def labelled_cases(out_dir: str | Path) -> list[str]:
+    """Names of the preprocessed cases in `out_dir` that have a label map, sorted."""
+    return sorted(p.name[: -len("_seg.npy")] for p in Path(out_dir).glob("*_seg.npy"))
+
+
 def load_case(out_dir: str | Path, name: str, mmap: bool = True):
     """Load a preprocessed case: (image `[C, x, y, z]`, label `[x, y, z]` or None, props)."""
     out_dir = Path(out_dir)

@@ -30,6 +30,12 @@ def dice_per_class(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tens
     return out
 
 
+def mean_dice(per_class: np.ndarray) -> float:
+    """Mean foreground Dice from `dice_per_class`, NaN classes left out; 1 when every class is
+    absent from both maps (the same convention as `dice_batch`)."""
+    return 1.0 if np.all(np.isnan(per_class)) else float(np.nanmean(per_class))
+
+
 def dice_batch(pred: torch.Tensor, ref: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean foreground Dice per instance for label maps `[B, ...]`: returns `[B]`.
 

@@ -26,6 +26,8 @@ from tqdm import tqdm
 
 from rog.atomic import write_json
 from rog.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from rog.data.preprocess import labelled_cases
+from rog.devices import init_distributed, resolve_device
 from rog.evaluate.metrics import dice_batch
 from rog.models.registry import build_model
 from rog.plan import Plan
@@ -60,21 +62,13 @@ class TrainConfig:
     tensorboard: bool = False
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Trainer:
     def __init__(self, plan: Plan, data_dir: str | Path, run_dir: str | Path, config: TrainConfig,
                  progress: bool = True):
         self.plan, self.config, self.progress = plan, config, progress
         self.data_dir, self.run_dir = Path(data_dir), Path(run_dir)
-        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        self.device = _device(config.device)
+        self.rank, self.world = init_distributed()
+        self.device = resolve_device(config.device)
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
@@ -96,7 +90,7 @@ class Trainer:
         path = self.run_dir / "splits.json"
         if path.is_file():
             return json.loads(path.read_text())
-        cases = sorted(p.name[: -len("_seg.npy")] for p in self.data_dir.glob("*_seg.npy"))
+        cases = labelled_cases(self.data_dir)
         if len(cases) < 2:
             raise ValueError(f"{self.data_dir}: need at least 2 preprocessed labelled cases, found {len(cases)}")
         folds = min(self.config.folds, len(cases))
