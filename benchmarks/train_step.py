@@ -53,7 +53,7 @@ def main():
         x = torch.randn(args.batch, c, *patch, device=args.device)
         y = torch.randint(0, k, (args.batch, *patch), device=args.device)
         fast = ROG(c, k, strides, width=args.width).to(args.device)
-        plain = ROG(c, k, strides, width=args.width, fast_depthwise=False).to(args.device)
+        plain = ROG(c, k, strides, width=args.width, fast=False).to(args.device)
         plain.load_state_dict(fast.state_dict())
         # gradients equal (fp32, one backward each)
         grads = []

@@ -31,7 +31,7 @@ def test_module_is_a_drop_in_conv3d():
 
 def test_fast_and_plain_rog_agree_in_gradients():
     fast = ROG(1, 3, (1, 1, 2), width=8)
-    plain = ROG(1, 3, (1, 1, 2), width=8, fast_depthwise=False)
+    plain = ROG(1, 3, (1, 1, 2), width=8, fast=False)
     plain.load_state_dict(fast.state_dict())
     x = torch.randn(2, 1, 16, 24, 16)
     y = torch.randint(0, 3, (2, 16, 24, 16))
@@ -41,3 +41,16 @@ def test_fast_and_plain_rog_agree_in_gradients():
         grads.append(torch.autograd.grad(loss, list(model.parameters())))
     for a, b in zip(*grads):
         assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7
+
+
+@pytest.mark.parametrize("stride,shape", [((1, 1, 1), (2, 4, 9, 30, 31)), ((2, 2, 1), (1, 4, 10, 30, 31)),
+                                          ((2, 1, 1), (2, 3, 11, 30, 30))])
+def test_weight_gradient_in_slabs_equals_pytorch(monkeypatch, stride, shape):
+    # a slab budget of one output row forces the slabbed path, edges included
+    monkeypatch.setattr("rog.models.depthwise._SLAB_BYTES", 1)
+    x = torch.randn(shape, requires_grad=True)
+    ref = torch.nn.Conv3d(shape[1], shape[1], 3, stride, 1, groups=shape[1], bias=False)
+    g = torch.randn_like(ref(x))
+    gw_ref, = torch.autograd.grad(ref(x), ref.weight, g)
+    gw, = torch.autograd.grad(_DepthwiseConv3dFn.apply(x, ref.weight, stride), ref.weight, g)
+    assert ((gw - gw_ref).abs().max() / gw_ref.abs().max()) < 1e-4

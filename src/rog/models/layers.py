@@ -1,13 +1,16 @@
 """Building blocks of ROG: swish, instance norm, separable convolution."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from rog.models.depthwise import DepthwiseConv3d
+from rog.models.depthwise import CHANNELS_LAST, DepthwiseConv3d, cpu_fast_path
+from rog.models.norm import InstanceNorm3d
 
 
 def norm(channels: int) -> nn.InstanceNorm3d:
-    return nn.InstanceNorm3d(channels, affine=True)
+    """Affine instance norm (PyTorch's, unless the input is channels-last on the CPU)."""
+    return InstanceNorm3d(channels)
 
 
 class SepConv(nn.Sequential):
@@ -24,3 +27,12 @@ class SepConv(nn.Sequential):
             depthwise,
             nn.Conv3d(in_channels, out_channels, 1, bias=False),
         )
+        self.fast = fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        # a 1-channel input is both channels-last and contiguous, and the pointwise conv then
+        # picks the default layout for its output; keep a fast model channels-last throughout
+        if self.fast and cpu_fast_path(x) and x.is_contiguous(memory_format=CHANNELS_LAST):
+            y = y.contiguous(memory_format=CHANNELS_LAST)
+        return y

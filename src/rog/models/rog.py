@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rog.models.depthwise import CHANNELS_LAST, cpu_fast_path
 from rog.models.layers import SepConv, norm
 
 EdgeKind = Literal["same", "up", "down"]
@@ -99,20 +100,22 @@ class ROG(nn.Module):
 
     `strides` are the plan's s0, s1, s2 (per-axis triples allowed); `width` is the level-0
     width (paper: 64; level l has width * 2**l; stem and head widths scale with it). Input
-    sizes must divide by `total_stride` on each axis. `fast_depthwise=False` builds the plain
-    PyTorch reference (same parameters, slower CPU backward).
+    sizes must divide by `total_stride` on each axis. On the CPU in fp32 the activations are
+    kept channels-last 3D, where this package's depthwise conv and instance norm run fast;
+    `fast=False` builds the plain PyTorch reference (same parameters, default layout,
+    PyTorch's depthwise conv with its slow CPU backward).
     """
 
     def __init__(self, in_channels: int, num_classes: int,
                  strides: Sequence = ((1, 1, 1), (2, 2, 2), (2, 2, 2)), width: int = 64,
-                 num_scales: int = 4, length: int = 2, fast_depthwise: bool = True):
+                 num_scales: int = 4, length: int = 2, fast: bool = True):
         super().__init__()
         if width % 2:
             raise ValueError("width must be even (the stem and head use width/2)")
         s0, s1, s2 = (_triple(s) for s in strides)
         half = width // 2
         self.total_stride = tuple(a * b * c * 2 ** (num_scales - 2) for a, b, c in zip(s0, s1, s2))
-        f = fast_depthwise
+        f = self.fast = fast
         self.stem1 = nn.Sequential(SepConv(in_channels, half, fast=f), norm(half), nn.SiLU(),
                                    SepConv(half, half, s0, fast=f), norm(half), nn.SiLU())
         self.stem2 = nn.Sequential(SepConv(half, half, fast=f), norm(half), nn.SiLU(),
@@ -142,6 +145,8 @@ class ROG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if self.fast and cpu_fast_path(x):
+            x = x.contiguous(memory_format=CHANNELS_LAST)
         x_small = self.stem1(x)
         outputs: dict[NodeId, dict[str, torch.Tensor]] = {}
         for n in self.nodes_order:
@@ -151,4 +156,5 @@ class ROG(nn.Module):
         y = outputs[self.nodes_order[-1]]["up"] + x_small
         y = F.interpolate(self.head_fuse(y), scale_factor=self.head_factor, mode="trilinear",
                           align_corners=True)
-        return self.head_out(y)
+        # the logits go back to the default layout (few channels: a cheap copy)
+        return self.head_out(y).contiguous()
