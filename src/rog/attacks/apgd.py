@@ -60,7 +60,7 @@ class APGD(Attack):
         logits, loss, grad = gradient(forward, u, loss_fn)
         tracker.update(u, logits)
         step = torch.full((b,), 2.0 * self.threat.radius, device=u0.device, dtype=u0.dtype)
-        u_best, grad_best, loss_best = u.clone(), grad.clone(), loss.clone()
+        u_best, grad_best, loss_best = u, grad, loss.clone()
         loss_steps = torch.zeros(n, b, device=u0.device, dtype=loss.dtype)
         loss_best_last_check = loss_best.clone()
         reduced_last_check = torch.zeros(b, dtype=torch.bool, device=u0.device)
@@ -77,7 +77,8 @@ class APGD(Attack):
             tracker.update(u, logits)
             loss_steps[i] = loss
             improved = loss > loss_best
-            u_best[improved], grad_best[improved] = u[improved], grad[improved]
+            u_best = torch.where(improved.view(view), u, u_best)  # no host sync (see DiceTracker)
+            grad_best = torch.where(improved.view(view), grad, grad_best)
             loss_best = torch.where(improved, loss, loss_best)
 
             counter += 1
@@ -88,20 +89,19 @@ class APGD(Attack):
                 reduce = oscillating | no_progress
                 reduced_last_check = reduce
                 loss_best_last_check = loss_best.clone()
-                if reduce.any():
-                    step = torch.where(reduce, step / 2.0, step)
-                    u = torch.where(reduce.view(view), u_best, u)
-                    grad = torch.where(reduce.view(view), grad_best, grad)
+                step = torch.where(reduce, step / 2.0, step)
+                u = torch.where(reduce.view(view), u_best, u)
+                grad = torch.where(reduce.view(view), grad_best, grad)
                 counter = 0
                 period = max(period - decrease, period_min)
 
     def _oscillation(self, loss_steps: torch.Tensor, j: int, k: int) -> torch.Tensor:
         """True where at most RHO * k of the last k steps increased the loss (AutoAttack's
         check; indices before the first step wrap to the zero-initialised end, as there)."""
-        t = torch.zeros_like(loss_steps[0])
-        for c in range(k):
-            t += (loss_steps[j - c] > loss_steps[j - c - 1]).to(t.dtype)
-        return t <= k * self.RHO * torch.ones_like(t)
+        n = loss_steps.shape[0]
+        steps = torch.arange(j - k + 1, j + 1, device=loss_steps.device)
+        rises = (loss_steps[steps % n] > loss_steps[(steps - 1) % n]).sum(0)
+        return rises <= k * self.RHO
 
 
 def apgd_checkpoints(n: int) -> list[int]:

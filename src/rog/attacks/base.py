@@ -51,7 +51,9 @@ class DiceTracker:
         be kept (outside the threat model). Returns their Dice `[B]`."""
         d = dice_batch(logits.detach().argmax(1), self.y, self.k)
         better = d < self.best_dice if valid is None else (d < self.best_dice) & valid
-        self.best_u[better] = u.detach()[better]
+        # torch.where rather than boolean indexing: no host-device synchronisation, which on a
+        # GPU would stall the launch of the next forward pass
+        self.best_u = torch.where(better.view(-1, *[1] * (u.ndim - 1)), u.detach(), self.best_u)
         self.best_dice = torch.where(better, d, self.best_dice)
         return d
 

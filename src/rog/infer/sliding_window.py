@@ -84,7 +84,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     size = list(x.shape[2:])
     starts = list(itertools.product(*[window_starts(s, p, overlap) for s, p in zip(size, patch)]))
     flips = _mirror_sets(mirror_axes)
-    out = norm = weight = None
+    out = weight = None
     batches = range(0, len(starts), batch_size)
     if progress:
         from tqdm import tqdm
@@ -102,14 +102,16 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
         if out is None:  # the number of classes is known from the first windows
             out_device = _output_device(out_device, window_device, x.shape[0] * logits.shape[1], size)
             out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=logits.dtype)
-            norm = torch.zeros(size, device=out_device, dtype=x.dtype)
             weight = importance_map(patch, mode).to(out_device, x.dtype)
         logits = logits.to(out_device)
         for i, sl in enumerate(slices):
             chunk = logits[i * x.shape[0]:(i + 1) * x.shape[0]]
             out[(slice(None), slice(None), *sl)] += chunk * weight
-            norm[sl] += weight
-    out = out / norm
+    # the sum of weights is built after the model calls, so it does not add to their peak
+    norm = torch.zeros(size, device=out.device, dtype=weight.dtype)
+    for st in starts:
+        norm[tuple(slice(s, s + p) for s, p in zip(st, patch))] += weight
+    out.div_(norm)  # in place: the division's backward does not need `out`, and a copy would double the peak
     if any(pad):
         out = out[(slice(None), slice(None), *[slice(p // 2, p // 2 + s) for p, s in zip(pad, spatial)])]
     return out
