@@ -140,3 +140,28 @@ def test_apgd_ce_at_least_as_strong_as_torchattacks_on_a_disguised_classifier():
     print(f"robust accuracy: ours {our_acc:.3f}, torchattacks {ref_acc:.3f}")
     assert our_acc <= ref_acc + 0.02, (our_acc, ref_acc)
     assert our_acc < 0.9  # not vacuous: both attacks succeed on many points
+
+
+def test_square_in_volume_scope_reruns_only_touched_windows_with_the_same_result():
+    from rog.infer import SlidingWindow
+
+    class Counting(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.windows = net, 0
+
+        def forward(self, x):
+            self.windows += x.shape[0]
+            return self.net(x)
+
+    net, x, y = _labelled(4, (2, 1, 24, 24, 20))
+    runs = {}
+    for name in ("cached", "full"):
+        counting = Counting(net)
+        sw = SlidingWindow(counting, (8, 8, 8), batch_size=8)
+        sq = Square(sw, ThreatModel(16), queries=30, p_init=0.05, window_cache=name == "cached")
+        runs[name] = (sq(x, y), sq.info["dice"], counting.windows)
+    torch.testing.assert_close(runs["cached"][0], runs["full"][0], rtol=0, atol=0)
+    assert runs["cached"][1] == pytest.approx(runs["full"][1], abs=1e-9)
+    assert np.mean(runs["cached"][1]) < 1.0
+    assert runs["cached"][2] < runs["full"][2] / 4

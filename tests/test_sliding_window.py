@@ -99,3 +99,39 @@ def test_padding_repeats_the_border_instead_of_inserting_the_mean():
     net.forward = lambda w: seen.append(w.min().item()) or original(w)
     sliding_window(net, torch.from_numpy(image)[None], (10, 10, 10))
     assert seen == [-3.0]  # the padded window holds no zeros
+
+
+class _CountingNet(torch.nn.Module):
+    """A 3x3x3 conv (so that windows see their neighbourhood) that counts the windows it runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+        self.windows = 0
+
+    def forward(self, x):
+        self.windows += x.shape[0]
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 40, 36, 30), (1, 1, 12, 40, 30)])  # the second is padded
+def test_window_cache_reruns_only_the_windows_a_box_touches(shape):
+    torch.manual_seed(0)
+    net = _CountingNet()
+    sw = SlidingWindow(net, (16, 16, 16), batch_size=3)
+    base = torch.randn(shape)
+    cache = sw.window_cache(base)
+    with torch.no_grad():
+        torch.testing.assert_close(cache.volume(range(shape[0])), sw(base), rtol=0, atol=1e-5)
+        box = (slice(2, 5), slice(30, 33), slice(1, 4))
+        owners = [shape[0] - 1, 0]
+        x = base[owners].clone()
+        x[(slice(None), slice(None), *box)] += 3.0
+        n_windows, net.windows = len(cache.starts), 0
+        out = cache.evaluate(x, [box, box], owners)
+        padded = shape[2] < 16
+        assert net.windows == (2 * n_windows if padded else 2 * 2)  # this box lies in 2 windows
+        torch.testing.assert_close(out, sw(x), rtol=0, atol=1e-5)
+    cache.commit(1, 0)  # input 1 becomes base volume 0
+    with torch.no_grad():
+        torch.testing.assert_close(cache.volume([0]), sw(x[1:]), rtol=0, atol=1e-5)

@@ -90,10 +90,10 @@ class Attack:
         u0 = ((x.detach() - lo) / scale).clamp(0, 1)
         y = y.long()
 
+        self._lo, self._scale = lo, scale
+
         def forward(u: torch.Tensor) -> torch.Tensor:
-            # u may stack several candidates per instance (Square batches its queries)
-            reps = u.shape[0] // lo.shape[0]
-            return self.model(lo.repeat_interleave(reps, 0) + u * scale.repeat_interleave(reps, 0))
+            return self.model(self.input_of(u))
 
         with frozen(self.model):
             with torch.no_grad():
@@ -116,6 +116,12 @@ class Attack:
 
     def perturb(self, u0, y, forward: Forward, tracker: DiceTracker, logits0: torch.Tensor) -> None:
         raise NotImplementedError
+
+    def input_of(self, u: torch.Tensor) -> torch.Tensor:
+        """Model input `[N, C, ...]` of range-normalised points `u`; N may stack several
+        candidates per instance, instance-major (Square batches its queries)."""
+        reps = u.shape[0] // self._lo.shape[0]
+        return self._lo.repeat_interleave(reps, 0) + u * self._scale.repeat_interleave(reps, 0)
 
     # helpers shared by the gradient attacks
     def random_start(self, u0: torch.Tensor) -> torch.Tensor:

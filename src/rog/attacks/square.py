@@ -14,6 +14,7 @@ import torch
 
 from rog.attacks import losses
 from rog.attacks.base import Attack
+from rog.infer.sliding_window import SlidingWindow
 
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -25,18 +26,22 @@ def p_selection(p_init: float, query: int, total: int) -> float:
 
 class Square(Attack):
     """`objective`: "margin" (mean voxel margin, as Square's margin loss) or "dice" (soft
-    Dice of the softmax), minimised; `queries`: model evaluations per instance."""
+    Dice of the softmax), minimised; `queries`: model evaluations per instance. On a
+    `SlidingWindow` model (volume scope), `window_cache` keeps every window's logits so that
+    a query re-runs only the windows its cube overlaps (same results; memory: the logits of
+    every window)."""
 
     name = "square"
 
     def __init__(self, model, threat, queries: int = 500, p_init: float = 0.8, objective: str = "margin",
-                 candidates: int = 4, num_classes=None, seed: int = 0):
+                 candidates: int = 4, window_cache: bool = True, num_classes=None, seed: int = 0):
         super().__init__(model, threat, num_classes, seed)
         if threat.norm != "linf":
             raise ValueError("Square is implemented for the L-inf threat model")
         if objective not in ("margin", "dice"):
             raise ValueError(f"unknown Square objective {objective!r}")
         self.queries, self.p_init, self.objective, self.candidates = queries, p_init, objective, candidates
+        self.window_cache = window_cache
 
     def _objective(self, logits, y):
         # both to be minimised: the model's margin, or its soft Dice
@@ -58,8 +63,11 @@ class Square(Attack):
         view = (-1, *[1] * (u0.ndim - 1))
         stripes = self._signs(b, c, *[1] * (len(spatial) - 1), spatial[-1]) * r
         u_best = self.threat.project(u0 + stripes, u0)
+        # in volume scope, a query re-runs only the windows its cube overlaps
+        cache = (self.model.window_cache(self.input_of(u_best))
+                 if self.window_cache and isinstance(self.model, SlidingWindow) else None)
         with torch.no_grad():
-            logits = forward(u_best)
+            logits = cache.volume(range(b)) if cache else forward(u_best)
         tracker.update(u_best, logits)
         best = self._objective(logits, y)
         used = 1
@@ -70,14 +78,16 @@ class Square(Attack):
             p = p_selection(self.p_init, used, self.queries)
             side = [max(1, min(s, round((p * volume) ** (1 / len(spatial))))) for s in spatial]
             cand = u_best.repeat_interleave(n, 0)  # [B*n, C, ...]
-            for i in range(b * n):
-                corner = [int(self._rand(1, high=s - w + 1)) for s, w in zip(spatial, side)]
-                region = (i, slice(None), *[slice(o, o + w) for o, w in zip(corner, side)])
-                cand[region] = u0[i // n].unsqueeze(0)[(0, slice(None), *region[2:])] + \
-                    self._signs(c, *[1] * len(spatial)) * r
+            # one draw (and one device sync) per step for all corners and signs
+            corners = torch.stack([self._rand(b * n, high=s - w + 1) for s, w in zip(spatial, side)], 1).tolist()
+            signs = self._signs(b * n, c, *[1] * len(spatial)) * r
+            boxes = [tuple(slice(o, o + w) for o, w in zip(corner, side)) for corner in corners]
+            for i, box in enumerate(boxes):
+                cand[(i, slice(None), *box)] = u0[i // n][(slice(None), *box)] + signs[i]
             cand = self.threat.project(cand, u0.repeat_interleave(n, 0))
             with torch.no_grad():
-                logits = forward(cand)
+                logits = (cache.evaluate(self.input_of(cand), boxes, [i // n for i in range(b * n)])
+                          if cache else forward(cand))
             obj = self._objective(logits, y.repeat_interleave(n, 0)).view(b, n)
             pick = obj.argmin(1)
             chosen = torch.arange(b, device=u0.device) * n + pick
@@ -87,6 +97,9 @@ class Square(Attack):
             for j in range(n):  # every candidate is a point the attack evaluated
                 idx = torch.arange(b, device=u0.device) * n + j
                 tracker.update(cand[idx], logits[idx])
+            if cache:
+                for inst in improved.nonzero().flatten().tolist():
+                    cache.commit(int(chosen[inst]), inst)
             u_best = u_new
             used += n
         self.info["queries"] = used

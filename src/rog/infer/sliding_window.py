@@ -57,6 +57,31 @@ def _mirror_sets(axes: Sequence[int] | None) -> list[tuple[int, ...]]:
     return [s for r in range(len(axes) + 1) for s in itertools.combinations(axes, r)]
 
 
+def _tile(x: torch.Tensor, patch: list[int], overlap: float, pad_mode: str):
+    """Pad `x` up to `patch` where smaller; returns (padded x, per-axis pad, window starts)."""
+    spatial = list(x.shape[2:])
+    pad = [max(p - s, 0) for p, s in zip(patch, spatial)]
+    if any(pad):
+        x = F.pad(x, [v for p in reversed(pad) for v in (p // 2, p - p // 2)], mode=pad_mode)
+    starts = list(itertools.product(*[window_starts(s, p, overlap) for s, p in zip(x.shape[2:], patch)]))
+    return x, pad, starts
+
+
+def _window_logits(model: nn.Module, windows: torch.Tensor, flips: list[tuple[int, ...]]) -> torch.Tensor:
+    """Model logits of a batch of windows `[N, C, *patch]`, averaged over mirrorings."""
+    logits = model(windows)
+    for f in flips[1:]:  # flips[0] is the identity
+        dims = [a + 2 for a in f]
+        logits = logits + model(windows.flip(dims)).flip(dims)
+    return logits / len(flips) if len(flips) > 1 else logits
+
+
+def _crop(out: torch.Tensor, pad: list[int], spatial: Sequence[int]) -> torch.Tensor:
+    if not any(pad):
+        return out
+    return out[(slice(None), slice(None), *[slice(p // 2, p // 2 + s) for p, s in zip(pad, spatial)])]
+
+
 def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], overlap: float = 0.5,
                    mode: str = "gaussian", batch_size: int = 4, mirror_axes: Sequence[int] | None = None,
                    window_device: torch.device | str | None = None,
@@ -78,11 +103,8 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     patch = [int(p) for p in patch]
     window_device = torch.device(window_device) if window_device else x.device
     spatial = list(x.shape[2:])
-    pad = [max(p - s, 0) for p, s in zip(patch, spatial)]
-    if any(pad):
-        x = F.pad(x, [v for p in reversed(pad) for v in (p // 2, p - p // 2)], mode=pad_mode)
+    x, pad, starts = _tile(x, patch, overlap, pad_mode)
     size = list(x.shape[2:])
-    starts = list(itertools.product(*[window_starts(s, p, overlap) for s, p in zip(size, patch)]))
     flips = _mirror_sets(mirror_axes)
     out = weight = None
     batches = range(0, len(starts), batch_size)
@@ -91,14 +113,9 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
         batches = tqdm(batches, desc="sliding window", leave=False)
     for b0 in batches:
         group = starts[b0:b0 + batch_size]
-        slices = [tuple(slice(s, s + p) for s, p in zip(st, patch)) for st in group]
+        slices = [_window(st, patch) for st in group]
         windows = torch.cat([x[(slice(None), slice(None), *sl)] for sl in slices]).to(window_device)
-        logits = model(windows)
-        for f in flips[1:]:  # flips[0] is the identity
-            dims = [a + 2 for a in f]
-            logits = logits + model(windows.flip(dims)).flip(dims)
-        if len(flips) > 1:
-            logits = logits / len(flips)
+        logits = _window_logits(model, windows, flips)
         if out is None:  # the number of classes is known from the first windows
             out_device = _output_device(out_device, window_device, x.shape[0] * logits.shape[1], size)
             out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=logits.dtype)
@@ -107,14 +124,21 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
         for i, sl in enumerate(slices):
             chunk = logits[i * x.shape[0]:(i + 1) * x.shape[0]]
             out[(slice(None), slice(None), *sl)] += chunk * weight
-    # the sum of weights is built after the model calls, so it does not add to their peak
-    norm = torch.zeros(size, device=out.device, dtype=weight.dtype)
+    out.div_(_weight_sum(starts, patch, weight, size))  # in place: a copy would double the peak
+    return _crop(out, pad, spatial)
+
+
+def _window(start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(s, s + p) for s, p in zip(start, patch))
+
+
+def _weight_sum(starts, patch, weight: torch.Tensor, size) -> torch.Tensor:
+    """Sum of the windows' weights per voxel `[*size]`; built after the model calls, so that it
+    does not add to their peak memory."""
+    norm = torch.zeros(size, device=weight.device, dtype=weight.dtype)
     for st in starts:
-        norm[tuple(slice(s, s + p) for s, p in zip(st, patch))] += weight
-    out.div_(norm)  # in place: the division's backward does not need `out`, and a copy would double the peak
-    if any(pad):
-        out = out[(slice(None), slice(None), *[slice(p // 2, p // 2 + s) for p, s in zip(pad, spatial)])]
-    return out
+        norm[_window(st, patch)] += weight
+    return norm
 
 
 def _output_device(requested, window_device: torch.device, channels: int, size) -> torch.device:
@@ -143,3 +167,73 @@ class SlidingWindow(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sliding_window(self.model, x, self.patch, self.overlap, self.mode, self.batch_size,
                               self.mirror_axes)
+
+    def window_cache(self, x: torch.Tensor) -> "WindowCache":
+        """Per-window logits of `x: [B, C, D, H, W]` for cheap re-evaluation of local changes."""
+        return WindowCache(self, x)
+
+
+class WindowCache:
+    """The per-window logits of one sliding-window pass over base volumes `[B, C, D, H, W]`,
+    kept so that inputs differing from a base only inside a box re-run just the windows the
+    box overlaps (Square's queries in volume scope: a cube of a few voxels touches a few of
+    the dozens of windows). The other windows' logits are reused and everything is
+    re-accumulated in the order `sliding_window` uses. Inference only (no gradients).
+    """
+
+    def __init__(self, sw: "SlidingWindow", x: torch.Tensor):
+        self.sw, self.spatial = sw, list(x.shape[2:])
+        xp, self.pad, self.starts = _tile(x, sw.patch, sw.overlap, "replicate")
+        self.flips = _mirror_sets(sw.mirror_axes)
+        self.logits = [None] * len(self.starts)  # window -> [B, K, *patch]
+        b = x.shape[0]
+        pairs = [(i, w) for w in range(len(self.starts)) for i in range(b)]
+        for (i, w), out in zip(pairs, self._run(xp, pairs)):
+            if self.logits[w] is None:
+                self.logits[w] = out.new_empty((b, *out.shape))
+            self.logits[w][i] = out
+        self.weight = importance_map(sw.patch, sw.mode).to(self.logits[0].device, self.logits[0].dtype)
+        self.norm = _weight_sum(self.starts, sw.patch, self.weight, xp.shape[2:])
+        self.pending: dict[tuple[int, int], torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _run(self, xp: torch.Tensor, pairs: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Logits `[K, *patch]` of window w of volume i, for each pair (i, w), in batches."""
+        out = []
+        for b0 in range(0, len(pairs), self.sw.batch_size):
+            group = pairs[b0:b0 + self.sw.batch_size]
+            windows = torch.stack([xp[i][(slice(None), *_window(self.starts[w], self.sw.patch))] for i, w in group])
+            out += list(_window_logits(self.sw.model, windows, self.flips))
+        return out
+
+    def volume(self, owners: Sequence[int], changed: dict | None = None) -> torch.Tensor:
+        """Whole-volume logits `[N, K, D, H, W]` of N inputs, input j being base volume
+        `owners[j]` with its windows in `changed` ((j, window) -> logits) replaced."""
+        changed = changed or {}
+        out = None
+        for w, st in enumerate(self.starts):
+            chunk = torch.stack([changed.get((j, w), self.logits[w][o]) for j, o in enumerate(owners)])
+            if out is None:
+                out = chunk.new_zeros((len(owners), chunk.shape[1], *self.norm.shape))
+            out[(slice(None), slice(None), *_window(st, self.sw.patch))] += chunk * self.weight
+        return _crop(out.div_(self.norm), self.pad, self.spatial)
+
+    def evaluate(self, x: torch.Tensor, boxes: Sequence[Sequence[slice]], owners: Sequence[int]) -> torch.Tensor:
+        """Logits `[N, K, D, H, W]` of inputs `x: [N, C, D, H, W]`, where input j equals base
+        volume `owners[j]` outside the spatial box `boxes[j]` (one slice per axis)."""
+        xp = _tile(x, self.sw.patch, self.sw.overlap, "replicate")[0]
+        pairs = []
+        for j, box in enumerate(boxes):
+            for w, st in enumerate(self.starts):
+                # replicate padding spreads border voxels into the pad: then every window counts
+                if any(self.pad) or all(b.start < s + p and s < b.stop
+                                        for b, s, p in zip(box, st, self.sw.patch)):
+                    pairs.append((j, w))
+        self.pending = dict(zip(pairs, self._run(xp, pairs)))
+        return self.volume(owners, self.pending)
+
+    def commit(self, j: int, owner: int) -> None:
+        """Make input j of the last `evaluate` the new base volume `owner`."""
+        for (i, w), out in self.pending.items():
+            if i == j:
+                self.logits[w][owner] = out
