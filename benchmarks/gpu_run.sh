@@ -17,5 +17,5 @@ export PYTHONUNBUFFERED=1
     timeout 90 python3 benchmarks/attacks.py --device cuda --repeats 10 --json "$OUT/attacks_cuda.json"
     timeout 90 python3 benchmarks/sliding_window.py --device cuda --repeats 10 --json "$OUT/sw_cuda.json"
     timeout 120 python3 benchmarks/train_step.py --device cpu --repeats 3 --precisions fp32 --json "$OUT/train_cpu.json"
-    timeout 90 python3 benchmarks/attacks.py --device cpu --repeats 3 --json "$OUT/attacks_cpu.json"
+    timeout 90 python3 benchmarks/attacks.py --device cpu --repeats 3 --queries 20 --json "$OUT/attacks_cpu.json"
 } 2>&1 | tee "$OUT/log.txt"
