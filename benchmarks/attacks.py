@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, parser, report  # noqa: E402
+from common import median_time, median_times, parser, report  # noqa: E402
 
 from rog.attacks import APGD, Square, ThreatModel  # noqa: E402
 from rog.infer import SlidingWindow  # noqa: E402
@@ -39,9 +39,9 @@ def main():
         xi = x.clone().requires_grad_(True)
         torch.autograd.grad(F.cross_entropy(model(xi), y), xi)
 
-    t_ref = median_time(fwd_grad, args.device, args.repeats)
     apgd = APGD(model, ThreatModel(8), iters=args.iters)
-    t_apgd = median_time(lambda: apgd(x, y), args.device, max(args.repeats // 2, 1))
+    t = median_times({"ref": fwd_grad, "apgd": lambda: apgd(x, y)}, args.device, args.repeats)
+    t_ref, t_apgd = t["ref"], t["apgd"]
     # one APGD call = 1 clean forward + (iters + 1) forward/backward passes
     per_iter = t_apgd / (args.iters + 1)
     square = Square(model, ThreatModel(8), queries=args.queries)
@@ -57,10 +57,9 @@ def main():
     xv = torch.randn(1, 1, 64, 96, 64, device=args.device)
     with torch.no_grad():
         yv = sw(xv).argmax(1)
-    t_vol = {}
-    for cached in (True, False):
-        sq = Square(sw, ThreatModel(8), queries=args.queries, window_cache=cached)
-        t_vol[cached] = median_time(lambda: sq(xv, yv), args.device, max(args.repeats // 2, 1))
+    squares = {cached: Square(sw, ThreatModel(8), queries=args.queries, window_cache=cached) for cached in (True, False)}
+    t_vol = median_times({cached: (lambda a=a: a(xv, yv)) for cached, a in squares.items()}, args.device,
+                         max(args.repeats // 2, 1))
     rows += [{"what": f"Square queries/s, volume 64x96x64, width {args.volume_width}, window cache",
               "seconds": args.queries / t_vol[True], "ratio": t_vol[False] / t_vol[True]},
              {"what": "Square queries/s, same, every window re-run", "seconds": args.queries / t_vol[False],

@@ -37,6 +37,23 @@ def median_time(fn, device, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def median_times(fns: dict, device, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds of each callable in `fns`, timed in alternation (a, b, a, b, ...), so
+    that drifts of the machine (clocks, neighbours) hit every side alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def machine(device) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name()

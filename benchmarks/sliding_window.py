@@ -2,7 +2,7 @@
 
 Same network, patch, overlap 0.5 and Gaussian weights. Peak memory: the CUDA allocator's
 peak on GPU; on CPU, the rise of the resident set's high-water mark during the calls, in a
-fresh process per method (the mark is reset through /proc/self/clear_refs first) whose
+fresh process per method and round (the mark is reset through /proc/self/clear_refs first) whose
 allocator hands freed memory back at once (glibc's mmap and trim thresholds fixed low), so
 that the resident set follows the live tensors rather than what malloc kept cached; times on
 CPU come from another process with the default allocator.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -73,20 +74,24 @@ def main():
     p = parser(__doc__)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--child", default=None)
+    p.add_argument("--rounds", type=int, default=2, help="fresh processes per method; the median is reported")
     args = p.parse_args()
     if args.child:
         return child(args.child, args.device, args.repeats, args.batch)
     model, x = _setup(args.device)
     a, b = _run("rog", model, x, args.batch), _run("monai", model, x, args.batch)
     agree = (a.argmax(1) == b.argmax(1)).float().mean().item()
-    res = {}
-    for method in ("rog", "monai"):
-        cmd = [sys.executable, __file__, "--child", method, "--device", args.device,
-               "--repeats", str(args.repeats), "--batch", str(args.batch)]
-        res[method] = _child_result(cmd, os.environ)
-        if args.device == "cpu":  # time with the default allocator, memory with the strict one
-            strict = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-            res[method]["peak_bytes"] = _child_result(cmd, strict)["peak_bytes"]
+    runs = {"rog": [], "monai": []}
+    for _ in range(args.rounds):  # rounds alternate the methods, so drifts hit both alike
+        for method in runs:
+            cmd = [sys.executable, __file__, "--child", method, "--device", args.device,
+                   "--repeats", str(args.repeats), "--batch", str(args.batch)]
+            r = _child_result(cmd, os.environ)
+            if args.device == "cpu":  # time with the default allocator, memory with the strict one
+                strict = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+                r["peak_bytes"] = _child_result(cmd, strict)["peak_bytes"]
+            runs[method].append(r)
+    res = {m: {k: statistics.median(r[k] for r in rs) for k in ("seconds", "peak_bytes")} for m, rs in runs.items()}
     rows = [{"method": m, "seconds": r["seconds"], "peak_MiB": r["peak_bytes"] / 2 ** 20,
              "time_ratio_vs_monai": r["seconds"] / res["monai"]["seconds"],
              "memory_ratio_vs_monai": r["peak_bytes"] / max(res["monai"]["peak_bytes"], 1)} for m, r in res.items()]

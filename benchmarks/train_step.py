@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, parser, report  # noqa: E402
+from common import median_times, parser, report  # noqa: E402
 
 from rog.models.rog import ROG  # noqa: E402
 from rog.train.adversarial import FreeAT  # noqa: E402
@@ -66,10 +66,9 @@ def main():
         flat = [torch.cat([g.flatten() for g in gs]) for gs in grads]
         rel = ((flat[0] - flat[1]).abs().max() / flat[1].abs().max()).item()
         for precision in args.precisions:
-            times = {}
-            for label, m in (("rog", fast), ("plain", plain)):
-                opt = torch.optim.Adam(m.parameters(), 1e-3)
-                times[label] = median_time(_step(m, opt, x, y, precision, args.device), args.device, args.repeats)
+            steps = {label: _step(m, torch.optim.Adam(m.parameters(), 1e-3), x, y, precision, args.device)
+                     for label, m in (("rog", fast), ("plain", plain))}
+            times = median_times(steps, args.device, args.repeats)
             rows.append({"plan": name, "patch": "x".join(map(str, patch)), "precision": precision,
                          "rog_s": times["rog"], "plain_s": times["plain"], "speedup": times["plain"] / times["rog"],
                          "max_rel_grad_diff": rel if precision == "fp32" else float("nan")})
@@ -86,8 +85,9 @@ def main():
             opt.step()
             return loss.detach()
 
-        t_clean = median_time(clean, args.device, args.repeats)
-        t_free = median_time(lambda: free.step(x, y, train_step), args.device, max(args.repeats // 2, 1)) / 5
+        t = median_times({"clean": clean, "free": lambda: free.step(x, y, train_step)}, args.device,
+                         max(args.repeats // 2, 1))
+        t_clean, t_free = t["clean"], t["free"] / 5
         rows.append({"plan": name, "patch": "x".join(map(str, patch)), "precision": "fp32 Free AT step",
                      "rog_s": t_free, "plain_s": t_clean, "speedup": t_free / t_clean, "max_rel_grad_diff": float("nan")})
     report("ROG training step: rog vs plain PyTorch (last rows: Free AT step vs clean step, ratio = free/clean)",
