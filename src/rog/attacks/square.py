@@ -29,12 +29,13 @@ class Square(Attack):
     Dice of the softmax), minimised; `queries`: model evaluations per instance. On a
     `SlidingWindow` model (volume scope), `window_cache` keeps every window's logits so that
     a query re-runs only the windows its cube overlaps (same results; memory: the logits of
-    every window)."""
+    every window). Default (None): on for CPU inputs, off for CUDA ones, where re-assembling
+    the volume from cached windows measured slower than re-running them (docs/benchmarks.md)."""
 
     name = "square"
 
     def __init__(self, model, threat, queries: int = 500, p_init: float = 0.8, objective: str = "margin",
-                 candidates: int = 4, window_cache: bool = True, num_classes=None, seed: int = 0):
+                 candidates: int = 4, window_cache: bool | None = None, num_classes=None, seed: int = 0):
         super().__init__(model, threat, num_classes, seed)
         if threat.norm != "linf":
             raise ValueError("Square is implemented for the L-inf threat model")
@@ -64,8 +65,9 @@ class Square(Attack):
         stripes = self._signs(b, c, *[1] * (len(spatial) - 1), spatial[-1]) * r
         u_best = self.threat.project(u0 + stripes, u0)
         # in volume scope, a query re-runs only the windows its cube overlaps
+        use_cache = self.window_cache if self.window_cache is not None else not u0.is_cuda
         cache = (self.model.window_cache(self.input_of(u_best))
-                 if self.window_cache and isinstance(self.model, SlidingWindow) else None)
+                 if use_cache and isinstance(self.model, SlidingWindow) else None)
         with torch.no_grad():
             logits = cache.volume(range(b)) if cache else forward(u_best)
         tracker.update(u_best, logits)
