@@ -37,8 +37,9 @@ def test_fast_and_plain_rog_agree_in_gradients():
     y = torch.randint(0, 3, (2, 16, 24, 16))
     grads = []
     for model in (fast, plain):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        grads.append(torch.autograd.grad(loss, list(model.parameters())))
+        xi = x.clone().requires_grad_(True)  # the input gradient drives Free AT and the attacks
+        loss = torch.nn.functional.cross_entropy(model(xi), y)
+        grads.append(torch.autograd.grad(loss, [xi, *model.parameters()]))
     for a, b in zip(*grads):
         assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7
 
@@ -54,3 +55,19 @@ def test_weight_gradient_in_slabs_equals_pytorch(monkeypatch, stride, shape):
     gw_ref, = torch.autograd.grad(ref(x), ref.weight, g)
     gw, = torch.autograd.grad(_DepthwiseConv3dFn.apply(x, ref.weight, stride), ref.weight, g)
     assert ((gw - gw_ref).abs().max() / gw_ref.abs().max()) < 1e-4
+
+
+def test_fast_rog_keeps_activations_channels_last_on_the_cpu_and_plain_does_not():
+    from rog.models.norm import InstanceNorm3d
+    layouts = {}
+    for name, fast in (("fast", True), ("plain", False)):
+        model = ROG(1, 3, (1, 1, 2), width=8, fast=fast)
+        seen = []
+        for m in model.modules():
+            if isinstance(m, InstanceNorm3d):
+                m.register_forward_hook(lambda mod, inp, out: seen.append(
+                    out.is_contiguous(memory_format=torch.channels_last_3d) and not out.is_contiguous()))
+        out = model(torch.randn(2, 1, 16, 24, 16))
+        assert out.is_contiguous()  # logits come back in the default layout
+        layouts[name] = seen
+    assert all(layouts["fast"]) and not any(layouts["plain"])
