@@ -24,19 +24,6 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn, device, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def median_times(fns: dict, device, repeats: int, warmup: int = 1) -> dict:
     """Median seconds of each callable in `fns`, timed in alternation (a, b, a, b, ...), so
     that drifts of the machine (clocks, neighbours) hit every side alike."""
@@ -52,6 +39,11 @@ def median_times(fns: dict, device, repeats: int, warmup: int = 1) -> dict:
             sync(device)
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def median_time(fn, device, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of one callable."""
+    return median_times({"fn": fn}, device, repeats, warmup)["fn"]
 
 
 def machine(device) -> str:

@@ -83,7 +83,7 @@ class APGD(Attack):
 
             counter += 1
             if counter == period:
-                self.info.setdefault("checkpoints", []).append(i + 1)
+                self.info["checkpoints"].append(i + 1)
                 oscillating = self._oscillation(loss_steps, i, period)
                 no_progress = ~reduced_last_check & (loss_best_last_check >= loss_best)
                 reduce = oscillating | no_progress

@@ -108,7 +108,7 @@ class Attack:
             self.perturb(u0, y, forward, tracker, logits0)
             self.info["dice"] = tracker.best_dice.tolist()
         u = self.threat.project(tracker.best_u, u0)
-        x_adv = (lo + u * scale).detach()
+        x_adv = self.input_of(u).detach()
         if self.threat.norm == "linf":  # exact in input units despite the round trip
             eps_abs = self.threat.radius * (hi - lo)
             x_adv = torch.minimum(torch.maximum(x_adv, x - eps_abs), x + eps_abs)

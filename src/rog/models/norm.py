@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rog.models.depthwise import CHANNELS_LAST, cpu_fast_path
+from rog.models.depthwise import CHANNELS_LAST, cpu_fast_path, layout_of
 
 _aten = torch.ops.aten
 
@@ -54,7 +54,6 @@ class InstanceNorm3d(nn.InstanceNorm3d):
         super().__init__(channels, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (cpu_fast_path(x) and x.is_contiguous(memory_format=CHANNELS_LAST)
-                and not x.is_contiguous()):
+        if cpu_fast_path(x) and layout_of(x) == CHANNELS_LAST:
             return _InstanceNormFn.apply(x, self.weight, self.bias, self.eps)
         return super().forward(x)
