@@ -58,13 +58,29 @@ def test_parameters_are_frozen_during_and_restored_after():
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 
-def test_dlr_needs_three_classes_and_targeted_four():
-    model = _model(1, 3, 0)
-    assert APGD(model, ThreatModel(8), loss="dlr").skip_reason(2) is not None
-    assert APGD(model, ThreatModel(8), loss="dlr").skip_reason(3) is None
-    assert "at least 4 classes" in APGD(model, ThreatModel(8), loss="dlr-targeted").skip_reason(3)
-    with pytest.raises(ValueError, match="at least 4"):
-        APGD(model, ThreatModel(8), loss="dlr-targeted")(torch.randn(1, 1, 4, 4, 4), torch.zeros(1, 4, 4, 4))
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("loss", ["dlr", "dlr-targeted"])
+def test_dlr_losses_run_on_binary_and_three_class_tasks(classes, loss):
+    model, x = _model(1, classes, 0), torch.randn(2, 1, 8, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    a = APGD(model, ThreatModel(16), iters=5, loss=loss)
+    assert a.skip_reason(classes) is None
+    a(x, y)
+    assert np.mean(a.info["dice"]) < 1.0  # not skipped, and it attacks
+
+
+def test_binary_margin_ratio_is_scale_invariant_and_has_a_gradient():
+    from rog.attacks import losses
+    torch.manual_seed(0)
+    z = torch.randn(2, 2, 6, 6, 6)
+    y = z.argmax(1)  # every voxel correct: a ratio of means would be constant here
+    base = losses.binary_margin_ratio(z, y)
+    torch.testing.assert_close(losses.binary_margin_ratio(7.5 * z + 3.0, y), base)
+    torch.testing.assert_close(losses.dlr(z, y), base)
+    zg = z.clone().requires_grad_(True)
+    losses.binary_margin_ratio(zg, y).sum().backward()
+    assert zg.grad.abs().sum() > 0
 
 
 def test_apgd_step_size_checkpoints_follow_autoattack():
@@ -99,8 +115,34 @@ def test_fab_reports_honestly():
     small, large = FAB(model, ThreatModel(0.5), iters=10), FAB(model, ThreatModel(200), iters=10)
     small(x, y)
     large(x, y)
-    assert small.info["found"] == [False, False]
+    assert small.info["found"] == [False, False] and all(small.info["reason"])
     assert all(large.info["found"]) and all(n <= 200 for n in large.info["min_norm"])
+    assert large.info["reason"] == [None, None]
+
+
+def test_fab_finds_dice_below_tau_inside_the_ball_where_pgd_does():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.Tanh(), nn.Conv3d(8, 3, 3, padding=1))
+    x = torch.randn(2, 1, 12, 12, 12)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # clean Dice 1, so tau = 0.5
+    pgd, fab = PGD(model, ThreatModel(24), iters=5), FAB(model, ThreatModel(24), iters=5)
+    pgd(x, y)
+    x_adv = fab(x, y)
+    assert all(d < 0.5 for d in pgd.info["dice"])  # PGD breaks both instances at 24/255 ...
+    assert fab.info["found"] == [True, True]  # ... and so does FAB-T's minimum-norm search
+    assert all(d < 0.5 for d in fab.info["dice"]) and all(n <= 24 for n in fab.info["min_norm"])
+    assert ((x_adv - x).abs() <= 24 / 255 * (x.amax((2, 3, 4), True) - x.amin((2, 3, 4), True)) + 1e-6).all()
+
+
+def test_square_spends_no_query_on_a_cube_that_changes_nothing(monkeypatch):
+    model, x, y = _labelled(5, (2, 1, 10, 10, 10))  # one channel: a cube has one sign to draw
+    sq = Square(model, ThreatModel(16), queries=60, p_init=0.3)
+    sq(x, y)
+    assert sq.info["queries"] == 60 and sq.info["noop_queries"] == 0
+    monkeypatch.setattr(Square, "REDRAWS", 0)  # without redrawing, such cubes are frequent
+    sq(x, y)
+    assert sq.info["noop_queries"] > 2
 
 
 def test_linf_hyperplane_projection_is_minimal():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from rog.attacks.ensemble import BenchCase, Benchmark, BenchmarkConfig
+from rog.bench import BenchCase, Benchmark, BenchmarkConfig
 from rog.cli import main
 from rog.workdir import run_preprocessing
 
@@ -31,9 +31,9 @@ def test_runner_records_worst_case_checks_and_skips(net, tmp_path):
     cfg = BenchmarkConfig(eps=[4, 16], attacks=["apgd-ce", "apgd-t", "square", "pgd"], iters=[3], queries=[8])
     doc = Benchmark(net, 3, cfg, tmp_path, progress=False).run(_cases(net))
     recs = doc["records"]
-    assert {r["skipped"] for r in recs if r.get("skipped")} == {"apgd-t needs at least 4 classes, the task has 3"}
-    done = [r for r in recs if not r.get("skipped")]
-    assert len(done) == 3 * 2 * 3 and all(r["in_ball"] and r["in_box"] and r["finite"] for r in done)
+    assert not any(r.get("skipped") for r in recs)  # APGD-T runs on three classes
+    done = recs
+    assert len(done) == 3 * 2 * 4 and all(r["in_ball"] and r["in_box"] and r["finite"] for r in done)
     s = doc["summary"]
     for eps in ("4.0", "16.0"):
         per_case = {}
@@ -53,13 +53,18 @@ def test_runner_records_worst_case_checks_and_skips(net, tmp_path):
 def test_runner_resumes_without_redoing_finished_work(net, tmp_path):
     cfg = BenchmarkConfig(eps=[8], attacks=["pgd"], iters=[2])
     cases = _cases(net)
-    Benchmark(net, 3, cfg, tmp_path, progress=False).run(cases[:2])
-    first = json.loads((tmp_path / "results.json").read_text())["records"]
-    calls = []
+    full = Benchmark(net, 3, cfg, tmp_path, progress=False).run(cases)["records"]
+    # a run killed after its second case: the results file then holds two cases' records
+    doc = json.loads((tmp_path / "results.json").read_text())
+    doc.update(records=full[:2], complete=False)
+    doc.pop("summary"), doc.pop("checks")
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    attacked = []
     original = net.forward
-    net.forward = lambda x: calls.append(1) or original(x)
-    doc = Benchmark(net, 3, cfg, tmp_path, progress=False).run(cases)
-    assert doc["records"][:2] == first and len(doc["records"]) == 3
+    net.forward = lambda x: attacked.append(x.shape) or original(x)
+    resumed = Benchmark(net, 3, cfg, tmp_path, progress=False).run(cases)["records"]
+    assert resumed[:2] == full[:2] and len(resumed) == 3
+    assert {k: v for k, v in resumed[2].items() if k != "seconds"} == {k: v for k, v in full[2].items() if k != "seconds"}
     with pytest.raises(ValueError, match="different configuration"):
         Benchmark(net, 3, BenchmarkConfig(eps=[4], attacks=["pgd"], iters=[2]), tmp_path, progress=False).run(cases)
 
@@ -86,6 +91,97 @@ def test_attack_command_on_any_model(ct_task, tmp_path, capsys):
                  "--device", "cpu"])
     assert code == 0
     doc = json.loads((out / "results.json").read_text())
-    assert len(doc["clean"]) == 2 and doc["meta"]["label"] == "rog"
+    # default cases: the task's labelled test case, never a training one
+    assert list(doc["clean"]) == ["synthct_004"] and doc["meta"]["cases_source"] == "test"
+    assert doc["meta"]["label"] == "rog" and doc["meta"]["model"]["parameters"] > 0
     text = capsys.readouterr().out
-    assert "robust accuracy" in text and "check" in text
+    assert "robust accuracy" in text and "check" in text and "labelled test cases" in text
+
+
+def test_l2_records_pass_the_ball_check_and_linf_only_attacks_are_skipped(net, tmp_path):
+    cfg = BenchmarkConfig(eps=[8], attacks=["apgd-ce", "fab-t", "square"], iters=[2], queries=[4], norm="l2")
+    doc = Benchmark(net, 3, cfg, tmp_path, progress=False).run(_cases(net, n=2))
+    skipped = {r["attack"] for r in doc["records"] if r.get("skipped")}
+    ran = [r for r in doc["records"] if not r.get("skipped")]
+    assert skipped == {"fab-t", "square"} and len(ran) == 2
+    assert all(r["in_ball"] and r["norm"] <= 8 * (1 + 1e-5) for r in ran)
+    assert {c["name"]: c["status"] for c in doc["checks"]}["ball, box and finite"] == "pass"
+
+
+def test_results_folder_refuses_other_cases_or_weights_and_records_the_panels(net, tmp_path):
+    cfg = BenchmarkConfig(eps=[8, 16], attacks=["pgd"], iters=[2])
+    cases = _cases(net)
+    Benchmark(net, 3, cfg, tmp_path, progress=False, weights="abc").run(cases[:2])
+    before = (tmp_path / "results.json").read_bytes()
+    from rog.bench.records import BenchError, load_qualitative
+    with pytest.raises(BenchError, match="different case list"):
+        Benchmark(net, 3, cfg, tmp_path, progress=False, weights="abc").run(cases)
+    with pytest.raises(BenchError, match="different model weights"):
+        Benchmark(net, 3, cfg, tmp_path, progress=False, weights="xyz").run(cases[:2])
+    assert (tmp_path / "results.json").read_bytes() == before  # nothing overwritten
+    panels = load_qualitative(tmp_path / "qualitative.npz")
+    assert set(panels) == {"8.0", "16.0"}  # the worst attack on the first case, per eps
+    p = panels["16.0"]
+    assert p["image"].shape == p["adv"].shape == (16, 16) and 0 <= int(p["slice"]) < 16
+
+
+def test_in_memory_ensemble_keeps_the_per_instance_worst_case(net):
+    from rog.bench import Ensemble
+    from rog.evaluate.metrics import dice_batch
+    cases = _cases(net, n=2, size=(12, 12, 12))
+    x, y = torch.cat([c.x for c in cases]), torch.cat([c.y for c in cases])
+    ens = Ensemble(net, eps=12, attacks=["apgd-ce", "pgd", "square"], iters=3, queries=8)
+    x_adv = ens(x, y)
+    worst = torch.tensor(ens.info["worst_case_dice"])
+    per_attack = torch.tensor([ens.info["dice"][a] for a in ("apgd-ce", "pgd", "square")])
+    torch.testing.assert_close(worst, per_attack.min(0).values)
+    assert (worst < 1).all() and set(ens.info["worst_attack"]) <= {"apgd-ce", "pgd", "square"}
+    with torch.no_grad():
+        torch.testing.assert_close(dice_batch(net(x_adv).argmax(1), y, 3), worst, atol=1e-6, rtol=0)
+    lo, hi = x.amin((2, 3, 4), True), x.amax((2, 3, 4), True)
+    assert ((x_adv - x).abs() <= 12 / 255 * (hi - lo) + 1e-6).all()
+
+
+def test_default_cases_prefer_test_then_held_out_then_validation(ct_task, tmp_path):
+    from rog.bench import default_cases
+    from rog.data.preprocess import labelled_cases
+    from rog.rundir import RunDir
+    from rog.train.data import holdout_size, make_splits
+    wd, _, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
+    test = labelled_cases(wd.preprocessed, "test")
+    assert test == ["synthct_004"] and "synthct_004" not in labelled_cases(wd.preprocessed)  # never trained on
+    assert default_cases(wd.preprocessed) == (test, "test")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.splits.write_text(json.dumps({"train": ["a"], "val": ["b"], "test": ["c"]}))
+    for p in wd.preprocessed.glob("synthct_004*"):
+        p.unlink()
+    assert default_cases(wd.preprocessed, run) == (["c"], "held-out")
+    run.splits.write_text(json.dumps({"train": ["a"], "val": ["b"]}))
+    assert default_cases(wd.preprocessed, run) == (["b"], "validation")
+    cases = [f"c{i}" for i in range(20)]
+    assert holdout_size(20, 1) == 0 and holdout_size(20, 0) == 2 and holdout_size(4, 0) == 0
+    for split in make_splits(cases, 5, seed=0, holdout=2):
+        assert len(split["test"]) == 2 and not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+        assert sorted(split["train"] + split["val"] + split["test"]) == sorted(cases)
+    assert make_splits(cases, 5, 0)[1]["val"] == make_splits(cases, 5, 0, 0)[1]["val"]
+
+
+def test_the_attack_library_stands_alone_and_only_rundir_names_run_files():
+    import ast
+    from pathlib import Path
+    src = Path(__file__).resolve().parents[1] / "src" / "rog"
+    for f in (src / "attacks").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(m.startswith(("rog.infer", "rog.data", "rog.bench")) for m in mods), (f, mods)
+    names = ("plan.json", "config.json", "splits.json", "postprocessing.json", "results.json", "results.csv",
+             "test_eval", "test_predictions", "log.csv", "curves.png", "qualitative.npz", "fingerprint.json")
+    for f in src.rglob("*.py"):
+        if f.name == "rundir.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                v = node.value
+                assert v not in names and not v.startswith(("checkpoint_", "results.rank")), (f, v)

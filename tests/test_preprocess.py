@@ -5,7 +5,8 @@ from rog.data.dataset import load_dataset
 from rog.data.io import Geometry, read_image, read_label
 from rog.data.preprocess import (case_done, invert_label, load_case, preprocess_arrays,
                                  resample)
-from rog.workdir import Workdir, ensure_plan, run_preprocessing
+from rog.rundir import Workdir
+from rog.workdir import ensure_plan, run_preprocessing
 
 
 def _plan(ds, tmp_path):
@@ -73,7 +74,8 @@ def test_preprocess_is_resumable_and_never_takes_a_partial_case(ct_task, tmp_pat
     assert len(done) == 5  # 4 training + 1 test case
     image, label, props = load_case(wd.preprocessed, "synthct_000")
     assert image.shape[0] == 1 and label is not None and props["name"] == "synthct_000"
-    assert load_case(wd.preprocessed, "synthct_004")[1] is None  # test case: no label
+    _, test_label, test_props = load_case(wd.preprocessed, "synthct_004")  # test case: its labelsTs map,
+    assert test_label is not None and test_props["split"] == "test"  # marked so that it never trains
     # a run killed mid-case leaves arrays without the JSON marker: that case is redone
     (wd.preprocessed / "synthct_001.json").unlink()
     (wd.preprocessed / "synthct_001.npy").write_bytes(b"torn")

@@ -1,13 +1,11 @@
 """Checkpoints and run directories.
 
-A run directory (`WORKDIR/runs/NAME/`) holds `plan.json` (the plan the model was built
-from), `config.json` (how it was trained, including the model name), `checkpoint_best.pt`,
-`checkpoint_last.pt` and, once decided, `postprocessing.json`. Checkpoints are written
+A run directory (`rog.rundir.RunDir`) holds the plan the model was built from, the training
+config (including the model name) and the best and last checkpoints. Checkpoints are written
 atomically and read with `weights_only=True`: loading one never runs pickled code.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -15,6 +13,7 @@ from torch import nn
 
 from rog.atomic import atomic_path
 from rog.plan import Plan
+from rog.rundir import RunDir
 
 
 class CheckpointError(ValueError):
@@ -60,15 +59,13 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, Plan,
     """(model in eval mode with the run's weights, its plan, its config) from a run directory."""
     from rog.models.registry import build_model
 
-    run_dir = Path(run_dir)
-    plan = Plan.load(run_dir / "plan.json")
-    config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise CheckpointError(f"{run}: run directory not found")
+    plan = Plan.load(run.plan)
+    config = run.read_config()
     model = build_model(plan, config.get("model", plan.model))
-    ckpt = run_dir / f"checkpoint_{which}.pt"
-    if not ckpt.is_file() and which == "best":
-        ckpt = run_dir / "checkpoint_last.pt"
-    load_weights(model, ckpt)
+    load_weights(model, run.weights() if which == "best" else run.checkpoint(which))
     return model.eval(), plan, config
 
 

@@ -31,7 +31,8 @@ def cmd_check(a) -> int:
 
 def cmd_plan(a) -> int:
     from rog.data.dataset import load_dataset
-    from rog.workdir import Workdir, ensure_fingerprint, ensure_plan
+    from rog.rundir import Workdir
+    from rog.workdir import ensure_fingerprint, ensure_plan
     ds = load_dataset(a.dataset)
     wd = Workdir.for_dataset(ds, a.workdir)
     ensure_fingerprint(ds, wd, _workers(a.workers), force=a.force)
@@ -72,7 +73,9 @@ def cmd_summary(a) -> int:
 
 
 def _load_model(a):
+    """(model, plan, RunDir or None) from a run directory or --model/--checkpoint/--plan."""
     from rog.checkpoint import load_external, load_run
+    from rog.rundir import RunDir
     if a.model:
         if not a.plan:
             raise FileNotFoundError("--model needs --plan (and usually --checkpoint)")
@@ -81,7 +84,7 @@ def _load_model(a):
     if not a.run:
         raise FileNotFoundError("give a run directory, or --model with --plan")
     model, plan, _ = load_run(a.run)
-    return model, plan, Path(a.run)
+    return model, plan, RunDir(a.run)
 
 
 def cmd_predict(a) -> int:
@@ -90,8 +93,8 @@ def cmd_predict(a) -> int:
     steps = None
     if a.postprocess == "on":
         steps = {"largest_component": True, "small_lesions": True}
-    elif a.postprocess == "auto" and run is not None and (run / "postprocessing.json").is_file():
-        steps = json.loads((run / "postprocessing.json").read_text())["steps"]
+    elif a.postprocess == "auto" and run is not None:
+        steps = run.postprocessing_steps()
     cases = cases_from_input(a.input)
     from rog.devices import resolve_device
     status = predict_cases(model, plan, cases, a.output, resolve_device(a.device), a.overlap,
@@ -117,44 +120,35 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_attack(a) -> int:
-    from rog.attacks.ensemble import Benchmark, BenchmarkConfig, load_bench_cases
+    from rog.bench import BenchmarkConfig
+    from rog.bench.job import benchmark
+    from rog.devices import init_distributed, resolve_device
+    config = BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=a.scope,
+                             norm=a.norm, seed=a.seed)
     model, plan, run = _load_model(a)
     if a.data:
         data = Path(a.data)
     elif run is not None:
-        data = run.parent.parent / "preprocessed"
+        data = run.workdir.preprocessed
     else:
         raise FileNotFoundError("--model needs --data (a preprocessed folder)")
-    names = a.cases
-    if not names and run is not None and (run / "splits.json").is_file():
-        names = json.loads((run / "splits.json").read_text())["val"]
-    from rog.data.preprocess import labelled_cases
-    names = names or labelled_cases(data)
-    if a.max_cases:
-        names = names[: a.max_cases]
-    if not names:
-        raise FileNotFoundError(f"{data}: no labelled preprocessed case to attack")
-    config = BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=a.scope,
-                             norm=a.norm, seed=a.seed)
-    out = Path(a.out) if a.out else ((run.parent.parent / "attacks" / f"{run.name}-{a.scope}") if run
-                                     else Path("rog_attacks"))
-    from rog.devices import init_distributed, resolve_device
+    out = Path(a.out) if a.out else (run.workdir.results(f"{run.name}-{a.scope}").path if run else Path("rog_attacks"))
     device = resolve_device(a.device)
     init_distributed()
-    cases = load_bench_cases(data, names, a.scope, plan.val_patch_size, device)
-    meta = {"label": a.label or (run.name if run else a.model), "run": str(run.resolve()) if run else None,
-            "data": str(data.resolve())}
-    doc = Benchmark(model.to(device), plan.num_classes, config, out, plan.val_patch_size, meta=meta).run(cases)
+    doc = benchmark(model, plan, data, out, config, run=run, model_name=a.model,
+                    weights=run.weights() if run else a.checkpoint, names=a.cases, max_cases=a.max_cases,
+                    label=a.label, device=device)
     if not doc:
         return 0  # a non-zero rank: rank 0 merges and reports
     s = doc["summary"]
+    print(f"{len(doc['clean'])} case(s): {doc['meta']['cases_source_text']}")
     print(f"clean Dice {s['clean_dice']:.4f}, success threshold tau = {s['tau']:.4f}")
     for eps, e in sorted(s["eps"].items(), key=lambda kv: float(kv[0])):
         print(f"eps {float(eps):>5g}/255: worst-case Dice {e['worst_case_dice']:.4f}, "
               f"robust accuracy {e['robust_accuracy']:.3f}")
     for c in doc["checks"]:
         print(f"check {c['status'].upper():>7}: {c['name']}: {c['detail']}")
-    print(f"results in {out / 'results.json'}")
+    print(f"results in {out}")
     return 0
 
 
@@ -301,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--queries", type=int, nargs="+", default=[500])
     s.add_argument("--scope", default="patch", choices=["patch", "volume"])
     s.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    s.add_argument("--cases", nargs="*", help="case names (default: the run's validation split)")
+    s.add_argument("--cases", nargs="*", help="case names (default: the labelled test cases, else the run's "
+                   "held-out split, else its validation split)")
     s.add_argument("--max-cases", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--model", help="registered name or package.module:factory")
@@ -339,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     from rog.data.io import VolumeError
     from rog.plan import PlanError
     from rog.checkpoint import CheckpointError
+    from rog.bench.records import BenchError
     try:
         return int(args.fn(args) or 0)
-    except (DatasetError, VolumeError, PlanError, CheckpointError, FileNotFoundError) as e:
+    except (DatasetError, VolumeError, PlanError, CheckpointError, BenchError, FileNotFoundError) as e:
         print(f"rog {args.command}: error: {e}", file=sys.stderr)
         return 2

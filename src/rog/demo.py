@@ -9,7 +9,6 @@ not GPU days); `run-paper` has the paper's settings.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +18,8 @@ from rog.data.dataset import load_dataset
 from rog.data.preprocess import preprocess_dataset
 from rog.data.synthetic import make_task
 from rog.train.trainer import TrainConfig
-from rog.workdir import Workdir, ensure_plan, train_and_decide
+from rog.rundir import Workdir
+from rog.workdir import ensure_plan, train_and_decide
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def run_experiment(data: Path, workdir: Path, s: DemoSettings, device: str = "au
         _attack(wd, name, s, stage, base.device)
     stage("report")
     from rog.report.build import build_report
-    summary = build_report([wd.root / "attacks" / f"{n}-patch" for n in runs], wd.root / "report")
+    summary = build_report([wd.results(f"{n}-patch").path for n in runs], wd.root / "report")
     for name, m in summary["models"].items():
         e8 = m["eps"].get("8.0", {})
         print(f"    {name:<10} clean Dice {m['clean_dice']:.3f}  worst-case Dice at 8/255 "
@@ -98,12 +98,12 @@ def run_experiment(data: Path, workdir: Path, s: DemoSettings, device: str = "au
 
 def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     run = wd.run(name)
-    if (run / "postprocessing.json").is_file():
+    if run.postprocessing.is_file():
         stage(f"{name}: trained already ({run}), skipped")
         return
     what = {"free": "Free AT fine-tuning", None: "training"}[config.adv]
     stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
-    result = train_and_decide(plan, wd, name, config, resume=(run / "checkpoint_last.pt").is_file())
+    result = train_and_decide(plan, wd, name, config, resume=run.checkpoint("last").is_file())
     print(f"    best validation Dice {result['best_val_dice']:.3f} after {result['epochs']} epoch(s)")
 
 
@@ -112,34 +112,32 @@ def _test_eval(wd: Workdir, ds, name: str, stage) -> None:
     from rog.evaluate.folders import evaluate_folders
     from rog.infer.predictor import predict_cases
     run = wd.run(name)
-    if (run / "test_eval.json").is_file():
+    if run.test_eval.is_file():
         return
     stage(f"{name}: predicting and scoring the held-out test cases")
     model, plan, _ = load_run(run)
-    steps = json.loads((run / "postprocessing.json").read_text())["steps"]
-    predict_cases(model, plan, ds.test, run / "test_predictions", steps=steps, progress=False)
-    if not (ds.root / "labelsTs").is_dir():  # the MSD has no public test labels
-        print(f"    predictions in {run / 'test_predictions'} (no test labels to score them)")
+    predict_cases(model, plan, ds.test, run.test_predictions, steps=run.postprocessing_steps(), progress=False)
+    labelled = [c for c in ds.test if c.label is not None]
+    if not labelled:  # the MSD has no public test labels
+        print(f"    predictions in {run.test_predictions} (no test labels to score them)")
         return
-    summary = evaluate_folders(run / "test_predictions", ds.root / "labelsTs", plan.num_classes, run / "test_eval")
+    summary = evaluate_folders(run.test_predictions, labelled[0].label.parent, plan.num_classes, run.test_eval_stem)
     print("    test Dice per class: " + ", ".join(f"{d:.3f}" if d is not None else "n/a"
                                                   for d in summary["mean"]["dice"]))
 
 
 def _attack(wd: Workdir, name: str, s: DemoSettings, stage, device: str = "auto") -> None:
-    from rog.attacks.ensemble import Benchmark, BenchmarkConfig, load_bench_cases
+    from rog.bench import BenchmarkConfig
+    from rog.bench.job import benchmark
     from rog.checkpoint import load_run
-    out = wd.root / "attacks" / f"{name}-patch"
-    if (out / "results.json").is_file() and json.loads((out / "results.json").read_text()).get("summary"):
+    from rog.devices import resolve_device
+    out = wd.results(f"{name}-patch")
+    if out.finished():
         stage(f"{name}: attack results exist, skipped")
         return
+    run = wd.run(name)
     stage(f"{name}: attack sweep eps {list(s.eps)} (standard ensemble + PGD) -> {out}")
-    from rog.devices import resolve_device
-    dev = resolve_device(device)
-    model, plan, _ = load_run(wd.run(name))
-    model = model.to(dev)
-    cases = json.loads((wd.run(name) / "splits.json").read_text())["val"][: s.attack_cases]
+    model, plan, _ = load_run(run)
     config = BenchmarkConfig(eps=list(s.eps), attacks=["standard", "pgd"], iters=[s.iters], queries=[s.queries])
-    bench_cases = load_bench_cases(wd.preprocessed, cases, "patch", plan.val_patch_size, dev)
-    meta = {"label": name, "run": str(wd.run(name).resolve()), "data": str(wd.preprocessed.resolve())}
-    Benchmark(model, plan.num_classes, config, out, plan.val_patch_size, meta=meta).run(bench_cases)
+    benchmark(model, plan, wd.preprocessed, out.path, config, run=run, weights=run.weights(),
+              max_cases=s.attack_cases, label=name, device=resolve_device(device))

@@ -1,15 +1,11 @@
 """The work directory of one dataset and the re-runnable stages that fill it.
 
-    WORKDIR/fingerprint.json  dataset statistics
-    WORKDIR/plan.json         the editable Plan
-    WORKDIR/preprocessed/     one array file + properties per case
-
-Default location: ./rog_work/<dataset name>. Each stage skips work whose output exists.
+fingerprint.json, plan.json and preprocessed/ (the layout: `rog.rundir.Workdir`); each stage
+skips work whose output exists.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from rog.atomic import write_json
@@ -17,30 +13,7 @@ from rog.data.dataset import Dataset, load_dataset
 from rog.data.fingerprint import compute_fingerprint
 from rog.data.preprocess import preprocess_dataset
 from rog.plan import Plan, make_plan
-
-
-@dataclass(frozen=True)
-class Workdir:
-    root: Path
-
-    @classmethod
-    def for_dataset(cls, ds: Dataset, workdir: str | Path | None = None) -> "Workdir":
-        return cls(Path(workdir) if workdir else Path("rog_work") / ds.name)
-
-    @property
-    def fingerprint(self) -> Path:
-        return self.root / "fingerprint.json"
-
-    @property
-    def plan(self) -> Path:
-        return self.root / "plan.json"
-
-    @property
-    def preprocessed(self) -> Path:
-        return self.root / "preprocessed"
-
-    def run(self, name: str) -> Path:
-        return self.root / "runs" / name
+from rog.rundir import Workdir
 
 
 def ensure_fingerprint(ds: Dataset, wd: Workdir, workers: int = 1, force: bool = False) -> dict:
@@ -93,7 +66,7 @@ def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = 
     trainer = Trainer(plan, wd.preprocessed, wd.run(name), config, progress=progress)
     result = trainer.fit(resume=resume)
     if postprocessing and trainer.rank == 0:
-        load_weights(trainer.model, wd.run(name) / "checkpoint_best.pt")
+        load_weights(trainer.model, wd.run(name).checkpoint("best"))
         result["postprocessing"] = decide_for_run(trainer.model, plan, wd.preprocessed, wd.run(name),
                                                   trainer.device)
     return result

@@ -15,8 +15,9 @@ from rog.attacks.base import Attack, gradient
 
 
 class APGD(Attack):
-    """`loss`: "ce", "dlr" (>= 3 classes) or "dlr-targeted" (>= 4 classes; one run per target
-    rank, the target of a voxel being its `rank`-th most likely class on the clean input)."""
+    """`loss`: "ce", "dlr" or "dlr-targeted" (one run per target rank, the target of a voxel
+    being its `rank`-th most likely class on the clean input). On binary tasks both DLR losses
+    become `losses.binary_margin_ratio` (DLR needs a third logit), so they run on every task."""
 
     name = "apgd"
     RHO = 0.75
@@ -28,7 +29,6 @@ class APGD(Attack):
             raise ValueError(f"unknown APGD loss {loss!r}")
         self.iters, self.loss, self.restarts, self.target_ranks = iters, loss, restarts, target_ranks
         self.name = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t"}[loss]
-        self.min_classes = {"ce": 2, "dlr": 3, "dlr-targeted": 4}[loss]
 
     def perturb(self, u0, y, forward, tracker, logits0):
         runs = 0
@@ -63,7 +63,9 @@ class APGD(Attack):
         u_best, grad_best, loss_best = u, grad, loss.clone()
         loss_steps = torch.zeros(n, b, device=u0.device, dtype=loss.dtype)
         loss_best_last_check = loss_best.clone()
-        reduced_last_check = torch.zeros(b, dtype=torch.bool, device=u0.device)
+        # true at the start, as in AutoAttack: the first checkpoint halves the step only on
+        # oscillation, not for lack of progress
+        reduced_last_check = torch.ones(b, dtype=torch.bool, device=u0.device)
         u_old = u.clone()
         counter = 0
         for i in range(n):

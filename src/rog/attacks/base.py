@@ -60,10 +60,12 @@ class DiceTracker:
 
 class Attack:
     """Base class. Subclasses implement `perturb(u0, y, forward, tracker)` in range-normalised
-    coordinates (box [0, 1], L-inf radius eps/255) and may skip themselves via `min_classes`."""
+    coordinates (box [0, 1], L-inf radius eps/255) and skip themselves (`skip_reason`) on tasks
+    with fewer than `min_classes` classes or under a threat model not in `norms`."""
 
     name = "attack"
     min_classes = 2
+    norms = ("linf", "l2")  # threat models the attack is implemented for
 
     def __init__(self, model: nn.Module, threat: ThreatModel, num_classes: int | None = None, seed: int = 0):
         self.model, self.threat, self.num_classes, self.seed = model, threat, num_classes, seed
@@ -72,12 +74,15 @@ class Attack:
     def config(self) -> dict:
         """Hyper-parameters, for result files."""
         skip = {"model", "threat", "info", "num_classes", "generator"}
-        return {"attack": self.name, **{k: v for k, v in vars(self).items() if k not in skip},
+        return {"attack": self.name, **{k: v for k, v in vars(self).items() if k not in skip and k[0] != "_"},
                 "threat": self.threat.to_dict()}
 
     def skip_reason(self, num_classes: int) -> str | None:
+        """Why this attack cannot run on a task of `num_classes` under its threat model, or None."""
         if num_classes < self.min_classes:
             return f"{self.name} needs at least {self.min_classes} classes, the task has {num_classes}"
+        if self.threat.norm not in self.norms:
+            return f"{self.name} is implemented for the {'/'.join(self.norms)} threat model, not {self.threat.norm}"
         return None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor | None = None,
@@ -108,11 +113,7 @@ class Attack:
             self.perturb(u0, y, forward, tracker, logits0)
             self.info["dice"] = tracker.best_dice.tolist()
         u = self.threat.project(tracker.best_u, u0)
-        x_adv = self.input_of(u).detach()
-        if self.threat.norm == "linf":  # exact in input units despite the round trip
-            eps_abs = self.threat.radius * (hi - lo)
-            x_adv = torch.minimum(torch.maximum(x_adv, x - eps_abs), x + eps_abs)
-        return torch.minimum(torch.maximum(x_adv, lo), hi)
+        return self.threat.project_input(self.input_of(u).detach(), x, lo, hi)
 
     def perturb(self, u0, y, forward: Forward, tracker: DiceTracker, logits0: torch.Tensor) -> None:
         raise NotImplementedError

@@ -15,7 +15,11 @@ def _sorted(logits):
 
 
 def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Difference of logits ratio (Croce & Hein 2020), voxel-wise; needs >= 3 classes."""
+    """Difference of logits ratio (Croce & Hein 2020), voxel-wise: the margin of the true
+    class over the best other, divided by z_pi1 - z_pi3. Binary tasks have no third logit:
+    there the margin is divided by the instance's mean margin size (`binary_margin_ratio`)."""
+    if logits.shape[1] == 2:
+        return binary_margin_ratio(logits, y)
     z = _sorted(logits)
     zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
     top = z[:, -1]
@@ -24,11 +28,30 @@ def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Targeted DLR, voxel-wise; needs >= 4 classes."""
+    """Targeted DLR, voxel-wise: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2). With three
+    classes the scale is z_pi1 - z_pi3 (as in DLR); with two the target is the other class and
+    the loss is `binary_margin_ratio`."""
+    k = logits.shape[1]
+    if k == 2:
+        return binary_margin_ratio(logits, y)
     z = _sorted(logits)
     zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
     zt = logits.gather(1, target.unsqueeze(1)).squeeze(1)
-    return (-(zy - zt) / (z[:, -1] - 0.5 * (z[:, -3] + z[:, -4]) + 1e-12)).flatten(1).mean(1)
+    scale = z[:, -1] - (0.5 * (z[:, -3] + z[:, -4]) if k >= 4 else z[:, -3])
+    return (-(zy - zt) / (scale + 1e-12)).flatten(1).mean(1)
+
+
+def binary_margin_ratio(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """DLR's replacement for two classes: voxel margin m = z_y - z_other over |m| + s, where s
+    is the instance's mean |m| over voxels; mean over voxels, negated.
+
+    Like DLR it is invariant to shifting and scaling the logits (m and s scale together), so a
+    model cannot hide behind large logits as it can from CE; unlike a per-voxel m / |m| it has
+    a gradient, largest at the voxels nearest the decision boundary (|m| small against s)."""
+    zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
+    m = 2 * zy - logits.sum(1)  # z_y - z_other with two classes
+    s = m.abs().flatten(1).mean(1).view(-1, *[1] * (m.ndim - 1))
+    return (-m / (m.abs() + s + 1e-12)).flatten(1).mean(1)
 
 
 def segpgd(logits: torch.Tensor, y: torch.Tensor, step: int, total: int) -> torch.Tensor:

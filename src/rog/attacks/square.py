@@ -6,7 +6,9 @@ perturbation inside one random cube with +-eps per channel (so it moves by up to
 is kept if the objective improves. The cube's share of the volume starts at `p_init` and
 halves at AutoAttack's schedule (queries 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000,
 rescaled to 10,000 queries). `candidates` cubes per instance are evaluated in one batch per
-step (each counts as a query); the best improving one is kept.
+step (each counts as a query); the best improving one is kept. A cube whose new values equal
+the current ones (the signs already there, or clamped to the same box edge) would spend a
+query on a point already evaluated: its signs are redrawn, as in AutoAttack.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ import torch
 
 from rog.attacks import losses
 from rog.attacks.base import Attack
-from rog.infer.sliding_window import SlidingWindow
 
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -26,19 +27,19 @@ def p_selection(p_init: float, query: int, total: int) -> float:
 
 class Square(Attack):
     """`objective`: "margin" (mean voxel margin, as Square's margin loss) or "dice" (soft
-    Dice of the softmax), minimised; `queries`: model evaluations per instance. On a
-    `SlidingWindow` model (volume scope), `window_cache` keeps every window's logits so that
+    Dice of the softmax), minimised; `queries`: model evaluations per instance. On a model
+    with a `window_cache(x)` (`rog.infer.SlidingWindow`: volume scope), `window_cache` keeps every window's logits so that
     a query re-runs only the windows its cube overlaps (same results; memory: the logits of
     every window). Default (None): on for CPU inputs, off for CUDA ones, where re-assembling
     the volume from cached windows measured slower than re-running them (docs/benchmarks.md)."""
 
     name = "square"
+    norms = ("linf",)
+    REDRAWS = 8  # rounds of sign redraws for no-op cubes (one suffices unless eps is 0); 0: none
 
     def __init__(self, model, threat, queries: int = 500, p_init: float = 0.8, objective: str = "margin",
                  candidates: int = 4, window_cache: bool | None = None, num_classes=None, seed: int = 0):
         super().__init__(model, threat, num_classes, seed)
-        if threat.norm != "linf":
-            raise ValueError("Square is implemented for the L-inf threat model")
         if objective not in ("margin", "dice"):
             raise ValueError(f"unknown Square objective {objective!r}")
         self.queries, self.p_init, self.objective, self.candidates = queries, p_init, objective, candidates
@@ -57,6 +58,21 @@ class Square(Attack):
     def _signs(self, *shape):
         return self._rand(*shape, high=2).to(self.dtype) * 2 - 1
 
+    def _cube_signs(self, u0, u_best, boxes, owners, r) -> tuple[torch.Tensor, int]:
+        """(signs `[N, C, 1, ...]` times r for the N cubes `boxes`, the number still no-op).
+        A cube is a no-op when its new values, clamped to the box, equal the current ones;
+        its channel signs are then redrawn (the opposite sign moves every voxel when r > 0)."""
+        c, ones = u0.shape[1], [1] * (u0.ndim - 2)
+        signs = self._signs(len(boxes), c, *ones) * r
+        for attempt in range(self.REDRAWS + 1):
+            # a real change moves some voxel by about r or more; float round trips by far less
+            noop = torch.stack([((u0[o][(slice(None), *box)] + signs[i]).clamp(0, 1)
+                                 - u_best[o][(slice(None), *box)]).abs().amax() <= r * 1e-3
+                                for i, (o, box) in enumerate(zip(owners, boxes))])
+            if not bool(noop.any()) or attempt == self.REDRAWS:
+                return signs, int(noop.sum())
+            signs = torch.where(noop.view(-1, 1, *ones), self._signs(len(boxes), c, *ones) * r, signs)
+
     def perturb(self, u0, y, forward, tracker, logits0):
         self.device, self.dtype = u0.device, u0.dtype
         r = self.threat.radius
@@ -67,12 +83,12 @@ class Square(Attack):
         # in volume scope, a query re-runs only the windows its cube overlaps
         use_cache = self.window_cache if self.window_cache is not None else not u0.is_cuda
         cache = (self.model.window_cache(self.input_of(u_best))
-                 if use_cache and isinstance(self.model, SlidingWindow) else None)
+                 if use_cache and hasattr(self.model, "window_cache") else None)
         with torch.no_grad():
             logits = cache.volume(range(b)) if cache else forward(u_best)
         tracker.update(u_best, logits)
         best = self._objective(logits, y)
-        used = 1
+        used, noops = 1, 0
         volume = float(torch.tensor(spatial).prod())
         q = self.candidates
         while used < self.queries:
@@ -82,13 +98,15 @@ class Square(Attack):
             cand = u_best.repeat_interleave(n, 0)  # [B*n, C, ...]
             # one draw (and one device sync) per step for all corners and signs
             corners = torch.stack([self._rand(b * n, high=s - w + 1) for s, w in zip(spatial, side)], 1).tolist()
-            signs = self._signs(b * n, c, *[1] * len(spatial)) * r
             boxes = [tuple(slice(o, o + w) for o, w in zip(corner, side)) for corner in corners]
+            owners = [i // n for i in range(b * n)]
+            signs, left = self._cube_signs(u0, u_best, boxes, owners, r)
+            noops += left
             for i, box in enumerate(boxes):
                 cand[(i, slice(None), *box)] = u0[i // n][(slice(None), *box)] + signs[i]
             cand = self.threat.project(cand, u0.repeat_interleave(n, 0))
             with torch.no_grad():
-                logits = (cache.evaluate(self.input_of(cand), boxes, [i // n for i in range(b * n)])
+                logits = (cache.evaluate(self.input_of(cand), boxes, owners)
                           if cache else forward(cand))
             obj = self._objective(logits, y.repeat_interleave(n, 0)).view(b, n)
             pick = obj.argmin(1)
@@ -105,3 +123,4 @@ class Square(Attack):
             u_best = u_new
             used += n
         self.info["queries"] = used
+        self.info["noop_queries"] = noops

@@ -34,7 +34,7 @@ def check_dataset(path: str | Path, progress: bool = False) -> list[Problem]:
     except DatasetError as e:
         return [Problem("dataset", str(Path(path) / "dataset.json"), str(e))]
     problems = [Problem("dataset", str(ds.root / "dataset.json"), p) for p in ds.problems]
-    cases = [(c, True) for c in ds.training] + [(c, False) for c in ds.test]
+    cases = [(c, True) for c in ds.training] + [(c, c.label is not None) for c in ds.test]
     for case, labelled in tqdm(cases, desc="check", disable=not progress):
         problems += _check_case(ds, case, labelled)
     return problems

@@ -114,6 +114,14 @@ def _case_name(path: str) -> str:
     return Path(name).stem
 
 
+def _test_label(root: Path, name: str, ending: str) -> Path | None:
+    """A test case's reference label, where the folder has one (`labelsTs/`): the MSD ships
+    none, rog's synthetic tasks and many private datasets do. Used to score and to attack
+    held-out cases; never for training."""
+    path = root / "labelsTs" / f"{name}{ending}"
+    return path if path.is_file() else None
+
+
 def _parse_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
     modalities = _channels(_require(meta, "modality", dict, meta_path), meta_path, "modality")
     raw_labels = _require(meta, "labels", dict, meta_path)
@@ -136,7 +144,7 @@ def _parse_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
     for entry in meta.get("test", []) or []:
         rel = entry["image"] if isinstance(entry, dict) else entry
         name = _case_name(rel)
-        test.append(Case(name, (_inside(root, rel, f"case {name}", problems),)))
+        test.append(Case(name, (_inside(root, rel, f"case {name}", problems),), _test_label(root, name, ".nii.gz")))
     return Dataset(root, str(meta.get("name", root.name)), "msd", modalities, labels, training,
                    test, problems)
 
@@ -161,7 +169,7 @@ def _parse_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
                 continue
             name = f.name[: -len(suffix)]
             images = tuple(folder / f"{name}_{c:04d}{ending}" for c in range(len(modalities)))
-            label = root / labels_dir / f"{name}{ending}" if labels_dir else None
+            label = root / labels_dir / f"{name}{ending}" if labels_dir else _test_label(root, name, ending)
             out.append(Case(name, images, label))
         return out
 

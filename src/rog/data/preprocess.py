@@ -119,9 +119,14 @@ def case_done(out_dir: Path, name: str) -> bool:
     return (out_dir / f"{name}.json").is_file()
 
 
-def labelled_cases(out_dir: str | Path) -> list[str]:
-    """Names of the preprocessed cases in `out_dir` that have a label map, sorted."""
-    return sorted(p.name[: -len("_seg.npy")] for p in Path(out_dir).glob("*_seg.npy"))
+def labelled_cases(out_dir: str | Path, split: str = "training") -> list[str]:
+    """Names of the preprocessed cases of `split` ("training" or "test") in `out_dir` that
+    have a label map, sorted. Test cases never enter training; folders preprocessed before
+    the split was recorded held training cases only."""
+    out_dir = Path(out_dir)
+    names = sorted(p.name[: -len("_seg.npy")] for p in out_dir.glob("*_seg.npy"))
+    return [n for n in names if case_done(out_dir, n)
+            and json.loads((out_dir / f"{n}.json").read_text()).get("split", "training") == split]
 
 
 def load_case(out_dir: str | Path, name: str, mmap: bool = True):
@@ -135,12 +140,12 @@ def load_case(out_dir: str | Path, name: str, mmap: bool = True):
     return image, label, props
 
 
-def _preprocess_one(args: tuple[Case, Plan, Path]) -> str:
-    case, plan, out_dir = args
+def _preprocess_one(args: tuple[Case, Plan, Path, str]) -> str:
+    case, plan, out_dir, split = args
     image, geom = read_image(case.images)
     label = read_label(case.label)[0] if case.label is not None else None
     image, label, props = preprocess_arrays(image, label, geom, plan)
-    props["name"] = case.name
+    props["name"], props["split"] = case.name, split
     save_npy(out_dir / f"{case.name}.npy", image)
     if label is not None:
         save_npy(out_dir / f"{case.name}_seg.npy", label)
@@ -154,8 +159,8 @@ def preprocess_dataset(ds: Dataset, plan: Plan, out_dir: str | Path, workers: in
     skipping cases already done. Returns the names of the cases processed in this call."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = ds.training + (ds.test if include_test else [])
-    todo = [(c, plan, out_dir) for c in cases if not case_done(out_dir, c.name)]
+    cases = [(c, "training") for c in ds.training] + [(c, "test") for c in (ds.test if include_test else [])]
+    todo = [(c, plan, out_dir, split) for c, split in cases if not case_done(out_dir, c.name)]
     bar = tqdm(total=len(todo), desc="preprocess", disable=not progress)
     done = []
     if workers > 1 and len(todo) > 1:

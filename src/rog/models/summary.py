@@ -21,12 +21,13 @@ def gflops(model: nn.Module, input_shape) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def summarize(plan: Plan, input_size=None, models=None) -> list[dict]:
-    """One row per model: name, parameters, GFLOPs at `input_size` (default: the val patch)."""
+def model_row(model: nn.Module, plan: Plan, name: str, input_size=None) -> dict:
+    """Name, parameters and GFLOPs of `model` at `input_size` (default: the plan's val patch)."""
     size = list(input_size or plan.val_patch_size)
-    rows = []
-    for name in models or available_models():
-        model = build_model(plan, name)
-        rows.append({"model": name, "parameters": count_parameters(model),
-                     "gflops": gflops(model, [plan.num_channels, *size]), "input": size})
-    return rows
+    return {"model": name, "parameters": count_parameters(model),
+            "gflops": gflops(model, [plan.num_channels, *size]), "input": size}
+
+
+def summarize(plan: Plan, input_size=None, models=None) -> list[dict]:
+    """One `model_row` per registered model (or the names in `models`)."""
+    return [model_row(build_model(plan, name), plan, name, input_size) for name in models or available_models()]

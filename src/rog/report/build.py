@@ -1,8 +1,9 @@
-"""`rog report`: an HTML page, PNG figures and a JSON summary from attack results.
+"""`rog report`: an HTML page, PNG figures and a JSON summary from benchmark results.
 
-Each input is an attack folder (holding `results.json`) or a run folder, in which case the
-attack folders of that run (`WORKDIR/attacks/RUN-*`) are used. The run named in a result's
-metadata gives the model table, the test-set scores and the qualitative panels.
+Each input is a results folder (`rog.rundir.ResultsDir`) or a run folder, in which case the
+results folders of that run (`WORKDIR/attacks/RUN-*`) are used. The report only renders what
+the benchmark recorded: its results, the model summary and class names in their metadata and
+the qualitative arrays of the worst attack; it loads no model and runs no attack.
 """
 from __future__ import annotations
 
@@ -13,28 +14,29 @@ from pathlib import Path
 import numpy as np
 
 from rog.atomic import write_json, write_text
+from rog.bench.records import load_qualitative
 from rog.report import figures
+from rog.rundir import ResultsDir, RunDir
 
 
-def _find_results(inputs: list[str | Path]) -> list[Path]:
+def _find_results(inputs: list[str | Path]) -> list[ResultsDir]:
     found = []
     for p in map(Path, inputs):
-        if (p / "results.json").is_file():
-            found.append(p)
-        elif (p / "config.json").is_file():  # a run directory
-            found += sorted(d for d in (p.parent.parent / "attacks").glob(f"{p.name}-*")
-                            if (d / "results.json").is_file())
+        if ResultsDir(p).exists():
+            found.append(ResultsDir(p))
+        elif RunDir(p).is_run():
+            found += RunDir(p).workdir.results_of(RunDir(p))
         else:
-            raise FileNotFoundError(f"{p}: neither an attack folder (results.json) nor a run folder")
+            raise FileNotFoundError(f"{p}: neither a results folder (results.json) nor a run folder")
     if not found:
         raise FileNotFoundError("no attack results found in " + ", ".join(map(str, inputs)))
     return found
 
 
-def _model_entry(folder: Path) -> dict:
-    doc = json.loads((folder / "results.json").read_text())
+def _model_entry(folder: ResultsDir) -> dict:
+    doc = folder.read()
     if "summary" not in doc:
-        raise ValueError(f"{folder / 'results.json'}: the attack run has not finished (no summary)")
+        raise FileNotFoundError(f"{folder.results()}: the attack run has not finished (no summary)")
     meta = doc.get("meta", {})
     s = doc["summary"]
     clean = doc["clean"]
@@ -43,12 +45,14 @@ def _model_entry(folder: Path) -> dict:
     eps_items = sorted(s["eps"].items(), key=lambda kv: float(kv[0]))
     curve_eps = [0.0] + [float(e) for e, _ in eps_items]
     entry = {
-        "name": meta.get("label", folder.name), "folder": str(folder), "meta": meta, "config": doc["config"],
+        "name": meta.get("label", folder.path.name), "folder": str(folder), "meta": meta, "config": doc["config"],
         "threat": doc["threat"], "tau": doc["tau"], "clean_dice": s["clean_dice"], "clean_dice_per_class": clean_pc,
         "eps": s["eps"], "auc_worst_case": s.get("auc_worst_case"), "checks": doc.get("checks", []),
         "curve_eps": curve_eps, "curve_mean": [s["clean_dice"]] + [v["worst_case_dice"] for _, v in eps_items],
         "curve_classes": [clean_pc] + [v["worst_case_dice_per_class"] for _, v in eps_items],
         "runtime": {}, "num_classes": k + 1, "cases": sorted(clean),
+        "class_names": meta.get("class_names") or [f"class {c}" for c in range(1, k + 1)],
+        "panels": load_qualitative(folder.qualitative),
     }
     for r in doc["records"]:
         if not r.get("skipped"):
@@ -68,37 +72,14 @@ def _attack_curve(entry: dict, attack: str):
 
 
 def _model_table(entry: dict) -> dict | None:
-    run = entry["meta"].get("run")
-    if not run or not (Path(run) / "plan.json").is_file():
-        return None
-    from rog.models.summary import summarize
-    from rog.plan import Plan
-    plan = Plan.load(Path(run) / "plan.json")
-    model_name = json.loads((Path(run) / "config.json").read_text()).get("model", plan.model)
-    row = summarize(plan, models=[model_name])[0]
-    test = Path(run) / "test_eval.json"
-    return {**row, "test": json.loads(test.read_text()) if test.is_file() else None}
+    """The model summary the benchmark recorded, with the run's test scores where known."""
+    row = entry["meta"].get("model")
+    return {**row, "test": entry["meta"].get("test")} if row else None
 
 
-def _panel(entry: dict, case: str, eps: float) -> dict | None:
-    meta = entry["meta"]
-    if not meta.get("run") or not meta.get("data"):
-        return None
-    import torch
-
-    from rog.attacks.apgd import APGD
-    from rog.attacks.ensemble import load_bench_cases
-    from rog.attacks.threat import ThreatModel
-    from rog.checkpoint import load_run
-    model, plan, _ = load_run(meta["run"])
-    c = load_bench_cases(meta["data"], [case], entry["config"]["scope"], plan.val_patch_size)[0]
-    attack = APGD(model, ThreatModel(eps, entry["config"]["norm"]), iters=max(entry["config"]["iters"]),
-                  seed=entry["config"]["seed"])
-    x_adv = attack(c.x, c.y, c.lo, c.hi)
-    with torch.no_grad():
-        clean, adv = model(c.x).argmax(1)[0].numpy(), model(x_adv).argmax(1)[0].numpy()
-    return {"model": entry["name"], "case": case, "image": c.x[0, 0].numpy(), "gt": c.y[0].numpy(),
-            "clean": clean, "adv": adv, "delta": (x_adv - c.x)[0, 0].numpy()}
+def _panel(entry: dict, eps_key: str) -> dict | None:
+    arrays = entry["panels"].get(eps_key)
+    return {"model": entry["name"], "case": entry["cases"][0], **arrays} if arrays else None
 
 
 def _fmt(v, digits=3):
@@ -114,9 +95,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     if len(set(names)) != len(names):
         for e in entries:
             e["name"] = Path(e["folder"]).name
-    labels = json.loads((Path(entries[0]["meta"]["run"]) / "plan.json").read_text())["labels"] \
-        if entries[0]["meta"].get("run") else {}
-    class_names = [labels.get(str(k), f"class {k}") for k in range(1, entries[0]["num_classes"])]
+    class_names = entries[0]["class_names"]
     models = {e["name"]: e for e in entries}
     aucs = figures.dice_vs_eps(out / "dice_vs_eps.png", models, class_names)
     curves = {e["name"]: {a: c for a in ("pgd", "apgd-ce") if (c := _attack_curve(e, a))} for e in entries}
@@ -126,8 +105,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     tables = {e["name"]: _model_table(e) for e in entries}
     figs = ["dice_vs_eps.png"] + (["pgd_vs_apgd.png"] if pgd_aucs else [])
     if panels:
-        case = entries[0]["cases"][0]
-        rows = [p for e in entries if (p := _panel(e, case, t_eps))]
+        rows = [p for e in entries if (p := _panel(e, eps_keys[t_eps]))]
         if rows:
             figures.qualitative(out / "qualitative.png", rows)
             figs.append("qualitative.png")
@@ -182,7 +160,8 @@ def _html(entries, summary, class_names, tables, t_eps, t_key, figs) -> str:
             f"<td>{_fmt(v['attacks'].get(a))}</td>" for a in attacks) + f"<td>{_fmt(v['worst_case_dice'])}</td></tr>")
     parts.append("</table>")
     if "qualitative.png" in figs:
-        parts.append(f"<h2>Qualitative (APGD-CE, eps {t_eps:g}/255)</h2><img src='qualitative.png' alt='qualitative'>")
+        parts.append(f"<h2>Qualitative (the worst attack on case {e(entries[0]['cases'][0])}, eps {t_eps:g}/255)</h2>"
+                     "<img src='qualitative.png' alt='qualitative'>")
     parts.append("<h2>Clean Dice per class (attacked cases)</h2><table><tr><th>model</th>"
                  + "".join(f"<th>{e(c)}</th>" for c in class_names) + "</tr>")
     for x in entries:
@@ -207,7 +186,8 @@ def _html(entries, summary, class_names, tables, t_eps, t_key, figs) -> str:
         parts.append(f"<h3>{e(x['name'])}</h3><p>threat: <code>{e(json.dumps(x['threat']))}</code><br>"
                      f"attacks: <code>{e(', '.join(cfg['attacks']))}</code>; iterations {cfg['iters']}; "
                      f"Square queries {cfg['queries']}; scope {e(cfg['scope'])}; seed {cfg['seed']}; "
-                     f"eps {cfg['eps']} /255; cases {len(x['cases'])}; tau {x['tau']:.3f}</p>")
+                     f"eps {cfg['eps']} /255; cases {len(x['cases'])} "
+                     f"({e(x['meta'].get('cases_source_text', 'source not recorded'))}); tau {x['tau']:.3f}</p>")
         if x["skipped"]:
             parts.append("<p>skipped: " + e("; ".join(x["skipped"])) + "</p>")
         parts.append("<table><tr><th>attack</th><th>total seconds</th></tr>" + "".join(

@@ -68,16 +68,15 @@ def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> 
 
 def qualitative(path: Path, panels: list[dict]) -> None:
     """Figure 5: per model, image slice, ground truth, clean and adversarial predictions and
-    the perturbation, at the slice where the attack changed the prediction most."""
+    the perturbation: the 2-D arrays the benchmark recorded (`bench.records.qualitative_slice`)."""
     plt = _plt()
     cols = ["image", "ground truth", "clean prediction", "adversarial prediction", "perturbation"]
     fig, axes = plt.subplots(len(panels), 5, figsize=(13, 2.6 * len(panels)), squeeze=False)
     for r, p in enumerate(panels):
         row = axes[r]
-        damage = (p["clean"] != p["adv"]).sum(axis=(0, 1))
-        z = int(np.argmax(damage)) if damage.any() else p["gt"].shape[2] // 2
+        z = int(p["slice"])
         vmax = max(int(p["gt"].max()), 1)
-        images = [p["image"][..., z], p["gt"][..., z], p["clean"][..., z], p["adv"][..., z], p["delta"][..., z]]
+        images = [p["image"], p["gt"], p["clean"], p["adv"], p["delta"]]
         for j, (ax, im) in enumerate(zip(row, images)):
             if j == 0:
                 ax.imshow(im.T, cmap="gray", origin="lower")

@@ -68,9 +68,20 @@ def validation_patches(data_dir: str | Path, cases: list[str], patch_size) -> li
     return out
 
 
-def make_splits(cases: list[str], folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
-    """Seeded k-fold splits [{'train': [...], 'val': [...]}]; k = 5 is the paper's 80/20."""
+def make_splits(cases: list[str], folds: int = 5, seed: int = 0, holdout: int = 0) -> list[dict[str, list[str]]]:
+    """Seeded k-fold splits [{'train': [...], 'val': [...], 'test': [...]}]; k = 5 is the
+    paper's 80/20. `holdout` cases are set aside first, in every fold alike, as a test split
+    that neither trains the model nor selects its checkpoint (the benchmark's cases where the
+    dataset has no labelled test cases); with holdout 0 the folds are as before."""
     order = np.random.default_rng(seed).permutation(len(cases))
-    chunks = np.array_split(order, folds)
+    test, rest = order[len(order) - holdout:] if holdout else order[:0], order[: len(order) - holdout]
+    chunks = np.array_split(rest, folds)
     return [{"train": sorted(cases[i] for c in chunks[:f] + chunks[f + 1:] for i in c),
-             "val": sorted(cases[i] for i in chunks[f])} for f in range(folds)]
+             "val": sorted(cases[i] for i in chunks[f]), "test": sorted(cases[i] for i in test)}
+            for f in range(folds)]
+
+
+def holdout_size(labelled: int, labelled_test: int) -> int:
+    """Cases to hold out of training: none where the dataset has labelled test cases of its
+    own or too few cases to spare one (fewer than 5); else a tenth, at least one."""
+    return 0 if labelled_test or labelled < 5 else max(1, labelled // 10)

@@ -6,17 +6,18 @@ import io
 from pathlib import Path
 
 from rog.atomic import atomic_path, write_text
+from rog.rundir import RunDir
 
 COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "adv_ratio"]
 
 
-def write_log(run_dir: Path, history: list[dict]) -> None:
+def write_log(run: RunDir, history: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
     w.writeheader()
     w.writerows(history)
-    write_text(run_dir / "log.csv", buf.getvalue())
-    plot_curves(run_dir / "curves.png", history)
+    write_text(run.log, buf.getvalue())
+    plot_curves(run.curves, history)
 
 
 def plot_curves(path: Path, history: list[dict]) -> None:

@@ -1,7 +1,6 @@
 """Decide, on a run's validation cases, which post-processing steps to keep (as nnU-Net)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +9,14 @@ from rog.atomic import write_json
 from rog.data.preprocess import load_case
 from rog.infer.postprocess import class_groups, decide
 from rog.infer.predictor import predict_probabilities
+from rog.rundir import RunDir
 
 
 def decide_for_run(model, plan, data_dir: str | Path, run_dir: str | Path, device="cpu") -> dict:
     """Predict every validation case (whole preprocessed volume, sliding window), then keep
-    each post-processing step only if it raises mean Dice. Writes `postprocessing.json`."""
-    run_dir = Path(run_dir)
-    names = json.loads((run_dir / "splits.json").read_text())["val"]
+    each post-processing step only if it raises mean Dice. Writes the run's post-processing decision."""
+    run = RunDir(run_dir)
+    names = run.read_splits()["val"]
     preds, refs = [], []
     model = model.to(device).eval()
     for name in names:
@@ -25,5 +25,5 @@ def decide_for_run(model, plan, data_dir: str | Path, run_dir: str | Path, devic
         refs.append(np.asarray(label))
     organs, lesions = class_groups(plan, float(np.prod(plan.target_spacing)))
     decision = {**decide(preds, refs, plan.num_classes, organs, lesions), "cases": names}
-    write_json(run_dir / "postprocessing.json", decision)
+    write_json(run.postprocessing, decision)
     return decision

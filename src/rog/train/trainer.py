@@ -31,8 +31,9 @@ from rog.devices import init_distributed, resolve_device
 from rog.evaluate.metrics import dice_batch
 from rog.models.registry import build_model
 from rog.plan import Plan
+from rog.rundir import RunDir
 from rog.train.adversarial import FreeAT, pgd_examples
-from rog.train.data import TrainPatches, make_splits, validation_patches
+from rog.train.data import TrainPatches, holdout_size, make_splits, validation_patches
 from rog.train.log import write_log
 
 
@@ -66,7 +67,7 @@ class Trainer:
     def __init__(self, plan: Plan, data_dir: str | Path, run_dir: str | Path, config: TrainConfig,
                  progress: bool = True):
         self.plan, self.config, self.progress = plan, config, progress
-        self.data_dir, self.run_dir = Path(data_dir), Path(run_dir)
+        self.data_dir, self.run = Path(data_dir), RunDir(run_dir)
         self.rank, self.world = init_distributed()
         self.device = resolve_device(config.device)
         if self.world > 1 and self.device.type == "cuda":
@@ -75,7 +76,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = build_model(plan, config.model or plan.model).to(self.device)
         if config.init_from:
-            load_weights(self.model, Path(config.init_from) / "checkpoint_best.pt")
+            load_weights(self.model, RunDir(config.init_from).checkpoint("best"))
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                     amsgrad=True)
@@ -87,16 +88,16 @@ class Trainer:
 
     # ---- setup --------------------------------------------------------------------------
     def _splits(self) -> dict:
-        path = self.run_dir / "splits.json"
-        if path.is_file():
-            return json.loads(path.read_text())
+        if (split := self.run.read_splits()) is not None:
+            return split
         cases = labelled_cases(self.data_dir)
         if len(cases) < 2:
             raise ValueError(f"{self.data_dir}: need at least 2 preprocessed labelled cases, found {len(cases)}")
-        folds = min(self.config.folds, len(cases))
-        split = make_splits(cases, folds, self.config.seed)[self.config.fold % folds]
+        holdout = holdout_size(len(cases), len(labelled_cases(self.data_dir, "test")))
+        folds = min(self.config.folds, len(cases) - holdout)
+        split = make_splits(cases, folds, self.config.seed, holdout)[self.config.fold % folds]
         if self.rank == 0:
-            write_json(path, {**split, "fold": self.config.fold, "folds": folds, "seed": self.config.seed})
+            write_json(self.run.splits, {**split, "fold": self.config.fold, "folds": folds, "seed": self.config.seed})
         return split
 
     def _autocast(self):
@@ -120,10 +121,10 @@ class Trainer:
 
     def _save(self, name: str, iteration: int = 0, partial: dict | None = None) -> None:
         if self.rank == 0:
-            save_checkpoint(self.run_dir / f"checkpoint_{name}.pt", self._state(iteration, partial))
+            save_checkpoint(self.run.checkpoint(name), self._state(iteration, partial))
 
     def resume(self) -> tuple[int, dict]:
-        state = load_checkpoint(self.run_dir / "checkpoint_last.pt", map_location=self.device)
+        state = load_checkpoint(self.run.checkpoint("last"), map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
@@ -162,11 +163,11 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> dict:
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run.path.mkdir(parents=True, exist_ok=True)
         split = self._splits()
         if self.rank == 0:
-            self.plan.save(self.run_dir / "plan.json")
-            write_json(self.run_dir / "config.json", {**asdict(cfg), "model": cfg.model or self.plan.model})
+            self.plan.save(self.run.plan)
+            write_json(self.run.config, {**asdict(cfg), "model": cfg.model or self.plan.model})
         start_it, partial = self.resume() if resume else (0, {})
         batch = cfg.batch_size or self.plan.batch_size
         iters = cfg.iterations or max(1, math.ceil(len(split["train"]) / batch))
@@ -189,15 +190,13 @@ class Trainer:
                 if self.free is not None:
                     loss = self.free.step(x, y, self._train_step)
                 else:
-                    if cfg.adv == "pgd":
-                        self.model.eval()
-                        x = pgd_examples(self.net, lambda z, t: self.loss_fn(z, t.unsqueeze(1)), x, y, cfg.eps,
-                                         cfg.pgd_steps)
-                        self.model.train()
+                    if cfg.adv == "pgd":  # a fresh random start per batch, reproducible on resume
+                        seed = int(np.random.SeedSequence([cfg.seed, self.epoch, it]).generate_state(1)[0])
+                        x = pgd_examples(self.model, x, y, cfg.eps, cfg.pgd_steps, seed)
                     loss = float(self._train_step(x, y))
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"epoch {self.epoch + 1}: training loss became {loss}; "
-                                             f"last good checkpoint: {self.run_dir / 'checkpoint_last.pt'}")
+                                             f"last good checkpoint: {self.run.checkpoint('last')}")
                 sums["loss"] += loss
                 sums["n"] += 1
                 bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", lr=f"{self.opt.param_groups[0]['lr']:.2e}")
@@ -217,7 +216,7 @@ class Trainer:
                 self._save("best")
             self._save("last")
             if self.rank == 0:
-                write_log(self.run_dir, self.history)
+                write_log(self.run, self.history)
                 if writer:
                     for k in ("train_loss", "val_loss", "val_dice", "lr"):
                         writer.add_scalar(k, row[k], self.epoch)
@@ -234,4 +233,4 @@ class Trainer:
         except ImportError:
             tqdm.write("tensorboard is not installed: `pip install tensorboard` to log there; continuing")
             return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
+        return SummaryWriter(str(self.run.tensorboard))

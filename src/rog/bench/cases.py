@@ -1,0 +1,69 @@
+"""Which cases a benchmark attacks, and loading them with the box of the whole case.
+
+Default cases, most trustworthy first: the task's labelled test cases; else the run's
+held-out split (cases that neither trained the model nor selected its checkpoint); else the
+run's validation split, which selected `checkpoint_best.pt` and so flatters clean Dice and
+tau (the report says so).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rog.data.preprocess import labelled_cases, load_case
+from rog.bench.records import BenchError
+from rog.data.sampling import centred_patch
+from rog.rundir import RunDir
+
+SOURCES = {
+    "test": "the task's labelled test cases",
+    "held-out": "the run's held-out split (trained nothing, selected no checkpoint)",
+    "validation": "the run's validation split (it selected the checkpoint: optimistic)",
+    "training": "labelled training cases (no run: which of them trained the model is unknown)",
+    "given": "cases named on the command line",
+}
+
+
+@dataclass
+class BenchCase:
+    """One case ready to attack: x `[1, C, ...]`, y `[1, ...]`, box lo/hi `[1, C, 1, 1, 1]`."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+
+def default_cases(data_dir: str | Path, run: RunDir | None = None) -> tuple[list[str], str]:
+    """(case names, source key of `SOURCES`) for a benchmark of `run`'s model on `data_dir`."""
+    test = labelled_cases(data_dir, "test")
+    if test:
+        return test, "test"
+    split = run.read_splits() if run is not None else None
+    if split and split.get("test"):
+        return split["test"], "held-out"
+    if split:
+        return split["val"], "validation"
+    return labelled_cases(data_dir), "training"
+
+
+def load_bench_cases(data_dir: str | Path, names: list[str], scope: str, patch, device="cpu") -> list[BenchCase]:
+    """Load `names` from a preprocessed folder: the whole case (scope "volume") or its
+    label-centred patch (scope "patch"), with the channel range of the whole case as box."""
+    out = []
+    for name in names:
+        image, label, _ = load_case(data_dir, name, mmap=False)
+        if label is None:
+            raise BenchError(f"{data_dir}/{name}: no label, cannot be attacked")
+        lo = torch.from_numpy(image.reshape(image.shape[0], -1).min(1)).view(1, -1, 1, 1, 1)
+        hi = torch.from_numpy(image.reshape(image.shape[0], -1).max(1)).view(1, -1, 1, 1, 1)
+        if scope == "patch":
+            image, label = centred_patch(image, label, patch)
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        y = torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))[None]
+        out.append(BenchCase(name, x.to(device), y.to(device), lo.to(device), hi.to(device)))
+    return out

@@ -1,0 +1,109 @@
+"""Result records: one per case x attack x eps x budget, the CSV view of them, the
+provenance that keeps a results folder from mixing runs, and the qualitative arrays the
+report draws.
+
+A record holds the Dice (mean over foreground classes and per class) at the attack's output,
+whether it broke the case (Dice < tau), the perturbation size on the /255 scale, the validity
+flags (inside the ball, inside the box, finite), the runtime and the attack's own counters.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rog.atomic import atomic_path
+from rog.attacks.threat import ThreatModel
+from rog.evaluate.metrics import dice_per_class, mean_dice
+
+class BenchError(ValueError):
+    """A benchmark cannot run as asked (an unknown attack or scope, a results folder written
+    by another configuration, case list or model); the message names the argument or file."""
+
+
+CSV_COLUMNS = ["case", "attack", "eps", "budget", "dice", "broken", "norm", "seconds", "in_ball", "in_box",
+               "finite", "found", "skipped"]
+
+
+def measure(pred: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, x: torch.Tensor, lo: torch.Tensor,
+            hi: torch.Tensor, threat: ThreatModel, num_classes: int, tau: float) -> dict:
+    """Fields of a record for one instance: pred and y `[1, ...]` (labels), x_adv, x `[1, C, ...]`,
+    lo/hi `[1, C, 1, ...]`. The size is on the /255 scale of the channel ranges, in the
+    threat's norm (L2: of the range-normalised perturbation over sqrt(#voxels))."""
+    d = dice_per_class(pred[0].cpu(), y[0].cpu(), num_classes)
+    dice = mean_dice(d)
+    span = (hi - lo).clamp(min=1e-12)
+    size = float(threat.norm_of((x_adv - lo) / span, (x - lo) / span)[0])
+    if threat.norm == "linf":
+        radius = threat.radius_of(lo, hi)
+        in_ball = bool(((x_adv - x).abs() <= radius * (1 + 1e-5) + 1e-6).all())
+    else:
+        in_ball = size <= threat.eps * (1 + 1e-5) + 1e-6
+    return {"dice": dice, "dice_per_class": d.tolist(), "broken": dice < tau, "norm": size, "in_ball": in_ball,
+            "in_box": bool(((x_adv >= lo - 1e-6) & (x_adv <= hi + 1e-6)).all()),
+            "finite": bool(torch.isfinite(x_adv).all())}
+
+
+def to_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(records)
+    return buf.getvalue()
+
+
+def file_hash(path: str | Path | None) -> str | None:
+    """sha256 of a file (a checkpoint), or None."""
+    if path is None or not Path(path).is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def provenance_mismatch(previous: dict, current: dict) -> str | None:
+    """Why results written under `previous` provenance may not be continued under `current`
+    (config, cases, weights), or None when they may."""
+    for key, what in (("config", "configuration"), ("cases", "case list"), ("weights", "model weights")):
+        if previous.get(key) != current.get(key):
+            return f"written with a different {what}"
+    return None
+
+
+def qualitative_slice(x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor,
+                      x_adv: torch.Tensor) -> dict[str, np.ndarray]:
+    """2-D arrays for the report's qualitative figure, at the slice of the last spatial axis
+    where the attack changed the prediction most: image (channel 0), ground truth, clean and
+    adversarial predictions and the perturbation. x, x_adv `[1, C, D, H, W]`; y, clean, adv
+    `[1, D, H, W]`."""
+    damage = (clean[0] != adv[0]).sum(dim=(0, 1))
+    z = int(damage.argmax()) if bool(damage.any()) else y.shape[-1] // 2
+    take = lambda t: t[..., z].cpu().numpy()  # noqa: E731
+    return {"image": take(x[0, 0]).astype(np.float32), "gt": take(y[0]).astype(np.uint8),
+            "clean": take(clean[0]).astype(np.uint8), "adv": take(adv[0]).astype(np.uint8),
+            "delta": take(x_adv[0, 0] - x[0, 0]).astype(np.float32), "slice": np.array(z)}
+
+
+def save_qualitative(path: Path, panels: dict[str, dict[str, np.ndarray]]) -> None:
+    """Write {eps key: arrays} as one .npz (atomically)."""
+    flat = {f"{key}/{name}": arr for key, arrays in panels.items() for name, arr in arrays.items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **flat)
+
+
+def load_qualitative(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if not Path(path).is_file():
+        return out
+    with np.load(path) as data:
+        for k in data.files:
+            key, name = k.split("/")
+            out.setdefault(key, {})[name] = data[k]
+    return out

@@ -1,0 +1,178 @@
+"""The folder layouts of rog: the one place that knows the names of the files in them.
+
+    WORKDIR/                  Workdir: one dataset's work directory
+      fingerprint.json, plan.json, preprocessed/
+      runs/NAME/              RunDir: one trained model
+        plan.json, config.json, splits.json, checkpoint_{best,last}.pt, log.csv, curves.png,
+        postprocessing.json, test_predictions/, test_eval.{json,csv}, tensorboard/
+      attacks/NAME/           ResultsDir: one benchmark of one model
+        results.json, results.csv (results.rankN.* while torchrun shards run), qualitative.npz
+
+Every other module asks these classes for a path; none spells a file name of these folders.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A training run's folder."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def workdir(self) -> "Workdir":
+        return Workdir(self.path.parent.parent)
+
+    @property
+    def plan(self) -> Path:
+        return self.path / "plan.json"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def splits(self) -> Path:
+        return self.path / "splits.json"
+
+    def checkpoint(self, which: str) -> Path:
+        """`which`: "best" or "last"."""
+        return self.path / f"checkpoint_{which}.pt"
+
+    def weights(self) -> Path:
+        """The checkpoint a trained model is used from: the best, or the last where no
+        validation has chosen one yet."""
+        best = self.checkpoint("best")
+        return best if best.is_file() else self.checkpoint("last")
+
+    @property
+    def log(self) -> Path:
+        return self.path / "log.csv"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def postprocessing(self) -> Path:
+        return self.path / "postprocessing.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.path / "test_predictions"
+
+    @property
+    def test_eval_stem(self) -> Path:
+        """Stem of the test-set scores (`rog evaluate` writes STEM.json and STEM.csv)."""
+        return self.path / "test_eval"
+
+    @property
+    def test_eval(self) -> Path:
+        return self.test_eval_stem.with_suffix(".json")
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def read_splits(self) -> dict | None:
+        return json.loads(self.splits.read_text()) if self.splits.is_file() else None
+
+    def read_config(self) -> dict:
+        return json.loads(self.config.read_text()) if self.config.is_file() else {}
+
+    def postprocessing_steps(self) -> dict | None:
+        return json.loads(self.postprocessing.read_text())["steps"] if self.postprocessing.is_file() else None
+
+    def read_test_eval(self) -> dict | None:
+        return json.loads(self.test_eval.read_text()) if self.test_eval.is_file() else None
+
+
+@dataclass(frozen=True)
+class ResultsDir:
+    """A benchmark's output folder (attack results of one model)."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def results(self, rank: int | None = None) -> Path:
+        """results.json, or one rank's shard while a sharded run is in progress."""
+        return self.path / ("results.json" if rank is None else f"results.rank{rank}.json")
+
+    def csv(self, rank: int | None = None) -> Path:
+        return self.results(rank).with_suffix(".csv")
+
+    @property
+    def qualitative(self) -> Path:
+        return self.path / "qualitative.npz"
+
+    def exists(self) -> bool:
+        return self.results().is_file()
+
+    def read(self) -> dict:
+        return json.loads(self.results().read_text())
+
+    def finished(self) -> bool:
+        return self.exists() and "summary" in self.read()
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """One dataset's work directory (default ./rog_work/<dataset name>)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def for_dataset(cls, ds, workdir: str | Path | None = None) -> "Workdir":
+        return cls(Path(workdir) if workdir else Path("rog_work") / ds.name)
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.root / "fingerprint.json"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "preprocessed"
+
+    def run(self, name: str) -> RunDir:
+        return RunDir(self.root / "runs" / name)
+
+    def results(self, name: str) -> ResultsDir:
+        return ResultsDir(self.root / "attacks" / name)
+
+    def results_of(self, run: RunDir) -> list[ResultsDir]:
+        """The benchmark folders of a run (`attacks/RUN-*`) that hold results."""
+        return [ResultsDir(d) for d in sorted((self.root / "attacks").glob(f"{run.name}-*"))
+                if ResultsDir(d).exists()]
