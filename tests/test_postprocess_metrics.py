@@ -64,4 +64,5 @@ def test_surface_metrics_use_the_spacing():
     assert m2["hd95"][0] == pytest.approx(2.0, abs=0.01)
     assert m1["nsd"][0] > m2["nsd"][0] and m1["dice"][0] == pytest.approx(0.9)
     missed = case_metrics(np.zeros_like(ref), ref, 2, (1, 1, 1))
-    assert missed["dice"][0] == 0 and missed["hd95"][0] == float("inf") and missed["nsd"][0] == 0
+    assert missed["dice"][0] == 0 and missed["nsd"][0] == 0 and missed["missed"] == [True]
+    assert missed["hd95"][0] == pytest.approx((3 * 30 ** 2) ** 0.5)  # the penalty: the volume's diagonal

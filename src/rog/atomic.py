@@ -45,6 +45,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def writable_dir(path: str | os.PathLike) -> Path:
+    """Create the folder `path` if needed and check that a file can be written in it, so a
+    command fails before its long work rather than after it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise PermissionError(f"{path}: cannot write there ({e.strerror or e})") from e
+    return path
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")

@@ -29,6 +29,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # a truncated archive still starts so; a text file does not
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ...

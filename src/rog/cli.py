@@ -3,9 +3,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
+
+
+class UsageError(ValueError):
+    """An argument makes no sense; the message names it."""
+
+
+def _number(kind=float, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """An argparse type: a finite `kind` within [lo, hi] ((lo, hi] with `lo_open`); anything
+    else ends the command with one line naming the argument."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text!r} is not finite")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if lo_open else '>='} {lo:g}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{text} must be <= {hi:g}")
+        return v
+    return parse
+
+
+POSITIVE_INT, COUNT = _number(int, 1), _number(int, 0)
+# eps on the /255 scale: beyond 255 the ball holds the whole box
+EPS = _number(float, 0, 255, lo_open=True)
 
 
 def _workers(n: int | None) -> int:
@@ -13,7 +41,10 @@ def _workers(n: int | None) -> int:
 
 
 def cmd_synth(a) -> int:
-    from rog.data.synthetic import describe, make_task
+    from rog.data.synthetic import describe, make_task, min_size
+    if a.size and (a.size[0] < min_size(a.kind) or a.size[1] < a.size[0]):
+        raise UsageError(f"--size {a.size[0]} {a.size[1]}: need {min_size(a.kind)} <= MIN <= MAX for kind "
+                         f"{a.kind!r} (smaller volumes have axes under the 8 voxels rog needs)")
     out = make_task(a.out, kind=a.kind, cases=a.cases, test_cases=a.test_cases, seed=a.seed,
                     layout=a.layout, size=tuple(a.size) if a.size else None)
     print(describe(out) if a.layout == "msd" else f"wrote {out}")
@@ -113,13 +144,19 @@ def cmd_evaluate(a) -> int:
         d, h, n = (s["mean"][m][k] for m in ("dice", "hd95", "nsd"))
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
         print(f"class {k + 1}: Dice {fmt(d)}  HD95 {fmt(h)} mm  NSD {fmt(n)}")
-    if s["missing_predictions"]:
-        print(f"missing predictions: {', '.join(s['missing_predictions'])}")
     print(f"{len(s['cases'])} case(s); summary in {out}.json and {out}.csv")
+    if s["missing_predictions"]:
+        print(f"rog evaluate: error: {a.pred}: no prediction for {len(s['missing_predictions'])} reference(s): "
+              f"{', '.join(s['missing_predictions'])}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_attack(a) -> int:
+    small = [e for e in a.eps if e < 1]
+    if small:
+        print(f"rog attack: note: eps is on the /255 scale of each channel's range: --eps {small[0]:g} means "
+              f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
     from rog.bench import BenchmarkConfig
     from rog.bench.job import benchmark
     from rog.devices import init_distributed, resolve_device
@@ -152,16 +189,22 @@ def cmd_attack(a) -> int:
     return 0
 
 
+# options of `rog train` that are TrainConfig fields; unset unless given on the command line,
+# so that TrainConfig's defaults apply to a new run and a resumed run keeps its own values
+TRAIN_OPTIONS = ("epochs", "iterations", "batch_size", "lr", "patience", "fold", "seed", "model", "adv", "eps",
+                 "replays", "divide_epochs", "pgd_steps", "init_from", "precision", "device", "workers",
+                 "save_every", "tensorboard")
+
+
 def cmd_train(a) -> int:
-    from rog.train.trainer import TrainConfig
     from rog.workdir import train_run
-    config = TrainConfig(epochs=a.epochs, iterations=a.iterations, batch_size=a.batch_size, lr=a.lr,
-                         patience=a.patience, fold=a.fold, seed=a.seed, model=a.model, adv=a.adv, eps=a.eps,
-                         replays=a.replays, divide_epochs=not a.no_divide_epochs, pgd_steps=a.pgd_steps,
-                         init_from=a.init_from, precision=a.precision, device=a.device, workers=a.workers,
-                         save_every=a.save_every, tensorboard=a.tensorboard)
-    result = train_run(a.dataset, a.workdir, a.name, config, resume=a.resume, width=a.width,
-                       postprocessing=not a.no_postprocessing)
+    given = {k: getattr(a, k) for k in TRAIN_OPTIONS if hasattr(a, k)}
+    if a.resume:
+        changed = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        print("rog train: resuming with the run's own config.json and plan.json"
+              + (f"; given here, overriding it: {changed}" if changed else ""), file=sys.stderr)
+    result = train_run(a.dataset, a.workdir, a.name, given, resume=a.resume, width=a.width,
+                       postprocessing=not a.no_postprocessing, overwrite=a.overwrite)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {result['epochs']} epoch(s); best validation Dice on centred patches "
               f"{result['best_val_dice']:.4f}")
@@ -195,16 +238,17 @@ def cmd_run_paper(a) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rog", description="Robust general 3D medical image segmentation")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a synthetic MSD-layout task")
     s.add_argument("out", nargs="?", default="rog_data/SynthCT")
     s.add_argument("--kind", default="ct", choices=["ct", "mri"])
-    s.add_argument("--cases", type=int, default=12)
-    s.add_argument("--test-cases", type=int, default=2)
+    s.add_argument("--cases", type=POSITIVE_INT, default=12)
+    s.add_argument("--test-cases", type=COUNT, default=2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--layout", default="msd", choices=["msd", "nnunet"])
-    s.add_argument("--size", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+    s.add_argument("--size", type=POSITIVE_INT, nargs=2, metavar=("MIN", "MAX"), default=None,
                    help="in-plane voxels per case, drawn in [MIN, MAX] (default: the kind's)")
     s.set_defaults(fn=cmd_synth)
 
@@ -218,22 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=helptext)
         s.add_argument("dataset")
         s.add_argument("-w", "--workdir", default=None, help="work directory (default ./rog_work/<dataset>)")
-        s.add_argument("--workers", type=int, default=None)
+        s.add_argument("--workers", type=POSITIVE_INT, default=None)
         s.set_defaults(fn=fn)
     plan_p = sub.choices["plan"]
     plan_p.add_argument("--force", action="store_true", help="recompute fingerprint and plan")
     plan_p.add_argument("--model", default="rog")
-    plan_p.add_argument("--width", type=int, default=64)
+    plan_p.add_argument("--width", type=POSITIVE_INT, default=64)
     sub.choices["preprocess"].add_argument("--no-test", action="store_true", help="skip the test cases")
 
     s = sub.add_parser("summary", help="parameters and GFLOPs of each registered model")
     s.add_argument("--plan", help="plan.json (else the explicit options below)")
-    s.add_argument("--channels", type=int, default=1)
-    s.add_argument("--classes", type=int, default=2)
+    s.add_argument("--channels", type=POSITIVE_INT, default=1)
+    s.add_argument("--classes", type=_number(int, 2), default=2)
     s.add_argument("--strides", nargs=3, default=["1", "2", "2"], metavar="S",
                    help="s0 s1 s2, each '2' or per axis '2,2,1'")
     s.add_argument("--input", default=None, help="input size, '96' or '96,96,48'")
-    s.add_argument("--width", type=int, default=64)
+    s.add_argument("--width", type=POSITIVE_INT, default=64)
     s.add_argument("--models", nargs="*", default=None)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_summary)
@@ -242,27 +286,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset")
     s.add_argument("-w", "--workdir", default=None)
     s.add_argument("--name", default="rog")
-    s.add_argument("--model", default=None, help="registered name or package.module:factory (default: plan)")
-    s.add_argument("--width", type=int, default=None, help="ROG level-0 width (default: plan, paper 64)")
-    s.add_argument("--epochs", type=int, default=1000)
-    s.add_argument("--iterations", type=int, default=None, help="per epoch (default: one patch per case)")
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--patience", type=int, default=50)
-    s.add_argument("--fold", type=int, default=0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--adv", choices=["free", "pgd"], default=None)
-    s.add_argument("--eps", type=float, default=8.0, help="adversarial eps on the /255 range scale")
-    s.add_argument("--replays", type=int, default=5, help="Free AT minibatch replays m")
-    s.add_argument("--no-divide-epochs", action="store_true", help="Free AT: do not divide epochs by m")
-    s.add_argument("--pgd-steps", type=int, default=5)
-    s.add_argument("--init-from", default=None, help="run directory to fine-tune from")
-    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    s.add_argument("--save-every", type=int, default=0, help="also checkpoint every N iterations")
-    s.add_argument("--resume", action="store_true")
-    s.add_argument("--tensorboard", action="store_true")
+    s.add_argument("--width", type=POSITIVE_INT, default=None, help="ROG level-0 width (default: plan, paper 64)")
+    unset = argparse.SUPPRESS  # TrainConfig's default for a new run, the run's own value on --resume
+    s.add_argument("--model", default=unset, help="registered name or package.module:factory (default: plan)")
+    s.add_argument("--epochs", type=POSITIVE_INT, default=unset, help="(default 1000)")
+    s.add_argument("--iterations", type=POSITIVE_INT, default=unset, help="per epoch (default: one patch per case)")
+    s.add_argument("--batch-size", type=POSITIVE_INT, default=unset, help="(default: the plan's)")
+    s.add_argument("--lr", type=_number(float, 0, lo_open=True), default=unset, help="(default 1e-3)")
+    s.add_argument("--patience", type=COUNT, default=unset, help="(default 50)")
+    s.add_argument("--fold", type=COUNT, default=unset, help="(default 0)")
+    s.add_argument("--seed", type=COUNT, default=unset, help="(default 0)")
+    s.add_argument("--adv", choices=["free", "pgd"], default=unset)
+    s.add_argument("--eps", type=EPS, default=unset, help="adversarial eps on the /255 range scale (default 8)")
+    s.add_argument("--replays", type=POSITIVE_INT, default=unset, help="Free AT minibatch replays m (default 5)")
+    s.add_argument("--no-divide-epochs", dest="divide_epochs", action="store_false", default=unset,
+                   help="Free AT: do not divide epochs by m")
+    s.add_argument("--pgd-steps", type=POSITIVE_INT, default=unset, help="(default 5)")
+    s.add_argument("--init-from", default=unset, help="run directory to fine-tune from")
+    s.add_argument("--precision", default=unset, choices=["fp32", "bf16", "fp16"], help="(default fp32)")
+    s.add_argument("--device", default=unset, help="(default auto)")
+    s.add_argument("--workers", type=COUNT, default=unset, help="data loader worker processes (default 0)")
+    s.add_argument("--save-every", type=COUNT, default=unset, help="also checkpoint every N iterations")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run with its own config.json (options given here override it)")
+    s.add_argument("--overwrite", action="store_true", help="delete an existing run of this name first")
+    s.add_argument("--tensorboard", action="store_true", default=unset)
     s.add_argument("--no-postprocessing", action="store_true", help="skip the post-processing decision")
     s.set_defaults(fn=cmd_train)
 
@@ -274,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="weights for --model")
     s.add_argument("--plan", help="plan.json for --model")
     s.add_argument("--postprocess", default="auto", choices=["auto", "on", "off"])
-    s.add_argument("--overlap", type=float, default=0.5)
+    s.add_argument("--overlap", type=_number(float, 0, 0.95), default=0.5)
     s.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8 passes)")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_predict)
@@ -282,23 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="Dice, HD95 and surface Dice of predictions against references")
     s.add_argument("pred")
     s.add_argument("gt")
-    s.add_argument("--classes", type=int, default=None, help="number of classes incl. background")
-    s.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm")
+    s.add_argument("--classes", type=_number(int, 2), default=None, help="number of classes incl. background")
+    s.add_argument("--tolerance", type=_number(float, 0, lo_open=True), default=1.0,
+                   help="surface Dice tolerance in mm")
     s.add_argument("-o", "--out", default=None, help="output path stem (default PRED/summary)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("attack", help="robustness benchmark: AutoAttack for 3D segmentation")
     s.add_argument("run", nargs="?", help="run directory (or --model/--plan/--data)")
-    s.add_argument("--eps", type=float, nargs="+", default=[4, 8, 12, 16], help="on the /255 scale")
+    s.add_argument("--eps", type=EPS, nargs="+", default=[4, 8, 12, 16], help="on the /255 scale, in (0, 255]")
     s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' or 'plus'")
-    s.add_argument("--iters", type=int, nargs="+", default=[5])
-    s.add_argument("--queries", type=int, nargs="+", default=[500])
+    s.add_argument("--iters", type=POSITIVE_INT, nargs="+", default=[5])
+    s.add_argument("--queries", type=POSITIVE_INT, nargs="+", default=[500])
     s.add_argument("--scope", default="patch", choices=["patch", "volume"])
     s.add_argument("--norm", default="linf", choices=["linf", "l2"])
     s.add_argument("--cases", nargs="*", help="case names (default: the labelled test cases, else the run's "
                    "held-out split, else its validation split)")
-    s.add_argument("--max-cases", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-cases", type=POSITIVE_INT, default=None)
+    s.add_argument("--seed", type=COUNT, default=0)
     s.add_argument("--model", help="registered name or package.module:factory")
     s.add_argument("--checkpoint")
     s.add_argument("--plan")
@@ -311,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="HTML report with the paper's figures and tables")
     s.add_argument("inputs", nargs="+", help="attack folders (results.json) or run folders")
     s.add_argument("-o", "--out", default="rog_report")
-    s.add_argument("--table-eps", type=float, default=8.0)
+    s.add_argument("--table-eps", type=EPS, default=8.0)
     s.add_argument("--no-panels", action="store_true", help="skip the qualitative figure (needs the models)")
     s.set_defaults(fn=cmd_report)
 
@@ -330,13 +379,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rog.bench.records import BenchError
+    from rog.checkpoint import CheckpointError
     from rog.data.dataset import DatasetError
     from rog.data.io import VolumeError
     from rog.plan import PlanError
-    from rog.checkpoint import CheckpointError
-    from rog.bench.records import BenchError
+    user_errors = (DatasetError, VolumeError, PlanError, CheckpointError, BenchError, UsageError,
+                   FileNotFoundError, PermissionError)
     try:
         return int(args.fn(args) or 0)
-    except (DatasetError, VolumeError, PlanError, CheckpointError, BenchError, FileNotFoundError) as e:
+    except user_errors as e:
+        if args.debug:
+            raise
         print(f"rog {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"rog {args.command}: interrupted; finished work is kept (run the same command to resume)",
+              file=sys.stderr)
+        return 130

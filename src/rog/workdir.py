@@ -6,9 +6,11 @@ skips work whose output exists.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from rog.atomic import write_json
+from rog.checkpoint import CheckpointError
 from rog.data.dataset import Dataset, load_dataset
 from rog.data.fingerprint import compute_fingerprint
 from rog.data.preprocess import preprocess_dataset
@@ -42,16 +44,33 @@ def run_preprocessing(dataset: str | Path, workdir: str | Path | None = None, wo
     return wd, plan, done
 
 
-def train_run(dataset: str | Path, workdir: str | Path | None, name: str, config, resume: bool = False,
-              progress: bool = True, postprocessing: bool = True, width: int | None = None) -> dict:
+def train_run(dataset: str | Path, workdir: str | Path | None, name: str, options: dict, resume: bool = False,
+              progress: bool = True, postprocessing: bool = True, width: int | None = None,
+              overwrite: bool = False) -> dict:
     """Preprocess if needed, train into WORKDIR/runs/NAME (the plan's width overridable), then
-    decide post-processing on the validation cases."""
+    decide post-processing on the validation cases. `options`: TrainConfig fields to set.
+
+    An existing run is never overwritten by accident: `resume` continues it with its own
+    config.json and plan.json, changed only by `options` (`width` is not used), `overwrite`
+    deletes it and starts again; without either, an existing run is an error."""
+    from rog.train.trainer import TrainConfig
     ds = load_dataset(dataset)
     wd = Workdir.for_dataset(ds, workdir)
-    plan = ensure_plan(ds, wd)
+    run = wd.run(name)
+    if resume:
+        if not run.checkpoint("last").is_file():
+            raise CheckpointError(f"{run.checkpoint('last')}: not found, nothing to resume")
+        plan, config = Plan.load(run.plan), TrainConfig.from_dict(run.read_config(), **options)
+    else:
+        if run.path.is_dir() and any(run.path.iterdir()):
+            if not overwrite:
+                raise CheckpointError(f"{run}: a run named {name!r} exists; --resume continues it, "
+                                      "--overwrite deletes it and starts again")
+            shutil.rmtree(run.path)
+        plan, config = ensure_plan(ds, wd), TrainConfig(**options)
+        if width:
+            plan.width = width
     preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=progress)
-    if width:
-        plan.width = width
     return train_and_decide(plan, wd, name, config, resume, progress, postprocessing)
 
 

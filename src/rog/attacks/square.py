@@ -8,7 +8,8 @@ halves at AutoAttack's schedule (queries 10, 50, 200, 500, 1000, 2000, 4000, 600
 rescaled to 10,000 queries). `candidates` cubes per instance are evaluated in one batch per
 step (each counts as a query); the best improving one is kept. A cube whose new values equal
 the current ones (the signs already there, or clamped to the same box edge) would spend a
-query on a point already evaluated: its signs are redrawn, as in AutoAttack.
+query on a point already evaluated: its signs are redrawn (as in AutoAttack), then flipped if
+still so; `redraw_noops=False` spends those queries, as a plain schedule would.
 """
 from __future__ import annotations
 
@@ -35,15 +36,15 @@ class Square(Attack):
 
     name = "square"
     norms = ("linf",)
-    REDRAWS = 8  # rounds of sign redraws for no-op cubes (one suffices unless eps is 0); 0: none
 
     def __init__(self, model, threat, queries: int = 500, p_init: float = 0.8, objective: str = "margin",
-                 candidates: int = 4, window_cache: bool | None = None, num_classes=None, seed: int = 0):
+                 candidates: int = 4, window_cache: bool | None = None, redraw_noops: bool = True,
+                 num_classes=None, seed: int = 0):
         super().__init__(model, threat, num_classes, seed)
         if objective not in ("margin", "dice"):
             raise ValueError(f"unknown Square objective {objective!r}")
         self.queries, self.p_init, self.objective, self.candidates = queries, p_init, objective, candidates
-        self.window_cache = window_cache
+        self.window_cache, self.redraw_noops = window_cache, redraw_noops
 
     def _objective(self, logits, y):
         # both to be minimised: the model's margin, or its soft Dice
@@ -59,19 +60,23 @@ class Square(Attack):
         return self._rand(*shape, high=2).to(self.dtype) * 2 - 1
 
     def _cube_signs(self, u0, u_best, boxes, owners, r) -> tuple[torch.Tensor, int]:
-        """(signs `[N, C, 1, ...]` times r for the N cubes `boxes`, the number still no-op).
-        A cube is a no-op when its new values, clamped to the box, equal the current ones;
-        its channel signs are then redrawn (the opposite sign moves every voxel when r > 0)."""
+        """(signs `[N, C, 1, ...]` times r for the N cubes `boxes`, how many leave their point
+        unchanged). A cube is a no-op when its new values, clamped to the box, equal the
+        current ones; with `redraw_noops` its signs are redrawn once, then flipped where still
+        a no-op: the opposite signs move every voxel of the cube when r > 0."""
         c, ones = u0.shape[1], [1] * (u0.ndim - 2)
-        signs = self._signs(len(boxes), c, *ones) * r
-        for attempt in range(self.REDRAWS + 1):
+
+        def noops(signs):
             # a real change moves some voxel by about r or more; float round trips by far less
-            noop = torch.stack([((u0[o][(slice(None), *box)] + signs[i]).clamp(0, 1)
+            return torch.stack([((u0[o][(slice(None), *box)] + signs[i]).clamp(0, 1)
                                  - u_best[o][(slice(None), *box)]).abs().amax() <= r * 1e-3
-                                for i, (o, box) in enumerate(zip(owners, boxes))])
-            if not bool(noop.any()) or attempt == self.REDRAWS:
-                return signs, int(noop.sum())
-            signs = torch.where(noop.view(-1, 1, *ones), self._signs(len(boxes), c, *ones) * r, signs)
+                                for i, (o, box) in enumerate(zip(owners, boxes))]).view(-1, 1, *ones)
+
+        signs = self._signs(len(boxes), c, *ones) * r
+        if self.redraw_noops:
+            signs = torch.where(noops(signs), self._signs(len(boxes), c, *ones) * r, signs)
+            signs = torch.where(noops(signs), -signs, signs)
+        return signs, int(noops(signs).sum())
 
     def perturb(self, u0, y, forward, tracker, logits0):
         self.device, self.dtype = u0.device, u0.dtype

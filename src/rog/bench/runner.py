@@ -54,6 +54,11 @@ class BenchmarkConfig:
             raise rec.BenchError(f"--attacks: {e}") from e
         self.eps = [float(e) for e in self.eps]
         self.iters, self.queries = [int(i) for i in self.iters], [int(q) for q in self.queries]
+        for name, values, ok, rule in (("--eps", self.eps, lambda v: 0 < v <= 255, "in (0, 255] (the /255 scale)"),
+                                       ("--iters", self.iters, lambda v: v >= 1, ">= 1"),
+                                       ("--queries", self.queries, lambda v: v >= 1, ">= 1")):
+            if not values or not all(ok(v) for v in values):
+                raise rec.BenchError(f"{name} {values}: each must be {rule}")
         if self.scope not in ("patch", "volume"):
             raise rec.BenchError(f"--scope: unknown scope {self.scope!r}: 'patch' or 'volume'")
 
@@ -164,7 +169,8 @@ class Benchmark:
 
     def _write(self, records, clean, tau, provenance, final: bool, shard=-1, extra: dict | None = None) -> dict:
         shard = self.shard if shard == -1 else shard
-        doc = {"config": asdict(self.config), "threat": ThreatModel(0, self.config.norm).to_dict(),
+        threat = {**ThreatModel(self.config.eps[0], self.config.norm).to_dict(), "eps": self.config.eps}
+        doc = {"config": asdict(self.config), "threat": threat,
                "num_classes": self.num_classes, "tau": tau, "clean": clean, "records": records,
                "complete": final, "meta": self.meta, "provenance": provenance,
                "attack_configs": self._attack_configs, **(extra or {})}

@@ -8,14 +8,14 @@ simply not counted for that case.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-
 import cc3d
 import numpy as np
 from tqdm import tqdm
 
-from rog.data.dataset import Case, Dataset
-from rog.data.io import read_image, read_label
+from rog.data.dataset import Case, Dataset, DatasetError
+from rog.data.io import canonical_axes
+from rog.data.validate import read_case
+from rog.pool import worker_pool
 
 SAMPLES_PER_CASE = 10_000
 
@@ -36,12 +36,14 @@ def nonzero_bbox(image: np.ndarray, label: np.ndarray | None = None) -> list[lis
     return out
 
 
-def _case_stats(args: tuple[Case, int, int]) -> dict:
-    case, num_classes, seed = args
-    image, geom = read_image(case.images)
-    label, _ = read_label(case.label)
+def _case_stats(args: tuple[Dataset, Case, int]) -> dict:
+    ds, case, seed = args
+    num_classes = ds.num_classes
+    image, geom, label = read_case(ds, case)
+    axes = canonical_axes(geom)  # statistics per world axis, however the array is stored
+    image, label = image.transpose(0, *(a + 1 for a in axes)), label.transpose(axes)
     bbox = nonzero_bbox(image, label)
-    spacing = np.array(geom.spacing)
+    spacing = np.array(geom.spacing)[list(axes)]
     fg = label > 0
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(fg)
@@ -60,7 +62,7 @@ def _case_stats(args: tuple[Case, int, int]) -> dict:
             "volume_mm3": (np.asarray(stats["voxel_counts"][1:]) * spacing.prod()).tolist(),
         }
     return {
-        "name": case.name, "spacing": spacing.tolist(), "shape": list(geom.shape),
+        "name": case.name, "spacing": spacing.tolist(), "shape": list(label.shape),
         "cropped_shape": [hi - lo for lo, hi in bbox], "classes": classes,
         "samples": samples.tolist(),
     }
@@ -68,9 +70,9 @@ def _case_stats(args: tuple[Case, int, int]) -> dict:
 
 def compute_fingerprint(ds: Dataset, seed: int = 0, workers: int = 1, progress: bool = True) -> dict:
     """Compute the fingerprint of `ds`'s training cases (see module doc). Pure: writes nothing."""
-    jobs = [(c, ds.num_classes, seed * 100_003 + i) for i, c in enumerate(ds.training)]
+    jobs = [(ds, c, seed * 100_003 + i) for i, c in enumerate(ds.training)]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             per_case = list(tqdm(pool.map(_case_stats, jobs), total=len(jobs), desc="fingerprint",
                                  disable=not progress))
     else:
@@ -84,7 +86,7 @@ def compute_fingerprint(ds: Dataset, seed: int = 0, workers: int = 1, progress: 
     for ch, modality in enumerate(ds.modalities):
         v = samples[ch]
         if v.size == 0:
-            raise ValueError(f"{ds.root}: no foreground voxels in any training case")
+            raise DatasetError(f"{ds.root}: no foreground voxels in any training case")
         intensity.append({"modality": modality, "mean": float(v.mean()), "std": float(v.std()),
                           "percentile_00_5": float(np.percentile(v, 0.5)),
                           "percentile_99_5": float(np.percentile(v, 99.5))})

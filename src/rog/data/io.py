@@ -1,8 +1,10 @@
 """Read and write volumes with their geometry (affine, spacing, orientation) via nibabel.
 
-Arrays are kept in the file's own voxel order (no reorientation), channel first: images are
-`[C, X, Y, Z]` float32, label maps `[X, Y, Z]` integers. Because nothing is reoriented, a
-prediction written with the case's `Geometry` lands exactly on the input grid.
+Arrays are read in the file's own voxel order, channel first: images are `[C, X, Y, Z]`
+float32, label maps `[X, Y, Z]` integers, and predictions are written on the case's own grid.
+Preprocessing puts the voxel axes in the order of the world axes they run along
+(`canonical_axes`) and undoes it exactly on the way back, so the same image gets the same
+prediction however its array is stored (as nnU-Net's transpose); directions are kept.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ class VolumeError(ValueError):
     def __init__(self, path, reason: str):
         self.path, self.reason = str(path), reason
         super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):  # rebuilt from (path, reason) when a worker process raises it
+        return type(self), (self.path, self.reason)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,13 @@ class Geometry:
 
     def same_grid(self, other: "Geometry", atol: float = 1e-3) -> bool:
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
+
+
+def canonical_axes(geometry: Geometry) -> tuple[int, int, int]:
+    """The voxel axes of `geometry` ordered by the world axis (x, y, z) each runs closest to:
+    `array.transpose(axes)` stores a z-first volume in the usual order; identity for most files."""
+    world = nib.orientations.io_orientation(np.asarray(geometry.affine))[:, 0]
+    return tuple(int(a) for a in np.argsort(world))
 
 
 def _load(path: Path) -> nib.Nifti1Image:

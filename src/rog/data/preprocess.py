@@ -8,7 +8,6 @@ never leaves a half-written case that a later run would take as finished.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,10 @@ from tqdm import tqdm
 from rog.atomic import save_npy, write_json
 from rog.data.dataset import Case, Dataset
 from rog.data.fingerprint import nonzero_bbox
-from rog.data.io import Geometry, read_image, read_label
+from rog.data.io import Geometry, canonical_axes
+from rog.data.validate import read_case
 from rog.plan import Plan
+from rog.pool import worker_pool
 
 ANISOTROPY_RATIO = 3.0  # as nnU-Net: treat the coarsest axis separately beyond this ratio
 
@@ -75,37 +76,42 @@ def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:
 
 
 def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, geometry: Geometry, plan: Plan):
-    """Crop, resample and normalise one case.
+    """Put the voxel axes in world order (`canonical_axes`), crop, resample and normalise one case.
 
-    Takes image `[C, X, Y, Z]`, optional label `[X, Y, Z]`; returns (image `[C, x, y, z]`
-    float32, label `[x, y, z]` int8 or None, properties dict for `invert_*`).
+    Takes image `[C, X, Y, Z]`, optional label `[X, Y, Z]` as stored; returns (image
+    `[C, x, y, z]` float32, label `[x, y, z]` int8 or None, properties dict for `invert_*`).
     """
+    axes = canonical_axes(geometry)
+    image = image.transpose(0, *(a + 1 for a in axes))
+    label = label.transpose(axes) if label is not None else None
     bbox = nonzero_bbox(image, label)
     sl = tuple(slice(lo, hi) for lo, hi in bbox)
     image = image[(slice(None), *sl)]
     cropped = list(image.shape[1:])
-    spacing = np.array(geometry.spacing)
+    spacing = np.array(geometry.spacing)[list(axes)]
     target = np.array(plan.target_spacing)
     new_shape = [max(int(round(n * s / t)), 1) for n, s, t in zip(cropped, spacing, target)]
     axis = through_plane_axis(spacing, target)
     image = normalize(resample(image, new_shape, order=3, axis=axis), plan)
     if label is not None:
         label = resample(label[sl][None].astype(np.int16), new_shape, order=0)[0].astype(np.int8)
-    props = {"geometry": geometry.to_dict(), "crop_bbox": bbox, "cropped_shape": cropped,
+    props = {"geometry": geometry.to_dict(), "axes": list(axes), "crop_bbox": bbox, "cropped_shape": cropped,
              "resampled_shape": new_shape, "through_plane_axis": axis}
     return image, label, props
 
 
 def invert_probabilities(probs: np.ndarray, props: dict) -> np.ndarray:
     """Map class scores `[K, x, y, z]` on the preprocessed grid back to the original grid:
-    returns `[K, X, Y, Z]`; outside the cropped region the background class gets all the mass."""
+    returns `[K, X, Y, Z]` in the file's voxel order; outside the cropped region the background
+    class gets all the mass."""
     geom = Geometry.from_dict(props["geometry"])
+    axes = props.get("axes", [0, 1, 2])  # cases preprocessed before axes were recorded: as stored
     back = resample(probs.astype(np.float32), props["cropped_shape"], order=1)
-    out = np.zeros((probs.shape[0], *geom.shape), dtype=np.float32)
+    out = np.zeros((probs.shape[0], *(geom.shape[a] for a in axes)), dtype=np.float32)
     out[0] = 1.0
     sl = tuple(slice(lo, hi) for lo, hi in props["crop_bbox"])
     out[(slice(None), *sl)] = back
-    return out
+    return np.ascontiguousarray(out.transpose(0, *(int(a) + 1 for a in np.argsort(axes))))
 
 
 def invert_label(label: np.ndarray, props: dict, num_classes: int) -> np.ndarray:
@@ -140,10 +146,9 @@ def load_case(out_dir: str | Path, name: str, mmap: bool = True):
     return image, label, props
 
 
-def _preprocess_one(args: tuple[Case, Plan, Path, str]) -> str:
-    case, plan, out_dir, split = args
-    image, geom = read_image(case.images)
-    label = read_label(case.label)[0] if case.label is not None else None
+def _preprocess_one(args: tuple[Dataset, Case, Plan, Path, str]) -> str:
+    ds, case, plan, out_dir, split = args
+    image, geom, label = read_case(ds, case)
     image, label, props = preprocess_arrays(image, label, geom, plan)
     props["name"], props["split"] = case.name, split
     save_npy(out_dir / f"{case.name}.npy", image)
@@ -160,11 +165,11 @@ def preprocess_dataset(ds: Dataset, plan: Plan, out_dir: str | Path, workers: in
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = [(c, "training") for c in ds.training] + [(c, "test") for c in (ds.test if include_test else [])]
-    todo = [(c, plan, out_dir, split) for c, split in cases if not case_done(out_dir, c.name)]
+    todo = [(ds, c, plan, out_dir, split) for c, split in cases if not case_done(out_dir, c.name)]
     bar = tqdm(total=len(todo), desc="preprocess", disable=not progress)
     done = []
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             for name in pool.map(_preprocess_one, todo):
                 done.append(name)
                 bar.update()

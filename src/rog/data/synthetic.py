@@ -107,6 +107,12 @@ _SPECS = {
 }
 
 
+def min_size(kind: str) -> int:
+    """Smallest in-plane size of `kind` whose volumes keep every axis at 8 voxels or more (the
+    CT volumes have 0.4x as many slices as in-plane voxels)."""
+    return 20 if kind == "ct" else 8
+
+
 def make_task(out: str | Path, kind: str = "ct", cases: int = 12, test_cases: int = 2, seed: int = 0,
               size: tuple[int, int] | None = None, layout: str = "msd") -> Path:
     """Write a synthetic task to `out` (MSD v1 layout, or nnU-Net v2 with `layout="nnunet"`).

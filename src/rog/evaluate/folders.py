@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from rog.atomic import write_json, write_text
-from rog.data.io import read_label
+from rog.data.io import VolumeError, read_label
+from rog.data.validate import label_problems
 from rog.evaluate.metrics import case_metrics
 
 METRICS = ("dice", "hd95", "nsd")
@@ -30,21 +31,22 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, num_classes: int
     for name in sorted(set(refs) & set(preds)):
         pred, pgeom = read_label(preds[name])
         ref, rgeom = read_label(refs[name])
-        if pred.shape != ref.shape:
-            raise ValueError(f"{preds[name]}: shape {pred.shape} differs from reference {ref.shape}")
+        problems = label_problems(pred, pgeom, rgeom, range(np.iinfo(np.uint8).max + 1))
+        if problems:
+            raise VolumeError(preds[name], f"{problems[0]} (reference {refs[name]})")
         pairs.append((name, pred, ref, rgeom.spacing))
     if not pairs:
-        raise ValueError(f"{pred_dir}: no prediction matches a reference file name in {ref_dir}")
+        raise VolumeError(pred_dir, f"no prediction matches a reference file name in {ref_dir}")
     k = num_classes or int(max(max(p.max(), r.max()) for _, p, r, _ in pairs)) + 1
     cases = [{"case": name, **case_metrics(p, r, k, sp, tolerance_mm)} for name, p, r, sp in pairs]
     means = {}
     for m in METRICS:
         values = np.array([c[m] for c in cases], dtype=float)
-        values[np.isinf(values)] = np.nan  # a missed class has no finite distance to average
         with np.errstate(all="ignore"):
             means[m] = [None if np.all(np.isnan(col)) else float(np.nanmean(col)) for col in values.T]
     dice_means = [d for d in means["dice"] if d is not None]
     summary = {"num_classes": k, "cases": cases, "mean": means, "missing_predictions": missing,
+               "missed_classes": np.sum([c["missed"] for c in cases], axis=0).astype(int).tolist(),
                "mean_foreground_dice": float(np.mean(dice_means)) if dice_means else None,
                "tolerance_mm": tolerance_mm}
     if out:

@@ -65,8 +65,11 @@ def surface_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing
                     tolerance_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """HD95 (mm) and normalised surface Dice at `tolerance_mm` per foreground class.
 
-    Returns two `[K-1]` arrays; NaN where the class is absent from both maps, inf HD95 where
-    it is absent from exactly one.
+    Returns two `[K-1]` arrays; NaN where the class is absent from both maps. Where it is
+    absent from exactly one (missed, or predicted where there is none), HD95 has no finite
+    value: it gets the penalty `hd95_penalty` (the volume's diagonal in mm, the largest
+    distance possible in it, as BraTS's 373 mm is for its volumes) and surface Dice 0, so a
+    miss weighs in every mean instead of leaving it.
     """
     from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
@@ -83,12 +86,21 @@ def surface_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing
         if not has_p and not has_r:
             hd[k - 1] = nsd[k - 1] = np.nan
         elif has_p != has_r:
-            hd[k - 1], nsd[k - 1] = np.inf, 0.0
+            hd[k - 1], nsd[k - 1] = hd95_penalty(ref.shape, spacing), 0.0
     return hd, nsd
+
+
+def hd95_penalty(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """HD95 (mm) given to a class missing from the prediction or the reference: the diagonal
+    of the volume `shape` (voxels) at `spacing` (mm)."""
+    return float(np.linalg.norm(np.asarray(shape, float) * np.asarray(spacing, float)))
 
 
 def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: Sequence[float],
                  tolerance_mm: float = 1.0) -> dict:
-    """{'dice', 'hd95', 'nsd'}: each a list over foreground classes 1..K-1."""
+    """{'dice', 'hd95', 'nsd', 'missed'}: each a list over foreground classes 1..K-1; 'missed'
+    marks classes present in exactly one of the maps (their HD95 is the penalty)."""
     hd, nsd = surface_metrics(pred, ref, num_classes, spacing, tolerance_mm)
-    return {"dice": dice_per_class(pred, ref, num_classes).tolist(), "hd95": hd.tolist(), "nsd": nsd.tolist()}
+    missed = [bool((pred == k).any()) != bool((ref == k).any()) for k in range(1, num_classes)]
+    return {"dice": dice_per_class(pred, ref, num_classes).tolist(), "hd95": hd.tolist(), "nsd": nsd.tolist(),
+            "missed": missed}

@@ -14,9 +14,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from rog.atomic import writable_dir
 from rog.data.dataset import Case, load_dataset
-from rog.data.io import Geometry, VolumeError, read_image, write_label
+from rog.data.io import Geometry, VolumeError, write_label
 from rog.data.preprocess import invert_probabilities, preprocess_arrays
+from rog.data.validate import read_valid_image
 from rog.infer.postprocess import class_groups, postprocess
 from rog.infer.sliding_window import sliding_window
 from rog.plan import Plan
@@ -35,9 +37,8 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, plan: Plan, devic
 
 def predict_case(model: nn.Module, image: np.ndarray, geometry: Geometry, plan: Plan, device="cpu",
                  overlap: float = 0.5, mirror_axes=None, steps: dict | None = None) -> np.ndarray:
-    """Label map `[X, Y, Z]` uint8 on the original grid for a raw image `[C, X, Y, Z]`."""
-    if image.shape[0] != plan.num_channels:
-        raise ValueError(f"{image.shape[0]} channel(s), the plan expects {plan.num_channels}")
+    """Label map `[X, Y, Z]` uint8 on the original grid for a raw image `[C, X, Y, Z]` (with
+    the plan's channel count, validated by the caller: `read_valid_image`)."""
     pre, _, props = preprocess_arrays(image, None, geometry, plan)
     probs = predict_probabilities(model, pre, plan, device, overlap, mirror_axes)
     label = invert_probabilities(probs, props).argmax(0).astype(np.uint8)
@@ -49,8 +50,16 @@ def predict_case(model: nn.Module, image: np.ndarray, geometry: Geometry, plan: 
 
 def cases_from_input(path: str | Path) -> list[Case]:
     """Cases to predict from a dataset folder (its test list), or a folder of NIfTI images:
-    nnU-Net per-channel files (`CASE_0000.nii.gz`, ...) or one (3D/4D) file per case."""
+    nnU-Net per-channel files (`CASE_0000.nii.gz`, ...) or one (3D/4D) file per case. An
+    input with no image is an error, never an empty success."""
     path = Path(path)
+    cases = _cases_in(path)
+    if not cases:
+        raise VolumeError(path, "no image to predict (no NIfTI file, or an empty test list)")
+    return cases
+
+
+def _cases_in(path: Path) -> list[Case]:
     if (path / "dataset.json").is_file():
         return load_dataset(path).test
     if not path.is_dir():
@@ -73,12 +82,12 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
                   progress: bool = True) -> dict[str, str]:
     """Predict each case into `out_dir/NAME.nii.gz`. A failing case is reported by name and
     the others still complete. Returns {name: 'ok' or the error message}."""
-    out_dir = Path(out_dir)
+    out_dir = writable_dir(out_dir)
     model = model.to(device).eval()
     status = {}
     for case in tqdm(cases, desc="predict", disable=not progress):
         try:
-            image, geom = read_image(case.images)
+            image, geom = read_valid_image(case, plan.num_channels)
             label = predict_case(model, image, geom, plan, device, overlap, mirror_axes, steps)
             write_label(out_dir / f"{case.name}.nii.gz", label, geom)
             status[case.name] = "ok"

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,12 @@ class TrainConfig:
     workers: int = 0
     save_every: int = 0  # also checkpoint every N iterations (0: only at epoch ends)
     tensorboard: bool = False
+
+    @classmethod
+    def from_dict(cls, saved: dict, **override) -> "TrainConfig":
+        """The config a run recorded (its config.json), with `override` (e.g. the device)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in saved.items() if k in known}, **override})
 
 
 class Trainer:
