@@ -66,3 +66,33 @@ def test_surface_metrics_use_the_spacing():
     missed = case_metrics(np.zeros_like(ref), ref, 2, (1, 1, 1))
     assert missed["dice"][0] == 0 and missed["nsd"][0] == 0 and missed["missed"] == [True]
     assert missed["hd95"][0] == pytest.approx((3 * 30 ** 2) ** 0.5)  # the penalty: the volume's diagonal
+
+
+def _relabel_reference(label, min_voxels):
+    """The earlier implementation (one whole-volume dilation per component), as the reference."""
+    import cc3d
+    from scipy import ndimage
+    out = label.copy()
+    for k, limit in min_voxels.items():
+        comps, n = cc3d.connected_components(label == k, connectivity=26, return_N=True)
+        sizes = np.bincount(comps.ravel())
+        for c in np.flatnonzero(sizes[1:] < limit) + 1:
+            mask = comps == c
+            ring = ndimage.binary_dilation(mask, np.ones((3, 3, 3), bool)) & ~mask
+            around = label[ring]
+            out[mask] = np.bincount(around[around != k]).argmax() if np.any(around != k) else 0
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_lesion_relabelling_equals_the_reference_on_random_maps(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(6, 14, 3))
+    # blobs of 4 classes, speckled with small components touching each other and the borders
+    lab = rng.integers(0, 4, shape).astype(np.int16)
+    lab[rng.random(shape) < 0.5] = 0
+    lab[: shape[0] // 2] = np.where(rng.random((shape[0] // 2, *shape[1:])) < 0.8, 1, lab[: shape[0] // 2])
+    limits = {2: float(rng.integers(2, 9)), 3: float(rng.integers(2, 9))}
+    out = relabel_small_lesions(lab, limits)
+    assert np.array_equal(out, _relabel_reference(lab, limits))
+    assert not np.array_equal(out, lab)  # the maps do hold small lesions

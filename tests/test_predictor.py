@@ -89,8 +89,11 @@ def test_predict_and_evaluate_commands(ct_task, tmp_path, capsys):
     save_checkpoint(tmp_path / "w.pt", {"model": Oracle().state_dict()})
     code = main(["predict", "--model", "tests.test_predictor:oracle", "--plan", str(tmp_path / "plan.json"),
                  "--checkpoint", str(tmp_path / "w.pt"), "-i", str(images), "-o", str(tmp_path / "pred"),
-                 "--device", "cpu"])
+                 "--device", "cpu", "-v"])
     assert code == 0
+    stages = capsys.readouterr().out
+    for stage in ("read", "preprocess", "sliding window", "inverse", "write"):
+        assert f"{stage} " in stages  # rog predict -v: the seconds of each stage
     assert main(["evaluate", str(tmp_path / "pred"), str(refs), "--classes", "3"]) == 0
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert summary["mean"]["dice"][0] > 0.99 and summary["mean"]["dice"][1] > 0.99

@@ -85,3 +85,22 @@ def test_preprocess_is_resumable_and_never_takes_a_partial_case(ct_task, tmp_pat
     image2, _, _ = load_case(wd.preprocessed, "synthct_001")
     assert image2.ndim == 4
     assert not list(wd.preprocessed.glob(".*"))  # no temporary files left behind
+
+
+def test_streamed_inverse_equals_scipy_argmax_of_all_classes():
+    from scipy import ndimage
+
+    from rog.data.io import Geometry
+    from rog.data.preprocess import invert_to_label
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(9, 11, 7)).astype(np.float32).transpose(3, 0, 1, 2)  # [K, x, y, z]
+    geom = Geometry(((0, 0, 1.0, 0), (1.0, 0, 0, 0), (0, 1.0, 0, 0), (0, 0, 0, 1)), (13, 30, 25), (1, 1, 1), "SRA")
+    props = {"geometry": geom.to_dict(), "axes": [1, 2, 0], "crop_bbox": [[2, 27], [1, 14], [3, 12]],
+             "cropped_shape": [25, 13, 9]}
+    ref = np.zeros((30, 25, 13), np.uint8)  # canonical order, then back to the file's order
+    zoomed = np.stack([ndimage.zoom(p, np.array([25, 13, 9]) / np.array(p.shape), order=1, mode="nearest",
+                                    grid_mode=True) for p in probs])
+    ref[2:27, 1:14, 3:12] = zoomed.argmax(0)
+    ref = ref.transpose(np.argsort([1, 2, 0]))
+    out = invert_to_label(probs, props)
+    assert out.shape == (13, 30, 25) and (out == ref).mean() > 0.999

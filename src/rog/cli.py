@@ -128,8 +128,12 @@ def cmd_predict(a) -> int:
         steps = run.postprocessing_steps()
     cases = cases_from_input(a.input)
     from rog.devices import resolve_device
+    from rog.infer.predictor import StageTimes
+    times = StageTimes()
     status = predict_cases(model, plan, cases, a.output, resolve_device(a.device), a.overlap,
-                           [0, 1, 2] if a.tta else None, steps)
+                           [0, 1, 2] if a.tta else None, steps, times=times)
+    if a.verbose:
+        print("seconds per stage, all cases: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
     failed = {k: v for k, v in status.items() if v != "ok"}
     print(f"predicted {len(status) - len(failed)} of {len(status)} case(s) into {a.output}"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
@@ -324,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--postprocess", default="auto", choices=["auto", "on", "off"])
     s.add_argument("--overlap", type=_number(float, 0, 0.95), default=0.5)
     s.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8 passes)")
+    s.add_argument("-v", "--verbose", action="store_true", help="print the seconds of each stage")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_predict)
 

@@ -36,7 +36,8 @@ def class_kind(name: str) -> str:
 
 @dataclass
 class Plan:
-    """Per-task configuration. Spatial lists are per axis in the files' voxel order."""
+    """Per-task configuration. Spatial lists are per world axis (x, y, z): the voxel order
+    preprocessing puts every case in (`data.io.canonical_axes`), the files' own for most."""
 
     dataset: str
     modalities: list[str]

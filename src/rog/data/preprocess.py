@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -100,25 +103,40 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, geometry: Geo
     return image, label, props
 
 
-def invert_probabilities(probs: np.ndarray, props: dict) -> np.ndarray:
-    """Map class scores `[K, x, y, z]` on the preprocessed grid back to the original grid:
-    returns `[K, X, Y, Z]` in the file's voxel order; outside the cropped region the background
-    class gets all the mass."""
+def resample_linear(volume: np.ndarray, new_shape) -> np.ndarray:
+    """Linear resampling of one map `[X, Y, Z]` float32 to `new_shape` (pixel-area aligned,
+    edges repeated): scipy's `zoom(order=1, grid_mode=True, mode="nearest")` to 5e-6, with
+    torch's multi-threaded trilinear kernel (16x faster on a CT-sized map, docs/benchmarks.md)."""
+    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=tuple(int(n) for n in new_shape), mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def invert_to_label(class_maps: Iterable[np.ndarray], props: dict) -> np.ndarray:
+    """Label map `[X, Y, Z]` uint8 on the original grid (the file's voxel order) from per-class
+    scores on the preprocessed grid (`[x, y, z]` each, class 0 first): each map is resampled
+    linearly to the cropped region and the running argmax kept (ties to the lower class, as
+    argmax), so peak memory is about two full-resolution maps whatever the number of classes.
+    Outside the cropped region: background."""
     geom = Geometry.from_dict(props["geometry"])
     axes = props.get("axes", [0, 1, 2])  # cases preprocessed before axes were recorded: as stored
-    back = resample(probs.astype(np.float32), props["cropped_shape"], order=1)
-    out = np.zeros((probs.shape[0], *(geom.shape[a] for a in axes)), dtype=np.float32)
-    out[0] = 1.0
-    sl = tuple(slice(lo, hi) for lo, hi in props["crop_bbox"])
-    out[(slice(None), *sl)] = back
-    return np.ascontiguousarray(out.transpose(0, *(int(a) + 1 for a in np.argsort(axes))))
+    best = label = None
+    for k, scores in enumerate(class_maps):
+        m = resample_linear(scores, props["cropped_shape"])
+        if best is None:
+            best, label = m, np.zeros(m.shape, np.uint8)
+            continue
+        better = m > best
+        label[better] = k
+        np.maximum(best, m, out=best)
+    out = np.zeros([geom.shape[a] for a in axes], np.uint8)
+    out[tuple(slice(lo, hi) for lo, hi in props["crop_bbox"])] = label
+    return np.ascontiguousarray(out.transpose(np.argsort(axes)))
 
 
 def invert_label(label: np.ndarray, props: dict, num_classes: int) -> np.ndarray:
     """Map a label map `[x, y, z]` on the preprocessed grid back to `[X, Y, Z]` on the original
     grid (linear resampling of its one-hot encoding, then argmax, as nnU-Net does)."""
-    onehot = np.eye(num_classes, dtype=np.float32)[label.astype(np.int64)]
-    return invert_probabilities(np.moveaxis(onehot, -1, 0), props).argmax(0).astype(np.uint8)
+    return invert_to_label(((label == k).astype(np.float32) for k in range(num_classes)), props)
 
 
 def case_done(out_dir: Path, name: str) -> bool:

@@ -29,18 +29,29 @@ def keep_largest_component(label: np.ndarray, classes) -> np.ndarray:
 
 def relabel_small_lesions(label: np.ndarray, min_voxels: dict[int, float]) -> np.ndarray:
     """Components of lesion class k smaller than `min_voxels[k]` take the most common label
-    on their outer boundary (the surrounding class). `[X, Y, Z]` -> same shape."""
+    on their outer boundary (the surrounding class; ties to the lower label, background when
+    nothing surrounds them). `[X, Y, Z]` -> same shape.
+
+    Linear in the volume: one labelling per class, then each small component is handled
+    inside its own bounding box grown by one voxel (`ndimage.find_objects`), so a noisy map
+    with many components costs the sum of their boxes, not components x volume."""
     out = label.copy()
+    ball = np.ones((3, 3, 3), bool)
     for k, limit in min_voxels.items():
         comps, n = cc3d.connected_components(label == k, connectivity=26, return_N=True)
         if n == 0:
             continue
-        sizes = np.bincount(comps.ravel())
-        for c in np.flatnonzero(sizes[1:] < limit) + 1:
-            mask = comps == c
-            ring = ndimage.binary_dilation(mask, np.ones((3, 3, 3), bool)) & ~mask
-            around = label[ring]
-            out[mask] = np.bincount(around[around != k]).argmax() if np.any(around != k) else 0
+        small = np.bincount(comps.ravel(), minlength=n + 1) < limit
+        for c, box in enumerate(ndimage.find_objects(comps), start=1):
+            if not small[c]:
+                continue
+            grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, dim)) for s, dim in zip(box, label.shape))
+            mask = comps[grown] == c
+            # the 26-neighbour ring lies within the grown box, where dilation equals the global one
+            ring = ndimage.binary_dilation(mask, ball) & ~mask
+            around = label[grown][ring]
+            around = around[around != k]
+            out[grown][mask] = np.bincount(around).argmax() if around.size else 0
     return out
 
 

@@ -6,6 +6,8 @@ post-processing -> uint8 NIfTI with the input's exact shape and affine.
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +19,7 @@ from tqdm import tqdm
 from rog.atomic import writable_dir
 from rog.data.dataset import Case, load_dataset
 from rog.data.io import Geometry, VolumeError, write_label
-from rog.data.preprocess import invert_probabilities, preprocess_arrays
+from rog.data.preprocess import invert_to_label, preprocess_arrays
 from rog.data.validate import read_valid_image
 from rog.infer.postprocess import class_groups, postprocess
 from rog.infer.sliding_window import sliding_window
@@ -35,16 +37,35 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, plan: Plan, devic
     return torch.softmax(logits[0].float(), 0).cpu().numpy()
 
 
+class StageTimes(dict):
+    """Seconds per stage, summed over cases: `with times("read"): ...`."""
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[stage] = self.get(stage, 0.0) + time.perf_counter() - t0
+
+
 def predict_case(model: nn.Module, image: np.ndarray, geometry: Geometry, plan: Plan, device="cpu",
-                 overlap: float = 0.5, mirror_axes=None, steps: dict | None = None) -> np.ndarray:
+                 overlap: float = 0.5, mirror_axes=None, steps: dict | None = None,
+                 times: StageTimes | None = None) -> np.ndarray:
     """Label map `[X, Y, Z]` uint8 on the original grid for a raw image `[C, X, Y, Z]` (with
-    the plan's channel count, validated by the caller: `read_valid_image`)."""
-    pre, _, props = preprocess_arrays(image, None, geometry, plan)
-    probs = predict_probabilities(model, pre, plan, device, overlap, mirror_axes)
-    label = invert_probabilities(probs, props).argmax(0).astype(np.uint8)
+    the plan's channel count, validated by the caller: `read_valid_image`). `times` collects
+    the seconds of each stage: preprocess, sliding window, inverse, post-process."""
+    times = times if times is not None else StageTimes()
+    with times("preprocess"):
+        pre, _, props = preprocess_arrays(image, None, geometry, plan)
+    with times("sliding window"):
+        probs = predict_probabilities(model, pre, plan, device, overlap, mirror_axes)
+    with times("inverse"):
+        label = invert_to_label(probs, props)
     if steps:
-        organs, lesions = class_groups(plan, float(np.prod(geometry.spacing)))
-        label = postprocess(label, steps, organs, lesions)
+        with times("post-process"):
+            organs, lesions = class_groups(plan, float(np.prod(geometry.spacing)))
+            label = postprocess(label, steps, organs, lesions)
     return label
 
 
@@ -79,17 +100,21 @@ def _cases_in(path: Path) -> list[Case]:
 
 def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str | Path, device="cpu",
                   overlap: float = 0.5, mirror_axes=None, steps: dict | None = None,
-                  progress: bool = True) -> dict[str, str]:
+                  progress: bool = True, times: StageTimes | None = None) -> dict[str, str]:
     """Predict each case into `out_dir/NAME.nii.gz`. A failing case is reported by name and
-    the others still complete. Returns {name: 'ok' or the error message}."""
+    the others still complete. Returns {name: 'ok' or the error message}; `times` collects the
+    seconds of each stage (read and write too) over all cases."""
+    times = times if times is not None else StageTimes()
     out_dir = writable_dir(out_dir)
     model = model.to(device).eval()
     status = {}
     for case in tqdm(cases, desc="predict", disable=not progress):
         try:
-            image, geom = read_valid_image(case, plan.num_channels)
-            label = predict_case(model, image, geom, plan, device, overlap, mirror_axes, steps)
-            write_label(out_dir / f"{case.name}.nii.gz", label, geom)
+            with times("read"):
+                image, geom = read_valid_image(case, plan.num_channels)
+            label = predict_case(model, image, geom, plan, device, overlap, mirror_axes, steps, times)
+            with times("write"):
+                write_label(out_dir / f"{case.name}.nii.gz", label, geom)
             status[case.name] = "ok"
         except (VolumeError, ValueError) as e:
             status[case.name] = f"failed: {e}"

@@ -107,7 +107,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     if panels:
         rows = [p for e in entries if (p := _panel(e, eps_keys[t_eps]))]
         if rows:
-            figures.qualitative(out / "qualitative.png", rows)
+            figures.qualitative(out / "qualitative.png", rows, entries[0]["num_classes"])
             figs.append("qualitative.png")
     summary = {"table_eps": t_eps, "models": {
         e["name"]: {"clean_dice": e["clean_dice"], "clean_dice_per_class": e["clean_dice_per_class"],

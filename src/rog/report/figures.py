@@ -66,7 +66,7 @@ def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> 
     return aucs
 
 
-def qualitative(path: Path, panels: list[dict]) -> None:
+def qualitative(path: Path, panels: list[dict], num_classes: int) -> None:
     """Figure 5: per model, image slice, ground truth, clean and adversarial predictions and
     the perturbation: the 2-D arrays the benchmark recorded (`bench.records.qualitative_slice`)."""
     plt = _plt()
@@ -75,7 +75,7 @@ def qualitative(path: Path, panels: list[dict]) -> None:
     for r, p in enumerate(panels):
         row = axes[r]
         z = int(p["slice"])
-        vmax = max(int(p["gt"].max()), 1)
+        vmax = num_classes - 1  # one colour per class in every row, whatever a slice holds
         images = [p["image"], p["gt"], p["clean"], p["adv"], p["delta"]]
         for j, (ax, im) in enumerate(zip(row, images)):
             if j == 0:
