@@ -89,7 +89,7 @@ def _data(img: nib.Nifti1Image, path: Path, dtype) -> np.ndarray:
 
 
 def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]:
-    """Read one image as `[C, X, Y, Z]` float32.
+    """Read one image as `[C, X, Y, Z]` float32 (any memory layout).
 
     `paths` is either one 3D/4D file (MSD v1: 4D is channel-last) or one 3D file per channel
     (nnU-Net v2). All channel files must share one grid.
@@ -112,7 +112,8 @@ def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]:
         channels.append(data)
     if geometry is None:
         raise VolumeError("<none>", "no image file given")
-    return np.ascontiguousarray(np.concatenate(channels, axis=0)), geometry
+    # in the file's (Fortran) memory order: a C-order copy of a CT would cost more than reading it
+    return (channels[0] if len(channels) == 1 else np.concatenate(channels, axis=0)), geometry
 
 
 def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:

@@ -50,9 +50,11 @@ def resample(data: np.ndarray, new_shape, order: int, axis: int | None = None) -
     for ch in data:
         factors = np.array(new_shape) / np.array(ch.shape)
         if axis is not None and order > 0:
-            inplane = factors.copy()
-            inplane[axis] = 1.0
-            ch = ndimage.zoom(ch, inplane, order=order, mode="nearest", grid_mode=True)
+            # slice by slice in-plane: a 3-D zoom with factor 1 through-plane gives the same
+            # values (the spline interpolates its nodes) but also filters along that axis
+            inplane = np.delete(factors, axis)
+            ch = np.stack([ndimage.zoom(sl, inplane, order=order, mode="nearest", grid_mode=True)
+                           for sl in np.moveaxis(ch, axis, 0)], axis=axis)
             through = np.ones(3)
             through[axis] = factors[axis]
             ch = ndimage.zoom(ch, through, order=0, mode="nearest", grid_mode=True)
