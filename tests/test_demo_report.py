@@ -34,12 +34,20 @@ def test_demo_quick_produces_a_complete_report(demo):
         assert all(0 <= v["worst_case_dice"] <= 1 for v in m["eps"].values())
         assert m["parameters"] > 0 and m["test"] is not None
     assert "Validity checks" in html and "apgd-ce" in html
+    # the short corruption sweep: every model, the quick corruptions, mCE against DynUNet
+    assert "dice_vs_severity.png" in summary["figures"] and "Scanner artefacts" in html
+    corr = summary["corruptions"]
+    assert set(corr) == {"rog_clean", "rog_free", "dynunet"} and corr["dynunet"]["mce"] == pytest.approx(1.0)
+    for m in corr.values():
+        assert set(m["corruptions"]) == {"noise", "blur", "motion", "anisotropy"}
+        assert all(0 <= c["mean_dice"] <= 1 for c in m["corruptions"].values())
 
 
 def test_demo_resumes_by_skipping_finished_stages(demo, capsys):
     assert main(["demo", "--quick", "-w", str(demo)]) == 0
     out = capsys.readouterr().out
     assert out.count("trained already") == 3 and out.count("attack results exist") == 3
+    assert out.count("corruption results exist") == 3
 
 
 def test_free_at_run_really_perturbed_its_inputs(demo):

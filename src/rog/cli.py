@@ -156,6 +156,19 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def _sweep_inputs(a, folder: str):
+    """(model, plan, run, data folder, output folder) of `rog attack` / `rog corrupt`."""
+    model, plan, run = _load_model(a)
+    if a.data:
+        data = Path(a.data)
+    elif run is not None:
+        data = run.workdir.preprocessed
+    else:
+        raise FileNotFoundError("--model needs --data (a preprocessed folder)")
+    out = Path(a.out) if a.out else (run.workdir.results(f"{run.name}-{folder}").path if run else Path(f"rog_{folder}"))
+    return model, plan, run, data, out
+
+
 def cmd_attack(a) -> int:
     small = [e for e in a.eps if e < 1]
     if small:
@@ -166,14 +179,7 @@ def cmd_attack(a) -> int:
     from rog.devices import init_distributed, resolve_device
     config = BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=a.scope,
                              norm=a.norm, seed=a.seed)
-    model, plan, run = _load_model(a)
-    if a.data:
-        data = Path(a.data)
-    elif run is not None:
-        data = run.workdir.preprocessed
-    else:
-        raise FileNotFoundError("--model needs --data (a preprocessed folder)")
-    out = Path(a.out) if a.out else (run.workdir.results(f"{run.name}-{a.scope}").path if run else Path("rog_attacks"))
+    model, plan, run, data, out = _sweep_inputs(a, a.scope)
     device = resolve_device(a.device)
     init_distributed()
     doc = benchmark(model, plan, data, out, config, run=run, model_name=a.model,
@@ -187,16 +193,45 @@ def cmd_attack(a) -> int:
     for eps, e in sorted(s["eps"].items(), key=lambda kv: float(kv[0])):
         print(f"eps {float(eps):>5g}/255: worst-case Dice {e['worst_case_dice']:.4f}, "
               f"robust accuracy {e['robust_accuracy']:.3f}")
+    _print_checks(doc, out)
+    return 0
+
+
+def _print_checks(doc: dict, out: Path) -> None:
     for c in doc["checks"]:
         print(f"check {c['status'].upper():>7}: {c['name']}: {c['detail']}")
     print(f"results in {out}")
+
+
+def cmd_corrupt(a) -> int:
+    from rog.bench.corruption import CorruptionConfig
+    from rog.bench.job import corruption_sweep
+    from rog.devices import init_distributed, resolve_device
+    config = CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed)
+    model, plan, run, data, out = _sweep_inputs(a, "corruptions")
+    device = resolve_device(a.device)
+    init_distributed()
+    doc = corruption_sweep(model, plan, data, out, config, run=run, model_name=a.model,
+                           weights=run.weights() if run else a.checkpoint, names=a.cases, max_cases=a.max_cases,
+                           label=a.label, device=device)
+    if not doc:
+        return 0
+    s = doc["summary"]
+    print(f"{len(doc['clean'])} case(s): {doc['meta']['cases_source_text']}; clean Dice {s['clean_dice']:.4f}")
+    head = " ".join(f"{'sev ' + str(v):>7}" for v in config.severities)
+    print(f"{'corruption':<11} {head}  {'mean':>6}  rel. AUC")
+    for name, c in s["corruptions"].items():
+        cells = " ".join(f"{c['severity'][str(v)]:>7.4f}" for v in config.severities)
+        print(f"{name:<11} {cells}  {c['mean_dice']:>6.4f}  {c['relative_auc']:.3f}")
+    print(f"mean corruption Dice {s['mean_corruption_dice']:.4f}")
+    _print_checks(doc, out)
     return 0
 
 
 # options of `rog train` that are TrainConfig fields; unset unless given on the command line,
 # so that TrainConfig's defaults apply to a new run and a resumed run keeps its own values
-TRAIN_OPTIONS = ("epochs", "iterations", "batch_size", "lr", "patience", "fold", "seed", "model", "adv", "eps",
-                 "replays", "divide_epochs", "pgd_steps", "init_from", "precision", "device", "workers",
+TRAIN_OPTIONS = ("epochs", "iterations", "batch_size", "lr", "patience", "fold", "seed", "model", "adv", "augment",
+                 "eps", "replays", "divide_epochs", "pgd_steps", "init_from", "precision", "device", "workers",
                  "save_every", "tensorboard")
 
 
@@ -221,9 +256,12 @@ def cmd_train(a) -> int:
 
 def cmd_report(a) -> int:
     from rog.report.build import build_report
-    summary = build_report(a.inputs, a.out, a.table_eps, panels=not a.no_panels)
+    summary = build_report(a.inputs, a.out, a.table_eps, panels=not a.no_panels, baseline=a.baseline)
     for name, m in summary["models"].items():
         print(f"{name}: clean Dice {m['clean_dice']:.4f}, AUC {m['auc_worst_case']:.3f}")
+    for name, m in summary["corruptions"].items():
+        print(f"{name}: mean corruption Dice {m['mean_corruption_dice']:.4f}"
+              + (f", mCE {m['mce']:.2f}" if m["mce"] is not None else ""))
     print(f"report written to {Path(a.out) / 'report.html'}")
     return 0
 
@@ -238,6 +276,21 @@ def cmd_run_paper(a) -> int:
     from rog.demo import PAPER, run_experiment
     ds = load_dataset(a.dataset)
     return run_experiment(Path(a.dataset), Path(a.workdir or Path("rog_work") / ds.name), PAPER, a.device)
+
+
+def _model_source_arguments(s) -> None:
+    """The model, data and case options that `attack` and `corrupt` share."""
+    s.add_argument("--cases", nargs="*", help="case names (default: the labelled test cases, else the run's "
+                   "held-out split, else its validation split)")
+    s.add_argument("--max-cases", type=POSITIVE_INT, default=None)
+    s.add_argument("--seed", type=COUNT, default=0)
+    s.add_argument("--model", help="registered name or package.module:factory")
+    s.add_argument("--checkpoint")
+    s.add_argument("--plan")
+    s.add_argument("--data", help="preprocessed folder (default: the run's work directory)")
+    s.add_argument("--label", help="model name in results and reports (default: the run's name)")
+    s.add_argument("-o", "--out", default=None)
+    s.add_argument("--device", default="auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=COUNT, default=unset, help="(default 0)")
     s.add_argument("--seed", type=COUNT, default=unset, help="(default 0)")
     s.add_argument("--adv", choices=["free", "pgd"], default=unset)
+    s.add_argument("--augment", choices=["default", "corruptions"], default=unset,
+                   help="'corruptions': also scanner artefacts on half the training patches (default: default)")
     s.add_argument("--eps", type=EPS, default=unset, help="adversarial eps on the /255 range scale (default 8)")
     s.add_argument("--replays", type=POSITIVE_INT, default=unset, help="Free AT minibatch replays m (default 5)")
     s.add_argument("--no-divide-epochs", dest="divide_epochs", action="store_false", default=unset,
@@ -349,24 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--queries", type=POSITIVE_INT, nargs="+", default=[500])
     s.add_argument("--scope", default="patch", choices=["patch", "volume"])
     s.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    s.add_argument("--cases", nargs="*", help="case names (default: the labelled test cases, else the run's "
-                   "held-out split, else its validation split)")
-    s.add_argument("--max-cases", type=POSITIVE_INT, default=None)
-    s.add_argument("--seed", type=COUNT, default=0)
-    s.add_argument("--model", help="registered name or package.module:factory")
-    s.add_argument("--checkpoint")
-    s.add_argument("--plan")
-    s.add_argument("--data", help="preprocessed folder (default: the run's work directory)")
-    s.add_argument("--label", help="model name in results and reports (default: the run's name)")
-    s.add_argument("-o", "--out", default=None)
-    s.add_argument("--device", default="auto")
+    _model_source_arguments(s)
     s.set_defaults(fn=cmd_attack)
 
+    s = sub.add_parser("corrupt", help="robustness to scanner artefacts: corruptions x severities (TorchIO)")
+    s.add_argument("run", nargs="?", help="run directory (or --model/--plan/--data)")
+    s.add_argument("--corruptions", nargs="+", default=["all"],
+                   help="noise, blur, bias, motion, ghosting, spike, gamma, anisotropy, or 'all'")
+    s.add_argument("--severities", type=_number(int, 1, 5), nargs="+", default=[1, 2, 3, 4, 5], help="1 to 5")
+    _model_source_arguments(s)
+    s.set_defaults(fn=cmd_corrupt)
+
     s = sub.add_parser("report", help="HTML report with the paper's figures and tables")
-    s.add_argument("inputs", nargs="+", help="attack folders (results.json) or run folders")
+    s.add_argument("inputs", nargs="+", help="results folders (attack or corruption) or run folders")
     s.add_argument("-o", "--out", default="rog_report")
     s.add_argument("--table-eps", type=EPS, default=8.0)
-    s.add_argument("--no-panels", action="store_true", help="skip the qualitative figure (needs the models)")
+    s.add_argument("--no-panels", action="store_true", help="skip the qualitative figure")
+    s.add_argument("--baseline", help="label of the model corruption errors are relative to (ImageNet-C's mCE)")
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("demo", help="run the pipeline end to end on the embedded synthetic task")

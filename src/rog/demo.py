@@ -2,10 +2,11 @@
 
 Stages: synthetic data -> check -> plan -> preprocess -> ROG clean -> ROG fine-tuned with
 Free AT -> DynUNet baseline with the clean budget -> predictions and scores on the held-out
-test cases -> attack sweep (standard AutoAttack ensemble plus PGD, patch scope) on all three
--> report. Each stage prints where it is and is skipped when its output exists, so an
-interrupted demo resumes. The budgets are a scaled-down version of the paper's (CPU minutes,
-not GPU days); `run-paper` has the paper's settings.
+test cases -> attack sweep (standard AutoAttack ensemble plus PGD, patch scope) and a short
+corruption sweep (scanner artefacts, whole cases) on all three -> report. Each stage prints
+where it is and is skipped when its output exists, so an interrupted demo resumes. The
+budgets are a scaled-down version of the paper's (CPU minutes, not GPU days); `run-paper`
+has the paper's settings.
 """
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ class DemoSettings:
     iters: int = 5
     queries: int = 100
     attack_cases: int | None = None
+    corruptions: tuple[str, ...] = ("all",)
+    severities: tuple[int, ...] = (1, 3, 5)
 
 
-QUICK = DemoSettings(cases=6, size=(24, 32), epochs=6, iterations=4, free_epochs=5, queries=10, attack_cases=2)
+QUICK = DemoSettings(cases=6, size=(24, 32), epochs=6, iterations=4, free_epochs=5, queries=10, attack_cases=2,
+                     corruptions=("noise", "blur", "motion", "anisotropy"), severities=(2, 5))
 # the paper's settings (REFERENCE section 3 and 5), for `rog run-paper` on a real MSD task
 PAPER = DemoSettings(width=64, epochs=1000, iterations=None, batch_size=None, lr=1e-3, free_epochs=1000,
                      queries=500, attack_cases=None)
@@ -85,13 +89,17 @@ def run_experiment(data: Path, workdir: Path, s: DemoSettings, device: str = "au
         _test_eval(wd, ds, name, stage)
     for name in runs:
         _attack(wd, name, s, stage, base.device)
+        _corrupt(wd, name, s, stage, base.device)
     stage("report")
     from rog.report.build import build_report
-    summary = build_report([wd.results(f"{n}-patch").path for n in runs], wd.root / "report")
+    summary = build_report([wd.results(f"{n}-{kind}").path for n in runs for kind in ("patch", "corruptions")],
+                           wd.root / "report", baseline="dynunet")
     for name, m in summary["models"].items():
         e8 = m["eps"].get("8.0", {})
+        c = summary["corruptions"][name]
         print(f"    {name:<10} clean Dice {m['clean_dice']:.3f}  worst-case Dice at 8/255 "
-              f"{e8.get('worst_case_dice', float('nan')):.3f}  AUC {m['auc_worst_case']:.3f}")
+              f"{e8.get('worst_case_dice', float('nan')):.3f}  AUC {m['auc_worst_case']:.3f}  "
+              f"mean corruption Dice {c['mean_corruption_dice']:.3f}")
     stage(f"done: open {wd.root / 'report' / 'report.html'}")
     return 0
 
@@ -141,3 +149,20 @@ def _attack(wd: Workdir, name: str, s: DemoSettings, stage, device: str = "auto"
     config = BenchmarkConfig(eps=list(s.eps), attacks=["standard", "pgd"], iters=[s.iters], queries=[s.queries])
     benchmark(model, plan, wd.preprocessed, out.path, config, run=run, weights=run.weights(),
               max_cases=s.attack_cases, label=name, device=resolve_device(device))
+
+
+def _corrupt(wd: Workdir, name: str, s: DemoSettings, stage, device: str = "auto") -> None:
+    from rog.bench.corruption import CorruptionConfig
+    from rog.bench.job import corruption_sweep
+    from rog.checkpoint import load_run
+    from rog.devices import resolve_device
+    out = wd.results(f"{name}-corruptions")
+    if out.finished():
+        stage(f"{name}: corruption results exist, skipped")
+        return
+    run = wd.run(name)
+    stage(f"{name}: corruption sweep {list(s.corruptions)} at severities {list(s.severities)} -> {out}")
+    model, plan, _ = load_run(run)
+    config = CorruptionConfig(corruptions=list(s.corruptions), severities=list(s.severities))
+    corruption_sweep(model, plan, wd.preprocessed, out.path, config, run=run, weights=run.weights(),
+                     max_cases=s.attack_cases, label=name, device=resolve_device(device))

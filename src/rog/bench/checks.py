@@ -106,3 +106,26 @@ def iterations_converged(records: list[dict], tol: float = 0.05) -> dict:
     return _result("iterations converged", not notes,
                    "more iterations change Dice by less than %.2f" % tol if not notes else
                    "; ".join(notes) + ": results may overestimate robustness", warn=True)
+
+
+def severity_zero(agreements: dict[str, float], tol: float = 1e-3) -> dict:
+    """Each corruption at severity 0 (its identity parameter, same code path) must give the
+    clean prediction: `agreements` is the share of voxels per corruption equal to it."""
+    bad = {k: v for k, v in agreements.items() if v < 1 - tol}
+    return _result("severity 0 is clean", not bad,
+                   f"every corruption at severity 0 reproduces the clean prediction (min agreement "
+                   f"{min(agreements.values()):.4f})" if not bad else
+                   f"severity 0 changes the prediction for {sorted(bad)}: the corruption path alters clean inputs")
+
+
+def monotone_in_severity(summary: dict, tol: float = 0.02) -> dict:
+    """Mean Dice should not rise with severity beyond noise (a warning: some corruptions are
+    not monotone for every model, but a large rise suggests a broken transform)."""
+    rises = []
+    for name, c in summary["corruptions"].items():
+        levels = sorted(c["severity"], key=int)
+        dice = [summary["clean_dice"]] + [c["severity"][s] for s in levels]
+        rises += [f"{name} {a}->{b}" for a, b, da, db in zip(["0", *levels], levels, dice, dice[1:]) if db > da + tol]
+    return _result("Dice falls with severity", not rises,
+                   f"mean Dice never rises by more than {tol} with severity" if not rises else
+                   "mean Dice rises with severity: " + ", ".join(rises), warn=True)

@@ -25,10 +25,6 @@ class BenchError(ValueError):
     by another configuration, case list or model); the message names the argument or file."""
 
 
-CSV_COLUMNS = ["case", "attack", "eps", "budget", "dice", "broken", "norm", "seconds", "in_ball", "in_box",
-               "finite", "found", "skipped"]
-
-
 def measure(pred: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, x: torch.Tensor, lo: torch.Tensor,
             hi: torch.Tensor, threat: ThreatModel, num_classes: int, tau: float) -> dict:
     """Fields of a record for one instance: pred and y `[1, ...]` (labels), x_adv, x `[1, C, ...]`,
@@ -48,9 +44,9 @@ def measure(pred: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, x: torch.T
             "finite": bool(torch.isfinite(x_adv).all())}
 
 
-def to_csv(records: list[dict]) -> str:
+def to_csv(records: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore")
+    w = csv.DictWriter(buf, columns, extrasaction="ignore")
     w.writeheader()
     w.writerows(records)
     return buf.getvalue()

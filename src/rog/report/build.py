@@ -15,6 +15,7 @@ import numpy as np
 
 from rog.atomic import write_json, write_text
 from rog.bench.records import load_qualitative
+from rog.evaluate.corruption import corruption_errors
 from rog.report import figures
 from rog.rundir import ResultsDir, RunDir
 
@@ -33,10 +34,20 @@ def _find_results(inputs: list[str | Path]) -> list[ResultsDir]:
     return found
 
 
-def _model_entry(folder: ResultsDir) -> dict:
+def _finished(folder: ResultsDir) -> dict:
     doc = folder.read()
     if "summary" not in doc:
-        raise FileNotFoundError(f"{folder.results()}: the attack run has not finished (no summary)")
+        raise FileNotFoundError(f"{folder.results()}: the run has not finished (no summary)")
+    return doc
+
+
+def _corruption_entry(folder: ResultsDir, doc: dict) -> dict:
+    meta = doc.get("meta", {})
+    return {"name": meta.get("label", folder.path.name), "folder": str(folder), "summary": doc["summary"],
+            "checks": doc.get("checks", []), "config": doc["config"], "meta": meta}
+
+
+def _model_entry(folder: ResultsDir, doc: dict) -> dict:
     meta = doc.get("meta", {})
     s = doc["summary"]
     clean = doc["clean"]
@@ -86,11 +97,22 @@ def _fmt(v, digits=3):
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
 
 
-def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8.0, panels: bool = True) -> dict:
-    """Write OUT/report.html, OUT/*.png and OUT/summary.json; returns the summary."""
+def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8.0, panels: bool = True,
+                 baseline: str | None = None) -> dict:
+    """Write OUT/report.html, OUT/*.png and OUT/summary.json; returns the summary. Attack
+    results give the paper's figures; corruption results a section of their own, with
+    corruption errors relative to the model labelled `baseline` where given."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    entries = [_model_entry(f) for f in _find_results(inputs)]
+    docs = [(f, _finished(f)) for f in _find_results(inputs)]
+    corruption = [_corruption_entry(f, d) for f, d in docs if d.get("kind") == "corruption"]
+    entries = [_model_entry(f, d) for f, d in docs if d.get("kind", "attack") == "attack"]
+    corruption_summary, corruption_html = _corruptions(corruption, out, baseline)
+    if not entries:
+        summary = {"models": {}, "corruptions": corruption_summary, "figures": ["dice_vs_severity.png"]}
+        write_json(out / "summary.json", summary)
+        write_text(out / "report.html", _HEAD + corruption_html + "</body></html>")
+        return summary
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         for e in entries:
@@ -118,20 +140,59 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
                     "parameters": (tables[e["name"]] or {}).get("parameters"),
                     "gflops": (tables[e["name"]] or {}).get("gflops"),
                     "test": (tables[e["name"]] or {}).get("test")} for e in entries},
-        "figures": figs}
+        "figures": figs + (["dice_vs_severity.png"] if corruption else []), "corruptions": corruption_summary}
     write_json(out / "summary.json", summary)
-    write_text(out / "report.html", _html(entries, summary, class_names, tables, t_eps, eps_keys[t_eps], figs))
+    page = _html(entries, summary, class_names, tables, t_eps, eps_keys[t_eps], figs)
+    write_text(out / "report.html", page.replace("</body></html>", corruption_html + "</body></html>"))
     return summary
+
+
+def _corruptions(entries: list[dict], out: Path, baseline: str | None) -> tuple[dict, str]:
+    """Summary and HTML section of the corruption results (empty when there are none)."""
+    if not entries:
+        return {}, ""
+    figures.dice_vs_severity(out / "dice_vs_severity.png", {e["name"]: e["summary"] for e in entries})
+    base = next((e["summary"] for e in entries if e["name"] == baseline), None)
+    names = list(entries[0]["summary"]["corruptions"])
+    summary = {e["name"]: {"clean_dice": e["summary"]["clean_dice"],
+                           "mean_corruption_dice": e["summary"]["mean_corruption_dice"],
+                           "corruptions": {c: {k: v[k] for k in ("mean_dice", "relative_auc")}
+                                           for c, v in e["summary"]["corruptions"].items()},
+                           "mce": corruption_errors(e["summary"], base)["mce"] if base else None}
+               for e in entries}
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(n)}</td><td>{_fmt(m['clean_dice'])}</td>" + "".join(
+            f"<td>{_fmt(m['corruptions'].get(c, {}).get('mean_dice'))} "
+            f"({_fmt(m['corruptions'].get(c, {}).get('relative_auc'), 2)})</td>" for c in names)
+        + f"<td>{_fmt(m['mean_corruption_dice'])}</td><td>{_fmt(m['mce'], 2)}</td></tr>" for n, m in summary.items())
+    checks = "".join(f"<tr class='{c['status']}'><td>{esc(e['name'])}</td><td>{esc(c['name'])}</td>"
+                     f"<td>{c['status']}</td><td style='text-align:left'>{esc(c['detail'])}</td></tr>"
+                     for e in entries for c in e["checks"])
+    section = (
+        "<h2>Scanner artefacts (corruptions)</h2><img src='dice_vs_severity.png' alt='Dice vs severity'>"
+        f"<table><tr><th>model</th><th>clean</th>{''.join(f'<th>{esc(c)}</th>' for c in names)}"
+        f"<th>mean corruption Dice</th><th>mCE vs {esc(baseline or 'no baseline')}</th></tr>{rows}</table>"
+        "<p>Cells: mean Dice over the severities run (area under the Dice-severity curve relative to the clean "
+        "Dice, as ROOD-MRI reports it). mCE: ImageNet-C's mean corruption error relative to the baseline "
+        "(1 = as robust as it, lower is better). Corruptions and their physical parameters: "
+        "<code>rog.corruptions</code>; whole cases through the sliding window; "
+        f"cases: {esc(entries[0]['meta'].get('cases_source_text', 'not recorded'))}.</p>"
+        f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
+    return summary, section
+
+
+_HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>rog robustness report</title><style>"
+         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+         "th{background:#f2f2f2}.fail{background:#fdd;font-weight:bold}.warn{background:#ffe9b3}"
+         ".pass{background:#e3f7e3}img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}"
+         "</style></head><body><h1>Robustness report</h1>")
 
 
 def _html(entries, summary, class_names, tables, t_eps, t_key, figs) -> str:
     e = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>rog robustness report</title><style>",
-             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "th{background:#f2f2f2}.fail{background:#fdd;font-weight:bold}.warn{background:#ffe9b3}"
-             ".pass{background:#e3f7e3}img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}",
-             "</style></head><body><h1>Robustness report</h1>"]
+    parts = [_HEAD]
     failing = [(x["name"], c) for x in entries for c in x["checks"] if c["status"] == "fail"]
     if failing:
         parts.append("<div class='fail'><h2>Validity checks FAILED</h2><ul>" + "".join(

@@ -92,3 +92,21 @@ def qualitative(path: Path, panels: list[dict], num_classes: int) -> None:
         row[0].set_ylabel(f"{p['model']}\n{p['case']}, slice {z}", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def dice_vs_severity(path: Path, summaries: dict[str, dict]) -> None:
+    """Corruptions: mean Dice vs severity (0 = clean), one panel per model, one curve per
+    corruption (ROOD-MRI's degradation curves)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.6), squeeze=False)
+    for ax, (name, s) in zip(axes[0], summaries.items()):
+        for c, v in s["corruptions"].items():
+            levels = sorted(v["severity"], key=int)
+            ax.plot([0, *map(int, levels)], [s["clean_dice"], *(v["severity"][k] for k in levels)], marker="o", label=c)
+        ax.set_title(name)
+        ax.set_xlabel("severity")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("mean Dice")
+    _save(fig, path)

@@ -14,14 +14,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rog.corruptions import CORRUPTIONS, corrupt
 from rog.data.preprocess import load_case
 from rog.data.sampling import centred_patch, class_locations, sample_patch
 from rog.train.augment import augment, build_augmentation
 
 
 class TrainPatches(Dataset):
+    """Item j: (image `[C, *patch]` float32, label `[*patch]` int64). With `corruption_spacing`
+    (the voxel spacing in mm) half the augmented patches also get one scanner artefact of
+    `rog.corruptions` at a random severity 1-5 (`--augment corruptions`)."""
+
     def __init__(self, data_dir: str | Path, cases: list[str], crop_size, patch_size, items: int,
-                 seed: int = 0, fg_prob: float = 0.5, augment_data: bool = True, rank: int = 0, world: int = 1):
+                 seed: int = 0, fg_prob: float = 0.5, augment_data: bool = True, rank: int = 0, world: int = 1,
+                 corruption_spacing=None):
+        self.corruption_spacing = corruption_spacing
         self.data_dir, self.cases = Path(data_dir), list(cases)
         self.crop_size, self.patch_size = list(crop_size), list(patch_size)
         self.seed, self.fg_prob, self.augment_data = seed, fg_prob, augment_data
@@ -54,7 +61,18 @@ class TrainPatches(Dataset):
             return torch.from_numpy(np.ascontiguousarray(img, np.float32)), torch.from_numpy(lab.astype(np.int64))
         if self._transform is None:
             self._transform = build_augmentation(self.patch_size)
-        return augment(self._transform, img, lab, int(rng.integers(2 ** 31)))
+        img, lab = augment(self._transform, img, lab, int(rng.integers(2 ** 31)))
+        if self.corruption_spacing is not None and rng.random() < 0.5:  # drawn after: the rest is unchanged
+            img = self._corrupt(img, lab, rng)
+        return img, lab
+
+    def _corrupt(self, img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        names = list(CORRUPTIONS)
+        name, severity = names[int(rng.integers(len(names)))], int(rng.integers(1, 6))
+        flat, fg = img.flatten(1), lab.flatten() > 0
+        sd = (flat[:, fg] if bool(fg.any()) else flat).std(1)
+        return corrupt(img, name, severity, self.corruption_spacing, flat.amin(1), flat.amax(1), sd,
+                       int(rng.integers(2 ** 31)))
 
 
 def validation_patches(data_dir: str | Path, cases: list[str], patch_size) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     model: str | None = None  # default: the plan's
     adv: str | None = None  # None, "free" or "pgd"
+    augment: str = "default"  # or "corruptions": also scanner artefacts (rog.corruptions) on half the patches
     eps: float = 8.0  # /255 of the patch's channel range
     replays: int = 5  # Free AT's m
     divide_epochs: bool = True  # Free AT: epochs / m, so the cost equals clean training
@@ -178,7 +179,8 @@ class Trainer:
         batch = cfg.batch_size or self.plan.batch_size
         iters = cfg.iterations or max(1, math.ceil(len(split["train"]) / batch))
         data = TrainPatches(self.data_dir, split["train"], self.plan.crop_size, self.plan.patch_size,
-                            iters * batch, cfg.seed, rank=self.rank, world=self.world)
+                            iters * batch, cfg.seed, rank=self.rank, world=self.world,
+                            corruption_spacing=self.plan.target_spacing if cfg.augment == "corruptions" else None)
         val = validation_patches(self.data_dir, split["val"], self.plan.patch_size)
         writer = self._tensorboard()
         lr0 = cfg.lr

@@ -1,0 +1,88 @@
+"""The corruption sweep: every case x corruption x severity through the sliding window, in the
+same record format, folder rules and sharding as the attack benchmark (`Sweep`)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rog.attacks.base import frozen
+from rog.bench import checks
+from rog.bench.cases import BenchCase
+from rog.bench.records import BenchError
+from rog.bench.sweep import Sweep
+from rog.corruptions import corrupt, expand, seed_of
+from rog.evaluate.corruption import summarize_corruptions
+from rog.evaluate.metrics import dice_per_class, mean_dice
+
+
+@dataclass
+class CorruptionConfig:
+    corruptions: list[str] = field(default_factory=lambda: ["all"])
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    seed: int = 0
+
+    def __post_init__(self):
+        try:
+            self.corruptions = expand(self.corruptions)
+        except ValueError as e:
+            raise BenchError(f"--corruptions: {e}") from e
+        self.severities = sorted({int(s) for s in self.severities})
+        if not self.severities or not all(1 <= s <= 5 for s in self.severities):
+            raise BenchError(f"--severities {self.severities}: each must be 1, 2, 3, 4 or 5")
+
+
+def foreground_sd(case: BenchCase) -> torch.Tensor:
+    """Per-channel intensity sd `[C]` over the labelled foreground (all voxels if none)."""
+    x, fg = case.x[0].flatten(1), case.y[0].flatten() > 0
+    return (x[:, fg] if bool(fg.any()) else x).std(1)
+
+
+class CorruptionSweep(Sweep):
+    kind = "corruption"
+    csv_columns = ["case", "corruption", "severity", "dice", "seconds", "finite"]
+
+    def __init__(self, model: nn.Module, num_classes: int, config: CorruptionConfig, out_dir: str | Path,
+                 patch, spacing, progress: bool = True, meta: dict | None = None, weights: str | None = None):
+        """`spacing`: mm per voxel axis of the model input (the plan's target spacing)."""
+        super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True)
+        self.spacing = [float(s) for s in spacing]
+
+    def _jobs(self) -> list[dict]:
+        return [{"corruption": c, "severity": s} for c in self.config.corruptions for s in self.config.severities]
+
+    def _key(self, r: dict) -> tuple:
+        return r["corruption"], r["severity"]
+
+    def _corrupted(self, case: BenchCase, name: str, severity: int) -> torch.Tensor:
+        x = corrupt(case.x[0], name, severity, self.spacing, case.lo.flatten(), case.hi.flatten(),
+                    foreground_sd(case), seed_of(case.name, name, severity, self.config.seed))
+        return x[None]
+
+    def _do(self, case: BenchCase, job: dict, tau: float):
+        t0 = time.perf_counter()
+        x = self._corrupted(case, job["corruption"], job["severity"])
+        with frozen(self.model), torch.no_grad():
+            pred = self.model(x).argmax(1)
+        d = dice_per_class(pred[0].cpu(), case.y[0].cpu(), self.num_classes)
+        return {"case": case.name, **job, "dice": mean_dice(d), "dice_per_class": d.tolist(),
+                "seconds": time.perf_counter() - t0, "finite": bool(torch.isfinite(x).all())}, None
+
+    def _summarize(self, records, clean, tau) -> dict:
+        return summarize_corruptions(records, clean)
+
+    def _checks(self, records, summary, tau, cases) -> list[dict]:
+        first = cases[0]
+        with frozen(self.model), torch.no_grad():
+            clean = self.model(first.x).argmax(1)
+            agreement = {c: float((self.model(self._corrupted(first, c, 0)).argmax(1) == clean).float().mean())
+                         for c in self.config.corruptions}
+        finite = [f"{r['case']}/{r['corruption']}/{r['severity']}" for r in records if not r["finite"]]
+        return [checks.severity_zero(agreement), checks.monotone_in_severity(summary),
+                checks.determinism(self.model, first.x),
+                {"name": "finite", "status": "fail" if finite else "pass",
+                 "detail": f"non-finite corrupted inputs: {finite[:5]}" if finite else
+                 f"all {len(records)} corrupted inputs finite"}]

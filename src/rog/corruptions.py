@@ -1,0 +1,108 @@
+"""The artefacts real scanners produce, at five severities, built on TorchIO's transforms.
+
+Each corruption has five levels of one physical parameter (severity 0 is the identity,
+through the same code path, which the benchmark checks). They act on a model input
+`[C, X, Y, Z]` whose voxels are `spacing` mm apart, channel by channel, in the channel's
+range-normalised intensities u = (x - lo) / (hi - lo) of the whole case (the box of the
+threat model), so that air is 0, a bias field multiplies tissue rather than z-scores, and
+padding after motion or resampling is air; the result is mapped back, not clipped. Random
+draws (motion path, field coefficients, noise) are seeded per (case, corruption, severity):
+the same command corrupts the same volumes.
+
+| name | parameter per severity 1..5 | meaning |
+|---|---|---|
+| noise | 0.1, 0.2, 0.3, 0.5, 0.8 | Gaussian noise sd, as a fraction of the foreground intensity sd |
+| blur | 0.5, 1, 1.5, 2, 3 | Gaussian blur sd in mm |
+| bias | 0.1, 0.2, 0.3, 0.4, 0.6 | bias field: max |coefficient| of the order-3 log-field polynomial |
+| motion | 1, 2, 3, 5, 8 | rigid motion during acquisition: up to this many degrees and mm, 2 movements |
+| ghosting | 0.2, 0.4, 0.6, 0.8, 1.0 | k-space ghosting: ghost intensity, 4 ghosts along the first axis |
+| spike | 0.2, 0.4, 0.6, 0.8, 1.0 | k-space spike (herringbone): spike intensity |
+| gamma | 0.1, 0.2, 0.3, 0.4, 0.5 | contrast change: log gamma (u -> u ** exp(level)) |
+| anisotropy | 1.5, 2, 3, 4, 6 | thick slices: through-plane downsampling factor (then back) |
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Corruption:
+    name: str
+    levels: tuple[float, ...]  # severity 1..5
+    identity: float  # the parameter at severity 0
+    meaning: str
+    make: Callable  # (level, spacing, through-plane axis) -> TorchIO transform
+
+    def level(self, severity: int) -> float:
+        return self.identity if severity == 0 else self.levels[severity - 1]
+
+
+def _tio():
+    import torchio  # imported on use: it pulls SimpleITK
+    return torchio
+
+
+CORRUPTIONS = {c.name: c for c in (
+    Corruption("noise", (0.1, 0.2, 0.3, 0.5, 0.8), 0.0, "noise sd / foreground intensity sd",
+               lambda v, sp, ax: _tio().RandomNoise(std=(v, v))),  # v rescaled per channel below
+    Corruption("blur", (0.5, 1.0, 1.5, 2.0, 3.0), 0.0, "Gaussian blur sd in mm",
+               lambda v, sp, ax: _tio().RandomBlur(std=(v, v))),
+    Corruption("bias", (0.1, 0.2, 0.3, 0.4, 0.6), 0.0, "bias-field coefficient bound (order 3)",
+               lambda v, sp, ax: _tio().RandomBiasField(coefficients=v, order=3)),
+    Corruption("motion", (1.0, 2.0, 3.0, 5.0, 8.0), 0.0, "motion up to this many degrees and mm",
+               lambda v, sp, ax: _tio().RandomMotion(degrees=v, translation=v, num_transforms=2)),
+    Corruption("ghosting", (0.2, 0.4, 0.6, 0.8, 1.0), 0.0, "ghost intensity (4 ghosts)",
+               lambda v, sp, ax: _tio().RandomGhosting(num_ghosts=(4, 4), axes=(0,), intensity=(v, v))),
+    Corruption("spike", (0.2, 0.4, 0.6, 0.8, 1.0), 0.0, "k-space spike intensity",
+               lambda v, sp, ax: _tio().RandomSpike(num_spikes=(1, 1), intensity=(v, v))),
+    Corruption("gamma", (0.1, 0.2, 0.3, 0.4, 0.5), 0.0, "log gamma",
+               lambda v, sp, ax: _tio().RandomGamma(log_gamma=(v, v))),
+    Corruption("anisotropy", (1.5, 2.0, 3.0, 4.0, 6.0), 1.0, "through-plane downsampling factor",
+               lambda v, sp, ax: _tio().RandomAnisotropy(axes=(ax,), downsampling=(v, v))),
+)}
+
+
+def expand(names: list[str]) -> list[str]:
+    """Corruption names, "all" for every one; an unknown name is a ValueError naming it."""
+    out: list[str] = []
+    for n in names:
+        for c in (list(CORRUPTIONS) if n == "all" else [n]):
+            if c not in CORRUPTIONS:
+                raise ValueError(f"unknown corruption {c!r}; choose from {list(CORRUPTIONS)} or 'all'")
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def seed_of(case: str, name: str, severity: int, seed: int = 0) -> int:
+    """The seed of one corrupted volume: a stable function of (case, corruption, severity)."""
+    return zlib.crc32(f"{case}|{name}|{severity}|{seed}".encode())
+
+
+def corrupt(x: torch.Tensor, name: str, severity: int, spacing, lo: torch.Tensor, hi: torch.Tensor,
+            foreground_sd: torch.Tensor, seed: int) -> torch.Tensor:
+    """The corrupted copy of one case. x `[C, X, Y, Z]` (model input units), lo/hi and
+    foreground_sd `[C]` (the case's channel range and foreground intensity sd), `spacing` in
+    mm per axis; returns a tensor like x. Deterministic in `seed`."""
+    c = CORRUPTIONS[name]
+    level = c.level(severity)
+    tio = _tio()
+    axis = int(np.argmax(spacing)) if max(spacing) / min(spacing) > 1.5 else 2
+    affine = np.diag([*map(float, spacing), 1.0])
+    out = torch.empty_like(x)
+    span = (hi - lo).clamp(min=1e-12)
+    with torch.random.fork_rng(devices=[]):
+        for ch in range(x.shape[0]):
+            # noise is given relative to the foreground sd: in range units that is level * sd / span
+            v = level * float(foreground_sd[ch] / span[ch]) if name == "noise" else level
+            torch.manual_seed(seed + ch)
+            u = ((x[ch].detach().cpu().float() - lo[ch]) / span[ch])[None]
+            image = tio.ScalarImage(tensor=u, affine=affine)
+            u = c.make(v, spacing, axis)(image).data[0]
+            out[ch] = (lo[ch] + u * span[ch]).to(x)
+    return out

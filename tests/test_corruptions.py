@@ -1,0 +1,109 @@
+"""Scanner artefacts: the corruptions, the sweep and its records, and training with them."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rog.bench import BenchCase
+from rog.bench.corruption import CorruptionConfig, CorruptionSweep
+from rog.cli import main
+from rog.corruptions import CORRUPTIONS, corrupt, seed_of
+
+SPACING = (1.0, 1.0, 3.0)
+
+
+def _volume(seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(2, 24, 20, 10)
+    x[1] = x[1] * 50 + 300  # a second channel on another scale: corrupted in its own range
+    return x, x.flatten(1).amin(1), x.flatten(1).amax(1), x.flatten(1).std(1)
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_each_corruption_is_seeded_identity_at_zero_and_grows_with_severity(name):
+    x, lo, hi, sd = _volume()
+    seed = seed_of("case_000", name, 3)
+    a, b = corrupt(x, name, 3, SPACING, lo, hi, sd, seed), corrupt(x, name, 3, SPACING, lo, hi, sd, seed)
+    assert torch.equal(a, b) and a.shape == x.shape and torch.isfinite(a).all()
+    if name not in ("blur", "gamma", "ghosting", "spike", "anisotropy"):  # these draw nothing random
+        assert not torch.equal(a, corrupt(x, name, 3, SPACING, lo, hi, sd, seed_of("case_001", name, 3)))
+    torch.testing.assert_close(corrupt(x, name, 0, SPACING, lo, hi, sd, seed), x, atol=1e-4 * float(hi.max()), rtol=0)
+    change = [float((corrupt(x, name, s, SPACING, lo, hi, sd, seed) - x).abs().mean() / (hi - lo).mean())
+              for s in (1, 5)]
+    assert 0 < change[0] < change[1], change
+
+
+def _cases(model, n=2):
+    torch.manual_seed(1)
+    out = []
+    for i in range(n):
+        x = torch.randn(1, 1, 20, 20, 12)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        out.append(BenchCase(f"c{i}", x, y, x.amin((2, 3, 4), True), x.amax((2, 3, 4), True)))
+    return out
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv3d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv3d(6, 3, 3, padding=1))
+
+
+def test_sweep_records_resume_and_checks(net, tmp_path):
+    cfg = CorruptionConfig(corruptions=["noise", "blur", "anisotropy"], severities=[1, 5])
+    cases = _cases(net)
+    doc = CorruptionSweep(net, 3, cfg, tmp_path, (16, 16, 8), SPACING, progress=False).run(cases)
+    assert doc["kind"] == "corruption" and len(doc["records"]) == 2 * 3 * 2
+    s = doc["summary"]
+    blur = s["corruptions"]["blur"]
+    mean = np.mean([r["dice"] for r in doc["records"] if r["corruption"] == "blur" and r["severity"] == 5])
+    assert blur["severity"]["5"] == pytest.approx(mean) and blur["severity"]["5"] < s["clean_dice"]
+    assert 0 < blur["relative_auc"] < 1
+    statuses = {c["name"]: c["status"] for c in doc["checks"]}
+    assert statuses["severity 0 is clean"] == "pass" and statuses["finite"] == "pass"
+    assert (tmp_path / "results.csv").read_text().startswith("case,corruption,severity,dice")
+    again = CorruptionSweep(net, 3, cfg, tmp_path, (16, 16, 8), SPACING, progress=False).run(cases)
+    assert [r["dice"] for r in again["records"]] == [r["dice"] for r in doc["records"]]  # resumed, nothing redone
+
+
+def test_corruption_error_relative_to_a_baseline():
+    from rog.evaluate.corruption import corruption_errors
+    model = {"corruptions": {"noise": {"severity": {"1": 0.9, "2": 0.7}}}}
+    base = {"corruptions": {"noise": {"severity": {"1": 0.8, "2": 0.6}}}}
+    out = corruption_errors(model, base)
+    assert out["ce"]["noise"] == pytest.approx(0.4 / 0.6) and out["mce"] == pytest.approx(0.4 / 0.6)
+
+
+def test_corrupt_command_names_bad_arguments_and_writes_nothing(ct_task, tmp_path, capsys):
+    from rog.workdir import run_preprocessing
+    wd, plan, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
+    plan.width = 4
+    plan.save(tmp_path / "plan.json")
+    common = ["corrupt", "--model", "rog", "--plan", str(tmp_path / "plan.json"), "--data", str(wd.preprocessed),
+              "--device", "cpu", "-o", str(tmp_path / "out")]
+    assert main([*common, "--corruptions", "noise", "smudge"]) == 2
+    assert "unknown corruption 'smudge'" in capsys.readouterr().err
+    for bad in ("0", "6"):
+        with pytest.raises(SystemExit):
+            main([*common, "--severities", bad])
+        assert "--severities" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main([*common, "--corruptions", "motion", "--severities", "2"]) == 0
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["corruption"], r["severity"]) for r in doc["records"]] == [("motion", 2)]
+
+
+def test_training_patches_with_corruptions(ct_task, tmp_path):
+    from rog.data.preprocess import labelled_cases
+    from rog.train.data import TrainPatches
+    from rog.workdir import run_preprocessing
+    wd, plan, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
+    cases = labelled_cases(wd.preprocessed)
+    args = (wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8)
+    plain, corrupted = TrainPatches(*args), TrainPatches(*args, corruption_spacing=plan.target_spacing)
+    same = [torch.equal(plain[i][0], corrupted[i][0]) for i in range(8)]
+    assert any(same) and not all(same)  # half the patches, on average, get an artefact
+    assert all(torch.equal(plain[i][1], corrupted[i][1]) for i in range(8))  # labels untouched
