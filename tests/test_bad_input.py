@@ -229,3 +229,38 @@ def test_hd95_of_a_missed_class_is_penalised_and_counted():
     m = case_metrics(pred, ref, 3, (1.0, 1.0, 2.0))
     assert m["missed"] == [False, True] and m["dice"][1] == 0.0
     assert m["hd95"][1] == pytest.approx(hd95_penalty((10, 10, 10), (1, 1, 2))) == pytest.approx(600 ** 0.5)
+
+
+def test_pool_workers_do_not_outlive_a_killed_parent(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from rog.pool import worker_pool\n"
+        "pool = worker_pool(2)\n"
+        "futures = [pool.submit(time.sleep, 60) for _ in range(2)]\n"
+        "time.sleep(1.0)\n"
+        "print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGKILL)  # as `kill -9` of a running `rog preprocess`
+    parent.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its reaper is gone too
+            return f.read().split()[2] != "Z"
+
+    deadline = time.time() + 10
+    while any(alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in workers)

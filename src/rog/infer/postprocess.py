@@ -18,11 +18,11 @@ SMALL_LESION_FRACTION = 0.1  # threshold = this fraction of the mean lesion comp
 
 def keep_largest_component(label: np.ndarray, classes) -> np.ndarray:
     """For each class in `classes`, keep its largest 26-connected component; `[X, Y, Z]` -> same."""
-    out = label.copy()
+    out = label.copy(order="K")  # keep the layout: a Fortran-ordered map stays so (fast NIfTI writes)
     for k in classes:
         comps, n = cc3d.connected_components(label == k, connectivity=26, return_N=True)
         if n > 1:
-            sizes = np.bincount(comps.ravel())[1:]
+            sizes = np.bincount(comps.ravel(order="K"))[1:]
             out[(comps > 0) & (comps != np.argmax(sizes) + 1)] = 0
     return out
 
@@ -35,13 +35,13 @@ def relabel_small_lesions(label: np.ndarray, min_voxels: dict[int, float]) -> np
     Linear in the volume: one labelling per class, then each small component is handled
     inside its own bounding box grown by one voxel (`ndimage.find_objects`), so a noisy map
     with many components costs the sum of their boxes, not components x volume."""
-    out = label.copy()
+    out = label.copy(order="K")  # keep the layout: a Fortran-ordered map stays so (fast NIfTI writes)
     ball = np.ones((3, 3, 3), bool)
     for k, limit in min_voxels.items():
         comps, n = cc3d.connected_components(label == k, connectivity=26, return_N=True)
         if n == 0:
             continue
-        small = np.bincount(comps.ravel(), minlength=n + 1) < limit
+        small = np.bincount(comps.ravel(order="K"), minlength=n + 1) < limit
         for c, box in enumerate(ndimage.find_objects(comps), start=1):
             if not small[c]:
                 continue
