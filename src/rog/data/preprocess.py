@@ -108,12 +108,9 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, geometry: Geo
 def resample_linear(volume: np.ndarray, new_shape) -> np.ndarray:
     """Linear resampling of one map `[X, Y, Z]` float32 to `new_shape` (pixel-area aligned,
     edges repeated): scipy's `zoom(order=1, grid_mode=True, mode="nearest")` to 5e-6, with
-    torch's multi-threaded trilinear kernel (16x faster on a CT-sized map, docs/benchmarks.md).
-    The result is laid out in Fortran order, as NIfTI stores voxels: computed on the reversed
-    axes, so that the label map written at the end needs no transposing copy."""
-    t = torch.from_numpy(np.ascontiguousarray(np.asarray(volume, dtype=np.float32).transpose(2, 1, 0)))
-    size = tuple(int(n) for n in reversed(new_shape))
-    return F.interpolate(t[None, None], size=size, mode="trilinear", align_corners=False)[0, 0].numpy().transpose(2, 1, 0)
+    torch's multi-threaded trilinear kernel (16x faster on a CT-sized map, docs/benchmarks.md)."""
+    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=tuple(int(n) for n in new_shape), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
 def invert_to_label(class_maps: Iterable[np.ndarray], props: dict) -> np.ndarray:
@@ -121,22 +118,23 @@ def invert_to_label(class_maps: Iterable[np.ndarray], props: dict) -> np.ndarray
     scores on the preprocessed grid (`[x, y, z]` each, class 0 first): each map is resampled
     linearly to the cropped region and the running argmax kept (ties to the lower class, as
     argmax), so peak memory is about two full-resolution maps whatever the number of classes.
-    Outside the cropped region: background. Fortran-ordered where the file's axes are in world
-    order (`resample_linear`)."""
+    Outside the cropped region: background. Returned in Fortran order, as NIfTI stores voxels,
+    so that writing it needs no transposing copy (made here by torch, twice as fast as numpy)."""
     geom = Geometry.from_dict(props["geometry"])
     axes = props.get("axes", [0, 1, 2])  # cases preprocessed before axes were recorded: as stored
     best = label = None
     for k, scores in enumerate(class_maps):
         m = resample_linear(scores, props["cropped_shape"])
         if best is None:
-            best, label = m, np.zeros(m.shape, np.uint8, order="F")
+            best, label = m, np.zeros(m.shape, np.uint8)
             continue
         better = m > best
         label[better] = k
         np.maximum(best, m, out=best)
-    out = np.zeros([geom.shape[a] for a in axes], np.uint8, order="F")
+    out = np.zeros([geom.shape[a] for a in axes], np.uint8)
     out[tuple(slice(lo, hi) for lo, hi in props["crop_bbox"])] = label
-    return out.transpose(np.argsort(axes))
+    in_file_order = torch.from_numpy(out).permute(*(int(a) for a in np.argsort(axes)))
+    return in_file_order.permute(2, 1, 0).contiguous().numpy().transpose(2, 1, 0)
 
 
 def invert_label(label: np.ndarray, props: dict, num_classes: int) -> np.ndarray:
