@@ -134,7 +134,7 @@ def write_label(path: str | Path, label: np.ndarray, geometry: Geometry) -> None
     """Write `[X, Y, Z]` labels as uint8 NIfTI on `geometry`'s grid, atomically."""
     if tuple(label.shape) != tuple(geometry.shape):
         raise VolumeError(path, f"label shape {label.shape} does not match grid {geometry.shape}")
-    img = nib.Nifti1Image(label.astype(np.uint8), np.asarray(geometry.affine))
+    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), np.asarray(geometry.affine))  # no copy if uint8
     img.header.set_zooms(geometry.spacing)
     img.set_qform(np.asarray(geometry.affine), code=1)
     img.set_sform(np.asarray(geometry.affine), code=1)
