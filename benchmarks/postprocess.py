@@ -4,12 +4,18 @@ both steps, and the earlier per-component whole-volume implementation on a small
 same-run ratio. Usage: python benchmarks/postprocess.py [--depth 100] [--repeats 3]"""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import cc3d
 import numpy as np
-from scipy import ndimage
 
 from common import median_time, median_times, parser, report
 from rog.infer.postprocess import keep_largest_component, relabel_small_lesions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the implementation before this change: the tests' reference, one whole-volume dilation per component
+from tests.test_postprocess_metrics import _relabel_reference as earlier  # noqa: E402
 
 
 def noisy_map(shape, seed=0, speckle=0.004) -> np.ndarray:
@@ -23,20 +29,6 @@ def noisy_map(shape, seed=0, speckle=0.004) -> np.ndarray:
     lab[noise < speckle] = 2  # isolated lesion voxels, inside and outside the organ
     lab[(noise >= speckle) & (noise < 1.5 * speckle)] = 1  # spurious organ islands
     return lab
-
-
-def earlier(label, min_voxels):
-    """The implementation before this change: one whole-volume dilation per small component."""
-    out = label.copy()
-    for k, limit in min_voxels.items():
-        comps, n = cc3d.connected_components(label == k, connectivity=26, return_N=True)
-        sizes = np.bincount(comps.ravel())
-        for c in np.flatnonzero(sizes[1:] < limit) + 1:
-            mask = comps == c
-            ring = ndimage.binary_dilation(mask, np.ones((3, 3, 3), bool)) & ~mask
-            around = label[ring]
-            out[mask] = np.bincount(around[around != k]).argmax() if np.any(around != k) else 0
-    return out
 
 
 p = parser(__doc__)

@@ -137,32 +137,32 @@ def _test_eval(wd: Workdir, ds, name: str, stage) -> None:
 def _attack(wd: Workdir, name: str, s: DemoSettings, stage, device: str = "auto") -> None:
     from rog.bench import BenchmarkConfig
     from rog.bench.job import benchmark
-    from rog.checkpoint import load_run
-    from rog.devices import resolve_device
-    out = wd.results(f"{name}-patch")
-    if out.finished():
-        stage(f"{name}: attack results exist, skipped")
-        return
-    run = wd.run(name)
-    stage(f"{name}: attack sweep eps {list(s.eps)} (standard ensemble + PGD) -> {out}")
-    model, plan, _ = load_run(run)
     config = BenchmarkConfig(eps=list(s.eps), attacks=["standard", "pgd"], iters=[s.iters], queries=[s.queries])
-    benchmark(model, plan, wd.preprocessed, out.path, config, run=run, weights=run.weights(),
-              max_cases=s.attack_cases, label=name, device=resolve_device(device))
+    _sweep(wd, name, "patch", "attack", f"attack sweep eps {list(s.eps)} (standard ensemble + PGD)",
+           benchmark, config, s, stage, device)
 
 
 def _corrupt(wd: Workdir, name: str, s: DemoSettings, stage, device: str = "auto") -> None:
     from rog.bench.corruption import CorruptionConfig
     from rog.bench.job import corruption_sweep
+    config = CorruptionConfig(corruptions=list(s.corruptions), severities=list(s.severities))
+    _sweep(wd, name, "corruptions", "corruption",
+           f"corruption sweep {list(s.corruptions)} at severities {list(s.severities)}", corruption_sweep,
+           config, s, stage, device)
+
+
+def _sweep(wd: Workdir, name: str, folder: str, kind: str, what: str, job, config, s: DemoSettings, stage,
+           device: str) -> None:
+    """Run `job` (`bench.job.benchmark` or `corruption_sweep`) on run NAME into
+    attacks/NAME-FOLDER, unless finished there already."""
     from rog.checkpoint import load_run
     from rog.devices import resolve_device
-    out = wd.results(f"{name}-corruptions")
+    out = wd.results(f"{name}-{folder}")
     if out.finished():
-        stage(f"{name}: corruption results exist, skipped")
+        stage(f"{name}: {kind} results exist, skipped")
         return
     run = wd.run(name)
-    stage(f"{name}: corruption sweep {list(s.corruptions)} at severities {list(s.severities)} -> {out}")
+    stage(f"{name}: {what} -> {out}")
     model, plan, _ = load_run(run)
-    config = CorruptionConfig(corruptions=list(s.corruptions), severities=list(s.severities))
-    corruption_sweep(model, plan, wd.preprocessed, out.path, config, run=run, weights=run.weights(),
-                     max_cases=s.attack_cases, label=name, device=resolve_device(device))
+    job(model, plan, wd.preprocessed, out.path, config, run=run, weights=run.weights(), max_cases=s.attack_cases,
+        label=name, device=resolve_device(device))
