@@ -27,7 +27,7 @@ def net():
     return nn.Sequential(nn.Conv3d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv3d(6, 3, 3, padding=1))
 
 
-def test_runner_records_worst_case_checks_and_skips(net, tmp_path):
+def test_runner_records_worst_case_checks_and_runs_apgd_t_on_three_classes(net, tmp_path):
     cfg = BenchmarkConfig(eps=[4, 16], attacks=["apgd-ce", "apgd-t", "square", "pgd"], iters=[3], queries=[8])
     doc = Benchmark(net, 3, cfg, tmp_path, progress=False).run(_cases(net))
     recs = doc["records"]

@@ -1,4 +1,5 @@
-"""AutoAttack for 3D segmentation, for any model: threat model, attacks, runner, checks."""
+"""The attack library: AutoAttack for 3D segmentation, for any model (threat model, losses,
+attacks). The benchmark that runs them, its records and checks live in `rog.bench`."""
 from rog.attacks.apgd import APGD
 from rog.attacks.base import Attack
 from rog.attacks.fab import FAB
