@@ -156,8 +156,11 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
-def _sweep_inputs(a, folder: str):
-    """(model, plan, run, data folder, output folder) of `rog attack` / `rog corrupt`."""
+def _run_sweep(a, job, config, folder: str) -> tuple[dict, Path]:
+    """Run `job` (`bench.job.benchmark` or `corruption_sweep`) with `config` on the model and
+    cases of `rog attack` / `rog corrupt`; results go to -o, else WORKDIR/attacks/RUN-FOLDER.
+    Returns (results document, {} on torchrun ranks > 0; output folder)."""
+    from rog.devices import init_distributed, resolve_device
     model, plan, run = _load_model(a)
     if a.data:
         data = Path(a.data)
@@ -165,8 +168,14 @@ def _sweep_inputs(a, folder: str):
         data = run.workdir.preprocessed
     else:
         raise FileNotFoundError("--model needs --data (a preprocessed folder)")
-    out = Path(a.out) if a.out else (run.workdir.results(f"{run.name}-{folder}").path if run else Path(f"rog_{folder}"))
-    return model, plan, run, data, out
+    default = run.workdir.results(f"{run.name}-{folder}").path if run else Path(f"rog_{folder}")
+    out = Path(a.out) if a.out else default
+    device = resolve_device(a.device)
+    init_distributed()
+    doc = job(model, plan, data, out, config, run=run, model_name=a.model,
+              weights=run.weights() if run else a.checkpoint, names=a.cases, max_cases=a.max_cases,
+              label=a.label, device=device)
+    return doc, out
 
 
 def cmd_attack(a) -> int:
@@ -176,15 +185,9 @@ def cmd_attack(a) -> int:
               f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
     from rog.bench import BenchmarkConfig
     from rog.bench.job import benchmark
-    from rog.devices import init_distributed, resolve_device
     config = BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=a.scope,
                              norm=a.norm, seed=a.seed)
-    model, plan, run, data, out = _sweep_inputs(a, a.scope)
-    device = resolve_device(a.device)
-    init_distributed()
-    doc = benchmark(model, plan, data, out, config, run=run, model_name=a.model,
-                    weights=run.weights() if run else a.checkpoint, names=a.cases, max_cases=a.max_cases,
-                    label=a.label, device=device)
+    doc, out = _run_sweep(a, benchmark, config, a.scope)
     if not doc:
         return 0  # a non-zero rank: rank 0 merges and reports
     s = doc["summary"]
@@ -206,16 +209,10 @@ def _print_checks(doc: dict, out: Path) -> None:
 def cmd_corrupt(a) -> int:
     from rog.bench.corruption import CorruptionConfig
     from rog.bench.job import corruption_sweep
-    from rog.devices import init_distributed, resolve_device
     config = CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed)
-    model, plan, run, data, out = _sweep_inputs(a, "corruptions")
-    device = resolve_device(a.device)
-    init_distributed()
-    doc = corruption_sweep(model, plan, data, out, config, run=run, model_name=a.model,
-                           weights=run.weights() if run else a.checkpoint, names=a.cases, max_cases=a.max_cases,
-                           label=a.label, device=device)
+    doc, out = _run_sweep(a, corruption_sweep, config, "corruptions")
     if not doc:
-        return 0
+        return 0  # a non-zero rank: rank 0 merges and reports
     s = doc["summary"]
     print(f"{len(doc['clean'])} case(s): {doc['meta']['cases_source_text']}; clean Dice {s['clean_dice']:.4f}")
     head = " ".join(f"{'sev ' + str(v):>7}" for v in config.severities)

@@ -32,7 +32,8 @@ def summarize_corruptions(records: list[dict], clean: dict[str, dict]) -> dict:
             "relative_auc": auc([0, *levels], [clean_mean, *dice]) / clean_mean if clean_mean > 0 else None,
         }
     out["mean_corruption_dice"] = float(np.mean([c["mean_dice"] for c in out["corruptions"].values()]))
-    out["worst_case"] = {str(s): float(np.mean([min(v) for v in cases.values()])) for s, cases in sorted(by_case.items())}
+    out["worst_case"] = {str(s): float(np.mean([min(v) for v in cases.values()]))
+                         for s, cases in sorted(by_case.items())}
     return out
 
 
