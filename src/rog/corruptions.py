@@ -79,6 +79,13 @@ def expand(names: list[str]) -> list[str]:
     return out
 
 
+def foreground_sd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-channel intensity sd `[C]` of x `[C, ...]` over the labelled foreground of y `[...]`
+    (all voxels where nothing is labelled): the unit of the noise severity."""
+    flat, fg = x.flatten(1), y.flatten() > 0
+    return (flat[:, fg] if bool(fg.any()) else flat).std(1)
+
+
 def seed_of(case: str, name: str, severity: int, seed: int = 0) -> int:
     """The seed of one corrupted volume: a stable function of (case, corruption, severity)."""
     return zlib.crc32(f"{case}|{name}|{severity}|{seed}".encode())

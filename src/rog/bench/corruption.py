@@ -12,11 +12,10 @@ from torch import nn
 from rog.attacks.base import frozen
 from rog.bench import checks
 from rog.bench.cases import BenchCase
-from rog.bench.records import BenchError
+from rog.bench.records import BenchError, dice_fields
 from rog.bench.sweep import Sweep
-from rog.corruptions import corrupt, expand, seed_of
+from rog.corruptions import corrupt, expand, foreground_sd, seed_of
 from rog.evaluate.corruption import summarize_corruptions
-from rog.evaluate.metrics import dice_per_class, mean_dice
 
 
 @dataclass
@@ -33,12 +32,6 @@ class CorruptionConfig:
         self.severities = sorted({int(s) for s in self.severities})
         if not self.severities or not all(1 <= s <= 5 for s in self.severities):
             raise BenchError(f"--severities {self.severities}: each must be 1, 2, 3, 4 or 5")
-
-
-def foreground_sd(case: BenchCase) -> torch.Tensor:
-    """Per-channel intensity sd `[C]` over the labelled foreground (all voxels if none)."""
-    x, fg = case.x[0].flatten(1), case.y[0].flatten() > 0
-    return (x[:, fg] if bool(fg.any()) else x).std(1)
 
 
 class CorruptionSweep(Sweep):
@@ -59,7 +52,7 @@ class CorruptionSweep(Sweep):
 
     def _corrupted(self, case: BenchCase, name: str, severity: int) -> torch.Tensor:
         x = corrupt(case.x[0], name, severity, self.spacing, case.lo.flatten(), case.hi.flatten(),
-                    foreground_sd(case), seed_of(case.name, name, severity, self.config.seed))
+                    foreground_sd(case.x[0], case.y[0]), seed_of(case.name, name, severity, self.config.seed))
         return x[None]
 
     def _do(self, case: BenchCase, job: dict, tau: float):
@@ -67,8 +60,7 @@ class CorruptionSweep(Sweep):
         x = self._corrupted(case, job["corruption"], job["severity"])
         with frozen(self.model), torch.no_grad():
             pred = self.model(x).argmax(1)
-        d = dice_per_class(pred[0].cpu(), case.y[0].cpu(), self.num_classes)
-        return {"case": case.name, **job, "dice": mean_dice(d), "dice_per_class": d.tolist(),
+        return {"case": case.name, **job, **dice_fields(pred, case.y, self.num_classes),
                 "seconds": time.perf_counter() - t0, "finite": bool(torch.isfinite(x).all())}, None
 
     def _summarize(self, records, clean, tau) -> dict:

@@ -25,13 +25,19 @@ class BenchError(ValueError):
     by another configuration, case list or model); the message names the argument or file."""
 
 
+def dice_fields(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    """{"dice": mean over foreground classes, "dice_per_class": [...]} of a prediction `[1, ...]`
+    against labels `[1, ...]`: the Dice part of every record and of the clean scores."""
+    d = dice_per_class(pred[0].cpu(), y[0].cpu(), num_classes)
+    return {"dice": mean_dice(d), "dice_per_class": d.tolist()}
+
+
 def measure(pred: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, x: torch.Tensor, lo: torch.Tensor,
             hi: torch.Tensor, threat: ThreatModel, num_classes: int, tau: float) -> dict:
     """Fields of a record for one instance: pred and y `[1, ...]` (labels), x_adv, x `[1, C, ...]`,
     lo/hi `[1, C, 1, ...]`. The size is on the /255 scale of the channel ranges, in the
     threat's norm (L2: of the range-normalised perturbation over sqrt(#voxels))."""
-    d = dice_per_class(pred[0].cpu(), y[0].cpu(), num_classes)
-    dice = mean_dice(d)
+    fields = dice_fields(pred, y, num_classes)
     span = (hi - lo).clamp(min=1e-12)
     size = float(threat.norm_of((x_adv - lo) / span, (x - lo) / span)[0])
     if threat.norm == "linf":
@@ -39,7 +45,7 @@ def measure(pred: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, x: torch.T
         in_ball = bool(((x_adv - x).abs() <= radius * (1 + 1e-5) + 1e-6).all())
     else:
         in_ball = size <= threat.eps * (1 + 1e-5) + 1e-6
-    return {"dice": dice, "dice_per_class": d.tolist(), "broken": dice < tau, "norm": size, "in_ball": in_ball,
+    return {**fields, "broken": fields["dice"] < tau, "norm": size, "in_ball": in_ball,
             "in_box": bool(((x_adv >= lo - 1e-6) & (x_adv <= hi + 1e-6)).all()),
             "finite": bool(torch.isfinite(x_adv).all())}
 

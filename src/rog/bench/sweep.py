@@ -17,7 +17,6 @@ from rog.attacks.base import frozen
 from rog.bench import records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.sharding import merged_records, rank_and_world, wait_for_ranks
-from rog.evaluate.metrics import dice_per_class, mean_dice
 from rog.evaluate.robustness import success_threshold
 from rog.infer.sliding_window import SlidingWindow
 from rog.rundir import ResultsDir
@@ -82,8 +81,7 @@ class Sweep:
         with frozen(self.model), torch.no_grad():
             for c in cases:
                 pred = self.model(c.x).argmax(1)
-                d = dice_per_class(pred[0].cpu(), c.y[0].cpu(), self.num_classes)
-                out[c.name] = {"dice": mean_dice(d), "dice_per_class": d.tolist()}
+                out[c.name] = rec.dice_fields(pred, c.y, self.num_classes)
         return out
 
     def run(self, cases: list[BenchCase]) -> dict:

@@ -11,6 +11,7 @@ orientations may vary between cases while anatomy stays comparable:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from scipy import ndimage
 
 from rog.atomic import write_json
 from rog.data.io import write_volume
+from rog.data.validate import MIN_EXTENT
 
 KINDS = ("ct", "mri")
 
@@ -108,9 +110,9 @@ _SPECS = {
 
 
 def min_size(kind: str) -> int:
-    """Smallest in-plane size of `kind` whose volumes keep every axis at 8 voxels or more (the
-    CT volumes have 0.4x as many slices as in-plane voxels)."""
-    return 20 if kind == "ct" else 8
+    """Smallest in-plane size of `kind` whose volumes keep every axis at `MIN_EXTENT` voxels or
+    more, as `rog check` requires (the CT volumes have 0.4x as many slices as in-plane voxels)."""
+    return math.ceil(MIN_EXTENT / 0.4) if kind == "ct" else MIN_EXTENT
 
 
 def make_task(out: str | Path, kind: str = "ct", cases: int = 12, test_cases: int = 2, seed: int = 0,

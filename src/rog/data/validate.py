@@ -31,10 +31,11 @@ def image_problems(image: np.ndarray, geom: Geometry, num_channels: int) -> list
     return out
 
 
-def label_problems(label: np.ndarray, lgeom: Geometry, geom: Geometry | None, labels) -> list[str]:
-    """Problems of a label map `[X, Y, Z]` against its image's grid and the declared labels."""
+def label_problems(label: np.ndarray, lgeom: Geometry, geom: Geometry | None, labels=None) -> list[str]:
+    """Problems of a label map `[X, Y, Z]` against its image's grid (`geom`) and, where given,
+    the declared label values."""
     out = []
-    undeclared = sorted(set(np.unique(label).tolist()) - set(labels))
+    undeclared = sorted(set(np.unique(label).tolist()) - set(labels)) if labels is not None else []
     if undeclared:
         out.append(f"label values {undeclared} not declared in dataset.json labels {sorted(labels)}")
     if geom is not None:

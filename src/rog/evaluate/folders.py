@@ -31,7 +31,7 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, num_classes: int
     for name in sorted(set(refs) & set(preds)):
         pred, pgeom = read_label(preds[name])
         ref, rgeom = read_label(refs[name])
-        problems = label_problems(pred, pgeom, rgeom, range(np.iinfo(np.uint8).max + 1))
+        problems = label_problems(pred, pgeom, rgeom)
         if problems:
             raise VolumeError(preds[name], f"{problems[0]} (reference {refs[name]})")
         pairs.append((name, pred, ref, rgeom.spacing))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rog.corruptions import CORRUPTIONS, corrupt
+from rog.corruptions import CORRUPTIONS, corrupt, foreground_sd
 from rog.data.preprocess import load_case
 from rog.data.sampling import centred_patch, class_locations, sample_patch
 from rog.train.augment import augment, build_augmentation
@@ -69,10 +69,9 @@ class TrainPatches(Dataset):
     def _corrupt(self, img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         names = list(CORRUPTIONS)
         name, severity = names[int(rng.integers(len(names)))], int(rng.integers(1, 6))
-        flat, fg = img.flatten(1), lab.flatten() > 0
-        sd = (flat[:, fg] if bool(fg.any()) else flat).std(1)
-        return corrupt(img, name, severity, self.corruption_spacing, flat.amin(1), flat.amax(1), sd,
-                       int(rng.integers(2 ** 31)))
+        flat = img.flatten(1)
+        return corrupt(img, name, severity, self.corruption_spacing, flat.amin(1), flat.amax(1),
+                       foreground_sd(img, lab), int(rng.integers(2 ** 31)))
 
 
 def validation_patches(data_dir: str | Path, cases: list[str], patch_size) -> list[tuple[torch.Tensor, torch.Tensor]]:
