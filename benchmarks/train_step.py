@@ -85,7 +85,7 @@ def main():
             opt.step()
             return loss.detach()
 
-        t = median_times({"clean": clean, "free": lambda: free.step(x, y, train_step)}, args.device,
+        t = median_times({"clean": clean, "free": lambda: free.step(x, y, x.flatten(2).amin(2), x.flatten(2).amax(2), train_step)}, args.device,
                          max(args.repeats // 2, 1))
         t_clean, t_free = t["clean"], t["free"] / 5
         rows.append({"plan": name, "patch": "x".join(map(str, patch)), "precision": "fp32 Free AT step",

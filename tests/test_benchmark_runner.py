@@ -179,7 +179,7 @@ def test_the_attack_library_stands_alone_and_only_rundir_names_run_files():
     names = ("plan.json", "config.json", "splits.json", "postprocessing.json", "results.json", "results.csv",
              "test_eval", "test_predictions", "log.csv", "curves.png", "qualitative.npz", "fingerprint.json")
     for f in src.rglob("*.py"):
-        if f.name == "rundir.py":
+        if f.name == "rundir.py" or f.parent.name == "external":  # external/ spells other tools' layouts
             continue
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):

@@ -1,4 +1,4 @@
-"""`rog demo --quick` end to end, its report, and a headless browser view of it."""
+"""`rog demo --task synthetic --quick` (two seeds) end to end, its report, and a headless browser view of it."""
 import json
 import re
 import shutil
@@ -14,7 +14,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "-w", str(work)]) == 0
+    assert main(["demo", "--task", "synthetic", "--quick", "-w", str(work)]) == 0
     return work
 
 
@@ -27,7 +27,19 @@ def test_demo_quick_produces_a_complete_report(demo):
         assert data.startswith(PNG) and len(data) > 1000
     for src in re.findall(r"src='([^']+)'", html):
         assert (report / src).is_file(), src
-    assert set(summary["models"]) == {"rog_clean", "rog_free", "dynunet"}
+    models = {"rog_clean", "rog_free", "dynunet"}
+    assert set(summary["models"]) == {f"{m}@s{s}" for m in models for s in (0, 1)}
+    # two training seeds per model, aggregated, and the gain stated from the numbers
+    groups = summary["seeds"]["groups"]
+    assert set(groups) == models and all(g["seeds"] == [0, 1] for g in groups.values())
+    for name, g in groups.items():
+        runs = [summary["models"][f"{name}@s{s}"] for s in (0, 1)]
+        assert g["auc_worst_case"]["values"] == [r["auc_worst_case"] for r in runs]
+        assert g["eps"]["8.0"]["mean"] == pytest.approx(sum(r["eps"]["8.0"]["worst_case_dice"] for r in runs) / 2)
+    gain = summary["seeds"]["gain"]
+    assert gain["seeds"] == 2 and gain["text"] in html.replace("&#x27;", "'")
+    assert gain["holds"] == (gain["gain"] > 2 * gain["spread"])
+    assert "seeds.png" in summary["figures"] and "Across training seeds" in html
     for m in summary["models"].values():
         assert 0 <= m["clean_dice"] <= 1
         assert set(m["eps"]) == {"4.0", "8.0", "12.0", "16.0"}
@@ -37,21 +49,21 @@ def test_demo_quick_produces_a_complete_report(demo):
     # the short corruption sweep: every model, the quick corruptions, mCE against DynUNet
     assert "dice_vs_severity.png" in summary["figures"] and "Scanner artefacts" in html
     corr = summary["corruptions"]
-    assert set(corr) == {"rog_clean", "rog_free", "dynunet"} and corr["dynunet"]["mce"] == pytest.approx(1.0)
+    assert set(corr) == models and corr["dynunet"]["mce"] == pytest.approx(1.0)  # the first seed's models
     for m in corr.values():
         assert set(m["corruptions"]) == {"noise", "blur", "motion", "anisotropy"}
         assert all(0 <= c["mean_dice"] <= 1 for c in m["corruptions"].values())
 
 
 def test_demo_resumes_by_skipping_finished_stages(demo, capsys):
-    assert main(["demo", "--quick", "-w", str(demo)]) == 0
+    assert main(["demo", "--task", "synthetic", "--quick", "-w", str(demo)]) == 0
     out = capsys.readouterr().out
-    assert out.count("trained already") == 3 and out.count("attack results exist") == 3
+    assert out.count("trained already") == 6 and out.count("attack results exist") == 6
     assert out.count("corruption results exist") == 3
 
 
 def test_free_at_run_really_perturbed_its_inputs(demo):
-    rows = (demo / "runs" / "rog_free" / "log.csv").read_text().splitlines()
+    rows = (demo / "runs" / "rog_free-s0" / "log.csv").read_text().splitlines()
     header = rows[0].split(",")
     ratio = [float(r.split(",")[header.index("adv_ratio")]) for r in rows[1:]]
     assert ratio and all(r > 0.5 for r in ratio)
@@ -88,7 +100,7 @@ def test_report_opens_in_a_headless_browser(demo, tmp_path):
 
 def test_apgd_at_least_as_strong_as_pgd_and_dice_falls_with_eps(demo):
     summary = json.loads((demo / "report" / "summary.json").read_text())
-    m = summary["models"]["rog_clean"]
+    m = summary["models"]["rog_clean@s0"]
     for eps in ("8.0", "16.0"):
         attacks = m["eps"][eps]["attacks"]
         assert attacks["apgd-ce@5"] <= attacks["pgd@5"] + 0.05, attacks

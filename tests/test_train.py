@@ -51,9 +51,10 @@ def test_sampling_is_reproducible_and_sharded(prepared):
     a = TrainPatches(wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8, seed=1)
     b = TrainPatches(wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8, seed=1)
     for i in (0, 5):
-        xa, ya = a[i]
-        xb, yb = b[i]
+        xa, ya, sa = a[i]
+        xb, yb, sb = b[i]
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and list(xa.shape[1:]) == plan.patch_size
+        assert torch.equal(sa, sb) and sa.shape == (2, plan.num_channels) and (sa[1] > sa[0]).all()
     r0 = TrainPatches(wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8, seed=1, rank=0, world=2)
     r1 = TrainPatches(wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8, seed=1, rank=1, world=2)
     assert len(r0) == len(r1) == 4
@@ -79,8 +80,8 @@ def test_free_at_perturbation_is_nonzero_and_bounded():
         return loss.detach()
 
     free = FreeAT(eps=8, replays=3)
-    free.step(x, y, step)
     lo, hi = x.amin((2, 3, 4), keepdim=True), x.amax((2, 3, 4), keepdim=True)
+    free.step(x, y, lo.flatten(1), hi.flatten(1), step)
     eps_abs = 8 / 255 * (hi - lo)
     assert free.delta.abs().max() > 0
     assert (free.delta.abs() <= eps_abs + 1e-7).all()
@@ -89,8 +90,36 @@ def test_free_at_perturbation_is_nonzero_and_bounded():
         d = (s - x).abs()
         assert d.max() > 0.5 * eps_abs.min() and (d <= eps_abs + 1e-6).all()
     assert free.last_ratio > 0.5
-    free.step(x, y, step)  # the buffer is carried to the next minibatch
+    free.step(x, y, lo.flatten(1), hi.flatten(1), step)  # the buffer is carried to the next minibatch
     assert not torch.equal(seen[3], x)
+
+
+def test_adversarial_training_radius_is_the_whole_cases_not_the_patchs():
+    """A patch spanning half its case's range is perturbed by eps/255 of the case's range (the
+    benchmark's radius), twice what its own range gives; the clean patch stays inside the box."""
+    from rog.train.adversarial import pgd_examples
+    torch.manual_seed(0)
+    model = ROG(1, 3, (1, 1, 2), width=4)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.rand(2, 1, 16, 16, 16) * 2 - 1  # patch range about [-1, 1]
+    y = torch.randint(0, 3, (2, 16, 16, 16))
+    case_lo, case_hi = torch.full((2, 1), -3.0), torch.full((2, 1), 1.0)  # case range 4 = 2x the patch's
+    case_radius = 8 / 255 * 4.0
+
+    def step(x_in, t):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x_in), t)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    free = FreeAT(eps=8, replays=3)
+    free.step(x, y, case_lo, case_hi, step)
+    assert free.delta.abs().max() == pytest.approx(case_radius, rel=1e-5)  # not 8/255 * 2
+    x_adv = pgd_examples(model, x, y, case_lo, case_hi, 8, 3, seed=0)
+    d = (x_adv - x).abs().max().item()
+    assert 8 / 255 * 2.0 * 1.05 < d <= case_radius + 1e-6
+    assert x_adv.min() >= -3.0 - 1e-6 and x_adv.max() <= 1.0 + 1e-6
 
 
 def test_free_at_training_logs_a_real_perturbation(prepared, tmp_path):
@@ -173,12 +202,12 @@ def test_pgd_adversarial_training_runs_and_changes_the_inputs(prepared, tmp_path
     seen = []
     original = trainer_module.pgd_examples
 
-    def spy(model, loss_fn, x, y, eps, steps):
-        x_adv = original(model, loss_fn, x, y, eps, steps)
-        seen.append((x - x_adv).abs().max().item())
+    def spy(model, x, y, case_lo, case_hi, eps, steps, seed):
+        x_adv = original(model, x, y, case_lo, case_hi, eps, steps, seed)
+        seen.append(((x - x_adv).abs().amax((2, 3, 4)) / (case_hi - case_lo)).max().item())
         return x_adv
 
     monkeypatch.setattr(trainer_module, "pgd_examples", spy)
     cfg = TrainConfig(epochs=1, iterations=2, batch_size=2, device="cpu", adv="pgd", pgd_steps=2)
     Trainer(plan, wd.preprocessed, tmp_path / "pgd", cfg, progress=False).fit()
-    assert len(seen) == 2 and all(d > 0 for d in seen)
+    assert len(seen) == 2 and all(0 < d <= 8 / 255 + 1e-6 for d in seen)  # the case's radius

@@ -36,6 +36,11 @@ POSITIVE_INT, COUNT = _number(int, 1), _number(int, 0)
 EPS = _number(float, 0, 255, lo_open=True)
 
 
+def _fold(text: str):
+    """An nnU-Net fold: 'all' or an integer >= 0."""
+    return "all" if text == "all" else _number(int, 0)(text)
+
+
 def _workers(n: int | None) -> int:
     return n if n else min(2, os.cpu_count() or 1)
 
@@ -67,7 +72,8 @@ def cmd_plan(a) -> int:
     ds = load_dataset(a.dataset)
     wd = Workdir.for_dataset(ds, a.workdir)
     ensure_fingerprint(ds, wd, _workers(a.workers), force=a.force)
-    plan = ensure_plan(ds, wd, _workers(a.workers), force=a.force, model=a.model, width=a.width)
+    plan = ensure_plan(ds, wd, _workers(a.workers), force=a.force, model=a.model, width=a.width,
+                       spacing=a.spacing)
     print(plan.table())
     print(f"plan written to {wd.plan} (edit it by hand to change any setting)")
     return 0
@@ -161,6 +167,8 @@ def _run_sweep(a, job, config, folder: str) -> tuple[dict, Path]:
     cases of `rog attack` / `rog corrupt`; results go to -o, else WORKDIR/attacks/RUN-FOLDER.
     Returns (results document, {} on torchrun ranks > 0; output folder)."""
     from rog.devices import init_distributed, resolve_device
+    if a.nnunet:
+        return _run_external(a, config, "attack" if folder in ("patch", "volume") else "corruption")
     model, plan, run = _load_model(a)
     if a.data:
         data = Path(a.data)
@@ -178,6 +186,23 @@ def _run_sweep(a, job, config, folder: str) -> tuple[dict, Path]:
     return doc, out
 
 
+def _run_external(a, config, kind: str) -> tuple[dict, Path]:
+    """`_run_sweep` for an nnU-Net model folder: its own preprocessing of --images/--labels,
+    whole cases. Results go to -o, else ./rog_nnunet-KIND."""
+    from rog.bench.job import external
+    from rog.devices import init_distributed, resolve_device
+    from rog.external.nnunet import load_nnunet
+    if not (a.images and a.labels):
+        raise UsageError("--nnunet needs --images and --labels (nnU-Net's raw layout)")
+    from rog.atomic import writable_dir
+    model = load_nnunet(a.nnunet, a.fold, tta=a.tta)
+    device = resolve_device(a.device)
+    cases = model.load_cases(a.images, a.labels, a.cases, a.max_cases, device)
+    out = writable_dir(a.out or f"rog_nnunet-{kind}")
+    init_distributed()
+    return external(kind, model, cases, out, config, label=a.label, device=device), out
+
+
 def cmd_attack(a) -> int:
     small = [e for e in a.eps if e < 1]
     if small:
@@ -185,9 +210,13 @@ def cmd_attack(a) -> int:
               f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
     from rog.bench import BenchmarkConfig
     from rog.bench.job import benchmark
-    config = BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=a.scope,
+    scope = a.scope or ("volume" if a.nnunet else "patch")
+    if a.nnunet and scope == "patch":
+        raise UsageError("--scope patch: nnU-Net models are attacked on whole cases (--scope volume, the default "
+                         "with --nnunet)")
+    config = BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=scope,
                              norm=a.norm, seed=a.seed)
-    doc, out = _run_sweep(a, benchmark, config, a.scope)
+    doc, out = _run_sweep(a, benchmark, config, scope)
     if not doc:
         return 0  # a non-zero rank: rank 0 merges and reports
     s = doc["summary"]
@@ -265,7 +294,20 @@ def cmd_report(a) -> int:
 
 def cmd_demo(a) -> int:
     from rog.demo import run_demo
-    return run_demo(Path(a.workdir), quick=a.quick)
+    workdir = a.workdir or ("rog_work/demo" if a.task == "nuclei" else "rog_work/demo-synthetic")
+    return run_demo(Path(workdir), quick=a.quick, task=a.task)
+
+
+def cmd_nuclei(a) -> int:
+    from rog.atomic import writable_dir
+    from rog.data.nuclei import make_nuclei_task
+    if (Path(a.out) / "dataset.json").exists():
+        raise UsageError(f"{a.out}: already holds a dataset (dataset.json); choose another folder")
+    out = make_nuclei_task(writable_dir(a.out))
+    meta = json.loads((out / "dataset.json").read_text())
+    print(f"{meta['name']}: {meta['numTraining']} training and {meta['numTest']} test cases at {out} "
+          f"({meta['description']})")
+    return 0
 
 
 def cmd_run_paper(a) -> int:
@@ -288,6 +330,13 @@ def _model_source_arguments(s) -> None:
     s.add_argument("--label", help="model name in results and reports (default: the run's name)")
     s.add_argument("-o", "--out", default=None)
     s.add_argument("--device", default="auto")
+    g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
+    g.add_argument("--nnunet", metavar="MODEL_DIR",
+                   help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
+    g.add_argument("--fold", type=_fold, default=0, help="fold to load: 0-4 or 'all' (default 0)")
+    g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet)")
+    g.add_argument("--labels", help="raw labels CASE.ext (with --nnunet)")
+    g.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (logits averaged, as nnU-Net)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan_p.add_argument("--force", action="store_true", help="recompute fingerprint and plan")
     plan_p.add_argument("--model", default="rog")
     plan_p.add_argument("--width", type=POSITIVE_INT, default=64)
+    plan_p.add_argument("--spacing", type=_number(float, 0, lo_open=True), nargs="+", default=None, metavar="MM",
+                        help="target spacing in mm, one value or three (default: the median spacing)")
     sub.choices["preprocess"].add_argument("--no-test", action="store_true", help="skip the test cases")
 
     s = sub.add_parser("summary", help="parameters and GFLOPs of each registered model")
@@ -399,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' or 'plus'")
     s.add_argument("--iters", type=POSITIVE_INT, nargs="+", default=[5])
     s.add_argument("--queries", type=POSITIVE_INT, nargs="+", default=[500])
-    s.add_argument("--scope", default="patch", choices=["patch", "volume"])
+    s.add_argument("--scope", default=None, choices=["patch", "volume"],
+                   help="patch (default) or volume: whole cases through the sliding window (always with --nnunet)")
     s.add_argument("--norm", default="linf", choices=["linf", "l2"])
     _model_source_arguments(s)
     s.set_defaults(fn=cmd_attack)
@@ -420,10 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", help="label of the model corruption errors are relative to (ImageNet-C's mCE)")
     s.set_defaults(fn=cmd_report)
 
-    s = sub.add_parser("demo", help="run the pipeline end to end on the embedded synthetic task")
-    s.add_argument("--quick", action="store_true", help="smaller data and budgets")
-    s.add_argument("-w", "--workdir", default="rog_work/demo")
+    s = sub.add_parser("demo", help="the paper's experiment end to end: three models, three seeds, attacks, report")
+    s.add_argument("--quick", action="store_true", help="smaller budgets (two seeds)")
+    s.add_argument("--task", default="nuclei", choices=["nuclei", "synthetic"],
+                   help="nuclei: real brain templates (default); synthetic: the embedded CT-like phantoms")
+    s.add_argument("-w", "--workdir", default=None, help="work directory (default rog_work/demo or rog_work/demo-synthetic)")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("nuclei", help="write the deep grey nuclei task from installed brain templates and atlases")
+    s.add_argument("out", nargs="?", default="rog_data/Nuclei")
+    s.set_defaults(fn=cmd_nuclei)
 
     s = sub.add_parser("run-paper", help="the paper's experiment with its settings on a real MSD task")
     s.add_argument("dataset")
@@ -439,8 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     from rog.checkpoint import CheckpointError
     from rog.data.dataset import DatasetError
     from rog.data.io import VolumeError
+    from rog.data.nuclei import NucleiError
+    from rog.external import ExternalError
     from rog.plan import PlanError
-    user_errors = (DatasetError, VolumeError, PlanError, CheckpointError, BenchError, UsageError,
+    user_errors = (DatasetError, VolumeError, PlanError, CheckpointError, BenchError, UsageError, NucleiError,
+                   ExternalError,
                    FileNotFoundError, PermissionError)
     try:
         return int(args.fn(args) or 0)

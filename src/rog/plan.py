@@ -180,8 +180,28 @@ def plan_sizes(median_shape, small_bbox, small_volume: float) -> dict:
             "val_patch_size": val, "strides": strides, "num_downsamplings": nd}
 
 
-def make_plan(fingerprint: dict, model: str = "rog", width: int = 64) -> Plan:
-    """Build the Plan for a dataset from its fingerprint (see `rog.data.fingerprint`)."""
+def at_spacing(fingerprint: dict, spacing) -> dict:
+    """The fingerprint as it would read at target `spacing` (mm, one value or one per axis)
+    instead of the median spacing: median shape and object boxes rescaled, volumes by the
+    voxel-volume ratio. A coarser spacing is nnU-Net's low-resolution idea: smaller patches
+    over the same anatomy, for budgets like the demo's."""
+    new = np.asarray(spacing, float).ravel()
+    if new.size not in (1, 3) or not (np.isfinite(new).all() and (new > 0).all()):
+        raise PlanError(f"spacing {spacing}: one or three positive millimetre values")
+    new = np.broadcast_to(new, (3,))
+    factor = np.asarray(fingerprint["target_spacing"], float) / new
+    classes = {k: {**c, "mean_bbox_voxels": (np.asarray(c["mean_bbox_voxels"]) * factor).tolist(),
+                   "mean_volume_voxels": c["mean_volume_voxels"] * float(factor.prod())}
+               if c["mean_volume_voxels"] else c for k, c in fingerprint["classes"].items()}
+    return {**fingerprint, "target_spacing": new.tolist(), "classes": classes,
+            "median_shape": (np.asarray(fingerprint["median_shape"]) * factor).tolist()}
+
+
+def make_plan(fingerprint: dict, model: str = "rog", width: int = 64, spacing=None) -> Plan:
+    """Build the Plan for a dataset from its fingerprint (see `rog.data.fingerprint`); `spacing`
+    (mm) overrides the median target spacing (`at_spacing`)."""
+    if spacing is not None:
+        fingerprint = at_spacing(fingerprint, spacing)
     classes = {k: c for k, c in fingerprint["classes"].items() if c["mean_volume_voxels"]}
     if not classes:
         raise PlanError(f"{fingerprint['dataset']}: no foreground class occurs in any training case")

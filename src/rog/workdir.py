@@ -27,7 +27,7 @@ def ensure_fingerprint(ds: Dataset, wd: Workdir, workers: int = 1, force: bool =
 
 
 def ensure_plan(ds: Dataset, wd: Workdir, workers: int = 1, force: bool = False, **overrides) -> Plan:
-    """Load plan.json, or make it from the fingerprint (`overrides`: model, width)."""
+    """Load plan.json, or make it from the fingerprint (`overrides`: model, width, spacing)."""
     if wd.plan.is_file() and not force:
         return Plan.load(wd.plan)
     plan = make_plan(ensure_fingerprint(ds, wd, workers), **overrides)

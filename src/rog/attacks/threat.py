@@ -17,15 +17,17 @@ import torch
 @dataclass(frozen=True)
 class ThreatModel:
     """`eps` on the /255 scale of each channel's range; `norm` "linf" (or "l2", where eps/255
-    bounds the L2 norm of the range-normalised perturbation divided by sqrt(#voxels))."""
+    bounds the L2 norm of the range-normalised perturbation divided by sqrt(#voxels)). A
+    tensor eps broadcastable to `[B, C, 1, 1, 1]` gives each instance and channel its own
+    (adversarial training: the whole case's radius on an augmented patch's wider box)."""
 
-    eps: float
+    eps: float | torch.Tensor
     norm: str = "linf"
 
     def __post_init__(self):
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"unknown norm {self.norm!r}: 'linf' or 'l2'")
-        if self.eps < 0:
+        if bool(torch.as_tensor(self.eps).lt(0).any()):
             raise ValueError("eps must be >= 0")
 
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from rog.data.preprocess import labelled_cases, load_case
 from rog.bench.records import BenchError
@@ -24,18 +25,23 @@ SOURCES = {
     "validation": "the run's validation split (it selected the checkpoint: optimistic)",
     "training": "labelled training cases (no run: which of them trained the model is unknown)",
     "given": "cases named on the command line",
+    "folders": "the labelled cases of the given images and labels folders",
 }
 
 
 @dataclass
 class BenchCase:
-    """One case ready to attack: x `[1, C, ...]`, y `[1, ...]`, box lo/hi `[1, C, 1, 1, 1]`."""
+    """One case ready to attack: x `[1, C, ...]`, y `[1, ...]`, box lo/hi `[1, C, 1, 1, 1]`.
+    `prepare`: a differentiable per-case input map run before the model (an external tool's
+    intensity normalisation with this case's constants, `rog.external`), so that x stays in
+    the scanner's intensities, where the threat model measures eps."""
 
     name: str
     x: torch.Tensor
     y: torch.Tensor
     lo: torch.Tensor
     hi: torch.Tensor
+    prepare: nn.Module | None = None
 
 
 def default_cases(data_dir: str | Path, run: RunDir | None = None) -> tuple[list[str], str]:

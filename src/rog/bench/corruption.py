@@ -39,9 +39,11 @@ class CorruptionSweep(Sweep):
     csv_columns = ["case", "corruption", "severity", "dice", "seconds", "finite"]
 
     def __init__(self, model: nn.Module, num_classes: int, config: CorruptionConfig, out_dir: str | Path,
-                 patch, spacing, progress: bool = True, meta: dict | None = None, weights: str | None = None):
+                 patch, spacing, progress: bool = True, meta: dict | None = None, weights: str | None = None,
+                 window: dict | None = None):
         """`spacing`: mm per voxel axis of the model input (the plan's target spacing)."""
-        super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True)
+        super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
+                         window=window)
         self.spacing = [float(s) for s in spacing]
 
     def _jobs(self) -> list[dict]:
@@ -59,7 +61,7 @@ class CorruptionSweep(Sweep):
         t0 = time.perf_counter()
         x = self._corrupted(case, job["corruption"], job["severity"])
         with frozen(self.model), torch.no_grad():
-            pred = self.model(x).argmax(1)
+            pred = self.model_for(case)(x).argmax(1)
         return {"case": case.name, **job, **dice_fields(pred, case.y, self.num_classes),
                 "seconds": time.perf_counter() - t0, "finite": bool(torch.isfinite(x).all())}, None
 
@@ -68,13 +70,14 @@ class CorruptionSweep(Sweep):
 
     def _checks(self, records, summary, tau, cases) -> list[dict]:
         first = cases[0]
+        model = self.model_for(first)
         with frozen(self.model), torch.no_grad():
-            clean = self.model(first.x).argmax(1)
-            agreement = {c: float((self.model(self._corrupted(first, c, 0)).argmax(1) == clean).float().mean())
+            clean = model(first.x).argmax(1)
+            agreement = {c: float((model(self._corrupted(first, c, 0)).argmax(1) == clean).float().mean())
                          for c in self.config.corruptions}
         finite = [f"{r['case']}/{r['corruption']}/{r['severity']}" for r in records if not r["finite"]]
         return [checks.severity_zero(agreement), checks.monotone_in_severity(summary),
-                checks.determinism(self.model, first.x),
+                checks.determinism(model, first.x),
                 {"name": "finite", "status": "fail" if finite else "pass",
                  "detail": f"non-finite corrupted inputs: {finite[:5]}" if finite else
                  f"all {len(records)} corrupted inputs finite"}]

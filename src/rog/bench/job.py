@@ -11,7 +11,7 @@ from rog.bench.cases import SOURCES, default_cases, load_bench_cases
 from rog.bench.records import file_hash
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.bench.runner import Benchmark, BenchmarkConfig
-from rog.models.summary import model_row
+from rog.models.summary import count_parameters, gflops, model_row
 from rog.plan import Plan
 from rog.rundir import RunDir
 
@@ -31,7 +31,8 @@ def _prepare(model: nn.Module, plan: Plan, data, scope: str, run: RunDir | None,
             "data": str(Path(data).resolve()), "cases_source": source, "cases_source_text": SOURCES[source],
             "model": model_row(model, plan, name),
             "class_names": [plan.labels.get(str(k), f"class {k}") for k in range(1, plan.num_classes)],
-            "test": run.read_test_eval() if run else None}
+            "test": run.read_test_eval() if run else None,
+            "seed": run.read_config().get("seed") if run else None}
     return load_bench_cases(data, names, scope, plan.val_patch_size, device), meta
 
 
@@ -56,3 +57,21 @@ def corruption_sweep(model: nn.Module, plan: Plan, data: str | Path, out: str | 
     cases, meta = _prepare(model, plan, data, "volume", run, model_name, names, max_cases, label, device)
     return CorruptionSweep(model.to(device), plan.num_classes, config, out, plan.val_patch_size,
                            plan.target_spacing, progress=progress, meta=meta, weights=file_hash(weights)).run(cases)
+
+
+def external(kind: str, model, cases: list, out: str | Path, config, label: str | None = None,
+             device: torch.device | str = "cpu", progress: bool = True) -> dict:
+    """Attack (`kind` "attack") or corrupt ("corruption") a model of another tool
+    (`rog.external.ExternalModel`) on its own preprocessed `cases`, whole, through rog's
+    sliding window with the model's patch size, mirroring and tiling style. Returns the results document."""
+    net = model.network
+    meta = {"label": label or model.name, "run": None, "data": None, "cases_source": "folders",
+            "cases_source_text": SOURCES["folders"],
+            "model": {"model": model.name, "parameters": count_parameters(net),
+                      "gflops": gflops(net, [model.num_channels, *model.patch]), "input": list(model.patch)},
+            "class_names": model.class_names, "test": None, "seed": None}
+    net = net.to(device)  # after counting: the FLOP count runs on the CPU
+    common = dict(progress=progress, meta=meta, weights=file_hash(model.weights), window=model.window)
+    if kind == "attack":
+        return Benchmark(net, model.num_classes, config, out, model.patch, **common).run(cases)
+    return CorruptionSweep(net, model.num_classes, config, out, model.patch, model.spacing, **common).run(cases)

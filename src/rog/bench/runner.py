@@ -66,9 +66,10 @@ class Benchmark(Sweep):
                    "finite", "found", "skipped"]
 
     def __init__(self, model: nn.Module, num_classes: int, config: BenchmarkConfig, out_dir: str | Path,
-                 patch=None, progress: bool = True, meta: dict | None = None, weights: str | None = None):
+                 patch=None, progress: bool = True, meta: dict | None = None, weights: str | None = None,
+                 window: dict | None = None):
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights,
-                         volume=config.scope == "volume")
+                         volume=config.scope == "volume", window=window)
         self._logged: set[str] = set()
         self._attack_configs: dict[str, dict] = {}
 
@@ -94,9 +95,10 @@ class Benchmark(Sweep):
         if not (first and worst):
             return
         panels = rec.load_qualitative(self.out.qualitative)
+        model = self.model_for(case)
         with frozen(self.model), torch.no_grad():
-            clean = self.model(case.x).argmax(1)
-            panels.update({eps: rec.qualitative_slice(case.x, case.y, clean, self.model(x_adv).argmax(1), x_adv)
+            clean = model(case.x).argmax(1)
+            panels.update({eps: rec.qualitative_slice(case.x, case.y, clean, model(x_adv).argmax(1), x_adv)
                            for eps, (_, x_adv) in worst.items()})
         rec.save_qualitative(self.out.qualitative, panels)
 
@@ -104,7 +106,8 @@ class Benchmark(Sweep):
         eps, attack, budget = job["eps"], job["attack"], job["budget"]
         threat = ThreatModel(eps, self.config.norm)
         head = {"case": case.name, "attack": attack, "attack_id": f"{attack}@{budget}", "eps": eps, "budget": budget}
-        atk = make_attack(attack, self.model, threat, budget, self.num_classes, self.config.seed, threshold=tau)
+        model = self.model_for(case)
+        atk = make_attack(attack, model, threat, budget, self.num_classes, self.config.seed, threshold=tau)
         reason = atk.skip_reason(self.num_classes)
         if reason:
             if reason not in self._logged:
@@ -116,7 +119,7 @@ class Benchmark(Sweep):
         x_adv = atk(case.x, case.y, case.lo, case.hi)
         seconds = time.perf_counter() - t0
         with frozen(self.model), torch.no_grad():
-            pred = self.model(x_adv).argmax(1)
+            pred = model(x_adv).argmax(1)
         fields = rec.measure(pred, case.y, x_adv, case.x, case.lo, case.hi, threat, self.num_classes, tau)
         info = atk.info
         return {**head, **fields, "seconds": seconds, "iterations": info.get("iterations"),
@@ -128,13 +131,13 @@ class Benchmark(Sweep):
 
     def _checks(self, records, summary, tau, cases) -> list[dict]:
         first = cases[0]
-        out = [checks.ball_box_finite(records), checks.determinism(self.model, first.x),
-               checks.input_gradients(self.model, first.x, first.y), checks.monotone_in_eps(summary),
+        out = [checks.ball_box_finite(records), checks.determinism(self.model_for(first), first.x),
+               checks.input_gradients(self.model_for(first), first.x, first.y), checks.monotone_in_eps(summary),
                checks.blackbox_not_stronger(records), checks.iterations_converged(records)]
-        large = PGD(self.model, ThreatModel(LARGE_EPS, self.config.norm), iters=max(self.config.iters),
-                    num_classes=self.num_classes, seed=self.config.seed)
         dice = []
         for c in cases[:2]:
+            large = PGD(self.model_for(c), ThreatModel(LARGE_EPS, self.config.norm), iters=max(self.config.iters),
+                        num_classes=self.num_classes, seed=self.config.seed)
             large(c.x, c.y, c.lo, c.hi)
             dice += large.info["dice"]
         out.append(checks.large_eps(float(np.mean(dice)), tau, LARGE_EPS))

@@ -31,14 +31,15 @@ class Sweep:
 
     def __init__(self, model: nn.Module, num_classes: int, config, out_dir: str | Path, patch=None,
                  progress: bool = True, meta: dict | None = None, weights: str | None = None,
-                 volume: bool = False):
+                 volume: bool = False, window: dict | None = None):
         """`meta` (stored as is) describes the model for the report: label, run, data, model
         summary, class names, where the cases come from. `weights` identifies the model's
         weights (a checkpoint hash): a results folder is only ever continued with the same.
-        `volume`: whole cases through the sliding window (patch size `patch`)."""
+        `volume`: whole cases through the sliding window (patch size `patch`; `window`: more
+        `SlidingWindow` options, such as an external tool's mirroring and tiling style)."""
         self.config, self.num_classes, self.progress = config, num_classes, progress
         self.meta, self.weights = meta or {}, weights
-        self.model = SlidingWindow(model, patch) if volume else model
+        self.model = SlidingWindow(model, patch, **(window or {})) if volume else model
         self.out = ResultsDir(out_dir)
         self.rank, self.world = rank_and_world()
         self.shard = self.rank if self.world > 1 else None
@@ -65,6 +66,10 @@ class Sweep:
     def _after_case(self, case: BenchCase, outputs: list[tuple[dict, torch.Tensor | None]], first: bool) -> None:
         """Called after each case with the records and perturbed inputs made for it."""
 
+    def model_for(self, case: BenchCase) -> nn.Module:
+        """The model as `case` is fed to it: its `prepare` map first, where it has one."""
+        return self.model if case.prepare is None else nn.Sequential(case.prepare, self.model)
+
     # ---- the shared loop -------------------------------------------------------------------
     def _load_previous(self, provenance: dict) -> list[dict]:
         path = self.out.results(self.shard)
@@ -80,7 +85,7 @@ class Sweep:
         out = {}
         with frozen(self.model), torch.no_grad():
             for c in cases:
-                pred = self.model(c.x).argmax(1)
+                pred = self.model_for(c)(c.x).argmax(1)
                 out[c.name] = rec.dice_fields(pred, c.y, self.num_classes)
         return out
 

@@ -13,26 +13,34 @@ import math
 from functools import lru_cache
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def window_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Start indices of windows of length `patch` covering `size` voxels: a step of
-    `int(patch * (1 - overlap))`, the last window moved back to end at `size`. These are
-    MONAI's positions, so outputs match `monai.inferers.sliding_window_inference`."""
+def window_starts(size: int, patch: int, overlap: float, positions: str = "monai") -> list[int]:
+    """Start indices of windows of length `patch` covering `size` voxels. "monai": a step of
+    `int(patch * (1 - overlap))`, the last window moved back to end at `size` (outputs match
+    `monai.inferers.sliding_window_inference`); "nnunet": the fewest windows whose step is at
+    most patch * (1 - overlap), spread evenly from 0 to size - patch (nnU-Net's
+    `compute_steps_for_sliding_window`)."""
     if size <= patch:
         return [0]
+    if positions == "nnunet":
+        n = math.ceil((size - patch) / (patch * (1 - overlap))) + 1
+        return [int(np.round((size - patch) / (n - 1) * i)) for i in range(n)]
     step = max(int(patch * (1 - overlap)), 1)
     n = math.ceil((size - patch) / step) + 1
     return sorted({min(i * step, size - patch) for i in range(n)})
 
 
 @lru_cache(maxsize=16)
-def _importance_map(patch: tuple[int, ...], mode: str, sigma_scale: float) -> torch.Tensor:
+def _importance_map(patch: tuple[int, ...], mode: str, sigma_scale: float, style: str) -> torch.Tensor:
     if mode == "constant":
         return torch.ones(patch)
+    if mode == "gaussian" and style == "nnunet":
+        return _nnunet_gaussian(patch, sigma_scale)
     coords = torch.meshgrid(*[torch.arange(p, dtype=torch.float64) - (p - 1) / 2 for p in patch], indexing="ij")
     if mode == "gaussian":
         w = torch.exp(-0.5 * sum((c / (sigma_scale * p)) ** 2 for c, p in zip(coords, patch)))
@@ -46,10 +54,24 @@ def _importance_map(patch: tuple[int, ...], mode: str, sigma_scale: float) -> to
     return w.clamp(min=1e-3, max=1.0).float()
 
 
-def importance_map(patch: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125) -> torch.Tensor:
-    """Per-voxel window weights `[*patch]`, max 1: Gaussian with sigma = sigma_scale * patch
-    (nnU-Net, MONAI), inverse distance to the centre (the paper), or constant."""
-    return _importance_map(tuple(int(p) for p in patch), mode, float(sigma_scale)).clone()
+def _nnunet_gaussian(patch: tuple[int, ...], sigma_scale: float) -> torch.Tensor:
+    """nnU-Net's window weights (`compute_gaussian`): a Gaussian-filtered delta at p // 2,
+    max 10, rounded to half precision, zeros raised to the smallest non-zero weight."""
+    from scipy.ndimage import gaussian_filter
+    delta = np.zeros(patch)
+    delta[tuple(p // 2 for p in patch)] = 1
+    g = gaussian_filter(delta, [p * sigma_scale for p in patch], 0, mode="constant", cval=0)
+    w = torch.from_numpy(g / (g.max() / 10)).half()
+    w[w == 0] = w[w != 0].min()
+    return w.float()
+
+
+def importance_map(patch: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125,
+                   style: str = "monai") -> torch.Tensor:
+    """Per-voxel window weights `[*patch]`: Gaussian with sigma = sigma_scale * patch (MONAI's
+    floor of 1e-3 and max 1; `style` "nnunet": nnU-Net's own construction), inverse distance
+    to the centre (the paper), or constant."""
+    return _importance_map(tuple(int(p) for p in patch), mode, float(sigma_scale), style).clone()
 
 
 def _mirror_sets(axes: Sequence[int] | None) -> list[tuple[int, ...]]:
@@ -57,13 +79,13 @@ def _mirror_sets(axes: Sequence[int] | None) -> list[tuple[int, ...]]:
     return [s for r in range(len(axes) + 1) for s in itertools.combinations(axes, r)]
 
 
-def _tile(x: torch.Tensor, patch: list[int], overlap: float, pad_mode: str):
+def _tile(x: torch.Tensor, patch: list[int], overlap: float, pad_mode: str, positions: str = "monai"):
     """Pad `x` up to `patch` where smaller; returns (padded x, per-axis pad, window starts)."""
     spatial = list(x.shape[2:])
     pad = [max(p - s, 0) for p, s in zip(patch, spatial)]
     if any(pad):
         x = F.pad(x, [v for p in reversed(pad) for v in (p // 2, p - p // 2)], mode=pad_mode)
-    starts = list(itertools.product(*[window_starts(s, p, overlap) for s, p in zip(x.shape[2:], patch)]))
+    starts = list(itertools.product(*[window_starts(s, p, overlap, positions) for s, p in zip(x.shape[2:], patch)]))
     return x, pad, starts
 
 
@@ -86,7 +108,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
                    mode: str = "gaussian", batch_size: int = 4, mirror_axes: Sequence[int] | None = None,
                    window_device: torch.device | str | None = None,
                    out_device: torch.device | str | None = None, progress: bool = False,
-                   pad_mode: str = "replicate") -> torch.Tensor:
+                   pad_mode: str = "replicate", style: str = "monai") -> torch.Tensor:
     """Logits of `model` over a whole volume.
 
     Takes `x: [B, C, D, H, W]`; returns `[B, K, D, H, W]` on `out_device` (default: the
@@ -95,7 +117,9 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     (spatial axes 0-2) averages the logits over every subset of flips (test-time
     augmentation). Volumes smaller than `patch` are padded with `pad_mode` ("replicate":
     border voxels repeated, so the padding looks like the volume's edge rather than like the
-    normalised mean intensity; "constant": zeros, as MONAI) and cropped back.
+    normalised mean intensity; "constant": zeros, as MONAI) and cropped back. `style`
+    "nnunet" tiles as nnU-Net's predictor does (its window positions, zero padding, its
+    Gaussian), for models trained by it.
     Differentiable with respect to `x`.
     """
     if x.ndim != 5:
@@ -103,7 +127,9 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     patch = [int(p) for p in patch]
     window_device = torch.device(window_device) if window_device else x.device
     spatial = list(x.shape[2:])
-    x, pad, starts = _tile(x, patch, overlap, pad_mode)
+    if style == "nnunet":
+        pad_mode = "constant"
+    x, pad, starts = _tile(x, patch, overlap, pad_mode, style)
     size = list(x.shape[2:])
     flips = _mirror_sets(mirror_axes)
     out = weight = None
@@ -118,14 +144,21 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
         logits = _window_logits(model, windows, flips)
         if out is None:  # the number of classes is known from the first windows
             out_device = _output_device(out_device, window_device, x.shape[0] * logits.shape[1], size)
-            out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=logits.dtype)
-            weight = importance_map(patch, mode).to(out_device, x.dtype)
+            dtype = _ACCUMULATE.get(style, logits.dtype)
+            out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=dtype)
+            weight = importance_map(patch, mode, style=style).to(out_device, dtype)
         logits = logits.to(out_device)
         for i, sl in enumerate(slices):
             chunk = logits[i * x.shape[0]:(i + 1) * x.shape[0]]
             out[(slice(None), slice(None), *sl)] += chunk * weight
     out.div_(_weight_sum(starts, patch, weight, size))  # in place: a copy would double the peak
-    return _crop(out, pad, spatial)
+    return _crop(out, pad, spatial).to(logits.dtype)
+
+
+_PAD = {"monai": "replicate", "nnunet": "constant"}
+# nnU-Net's predictor sums the weighted logits and the weights in half precision (memory on
+# the GPU); its style does the same, so the clean logits are its own to the last bit
+_ACCUMULATE = {"nnunet": torch.half}
 
 
 def _window(start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
@@ -158,15 +191,16 @@ class SlidingWindow(nn.Module):
     logits through `sliding_window`. Attacks take it like any other model ("volume" scope)."""
 
     def __init__(self, model: nn.Module, patch: Sequence[int], overlap: float = 0.5,
-                 mode: str = "gaussian", batch_size: int = 4, mirror_axes: Sequence[int] | None = None):
+                 mode: str = "gaussian", batch_size: int = 4, mirror_axes: Sequence[int] | None = None,
+                 style: str = "monai"):
         super().__init__()
         self.model = model
         self.patch, self.overlap, self.mode = list(patch), overlap, mode
-        self.batch_size, self.mirror_axes = batch_size, mirror_axes
+        self.batch_size, self.mirror_axes, self.style = batch_size, mirror_axes, style
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sliding_window(self.model, x, self.patch, self.overlap, self.mode, self.batch_size,
-                              self.mirror_axes)
+                              self.mirror_axes, style=self.style)
 
     def window_cache(self, x: torch.Tensor) -> "WindowCache":
         """Per-window logits of `x: [B, C, D, H, W]` for cheap re-evaluation of local changes."""
@@ -183,7 +217,7 @@ class WindowCache:
 
     def __init__(self, sw: "SlidingWindow", x: torch.Tensor):
         self.sw, self.spatial = sw, list(x.shape[2:])
-        xp, self.pad, self.starts = _tile(x, sw.patch, sw.overlap, "replicate")
+        xp, self.pad, self.starts = _tile(x, sw.patch, sw.overlap, _PAD[sw.style], sw.style)
         self.flips = _mirror_sets(sw.mirror_axes)
         self.logits = [None] * len(self.starts)  # window -> [B, K, *patch]
         b = x.shape[0]
@@ -192,7 +226,9 @@ class WindowCache:
             if self.logits[w] is None:
                 self.logits[w] = out.new_empty((b, *out.shape))
             self.logits[w][i] = out
-        self.weight = importance_map(sw.patch, sw.mode).to(self.logits[0].device, self.logits[0].dtype)
+        self.dtype = self.logits[0].dtype
+        self.weight = importance_map(sw.patch, sw.mode, style=sw.style).to(self.logits[0].device,
+                                                                            _ACCUMULATE.get(sw.style, self.dtype))
         self.norm = _weight_sum(self.starts, sw.patch, self.weight, xp.shape[2:])
         self.pending: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -214,14 +250,14 @@ class WindowCache:
         for w, st in enumerate(self.starts):
             chunk = torch.stack([changed.get((j, w), self.logits[w][o]) for j, o in enumerate(owners)])
             if out is None:
-                out = chunk.new_zeros((len(owners), chunk.shape[1], *self.norm.shape))
+                out = chunk.new_zeros((len(owners), chunk.shape[1], *self.norm.shape), dtype=self.weight.dtype)
             out[(slice(None), slice(None), *_window(st, self.sw.patch))] += chunk * self.weight
-        return _crop(out.div_(self.norm), self.pad, self.spatial)
+        return _crop(out.div_(self.norm), self.pad, self.spatial).to(self.dtype)
 
     def evaluate(self, x: torch.Tensor, boxes: Sequence[Sequence[slice]], owners: Sequence[int]) -> torch.Tensor:
         """Logits `[N, K, D, H, W]` of inputs `x: [N, C, D, H, W]`, where input j equals base
         volume `owners[j]` outside the spatial box `boxes[j]` (one slice per axis)."""
-        xp = _tile(x, self.sw.patch, self.sw.overlap, "replicate")[0]
+        xp = _tile(x, self.sw.patch, self.sw.overlap, _PAD[self.sw.style], self.sw.style)[0]
         pairs = []
         for j, box in enumerate(boxes):
             for w, st in enumerate(self.starts):

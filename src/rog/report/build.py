@@ -16,6 +16,7 @@ import numpy as np
 from rog.atomic import write_json, write_text
 from rog.bench.records import load_qualitative
 from rog.evaluate.corruption import corruption_errors
+from rog.evaluate.seeds import across_seeds, auc_gain
 from rog.report import figures
 from rog.rundir import ResultsDir, RunDir
 
@@ -64,12 +65,48 @@ def _model_entry(folder: ResultsDir, doc: dict) -> dict:
         "runtime": {}, "num_classes": k + 1, "cases": sorted(clean),
         "class_names": meta.get("class_names") or [f"class {c}" for c in range(1, k + 1)],
         "panels": load_qualitative(folder.qualitative),
+        "group": meta.get("label", folder.path.name), "seed": meta.get("seed"),
+        "case_worst": _case_worst(doc),
     }
     for r in doc["records"]:
         if not r.get("skipped"):
             entry["runtime"][r["attack_id"]] = entry["runtime"].get(r["attack_id"], 0.0) + r["seconds"]
     entry["skipped"] = sorted({r["skipped"] for r in doc["records"] if r.get("skipped")})
     return entry
+
+
+def _case_worst(doc: dict) -> dict[str, dict[str, float]]:
+    """Per case: clean Dice (eps "0.0") and the worst Dice over attacks at each eps."""
+    out = {case: {"0.0": c["dice"]} for case, c in doc["clean"].items()}
+    for r in doc["records"]:
+        if not r.get("skipped"):
+            key = str(float(r["eps"]))
+            out[r["case"]][key] = min(out[r["case"]].get(key, np.inf), r["dice"])
+    return out
+
+
+def _unique_names(entries: list[dict]) -> None:
+    """Entries sharing a label are told apart by their training seed, else by their folder."""
+    names = [e["name"] for e in entries]
+    if len(set(names)) == len(names):
+        return
+    for e in entries:
+        if names.count(e["name"]) > 1 and e["seed"] is not None:
+            e["name"] = f"{e['name']}@s{e['seed']}"
+    if len({e["name"] for e in entries}) != len(entries):
+        for e in entries:
+            e["name"] = Path(e["folder"]).name
+
+
+def _seed_groups(entries: list[dict]) -> dict[str, dict]:
+    """`across_seeds` of each label's entries (one per training seed)."""
+    by_group: dict[str, dict] = {}
+    for i, e in enumerate(entries):
+        seed = e["seed"] if e["seed"] is not None else i
+        by_group.setdefault(e["group"], {})[seed] = {
+            "clean_dice": e["clean_dice"], "auc_worst_case": e["auc_worst_case"],
+            "eps": {k: v["worst_case_dice"] for k, v in e["eps"].items()}, "cases": e["case_worst"]}
+    return {g: across_seeds(runs) for g, runs in by_group.items()}
 
 
 def _attack_curve(entry: dict, attack: str):
@@ -98,10 +135,13 @@ def _fmt(v, digits=3):
 
 
 def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8.0, panels: bool = True,
-                 baseline: str | None = None) -> dict:
+                 baseline: str | None = None, gain: tuple[str, str] | None = None) -> dict:
     """Write OUT/report.html, OUT/*.png and OUT/summary.json; returns the summary. Attack
-    results give the paper's figures; corruption results a section of their own, with
-    corruption errors relative to the model labelled `baseline` where given."""
+    results give the paper's figures; results of one model label from several training seeds
+    are also aggregated (mean +- sd over seeds, per-case points), and `gain` = (defended,
+    reference) labels states whether the first's AUC gain over the second exceeds twice the
+    seed spread. Corruption results get a section of their own, with corruption errors
+    relative to the model labelled `baseline` where given."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     docs = [(f, _finished(f)) for f in _find_results(inputs)]
@@ -109,14 +149,14 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     entries = [_model_entry(f, d) for f, d in docs if d.get("kind", "attack") == "attack"]
     corruption_summary, corruption_html = _corruptions(corruption, out, baseline)
     if not entries:
-        summary = {"models": {}, "corruptions": corruption_summary, "figures": ["dice_vs_severity.png"]}
+        summary = {"models": {}, "seeds": {"groups": {}, "gain": None}, "corruptions": corruption_summary,
+                   "figures": ["dice_vs_severity.png"]}
         write_json(out / "summary.json", summary)
         write_text(out / "report.html", _HEAD + corruption_html + "</body></html>")
         return summary
-    names = [e["name"] for e in entries]
-    if len(set(names)) != len(names):
-        for e in entries:
-            e["name"] = Path(e["folder"]).name
+    _unique_names(entries)
+    groups = _seed_groups(entries)
+    seeds = {"groups": groups, "gain": auc_gain(groups, *gain) if gain else None}
     class_names = entries[0]["class_names"]
     models = {e["name"]: e for e in entries}
     aucs = figures.dice_vs_eps(out / "dice_vs_eps.png", models, class_names)
@@ -126,8 +166,12 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     t_eps = table_eps if table_eps in eps_keys else max(eps_keys)
     tables = {e["name"]: _model_table(e) for e in entries}
     figs = ["dice_vs_eps.png"] + (["pgd_vs_apgd.png"] if pgd_aucs else [])
-    if panels:
-        rows = [p for e in entries if (p := _panel(e, eps_keys[t_eps]))]
+    if any(len(g["seeds"]) > 1 for g in groups.values()):
+        figures.across_seeds(out / "seeds.png", groups)
+        figs.append("seeds.png")
+    if panels:  # one seed's models: the panels compare models, not training runs
+        first = {g: min(e["seed"] or 0 for e in entries if e["group"] == g) for g in groups}
+        rows = [p for e in entries if (e["seed"] or 0) == first[e["group"]] and (p := _panel(e, eps_keys[t_eps]))]
         if rows:
             figures.qualitative(out / "qualitative.png", rows, entries[0]["num_classes"])
             figs.append("qualitative.png")
@@ -140,9 +184,12 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
                     "parameters": (tables[e["name"]] or {}).get("parameters"),
                     "gflops": (tables[e["name"]] or {}).get("gflops"),
                     "test": (tables[e["name"]] or {}).get("test")} for e in entries},
+        "seeds": seeds,
         "figures": figs + (["dice_vs_severity.png"] if corruption else []), "corruptions": corruption_summary}
     write_json(out / "summary.json", summary)
     page = _html(entries, summary, class_names, tables, t_eps, eps_keys[t_eps], figs)
+    if "seeds.png" in figs:
+        page = page.replace("<h2>Dice under attack", _seeds_html(seeds) + "<h2>Dice under attack", 1)
     write_text(out / "report.html", page.replace("</body></html>", corruption_html + "</body></html>"))
     return summary
 
@@ -180,6 +227,25 @@ def _corruptions(entries: list[dict], out: Path, baseline: str | None) -> tuple[
         f"cases: {esc(entries[0]['meta'].get('cases_source_text', 'not recorded'))}.</p>"
         f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
     return summary, section
+
+
+def _seeds_html(seeds: dict) -> str:
+    """The section on training seeds: mean +- sd table, figure, and the gain in words."""
+    e = html.escape
+    groups = seeds["groups"]
+    eps_keys = sorted({k for g in groups.values() for k in g["eps"]}, key=float)
+
+    def pm(stat):
+        return "n/a" if stat is None else f"{stat['mean']:.3f} &plusmn; {stat['sd']:.3f}"
+    rows = "".join(f"<tr><td>{e(name)}</td><td>{len(g['seeds'])}</td><td>{pm(g['clean_dice'])}</td>"
+                   + "".join(f"<td>{pm(g['eps'].get(k))}</td>" for k in eps_keys)
+                   + f"<td>{pm(g['auc_worst_case'])}</td></tr>" for name, g in groups.items())
+    gain = f"<p><b>{e(seeds['gain']['text'])}</b></p>" if seeds.get("gain") else ""
+    return ("<h2>Across training seeds</h2>" + gain + "<img src='seeds.png' alt='Dice vs eps over seeds'>"
+            "<table><tr><th>model</th><th>seeds</th><th>clean</th>"
+            + "".join(f"<th>eps {float(k):g}</th>" for k in eps_keys) + f"<th>AUC</th></tr>{rows}</table>"
+            "<p>Cells: mean &plusmn; sample sd over training seeds of the worst-case mean Dice; the figure "
+            "shows each seed's per-case worst-case Dice as points.</p>")
 
 
 _HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>rog robustness report</title><style>"

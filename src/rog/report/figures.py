@@ -26,9 +26,13 @@ def dice_vs_eps(path: Path, models: dict[str, dict], class_names: list[str]) -> 
     """Figure 1/4: worst-case Dice vs eps, one panel per model, one curve per class and the
     mean; returns each model's normalised AUC of the mean curve."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
+    cols = min(len(models), 3)
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
     aucs = {}
-    for ax, (name, m) in zip(axes[0], models.items()):
+    for ax, (name, m) in zip(axes.flat, models.items()):
         eps, mean, per_class = m["curve_eps"], m["curve_mean"], m["curve_classes"]
         aucs[name] = auc(eps, mean)
         for k, cname in enumerate(class_names):
@@ -39,9 +43,35 @@ def dice_vs_eps(path: Path, models: dict[str, dict], class_names: list[str]) -> 
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("worst-case Dice")
+    for row in axes:
+        row[0].set_ylabel("worst-case Dice")
     _save(fig, path)
     return aucs
+
+
+def across_seeds(path: Path, groups: dict[str, dict]) -> None:
+    """Worst-case Dice vs eps per model: mean over seeds with a +-sd band, and every seed's
+    per-case points (eps 0 = clean), from `rog.evaluate.seeds.across_seeds` groups."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    rng = np.random.default_rng(0)  # jitter only, so points of one eps do not overlap
+    for i, (name, g) in enumerate(groups.items()):
+        eps = [0.0] + [float(k) for k in g["eps"]]
+        mean = np.array([g["clean_dice"]["mean"]] + [v["mean"] for v in g["eps"].values()])
+        sd = np.array([g["clean_dice"]["sd"]] + [v["sd"] for v in g["eps"].values()])
+        ax.plot(eps, mean, color=f"C{i}", marker="o",
+                label=f"{name} ({len(g['seeds'])} seeds, AUC {g['auc_worst_case']['mean']:.2f} "
+                      f"+- {g['auc_worst_case']['sd']:.2f})")
+        ax.fill_between(eps, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
+        for k, pts in g["points"].items():
+            x = float(k) + (i - (len(groups) - 1) / 2) * 0.35 + rng.uniform(-0.1, 0.1, len(pts))
+            ax.scatter(x, [p[2] for p in pts], s=9, color=f"C{i}", alpha=0.5)
+    ax.set_xlabel("eps (/255)")
+    ax.set_ylabel("worst-case Dice")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
 
 
 def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> dict[str, dict[str, float]]:

@@ -1,7 +1,10 @@
 """Adversarial training steps: Free AT (Shafahi et al. 2019) and PGD-AT (Madry et al. 2018).
 
-Both use the benchmark's threat model (`rog.attacks.ThreatModel`), with the training patch's
-own channel range as the box (the whole case is not at hand): radius eps / 255 * (hi - lo).
+Both use the benchmark's threat model (`rog.attacks.ThreatModel`) with the benchmark's radius:
+eps / 255 of the whole case's per-channel range (`case_lo`, `case_hi`, which `TrainPatches`
+hands over with each patch), not the patch's own range (0.77-1.24x of it on the synthetic
+task). The box is the case's range widened to the augmented patch's where intensity
+augmentation stretched it, so the clean patch is always inside.
 Free AT replays each minibatch `replays` times; each replay takes one optimiser step on the
 perturbed batch and one signed-gradient step of size eps on a perturbation buffer that is
 carried across minibatches. The public code's step, `(eps_abs // 2) * sign(grad)`, rounds to
@@ -26,11 +29,12 @@ class FreeAT:
         self.delta: torch.Tensor | None = None
         self.last_ratio = 0.0  # |delta|_inf / radius of the last replay, for the log
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, train_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
-        """Replay the minibatch; `train_step(x_in, y)` runs forward, backward and the optimiser
-        step and returns the loss with `x_in` requiring grad. Returns the mean loss."""
-        lo, hi = ThreatModel.channel_range(x)
-        radius = self.threat.radius_of(lo, hi)
+    def step(self, x: torch.Tensor, y: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor,
+             train_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+        """Replay the minibatch x `[B, C, ...]`, y `[B, ...]` whose cases span [case_lo, case_hi]
+        (`[B, C]` each); `train_step(x_in, y)` runs forward, backward and the optimiser step and
+        returns the loss with `x_in` requiring grad. Returns the mean loss."""
+        lo, hi, radius = training_box(x, case_lo, case_hi, self.threat)
         if self.delta is None or self.delta.shape != x.shape:
             self.delta = torch.zeros_like(x)
         total = 0.0
@@ -44,9 +48,24 @@ class FreeAT:
         return total / self.replays
 
 
-def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
-    """PGD-AT inputs `[B, C, ...]` for a batch x `[B, C, ...]`, y `[B, ...]`: the benchmark's
-    PGD (CE, `steps` steps of 2.5 eps / steps from a random start seeded by `seed`, the lowest
-    Dice iterate kept) with the batch's own channel ranges as the box. The weights are frozen
-    meanwhile; they receive their gradients in the training step that follows."""
-    return PGD(model, ThreatModel(eps), iters=steps, seed=seed)(x, y)
+def training_box(x: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor, threat: ThreatModel):
+    """(lo, hi, radius), each `[B, C, 1, 1, 1]`, for patches x `[B, C, ...]` of cases spanning
+    [case_lo, case_hi] (`[B, C]`): the radius is the threat's on the case's range; the box is
+    the case's range widened to the patch's."""
+    shape = (*x.shape[:2], *([1] * (x.ndim - 2)))
+    case_lo, case_hi = case_lo.to(x).view(shape), case_hi.to(x).view(shape)
+    lo, hi = ThreatModel.channel_range(x)
+    return torch.minimum(lo, case_lo), torch.maximum(hi, case_hi), threat.radius_of(case_lo, case_hi)
+
+
+def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor,
+                 eps: float, steps: int, seed: int) -> torch.Tensor:
+    """PGD-AT inputs `[B, C, ...]` for a batch x `[B, C, ...]`, y `[B, ...]` of cases spanning
+    [case_lo, case_hi] (`[B, C]`): the benchmark's PGD (CE, `steps` steps of 2.5 eps / steps
+    from a random start seeded by `seed`, the lowest-Dice iterate kept) with the case's radius
+    inside `training_box`. The weights are frozen meanwhile; they receive their gradients in the
+    training step that follows."""
+    lo, hi, radius = training_box(x, case_lo, case_hi, ThreatModel(eps))
+    # the attack measures eps on the box it is given: rescale so its radius is the case's
+    per_channel = eps * radius / (ThreatModel(eps).radius_of(lo, hi)).clamp(min=1e-12)
+    return PGD(model, ThreatModel(per_channel), iters=steps, seed=seed)(x, y, lo, hi)

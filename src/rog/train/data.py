@@ -21,7 +21,9 @@ from rog.train.augment import augment, build_augmentation
 
 
 class TrainPatches(Dataset):
-    """Item j: (image `[C, *patch]` float32, label `[*patch]` int64). With `corruption_spacing`
+    """Item j: (image `[C, *patch]` float32, label `[*patch]` int64, case range `[2, C]`: the
+    whole case's per-channel min and max, the benchmark's box, from which adversarial training
+    takes its radius). With `corruption_spacing`
     (the voxel spacing in mm) half the augmented patches also get one scanner artefact of
     `rog.corruptions` at a random severity 1-5 (`--augment corruptions`)."""
 
@@ -46,7 +48,9 @@ class TrainPatches(Dataset):
     def _case(self, name: str):
         if name not in self._cache:  # per worker process: arrays memory-mapped, locations once
             image, label, _ = load_case(self.data_dir, name)
-            self._cache[name] = (image, label, class_locations(np.asarray(label)))
+            flat = np.asarray(image).reshape(image.shape[0], -1)
+            span = torch.from_numpy(np.stack([flat.min(1), flat.max(1)]).astype(np.float32))
+            self._cache[name] = (image, label, class_locations(np.asarray(label)), span)
         return self._cache[name]
 
     def __getitem__(self, j: int):
@@ -54,17 +58,18 @@ class TrainPatches(Dataset):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.cases))
         name = self.cases[order[i % len(self.cases)]]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        image, label, locations = self._case(name)
+        image, label, locations, span = self._case(name)
         size = self.crop_size if self.augment_data else self.patch_size
         img, lab = sample_patch(image, label, size, rng, self.fg_prob, locations)
         if not self.augment_data:
-            return torch.from_numpy(np.ascontiguousarray(img, np.float32)), torch.from_numpy(lab.astype(np.int64))
+            return (torch.from_numpy(np.ascontiguousarray(img, np.float32)), torch.from_numpy(lab.astype(np.int64)),
+                    span)
         if self._transform is None:
             self._transform = build_augmentation(self.patch_size)
         img, lab = augment(self._transform, img, lab, int(rng.integers(2 ** 31)))
         if self.corruption_spacing is not None and rng.random() < 0.5:  # drawn after: the rest is unchanged
             img = self._corrupt(img, lab, rng)
-        return img, lab
+        return img, lab, span
 
     def _corrupt(self, img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         names = list(CORRUPTIONS)

@@ -52,7 +52,7 @@ class TrainConfig:
     model: str | None = None  # default: the plan's
     adv: str | None = None  # None, "free" or "pgd"
     augment: str = "default"  # or "corruptions": also scanner artefacts (rog.corruptions) on half the patches
-    eps: float = 8.0  # /255 of the patch's channel range
+    eps: float = 8.0  # /255 of the whole case's channel range, as the benchmark
     replays: int = 5  # Free AT's m
     divide_epochs: bool = True  # Free AT: epochs / m, so the cost equals clean training
     pgd_steps: int = 5
@@ -193,14 +193,15 @@ class Trainer:
             t0 = time.perf_counter()
             sums = {"loss": partial.get("loss", 0.0), "n": partial.get("n", 0)}
             bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.max_epochs}", disable=not self.progress or self.rank)
-            for it, (x, y) in enumerate(bar, start=start_it):
+            for it, (x, y, span) in enumerate(bar, start=start_it):
                 x, y = x.to(self.device), y.to(self.device)
+                case_lo, case_hi = span[:, 0].to(self.device), span[:, 1].to(self.device)
                 if self.free is not None:
-                    loss = self.free.step(x, y, self._train_step)
+                    loss = self.free.step(x, y, case_lo, case_hi, self._train_step)
                 else:
                     if cfg.adv == "pgd":  # a fresh random start per batch, reproducible on resume
                         seed = int(np.random.SeedSequence([cfg.seed, self.epoch, it]).generate_state(1)[0])
-                        x = pgd_examples(self.model, x, y, cfg.eps, cfg.pgd_steps, seed)
+                        x = pgd_examples(self.model, x, y, case_lo, case_hi, cfg.eps, cfg.pgd_steps, seed)
                     loss = float(self._train_step(x, y))
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"epoch {self.epoch + 1}: training loss became {loss}; "
