@@ -14,7 +14,10 @@ fi
 constraint=$(mktemp)
 trap 'rm -f "$constraint"' EXIT
 "$PY" -c "import torch; print('torch==' + torch.__version__)" >"$constraint"
-"$PY" -m pip install --quiet -c "$constraint" -e ".[test]"
+# --test adds the nnunetv2 extra: the tests build and benchmark nnU-Net model folders
+extras="test"
+if [ "${1:-}" = "--test" ]; then extras="test,nnunet"; fi
+"$PY" -m pip install --quiet -c "$constraint" -e ".[$extras]"
 # torchattacks is the reference APGD the tests compare against. Its metadata asks for
 # torchvision, which it never imports and which would replace the CPU torch: no deps.
 "$PY" -m pip install --quiet --no-deps "torchattacks>=3.5"

@@ -63,14 +63,8 @@ def test_sampling_is_reproducible_and_sharded(prepared):
     assert sorted(c for s in splits for c in s["val"]) == sorted(f"c{i}" for i in range(10))
 
 
-def test_free_at_perturbation_is_nonzero_and_bounded():
-    torch.manual_seed(0)
-    model = ROG(1, 3, (1, 1, 2), width=4)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x = torch.randn(2, 1, 16, 16, 16) * 0.5  # z-scored-like: range about 4, where // 2 gave 0
-    y = torch.randint(0, 3, (2, 16, 16, 16))
-    seen = []
-
+def _training_step(model, opt, seen: list):
+    """A Free AT `train_step` (CE, one optimiser step) that records the inputs it was given."""
     def step(x_in, t):
         seen.append(x_in.detach().clone())
         opt.zero_grad()
@@ -78,7 +72,17 @@ def test_free_at_perturbation_is_nonzero_and_bounded():
         loss.backward()
         opt.step()
         return loss.detach()
+    return step
 
+
+def test_free_at_perturbation_is_nonzero_and_bounded():
+    torch.manual_seed(0)
+    model = ROG(1, 3, (1, 1, 2), width=4)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.randn(2, 1, 16, 16, 16) * 0.5  # z-scored-like: range about 4, where // 2 gave 0
+    y = torch.randint(0, 3, (2, 16, 16, 16))
+    seen = []
+    step = _training_step(model, opt, seen)
     free = FreeAT(eps=8, replays=3)
     lo, hi = x.amin((2, 3, 4), keepdim=True), x.amax((2, 3, 4), keepdim=True)
     free.step(x, y, lo.flatten(1), hi.flatten(1), step)
@@ -105,16 +109,8 @@ def test_adversarial_training_radius_is_the_whole_cases_not_the_patchs():
     y = torch.randint(0, 3, (2, 16, 16, 16))
     case_lo, case_hi = torch.full((2, 1), -3.0), torch.full((2, 1), 1.0)  # case range 4 = 2x the patch's
     case_radius = 8 / 255 * 4.0
-
-    def step(x_in, t):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x_in), t)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
     free = FreeAT(eps=8, replays=3)
-    free.step(x, y, case_lo, case_hi, step)
+    free.step(x, y, case_lo, case_hi, _training_step(model, opt, []))
     assert free.delta.abs().max() == pytest.approx(case_radius, rel=1e-5)  # not 8/255 * 2
     x_adv = pgd_examples(model, x, y, case_lo, case_hi, 8, 3, seed=0)
     d = (x_adv - x).abs().max().item()

@@ -167,7 +167,7 @@ def _run_sweep(a, job, config, folder: str) -> tuple[dict, Path]:
     cases of `rog attack` / `rog corrupt`; results go to -o, else WORKDIR/attacks/RUN-FOLDER.
     Returns (results document, {} on torchrun ranks > 0; output folder)."""
     from rog.devices import init_distributed, resolve_device
-    if a.nnunet:
+    if a.nnunet or a.bundle:
         return _run_external(a, config, "attack" if folder in ("patch", "volume") else "corruption")
     model, plan, run = _load_model(a)
     if a.data:
@@ -187,18 +187,25 @@ def _run_sweep(a, job, config, folder: str) -> tuple[dict, Path]:
 
 
 def _run_external(a, config, kind: str) -> tuple[dict, Path]:
-    """`_run_sweep` for an nnU-Net model folder: its own preprocessing of --images/--labels,
-    whole cases. Results go to -o, else ./rog_nnunet-KIND."""
+    """`_run_sweep` for an nnU-Net model folder or a MONAI bundle: the tool's own preprocessing
+    of --images/--labels, whole cases. Results go to -o, else ./rog_TOOL-KIND."""
+    from rog.atomic import writable_dir
     from rog.bench.job import external
     from rog.devices import init_distributed, resolve_device
-    from rog.external.nnunet import load_nnunet
+    tool = "nnunet" if a.nnunet else "bundle"
+    if a.nnunet and a.bundle:
+        raise UsageError("give --nnunet or --bundle, not both")
     if not (a.images and a.labels):
-        raise UsageError("--nnunet needs --images and --labels (nnU-Net's raw layout)")
-    from rog.atomic import writable_dir
-    model = load_nnunet(a.nnunet, a.fold, tta=a.tta)
+        raise UsageError(f"--{tool} needs --images and --labels")
+    if a.nnunet:
+        from rog.external.nnunet import load_nnunet
+        model = load_nnunet(a.nnunet, a.fold, tta=a.tta)
+    else:
+        from rog.external.bundle import load_bundle
+        model = load_bundle(a.bundle)
     device = resolve_device(a.device)
     cases = model.load_cases(a.images, a.labels, a.cases, a.max_cases, device)
-    out = writable_dir(a.out or f"rog_nnunet-{kind}")
+    out = writable_dir(a.out or f"rog_{tool}-{kind}")
     init_distributed()
     return external(kind, model, cases, out, config, label=a.label, device=device), out
 
@@ -210,10 +217,11 @@ def cmd_attack(a) -> int:
               f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
     from rog.bench import BenchmarkConfig
     from rog.bench.job import benchmark
-    scope = a.scope or ("volume" if a.nnunet else "patch")
-    if a.nnunet and scope == "patch":
-        raise UsageError("--scope patch: nnU-Net models are attacked on whole cases (--scope volume, the default "
-                         "with --nnunet)")
+    external = a.nnunet or a.bundle
+    scope = a.scope or ("volume" if external else "patch")
+    if external and scope == "patch":
+        raise UsageError("--scope patch: nnU-Net and MONAI bundle models are attacked on whole cases (--scope "
+                         "volume, their default)")
     config = BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=scope,
                              norm=a.norm, seed=a.seed)
     doc, out = _run_sweep(a, benchmark, config, scope)
@@ -337,6 +345,9 @@ def _model_source_arguments(s) -> None:
     g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet)")
     g.add_argument("--labels", help="raw labels CASE.ext (with --nnunet)")
     g.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (logits averaged, as nnU-Net)")
+    g = s.add_argument_group("a MONAI bundle")
+    g.add_argument("--bundle", metavar="DIR", help="bundle folder (configs/inference.json, models/model.pt); "
+                   "images and labels with --images/--labels (NIfTI, same file names)")
 
 
 def build_parser() -> argparse.ArgumentParser:

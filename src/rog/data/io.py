@@ -16,6 +16,7 @@ from typing import Sequence
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from rog.atomic import atomic_path
 
@@ -149,3 +150,13 @@ def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None
     img.set_sform(np.asarray(affine), code=1)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
+
+
+def resample_world(data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, shape, order: int = 0,
+                     cval: float = 0) -> np.ndarray:
+    """`data` `[X, Y, Z]` on the voxel grid `src_affine`, sampled on the grid (`dst_affine`,
+    `shape`) through world coordinates: nearest neighbour for order 0 (exact on a shared
+    lattice, for label maps), spline of `order` otherwise; `cval` outside `data`."""
+    m = np.linalg.solve(src_affine, dst_affine)
+    return ndimage.affine_transform(data, m[:3, :3], m[:3, 3], output_shape=tuple(shape), order=order,
+                                    mode="constant", cval=cval)

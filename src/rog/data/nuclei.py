@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from rog.atomic import write_json
-from rog.data.io import write_volume
+from rog.data.io import resample_world, write_volume
 
 CLASSES = ("caudate", "putamen", "pallidum", "thalamus")
 CLASS_PATTERNS = {1: r"caudate", 2: r"putamen", 3: r"pallidum|globus_pallidus", 4: r"thalamus|^thal_"}
@@ -154,15 +154,6 @@ def same_lattice(a: np.ndarray, b: np.ndarray, tol: float = 1e-3) -> bool:
     return bool(np.allclose(shift, np.rint(shift), atol=tol))
 
 
-def resample_nearest(data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, shape, order: int = 0,
-                     cval: float = 0) -> np.ndarray:
-    """`data` `[X, Y, Z]` on grid src_affine, sampled on the grid (dst_affine, shape) by world
-    coordinates (nearest neighbour for order 0, exact on a shared lattice)."""
-    m = np.linalg.solve(src_affine, dst_affine)
-    return ndimage.affine_transform(data, m[:3, :3], m[:3, 3], output_shape=tuple(shape), order=order,
-                                    mode="constant", cval=cval)
-
-
 @dataclass
 class Case:
     name: str
@@ -187,7 +178,7 @@ def source_cases(source: Source) -> list[Case]:
     lut_hemi = np.zeros_like(lut_cls)
     for index, (cls, hemi) in table.items():
         lut_cls[index], lut_hemi[index] = cls, 1 + list(HEMISPHERES).index(hemi)
-    indices = resample_nearest(indices, atlas.affine, image.affine, image.shape[:3], cval=-1)
+    indices = resample_world(indices, atlas.affine, image.affine, image.shape[:3], cval=-1)
     classes, hemis = lut_cls[indices], lut_hemi[indices]  # index -1 -> the last (unused) entry: 0
     data = np.asanyarray(image.dataobj).astype(np.float32)
     spacing = np.sqrt((image.affine[:3, :3] ** 2).sum(0))
@@ -211,7 +202,7 @@ def source_cases(source: Source) -> list[Case]:
 
 
 def _check_same_subject(source: Source, reference: nib.Nifti1Image, crop: np.ndarray, affine: np.ndarray) -> None:
-    ref = resample_nearest(np.asanyarray(reference.dataobj).astype(np.float32), reference.affine, affine,
+    ref = resample_world(np.asanyarray(reference.dataobj).astype(np.float32), reference.affine, affine,
                            crop.shape, order=1)
     r = float(np.corrcoef(ref.ravel(), crop.ravel())[0, 1])
     if not r >= MIN_CORRELATION:

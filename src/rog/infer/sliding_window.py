@@ -155,7 +155,6 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     return _crop(out, pad, spatial).to(logits.dtype)
 
 
-_PAD = {"monai": "replicate", "nnunet": "constant"}
 # nnU-Net's predictor sums the weighted logits and the weights in half precision (memory on
 # the GPU); its style does the same, so the clean logits are its own to the last bit
 _ACCUMULATE = {"nnunet": torch.half}
@@ -192,15 +191,16 @@ class SlidingWindow(nn.Module):
 
     def __init__(self, model: nn.Module, patch: Sequence[int], overlap: float = 0.5,
                  mode: str = "gaussian", batch_size: int = 4, mirror_axes: Sequence[int] | None = None,
-                 style: str = "monai"):
+                 style: str = "monai", pad_mode: str = "replicate"):
         super().__init__()
         self.model = model
         self.patch, self.overlap, self.mode = list(patch), overlap, mode
         self.batch_size, self.mirror_axes, self.style = batch_size, mirror_axes, style
+        self.pad_mode = "constant" if style == "nnunet" else pad_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sliding_window(self.model, x, self.patch, self.overlap, self.mode, self.batch_size,
-                              self.mirror_axes, style=self.style)
+                              self.mirror_axes, pad_mode=self.pad_mode, style=self.style)
 
     def window_cache(self, x: torch.Tensor) -> "WindowCache":
         """Per-window logits of `x: [B, C, D, H, W]` for cheap re-evaluation of local changes."""
@@ -217,7 +217,7 @@ class WindowCache:
 
     def __init__(self, sw: "SlidingWindow", x: torch.Tensor):
         self.sw, self.spatial = sw, list(x.shape[2:])
-        xp, self.pad, self.starts = _tile(x, sw.patch, sw.overlap, _PAD[sw.style], sw.style)
+        xp, self.pad, self.starts = _tile(x, sw.patch, sw.overlap, sw.pad_mode, sw.style)
         self.flips = _mirror_sets(sw.mirror_axes)
         self.logits = [None] * len(self.starts)  # window -> [B, K, *patch]
         b = x.shape[0]
@@ -257,7 +257,7 @@ class WindowCache:
     def evaluate(self, x: torch.Tensor, boxes: Sequence[Sequence[slice]], owners: Sequence[int]) -> torch.Tensor:
         """Logits `[N, K, D, H, W]` of inputs `x: [N, C, D, H, W]`, where input j equals base
         volume `owners[j]` outside the spatial box `boxes[j]` (one slice per axis)."""
-        xp = _tile(x, self.sw.patch, self.sw.overlap, _PAD[self.sw.style], self.sw.style)[0]
+        xp = _tile(x, self.sw.patch, self.sw.overlap, self.sw.pad_mode, self.sw.style)[0]
         pairs = []
         for j, box in enumerate(boxes):
             for w, st in enumerate(self.starts):

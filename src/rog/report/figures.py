@@ -66,12 +66,17 @@ def across_seeds(path: Path, groups: dict[str, dict]) -> None:
         for k, pts in g["points"].items():
             x = float(k) + (i - (len(groups) - 1) / 2) * 0.35 + rng.uniform(-0.1, 0.1, len(pts))
             ax.scatter(x, [p[2] for p in pts], s=9, color=f"C{i}", alpha=0.5)
+    _dice_axes(ax, "worst-case Dice", legend_size=7)
+    _save(fig, path)
+
+
+def _dice_axes(ax, ylabel: str, legend_size: int = 8) -> None:
+    """Labels, limits, grid and legend of a Dice-vs-eps panel."""
     ax.set_xlabel("eps (/255)")
-    ax.set_ylabel("worst-case Dice")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    ax.legend(fontsize=legend_size)
 
 
 def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> dict[str, dict[str, float]]:
@@ -87,11 +92,7 @@ def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> 
             a = auc(eps, dice)
             aucs.setdefault(model, {})[attack] = a
             ax.plot(eps, dice, style, color=f"C{i}", marker="o", label=f"{model} {attack.upper()} (AUC {a:.2f})")
-    ax.set_xlabel("eps (/255)")
-    ax.set_ylabel("mean Dice")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _dice_axes(ax, "mean Dice")
     _save(fig, path)
     return aucs
 
