@@ -264,3 +264,21 @@ def test_pool_workers_do_not_outlive_a_killed_parent(tmp_path):
     while any(alive(p) for p in workers) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(alive(p) for p in workers)
+
+
+def test_a_work_directory_keeps_to_its_dataset(tmp_path, capsys):
+    """A work directory planned for one dataset refuses another (a reused demo folder), and
+    `--spacing` takes one or three positive values."""
+    from rog.data.synthetic import make_task
+    ct = make_task(tmp_path / "ct", kind="ct", cases=2, test_cases=0, size=(24, 28))
+    mri = make_task(tmp_path / "mri", kind="mri", cases=2, test_cases=0, size=(20, 24))
+    work = tmp_path / "w"
+    assert main(["plan", str(ct), "-w", str(work), "--width", "4", "--spacing", "2"]) == 0
+    assert json.loads((work / "plan.json").read_text())["target_spacing"] == [2.0, 2.0, 2.0]
+    plan = (work / "plan.json").read_bytes()
+    capsys.readouterr()
+    assert main(["preprocess", str(mri), "-w", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert "the plan of dataset 'SynthCT', not 'SynthMRI'" in err and (work / "plan.json").read_bytes() == plan
+    assert main(["plan", str(ct), "-w", str(tmp_path / "w2"), "--spacing", "1", "2"]) == 2
+    assert "one or three positive millimetre values" in capsys.readouterr().err

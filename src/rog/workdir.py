@@ -14,7 +14,7 @@ from rog.checkpoint import CheckpointError
 from rog.data.dataset import Dataset, load_dataset
 from rog.data.fingerprint import compute_fingerprint
 from rog.data.preprocess import preprocess_dataset
-from rog.plan import Plan, make_plan
+from rog.plan import PlanError, Plan, make_plan
 from rog.rundir import Workdir
 
 
@@ -29,7 +29,11 @@ def ensure_fingerprint(ds: Dataset, wd: Workdir, workers: int = 1, force: bool =
 def ensure_plan(ds: Dataset, wd: Workdir, workers: int = 1, force: bool = False, **overrides) -> Plan:
     """Load plan.json, or make it from the fingerprint (`overrides`: model, width, spacing)."""
     if wd.plan.is_file() and not force:
-        return Plan.load(wd.plan)
+        plan = Plan.load(wd.plan)
+        if plan.dataset != ds.name:  # e.g. an old demo folder reused for another task
+            raise PlanError(f"{wd.plan}: the plan of dataset {plan.dataset!r}, not {ds.name!r}; "
+                            "use another work directory")
+        return plan
     plan = make_plan(ensure_fingerprint(ds, wd, workers), **overrides)
     plan.save(wd.plan)
     return plan
