@@ -22,3 +22,25 @@ def mri_task(tmp_path_factory):
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def net():
+    """A tiny 3-class volumetric net for the benchmark sweeps."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv3d(1, 6, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv3d(6, 3, 3, padding=1))
+
+
+def self_labelled_cases(model, n: int, size, seed: int):
+    """`n` random one-channel cases `[1, 1, *size]` labelled by `model`'s own prediction (clean
+    Dice 1), with their own range as the box."""
+    from rog.bench import BenchCase
+    torch.manual_seed(seed)
+    out = []
+    for i in range(n):
+        x = torch.randn(1, 1, *size)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        out.append(BenchCase(f"c{i}", x, y, x.amin((2, 3, 4), keepdim=True), x.amax((2, 3, 4), keepdim=True)))
+    return out

@@ -2,29 +2,15 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
-from rog.bench import BenchCase, Benchmark, BenchmarkConfig
+from rog.bench import Benchmark, BenchmarkConfig
 from rog.cli import main
 from rog.workdir import run_preprocessing
+from tests.conftest import self_labelled_cases
 
 
 def _cases(model, n=3, size=(16, 16, 16)):
-    torch.manual_seed(0)
-    out = []
-    for i in range(n):
-        x = torch.randn(1, 1, *size)
-        with torch.no_grad():
-            y = model(x).argmax(1)
-        lo, hi = x.amin((2, 3, 4), keepdim=True), x.amax((2, 3, 4), keepdim=True)
-        out.append(BenchCase(f"c{i}", x, y, lo, hi))
-    return out
-
-
-@pytest.fixture
-def net():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv3d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv3d(6, 3, 3, padding=1))
+    return self_labelled_cases(model, n, size, seed=0)
 
 
 def test_runner_records_worst_case_checks_and_runs_apgd_t_on_three_classes(net, tmp_path):

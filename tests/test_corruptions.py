@@ -4,12 +4,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from rog.bench import BenchCase
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.cli import main
 from rog.corruptions import CORRUPTIONS, corrupt, seed_of
+from tests.conftest import self_labelled_cases
 
 SPACING = (1.0, 1.0, 3.0)
 
@@ -36,20 +35,7 @@ def test_each_corruption_is_seeded_identity_at_zero_and_grows_with_severity(name
 
 
 def _cases(model, n=2):
-    torch.manual_seed(1)
-    out = []
-    for i in range(n):
-        x = torch.randn(1, 1, 20, 20, 12)
-        with torch.no_grad():
-            y = model(x).argmax(1)
-        out.append(BenchCase(f"c{i}", x, y, x.amin((2, 3, 4), True), x.amax((2, 3, 4), True)))
-    return out
-
-
-@pytest.fixture
-def net():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv3d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv3d(6, 3, 3, padding=1))
+    return self_labelled_cases(model, n, (20, 20, 12), seed=1)
 
 
 def test_sweep_records_resume_and_checks(net, tmp_path):

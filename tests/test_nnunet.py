@@ -23,7 +23,6 @@ def nnunet_model(tmp_path_factory):
 
 
 def test_clean_prediction_agrees_with_nnunets_own_predictor(nnunet_model):
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO  # noqa: F401 - the reader nnU-Net planned
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from rog.external.nnunet import load_nnunet
     model_dir, raw = nnunet_model

@@ -128,7 +128,7 @@ def run_experiment(data: Path, workdir: Path, s: DemoSettings, device: str = "au
 
 
 def _pm(stat: dict) -> str:
-    """'mean +- sd (n seeds)' of a seed statistic."""
+    """'mean +- sd' of a seed statistic (the mean alone for one seed)."""
     if not stat:
         return "n/a"
     return f"{stat['mean']:.3f}" + (f" +- {stat['sd']:.3f}" if stat["n"] > 1 else "")

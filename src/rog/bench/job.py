@@ -11,7 +11,7 @@ from rog.bench.cases import SOURCES, default_cases, load_bench_cases
 from rog.bench.records import file_hash
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.bench.runner import Benchmark, BenchmarkConfig
-from rog.models.summary import count_parameters, gflops, model_row
+from rog.models.summary import model_row, row
 from rog.plan import Plan
 from rog.rundir import RunDir
 
@@ -67,8 +67,7 @@ def external(kind: str, model, cases: list, out: str | Path, config, label: str 
     net = model.network
     meta = {"label": label or model.name, "run": None, "data": None, "cases_source": "folders",
             "cases_source_text": SOURCES["folders"],
-            "model": {"model": model.name, "parameters": count_parameters(net),
-                      "gflops": gflops(net, [model.num_channels, *model.patch]), "input": list(model.patch)},
+            "model": row(net, model.name, model.num_channels, model.patch),
             "class_names": model.class_names, "test": None, "seed": None}
     net = net.to(device)  # after counting: the FLOP count runs on the CPU
     common = dict(progress=progress, meta=meta, weights=file_hash(model.weights), window=model.window)

@@ -181,6 +181,7 @@ def source_cases(source: Source) -> list[Case]:
     indices = resample_world(indices, atlas.affine, image.affine, image.shape[:3], cval=-1)
     classes, hemis = lut_cls[indices], lut_hemi[indices]  # index -1 -> the last (unused) entry: 0
     data = np.asanyarray(image.dataobj).astype(np.float32)
+    ref_data = np.asanyarray(reference.dataobj).astype(np.float32) if source.grid else None
     spacing = np.sqrt((image.affine[:3, :3] ** 2).sum(0))
     cases = []
     for h, hemi in enumerate(HEMISPHERES, start=1):
@@ -196,14 +197,16 @@ def source_cases(source: Source) -> list[Case]:
         affine = image.affine.copy()
         affine[:3, 3] = image.affine[:3, :3] @ np.array(lo) + image.affine[:3, 3]
         if source.grid:
-            _check_same_subject(source, reference, data[crop], affine)
+            _check_same_subject(source, ref_data, reference.affine, data[crop], affine)
         cases.append(Case(f"nuclei_{source.name}_{hemi}", data[crop], label, affine))
     return cases
 
 
-def _check_same_subject(source: Source, reference: nib.Nifti1Image, crop: np.ndarray, affine: np.ndarray) -> None:
-    ref = resample_world(np.asanyarray(reference.dataobj).astype(np.float32), reference.affine, affine,
-                           crop.shape, order=1)
+def _check_same_subject(source: Source, reference: np.ndarray, reference_affine: np.ndarray, crop: np.ndarray,
+                        affine: np.ndarray) -> None:
+    """Refuse a scan (`crop` on `affine`) that does not correlate with the atlas's own
+    template (`reference` on `reference_affine`) around the nuclei."""
+    ref = resample_world(reference, reference_affine, affine, crop.shape, order=1)
     r = float(np.corrcoef(ref.ravel(), crop.ravel())[0, 1])
     if not r >= MIN_CORRELATION:
         raise NucleiError(f"{source.image.locate()}: correlates {r:.2f} with the atlas's template "

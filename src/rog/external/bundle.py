@@ -21,11 +21,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from torch import nn
 
 from rog.bench.cases import BenchCase
 from rog.data.io import resample_world
-from rog.external.model import ExternalError, ExternalModel
+from rog.external.model import ExternalError, ExternalModel, InputMap
 
 SPATIAL = {"LoadImage", "EnsureChannelFirst", "Orientation", "Spacing", "EnsureType", "CastToType", "Identity",
            "SpatialPad", "DivisiblePad", "CenterSpatialCrop", "Resize"}
@@ -36,23 +35,22 @@ def _kind(transform) -> str:
     return type(transform).__name__.removesuffix("d")
 
 
-class IntensityMap(nn.Module):
+class IntensityMap(InputMap):
     """A bundle's intensity transforms on one case, `[B, C, ...]` -> `[B, C, ...]`: a sequence
     of (scale, shift, lo, hi, keep-zeros) steps, each x -> clamp(x * scale + shift, lo, hi)
     per channel (voxels that were 0 in the clean case kept as they are where the step says
-    so, as `NormalizeIntensity(nonzero=True)`), plus a fixed `residual` `[C, ...]`."""
+    so, as `NormalizeIntensity(nonzero=True)`), plus the residual."""
 
-    def __init__(self, steps: list[tuple], zero: torch.Tensor, residual: torch.Tensor | None = None):
+    def __init__(self, steps: list[tuple], zero: torch.Tensor):
         super().__init__()
         self.steps = steps
         self.register_buffer("zero", zero[None])
-        self.register_buffer("residual", None if residual is None else residual[None])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         for scale, shift, lo, hi, keep_zeros in self.steps:
             y = torch.clamp(x * scale.to(x) + shift.to(x), lo, hi)
             x = torch.where(self.zero, x, y) if keep_zeros else y
-        return x if self.residual is None else x + self.residual
+        return x
 
 
 def _step(transform, x: torch.Tensor) -> tuple:
@@ -198,13 +196,7 @@ def preprocess(spatial, intensity, image: Path) -> tuple[torch.Tensor, np.ndarra
     for t in intensity:
         steps.append(_step(t, torch.as_tensor(theirs["image"]).float()))
         theirs = t(theirs)
-    zero = raw == 0
-    prepare = IntensityMap(steps, zero)
-    with torch.no_grad():
-        residual = torch.as_tensor(theirs["image"]).float() - prepare(raw[None])[0]
-    if residual.abs().max() > 0:
-        prepare = IntensityMap(steps, zero, residual)
-    return raw, affine, prepare
+    return raw, affine, IntensityMap(steps, raw == 0).fit_residual(raw, torch.as_tensor(theirs["image"]))
 
 
 def _load_cases(spatial, intensity, images: Path, labels: Path, names, max_cases, device) -> list[BenchCase]:

@@ -6,9 +6,35 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from torch import nn
 
 from rog.bench.cases import BenchCase
+
+
+class InputMap(nn.Module):
+    """A tool's intensity preprocessing of one case as a differentiable map `[B, C, ...]` ->
+    `[B, C, ...]`: `transform` (the subclass's) plus a fixed `residual` `[1, C, ...]`, the
+    tool's clean input minus the transform's, so that the clean input the network sees is the
+    tool's own wherever the tool's order of operations differs from the map's."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("residual", None)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.transform(x)
+        return z if self.residual is None else z + self.residual
+
+    def fit_residual(self, raw: torch.Tensor, theirs: torch.Tensor) -> "InputMap":
+        """Keep theirs - transform(raw) (`[C, ...]` each) as the residual, where non-zero."""
+        with torch.no_grad():
+            residual = theirs.float() - self.transform(raw[None])[0]
+        self.residual = residual[None] if residual.abs().max() > 0 else None
+        return self
 
 
 class ExternalError(Exception):

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from rog.bench.cases import BenchCase
-from rog.external.model import ExternalError, ExternalModel
+from rog.external.model import ExternalError, ExternalModel, InputMap
 
 CHECKPOINT = "checkpoint_final.pth"
 SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization")
@@ -40,25 +40,23 @@ def _nnunet():
         raise ExternalError("nnunetv2 is not installed: pip install 'rog[nnunet]' (under your torch constraint)") from e
 
 
-class Normalisation(nn.Module):
+class Normalisation(InputMap):
     """nnU-Net's intensity normalisation of one case as a differentiable map `[B, C, ...]` ->
     `[B, C, ...]`: per channel clip to [lo, hi] (CT; +-inf otherwise), then (x - mean) / std;
     channels normalised over the non-zero mask (`masked`) are 0 outside `mask` `[*spatial]`;
-    plus `residual` `[C, ...]` where given (see the module's note)."""
+    plus the residual (see the module's note)."""
 
-    def __init__(self, mean, std, lo, hi, masked, mask: torch.Tensor | None, residual: torch.Tensor | None = None):
+    def __init__(self, mean, std, lo, hi, masked, mask: torch.Tensor | None):
         super().__init__()
         view = (1, -1, 1, 1, 1)
         for name, v in (("mean", mean), ("std", std), ("lo", lo), ("hi", hi)):
             self.register_buffer(name, torch.tensor(v, dtype=torch.float32).view(view))
         self.register_buffer("outside", None if mask is None else
                              (~mask.bool())[None, None] & torch.tensor(masked).view(view))
-        self.register_buffer("residual", None if residual is None else residual[None])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
         z = (torch.clamp(x, self.lo, self.hi) - self.mean) / self.std
-        z = z if self.outside is None else z.masked_fill(self.outside, 0.0)
-        return z if self.residual is None else z + self.residual
+        return z if self.outside is None else z.masked_fill(self.outside, 0.0)
 
 
 def _normalisation(data: np.ndarray, seg: np.ndarray, configuration, intensity: dict) -> tuple[list, ...]:
@@ -198,11 +196,7 @@ def preprocess(plans, configuration, files: list[Path], label: Path | None):
     data = np.ascontiguousarray(configuration.resampling_fn_data(data, shape, spacing, configuration.spacing), np.float32)
     seg = configuration.resampling_fn_seg(seg, shape, spacing, configuration.spacing)
     mask = torch.from_numpy(seg[0] >= 0) if any(constants[4]) else None
-    norm = Normalisation(*constants, mask=mask)
-    with torch.no_grad():
-        residual = torch.from_numpy(np.asarray(theirs, np.float32)) - norm(torch.from_numpy(data)[None])[0]
-    if residual.abs().max() > 0:
-        norm = Normalisation(*constants, mask=mask, residual=residual)
+    norm = Normalisation(*constants, mask=mask).fit_residual(torch.from_numpy(data), torch.from_numpy(theirs))
     return data, seg, props, norm
 
 

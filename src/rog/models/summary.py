@@ -21,11 +21,16 @@ def gflops(model: nn.Module, input_shape) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def row(model: nn.Module, name: str, channels: int, size) -> dict:
+    """Name, parameters and GFLOPs of `model` on a `[1, channels, *size]` input."""
+    size = [int(v) for v in size]
+    return {"model": name, "parameters": count_parameters(model), "gflops": gflops(model, [channels, *size]),
+            "input": size}
+
+
 def model_row(model: nn.Module, plan: Plan, name: str, input_size=None) -> dict:
-    """Name, parameters and GFLOPs of `model` at `input_size` (default: the plan's val patch)."""
-    size = list(input_size or plan.val_patch_size)
-    return {"model": name, "parameters": count_parameters(model),
-            "gflops": gflops(model, [plan.num_channels, *size]), "input": size}
+    """`row` of `model` at `input_size` (default: the plan's val patch)."""
+    return row(model, name, plan.num_channels, input_size or plan.val_patch_size)
 
 
 def summarize(plan: Plan, input_size=None, models=None) -> list[dict]:
