@@ -44,3 +44,17 @@ def self_labelled_cases(model, n: int, size, seed: int):
             y = model(x).argmax(1)
         out.append(BenchCase(f"c{i}", x, y, x.amin((2, 3, 4), keepdim=True), x.amax((2, 3, 4), keepdim=True)))
     return out
+
+
+@pytest.fixture(scope="session")
+def segmenter3():
+    """A small 3D segmenter trained on three-class sphere volumes (clean Dice about 0.7)."""
+    from tests.trained import train_segmenter
+    return train_segmenter(3)
+
+
+@pytest.fixture(scope="session")
+def segmenter2():
+    """The same, binary (clean Dice about 0.85)."""
+    from tests.trained import train_segmenter
+    return train_segmenter(2)

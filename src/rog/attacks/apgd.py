@@ -23,7 +23,7 @@ class APGD(Attack):
     RHO = 0.75
 
     def __init__(self, model, threat, iters: int = 100, loss: str = "ce", restarts: int = 1,
-                 target_ranks: int = 1, num_classes=None, seed: int = 0):
+                 target_ranks: int = 9, num_classes=None, seed: int = 0):
         super().__init__(model, threat, num_classes, seed)
         if loss not in ("ce", "dlr", "dlr-targeted"):
             raise ValueError(f"unknown APGD loss {loss!r}")

@@ -1,23 +1,21 @@
 """FAB-T (Croce & Hein 2020), targeted, L-inf, adapted to segmentation's success criterion.
 
-FAB is a minimum-norm attack: it linearises a decision boundary at the current point, steps
-to the closest point of that hyperplane (overshooting by `eta`, biased back towards the clean
-input by up to `alpha_max`), and once the point is adversarial moves it back towards the
-clean input by `beta` to shrink the perturbation.
+FAB is a minimum-norm attack: it linearises a decision boundary g(u) = 0 at the current
+point, steps to the closest point of that hyperplane (overshooting by `eta`, biased back
+towards the clean input by up to `alpha_max`), and once the point is adversarial moves it back
+towards the clean input by `beta` to shrink the perturbation. The step is only as good as the
+linearisation: g's value and its gradient must be the same function, in the same units.
 
 In segmentation an instance is adversarial when its Dice falls below the success threshold
-tau (default: half its clean Dice), not when one decision flips. A boundary of the mean voxel
-margin misses that: once the mean margin crosses 0 with Dice still above tau, the projection
-pushes the point back and the search hovers outside the ball. Here the boundary is Dice = tau
-itself: at u, FAB's hyperplane is {d : D(u) - tau + grad S(u) . d = 0}, D the instance's
-(hard) Dice and S a differentiable surrogate of it, the soft Dice of a two-way prediction per
-voxel between its label y and its target t (its `rank`-th most likely class on the clean
-input): q = sigmoid((z_y - z_t) / s) stays with y, 1 - q goes to t, s being the instance's
-mean |z_y - z_t| (so the surrogate is as steep whatever the scale of the logits). The step
-asks the surrogate for exactly the Dice drop still needed, no more: on the non-adversarial
-side it moves out by what is missing, on the adversarial side back towards the boundary, and
-after each success `beta` pulls the point towards the clean input, so the iterates bracket
-the smallest adversarial norm as FAB's do for one decision.
+tau (default: half its clean Dice), not when one decision flips. Each voxel v has a target t_v
+(its `rank`-th most likely class on the clean input) and a margin h_v = z_y - z_t, negative
+once it has flipped. Sorting the margins says how many voxels must flip, weakest first, for
+Dice to fall below tau: the j*-th smallest margin is then the instance's distance to success,
+in logits, and for a piecewise-linear network it is piecewise linear in the input, as FAB's
+classifier margin is. g(u) is that order statistic, smoothed as the mean margin over a band of
+ranks around it (`band`: its half-width as a share of the voxels still to flip), so that its
+gradient speaks for the voxels about to flip rather than for one. On a classifier whose logits
+are broadcast to every voxel every margin is the same and g is FAB-T's boundary exactly.
 
 Only points inside the eps-ball may be returned. `info["found"]` says, per instance, whether
 a point with Dice < tau was found within eps; `info["min_norm"]` the smallest adversarial
@@ -48,55 +46,102 @@ def project_linf_hyperplane(u: torch.Tensor, w: torch.Tensor, c: torch.Tensor, s
     return direction * torch.minimum(room, hi.view(view))
 
 
-def soft_dice_to_target(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Differentiable surrogate of the Dice when voxels move from their label y to their
-    target t: q = sigmoid((z_y - z_t) / s) of each voxel stays with y and 1 - q goes to t
-    (s: the instance's mean |z_y - z_t|, detached); soft Dice of that prediction against y,
-    mean over foreground classes. logits `[B, K, ...]`, y and target `[B, ...]` -> `[B]`."""
-    diff = (logits.gather(1, y.unsqueeze(1)) - logits.gather(1, target.unsqueeze(1))).squeeze(1)
-    s = diff.detach().abs().flatten(1).mean(1).clamp(min=1e-6).view(-1, *[1] * (diff.ndim - 1))
-    q = torch.sigmoid(diff / s)
-    q = torch.where(target == y, torch.ones_like(q), q)  # nowhere to move
-    dice = []
+def flips_needed(h: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_classes: int,
+                 tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate voxels sorted by margin and how many must flip for Dice < tau. h, y, target
+    `[B, V]` (margins, inf where a voxel is no candidate; labels; targets; flattened), tau
+    `[B]`. Returns (order `[B, V]`, ascending margins' voxel indices; count `[B]`, the smallest
+    j such that the prediction with the j weakest voxels at their targets and every other voxel
+    at its label has mean foreground Dice < tau, V where none has). Dice as `dice_batch`:
+    classes absent from both are left out."""
+    b, v = h.shape
+    order = h.argsort(1)
+    candidate = torch.isfinite(h.gather(1, order))
+    ys, ts = y.gather(1, order), target.gather(1, order)
+    total = torch.zeros(b, v + 1, device=h.device)
+    present = torch.zeros_like(total)
+    zero = torch.zeros(b, 1, device=h.device)
     for k in range(1, num_classes):
-        truth = (y == k).to(q.dtype)
-        pred = truth * q + (target == k).to(q.dtype) * (1 - q)
-        inter, total = (pred * truth).flatten(1).sum(1), (pred + truth).flatten(1).sum(1)
-        dice.append(torch.where(total > 0, 2 * inter / total.clamp(min=1e-12), torch.ones_like(total)))
-    return torch.stack(dice, 1).mean(1)
+        lost = torch.cat([zero, ((ys == k) & candidate).cumsum(1).float()], 1)  # label-k voxels flipped away
+        gained = torch.cat([zero, ((ts == k) & candidate).cumsum(1).float()], 1)  # voxels flipped to k
+        truth = (y == k).sum(1, keepdim=True).float()
+        hit, denom = truth - lost, 2 * truth - lost + gained
+        total += torch.where(denom > 0, 2 * hit / denom.clamp(min=1), 0.0)
+        present += (denom > 0).float()
+    dice = torch.where(present > 0, total / present.clamp(min=1), 1.0)
+    below = dice < tau[:, None]
+    count = torch.where(below.any(1), below.float().argmax(1), torch.full((b,), v, device=h.device))
+    return order, count.long()
+
+
+def distance_to_success(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_classes: int,
+                        tau: torch.Tensor, band: float) -> torch.Tensor:
+    """g `[B]`, differentiable in the logits: the mean margin z_y - z_t over the band of ranks
+    around the count-th smallest margin (`flips_needed`) among the candidate voxels; g < 0
+    about when the voxels needed for Dice < tau have flipped. The candidates are the voxels
+    labelled foreground (an instance without any: every voxel): taking a voxel from its
+    structure costs its class a true positive, twice what a false positive costs. logits
+    `[B, K, ...]`, y and target `[B, ...]`, tau `[B]`."""
+    h = (logits.gather(1, y.unsqueeze(1)) - logits.gather(1, target.unsqueeze(1))).flatten(1)
+    b, v = h.shape
+    yf, tf = y.flatten(1), target.flatten(1)
+    with torch.no_grad():
+        candidate = yf > 0
+        candidate |= ~candidate.any(1, keepdim=True)
+        order, count = flips_needed(torch.where(candidate, h, float("inf")), yf, tf, num_classes, tau)
+        flipped = ((h < 0) & candidate).sum(1)
+        last = candidate.sum(1) - 1
+        rank = torch.minimum((count - 1).clamp(min=0), last)  # the voxel whose flip crosses tau
+        half = (band * (count - flipped).clamp(min=0).float()).long()
+        ranks = torch.arange(v, device=h.device)[None]
+        in_band = (ranks >= (rank - half)[:, None]) & (ranks <= torch.minimum(rank + half, last)[:, None])
+    hs = h.gather(1, order)
+    return (hs * in_band).sum(1) / in_band.sum(1)
 
 
 class FAB(Attack):
+    """FAB-T over `target_ranks` targets (AutoAttack: 9; at most K - 1 are run), `restarts`
+    per target (the first from the clean input, later ones from a random point at half the
+    smallest norm found, as AutoAttack), `iters` steps each, then `bisections` forward passes
+    along the best perturbation's ray."""
+
     name = "fab-t"
     norms = ("linf",)
 
-    def __init__(self, model, threat, iters: int = 5, target_ranks: int = 1, restarts: int = 1,
-                 eta: float = 1.05, beta: float = 0.9, alpha_max: float = 0.1,
+    def __init__(self, model, threat, iters: int = 5, target_ranks: int = 9, restarts: int = 1,
+                 eta: float = 1.05, beta: float = 0.9, alpha_max: float = 0.1, band: float = 2.0,
                  bisections: int = 5, threshold: float | None = None, num_classes=None, seed: int = 0):
         super().__init__(model, threat, num_classes, seed)
         self.iters, self.target_ranks, self.restarts = iters, target_ranks, restarts
         self.eta, self.beta, self.alpha_max, self.threshold = eta, beta, alpha_max, threshold
-        self.bisections = bisections
+        self.band, self.bisections = band, bisections
+
+    def targets(self, logits0: torch.Tensor, y: torch.Tensor):
+        """The voxel targets `[B, ...]` of each rank 2..: the rank-th most likely class on the
+        clean input, or the clean top class where that is the label (a voxel already wrong)."""
+        order = logits0.argsort(dim=1, descending=True)
+        for rank in range(2, min(self.target_ranks, logits0.shape[1] - 1) + 2):
+            target = order[:, rank - 1]
+            yield torch.where(target == y, order[:, 0], target)
 
     def perturb(self, u0, y, forward, tracker, logits0):
         b = u0.shape[0]
         view = (-1, *[1] * (u0.ndim - 1))
         r = self.threat.radius
-        threshold = (torch.full((b,), self.threshold, device=u0.device) if self.threshold is not None
-                     else tracker.clean_dice / 2)
-        order = logits0.argsort(dim=1)
-        k = logits0.shape[1]
+        tau = (torch.full((b,), self.threshold, device=u0.device) if self.threshold is not None
+               else tracker.clean_dice / 2)
+        k = self.num_classes or logits0.shape[1]
         self._best_norm = torch.full((b,), float("inf"), device=u0.device)
         self._lowest_dice = tracker.clean_dice.clone()  # anywhere, inside the ball or not
         self._best_adv = u0.clone()
         runs = 0
-        for rank in range(2, min(self.target_ranks, logits0.shape[1] - 1) + 2):
-            target = order[:, -rank]
+        for target in self.targets(logits0, y):
+            boundary = lambda z: distance_to_success(z, y, target, k, tau, self.band)  # noqa: E731
             for restart in range(self.restarts):
-                u = u0.clone() if restart == 0 else self.random_start(u0)
+                u = u0.clone() if restart == 0 else self._restart_point(u0)
                 for _ in range(self.iters):
-                    logits, _, grad = gradient(forward, u, lambda z: soft_dice_to_target(z, y, target, k))
-                    g = self._record(u, u0, logits, tracker, threshold) - threshold
+                    logits, g, grad = gradient(forward, u, boundary)
+                    self._record(u, u0, logits, tracker, tau)
                     d1 = project_linf_hyperplane(u, grad, -g)
                     g0 = g + (grad * (u0 - u)).flatten(1).sum(1)  # the same hyperplane, seen from u0
                     d2 = project_linf_hyperplane(u0, grad, -g0)
@@ -106,20 +151,28 @@ class FAB(Attack):
                     u = ((u + self.eta * d1) * (1 - alpha) + (u0 + self.eta * d2) * alpha).clamp(0, 1)
                     with torch.no_grad():
                         logits = forward(u)
-                    adv = self._record(u, u0, logits, tracker, threshold) < threshold
+                    adv = self._record(u, u0, logits, tracker, tau) < tau
                     # once adversarial, move back towards the clean input to shrink the norm
                     u = torch.where(adv.view(view), u0 + (u - u0) * self.beta, u)
                 runs += 1
-        self._bisect(u0, forward, tracker, threshold)
+        self._bisect(u0, forward, tracker, tau)
         found = self._best_norm <= r * (1 + 1e-6)
         self.info["iterations"] = self.iters * runs
         self.info["found"] = found.tolist()
         self.info["min_norm"] = (self._best_norm * 255).tolist()
         self.info["reason"] = [None if f else self._why_not(n, d, t) for f, n, d, t in
                                zip(found.tolist(), self.info["min_norm"], self._lowest_dice.tolist(),
-                                   threshold.tolist())]
+                                   tau.tolist())]
 
-    def _bisect(self, u0, forward, tracker, threshold) -> None:
+    def _restart_point(self, u0: torch.Tensor) -> torch.Tensor:
+        """A random point at L-inf distance half the smaller of eps and the best norm so far."""
+        view = (-1, *[1] * (u0.ndim - 1))
+        noise = torch.rand(u0.shape, generator=self.generator, device=u0.device, dtype=u0.dtype) * 2 - 1
+        noise = noise / noise.flatten(1).abs().max(1).values.clamp(min=1e-12).view(view)
+        radius = self._best_norm.clamp(max=self.threat.radius).view(view)
+        return (u0 + 0.5 * radius * noise).clamp(0, 1)
+
+    def _bisect(self, u0, forward, tracker, tau) -> None:
         """Shrink the smallest adversarial perturbation found along its ray from the clean
         input: `bisections` forward passes, keeping the smallest scale still adversarial."""
         view = (-1, *[1] * (u0.ndim - 1))
@@ -132,7 +185,7 @@ class FAB(Attack):
             mid = (lo + hi) / 2
             u = u0 + d * mid.view(view)
             with torch.no_grad():
-                adv = (self._record(u, u0, forward(u), tracker, threshold) < threshold) & have
+                adv = (self._record(u, u0, forward(u), tracker, tau) < tau) & have
             hi = torch.where(adv, mid, hi)
             lo = torch.where(adv, lo, mid)
 
@@ -140,14 +193,14 @@ class FAB(Attack):
         if norm != float("inf"):
             return (f"smallest adversarial perturbation found is {norm:.1f}/255, outside the ball "
                     f"({self.threat.eps:g}/255)")
-        return (f"no point with Dice < {tau:.3f} reached in {self.iters} iteration(s) "
+        return (f"no point with Dice < {tau:.3f} reached in {self.info['iterations']} iteration(s) "
                 f"(lowest Dice seen {lowest:.3f}, inside or outside the ball)")
 
-    def _record(self, u, u0, logits, tracker, threshold):
+    def _record(self, u, u0, logits, tracker, tau):
         norm = (u - u0).flatten(1).abs().max(1).values
         inside = norm <= self.threat.radius * (1 + 1e-6)
         dice = tracker.update(u, logits, valid=inside)
-        adv = dice < threshold
+        adv = dice < tau
         self._lowest_dice = torch.minimum(self._lowest_dice, dice)
         smaller = adv & (norm < self._best_norm)
         self._best_norm = torch.where(smaller, norm, self._best_norm)

@@ -50,7 +50,11 @@ def binary_margin_ratio(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     a gradient, largest at the voxels nearest the decision boundary (|m| small against s)."""
     zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
     m = 2 * zy - logits.sum(1)  # z_y - z_other with two classes
-    s = m.abs().flatten(1).mean(1).view(-1, *[1] * (m.ndim - 1))
+    # the normaliser is a scale, not a target: were it differentiated, raising a large margin
+    # would raise s and so lower -m / (|m| + s) elsewhere, and the ascent would push some
+    # correct voxels to larger margins (DLR's z_pi1 - z_pi3 is not detached, but it is a
+    # voxel's own logits, not a mean over the instance)
+    s = m.abs().flatten(1).mean(1).view(-1, *[1] * (m.ndim - 1)).detach()
     return (-m / (m.abs() + s + 1e-12)).flatten(1).mean(1)
 
 
@@ -71,17 +75,20 @@ def cospgd(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (cos.detach() * F.cross_entropy(logits, y, reduction="none")).flatten(1).mean(1)
 
 
-def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean voxel margin z_y - max_{i != y} z_i, negated (so larger is better for the attack)."""
+def correct_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Margin z_y - max_{i != y} z_i of the voxels still right (the wrong ones count 0), mean
+    per labelled class, then over the classes present: `[B]`, to be lowered (Square's margin
+    loss, voxel-wise and balanced like Dice, so neither the background's confidence nor
+    voxels already wrong steer it)."""
     zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
     other = logits.scatter(1, y.unsqueeze(1), float("-inf")).max(1).values
-    return -(zy - other).flatten(1).mean(1)
-
-
-def soft_dice_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice of the softmax against the one-hot label, mean over foreground classes."""
-    k = logits.shape[1]
-    p = logits.softmax(1).flatten(2)
-    t = F.one_hot(y, k).movedim(-1, 1).flatten(2).float()
-    dice = (2 * (p * t).sum(2) + 1e-5) / (p.sum(2) + t.sum(2) + 1e-5)
-    return 1 - dice[:, 1:].mean(1)
+    m = (zy - other).clamp(min=0).flatten(1)
+    yf = y.flatten(1)
+    total = torch.zeros(m.shape[0], device=m.device, dtype=m.dtype)
+    present = torch.zeros_like(total)
+    for k in range(logits.shape[1]):
+        mask = (yf == k).to(m.dtype)
+        size = mask.sum(1)
+        total += torch.where(size > 0, (m * mask).sum(1) / size.clamp(min=1), 0.0)
+        present += (size > 0).to(m.dtype)
+    return total / present.clamp(min=1)

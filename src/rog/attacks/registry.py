@@ -10,6 +10,7 @@ from rog.attacks.square import Square
 STANDARD = ["apgd-ce", "apgd-dlr", "fab-t", "square"]  # AutoAttack standard, as in the paper
 PLUS = STANDARD + ["pgd", "segpgd", "cospgd", "apgd-t"]
 QUERY_BASED = {"square"}
+TARGETS = 9  # target classes of APGD-T and FAB-T, as AutoAttack's standard version (at most K - 1 run)
 
 
 def expand(names: list[str]) -> list[str]:
@@ -34,9 +35,10 @@ def make_attack(name: str, model, threat, budget: int, num_classes: int, seed: i
         return CosPGD(model, threat, iters=budget, **common)
     if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
         loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[name]
-        return APGD(model, threat, iters=budget, loss=loss, target_ranks=kw.get("target_ranks", 3), **common)
+        return APGD(model, threat, iters=budget, loss=loss, target_ranks=kw.get("target_ranks", TARGETS), **common)
     if name == "fab-t":
-        return FAB(model, threat, iters=budget, threshold=kw.get("threshold"), **common)
+        return FAB(model, threat, iters=budget, target_ranks=kw.get("target_ranks", TARGETS),
+                   threshold=kw.get("threshold"), **common)
     if name == "square":
         return Square(model, threat, queries=budget, **common)
     raise ValueError(f"unknown attack {name!r}")

@@ -50,15 +50,6 @@ class ThreatModel:
         """L-inf radius in input units per channel, `[B, C, 1, ...]`, for the box [lo, hi]."""
         return self.radius * (hi - lo)
 
-    def project_input(self, x_adv: torch.Tensor, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        """`x_adv` clipped to the L-inf ball around `x` and the box [lo, hi], in input units
-        (exact there, whatever the rounding of a trip through range-normalised coordinates).
-        For the L2 threat only the box is applied: the ball is kept in `project`."""
-        if self.norm == "linf":
-            eps_abs = self.radius_of(lo, hi)
-            x_adv = torch.minimum(torch.maximum(x_adv, x - eps_abs), x + eps_abs)
-        return torch.minimum(torch.maximum(x_adv, lo), hi)
-
     def project(self, u: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
         """Project range-normalised `u` onto the ball around `u0` and the box [0, 1]."""
         d = u - u0

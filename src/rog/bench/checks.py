@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from rog.attacks.base import frozen
 from rog.attacks.registry import QUERY_BASED
@@ -33,17 +34,34 @@ def determinism(model, x: torch.Tensor) -> dict:
                    ": the model is stochastic in eval mode; use EOT or fix the randomness"))
 
 
-def input_gradients(model, x: torch.Tensor, y: torch.Tensor) -> dict:
-    with frozen(model):
-        xg = x.detach().clone().requires_grad_(True)
-        loss = F.cross_entropy(model(xg), y.long())
-        grad, = torch.autograd.grad(loss, xg)
-    finite = bool(torch.isfinite(grad).all())
-    nonzero = float((grad != 0).float().mean())
-    ok = finite and nonzero > 0
-    return _result("input gradients", ok,
-                   f"gradient finite: {finite}, non-zero on {nonzero:.1%} of input voxels"
-                   + ("" if ok else ": gradients are masked, white-box results are not trustworthy"))
+def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]) -> dict:
+    """Per instance: the gradient of the CE loss reaches the input, is finite and not zero
+    everywhere. `items`: (case name, model, x `[1, C, ...]`, y `[1, ...]`) per case; one
+    masked instance fails the check (AMP underflow, a detached or quantising input path)."""
+    bad = []
+    for name, model, x, y in items:
+        with frozen(model):
+            xg = x.detach().clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xg), y.long())
+            grad = torch.autograd.grad(loss, xg, allow_unused=True)[0] if loss.requires_grad else None
+        if grad is None or not bool(torch.isfinite(grad).all()) or not bool((grad != 0).any()):
+            what = "none" if grad is None else ("not finite" if not bool(torch.isfinite(grad).all()) else "zero")
+            bad.append(f"{name}: {what}")
+    return _result("input gradients", not bad,
+                   f"finite, non-zero input gradients on all {len(items)} case(s)" if not bad else
+                   f"input gradient {', '.join(bad[:5])}: gradients are masked, white-box results are not trustworthy")
+
+
+def logits_not_probabilities(model: nn.Module, x: torch.Tensor, tol: float = 1e-4) -> dict:
+    """AutoAttack's check: the model must return logits. Outputs in [0, 1] that sum to 1 over
+    the classes at every voxel are probabilities, on which CE and DLR lose their gradients."""
+    with frozen(model), torch.no_grad():
+        out = model(x)
+    probabilities = bool((out.min() >= 0) & (out.max() <= 1) & ((out.sum(1) - 1).abs().max() <= tol))
+    return _result("logits, not probabilities", not probabilities,
+                   "the model returns logits" if not probabilities else
+                   "the model's outputs lie in [0, 1] and sum to 1 over the classes: they are probabilities; "
+                   "attack the logits (remove the final softmax)")
 
 
 def monotone_in_eps(summary: dict, tol: float = 0.01) -> dict:
@@ -58,9 +76,10 @@ def monotone_in_eps(summary: dict, tol: float = 0.01) -> dict:
                    f"worst-case Dice rises between eps {rises}: the attack is not converging")
 
 
-def large_eps(dice_large: float, tau: float, eps: float) -> dict:
+def large_eps(dice_large: float, tau: float, eps: float, iters: int) -> dict:
     return _result("large-eps sanity", dice_large < tau,
-                   f"at eps {eps:g}/255 PGD drives mean Dice to {dice_large:.3f} (threshold {tau:.3f})"
+                   f"at eps {eps:g}/255 PGD ({iters} iterations) drives mean Dice to {dice_large:.3f} "
+                   f"(threshold {tau:.3f})"
                    + ("" if dice_large < tau else ": an unbounded attack should break the model; "
                       "suspect gradient masking or a broken attack"))
 
