@@ -38,8 +38,15 @@ def test_demo_quick_produces_a_complete_report(demo):
         assert g["eps"]["8.0"]["mean"] == pytest.approx(sum(r["eps"]["8.0"]["worst_case_dice"] for r in runs) / 2)
     gain = summary["seeds"]["gain"]
     assert gain["seeds"] == 2 and gain["text"] in html.replace("&#x27;", "'")
-    assert gain["holds"] == (gain["gain"] > 2 * gain["spread"])
+    assert gain["holds"] == (gain["interval"][0] > 0) and gain["interval"][0] <= gain["gain"] <= gain["interval"][1]
+    assert gain["cases"] >= 1 and "interval" in gain["text"]
     assert "seeds.png" in summary["figures"] and "Across training seeds" in html
+    # the atlas-transfer reference beside the models' whole-case test Dice
+    learning = summary["learning"]
+    reference = json.loads((demo / "atlas_transfer.json").read_text())
+    assert learning["reference"]["dice"] == reference["dice"] and 0 <= reference["dice"] <= 1
+    assert set(learning["models"]) == models and all(m["n"] == 2 for m in learning["models"].values())
+    assert "atlas transfer (no learning)" in html
     for m in summary["models"].values():
         assert 0 <= m["clean_dice"] <= 1
         assert set(m["eps"]) == {"4.0", "8.0", "12.0", "16.0"}

@@ -87,6 +87,15 @@ def test_nuclei_task_passes_check_and_holds_out_a_whole_template(tmp_path, capsy
     assert meta["labels"] == {"0": "background", "1": "caudate", "2": "putamen", "3": "pallidum", "4": "thalamus"}
     assert main(["check", str(out), "-q"]) == 0
     capsys.readouterr()
+    # the templates share MNI space: the training labels alone, carried through world
+    # coordinates, segment the test template far above chance (what the demo's report shows)
+    from rog.data.dataset import load_dataset
+    from rog.evaluate.atlas import atlas_transfer
+    ds = load_dataset(out)
+    reference = atlas_transfer(ds.training, ds.test, 5)
+    assert reference["training_cases"] == len(ds.training) and sorted(reference["cases"]) == sorted(
+        c.name for c in ds.test)
+    assert reference["dice"] > 0.5 and all(d > 0.4 for d in reference["dice_per_class"])
     assert main(["nuclei", str(out)]) == 2  # never written over
     assert "already holds a dataset" in capsys.readouterr().err
 

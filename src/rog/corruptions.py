@@ -6,8 +6,9 @@ through the same code path, which the benchmark checks). They act on a model inp
 range-normalised intensities u = (x - lo) / (hi - lo) of the whole case (the box of the
 threat model), so that air is 0, a bias field multiplies tissue rather than z-scores, and
 padding after motion or resampling is air; the result is mapped back, not clipped. Random
-draws (motion path, field coefficients, noise) are seeded per (case, corruption, severity):
-the same command corrupts the same volumes.
+draws (motion path, field coefficients, noise) are seeded per (case, corruption) and shared by
+the severities: the same command corrupts the same volumes, and a higher severity is the same
+artefact made stronger (the tests check the realised strength is monotone).
 
 | name | parameter per severity 1..5 | meaning |
 |---|---|---|
@@ -37,9 +38,14 @@ class Corruption:
     identity: float  # the parameter at severity 0
     meaning: str
     make: Callable  # (level, spacing, through-plane axis) -> TorchIO transform
+    strength: Callable  # the applied (deterministic) TorchIO transforms -> the artefact's realised size
 
     def level(self, severity: int) -> float:
         return self.identity if severity == 0 else self.levels[severity - 1]
+
+
+def _largest(values) -> float:
+    return float(np.abs(np.asarray(values, float)).max())
 
 
 def _tio():
@@ -49,21 +55,29 @@ def _tio():
 
 CORRUPTIONS = {c.name: c for c in (
     Corruption("noise", (0.1, 0.2, 0.3, 0.5, 0.8), 0.0, "noise sd / foreground intensity sd",
-               lambda v, sp, ax: _tio().RandomNoise(std=(v, v))),  # v rescaled per channel below
+               lambda v, sp, ax: _tio().RandomNoise(std=(v, v)),  # v rescaled per channel below
+               lambda ts: ts[-1].noise_std["image"]),
     Corruption("blur", (0.5, 1.0, 1.5, 2.0, 3.0), 0.0, "Gaussian blur sd in mm",
-               lambda v, sp, ax: _tio().RandomBlur(std=(v, v))),
+               lambda v, sp, ax: _tio().RandomBlur(std=(v, v)), lambda ts: max(ts[-1].std["image"])),
     Corruption("bias", (0.1, 0.2, 0.3, 0.4, 0.6), 0.0, "bias-field coefficient bound (order 3)",
-               lambda v, sp, ax: _tio().RandomBiasField(coefficients=v, order=3)),
+               lambda v, sp, ax: _tio().RandomBiasField(coefficients=v, order=3),
+               lambda ts: _largest(ts[-1].coefficients["image"])),
     Corruption("motion", (1.0, 2.0, 3.0, 5.0, 8.0), 0.0, "motion up to this many degrees and mm",
-               lambda v, sp, ax: _tio().RandomMotion(degrees=v, translation=v, num_transforms=2)),
+               lambda v, sp, ax: _tio().RandomMotion(degrees=v, translation=v, num_transforms=2),
+               lambda ts: max(_largest(ts[-1].degrees["image"]), _largest(ts[-1].translation["image"]))),
     Corruption("ghosting", (0.2, 0.4, 0.6, 0.8, 1.0), 0.0, "ghost intensity (4 ghosts)",
-               lambda v, sp, ax: _tio().RandomGhosting(num_ghosts=(4, 4), axes=(0,), intensity=(v, v))),
+               lambda v, sp, ax: _tio().RandomGhosting(num_ghosts=(4, 4), axes=(0,), intensity=(v, v)),
+               lambda ts: ts[-1].intensity["image"]),
     Corruption("spike", (0.2, 0.4, 0.6, 0.8, 1.0), 0.0, "k-space spike intensity",
-               lambda v, sp, ax: _tio().RandomSpike(num_spikes=(1, 1), intensity=(v, v))),
+               lambda v, sp, ax: _tio().RandomSpike(num_spikes=(1, 1), intensity=(v, v)),
+               lambda ts: ts[-1].intensity["image"]),
     Corruption("gamma", (0.1, 0.2, 0.3, 0.4, 0.5), 0.0, "log gamma",
-               lambda v, sp, ax: _tio().RandomGamma(log_gamma=(v, v))),
+               lambda v, sp, ax: _tio().RandomGamma(log_gamma=(v, v)),
+               lambda ts: abs(float(np.log(ts[-1].gamma["image"][0])))),
     Corruption("anisotropy", (1.5, 2.0, 3.0, 4.0, 6.0), 1.0, "through-plane downsampling factor",
-               lambda v, sp, ax: _tio().RandomAnisotropy(axes=(ax,), downsampling=(v, v))),
+               lambda v, sp, ax: _tio().RandomAnisotropy(axes=(ax,), downsampling=(v, v)),
+               # down (to a spacing), then back (to the original grid): the thick slices' spacing
+               lambda ts: max(ts[0].target)),
 )}
 
 
@@ -86,16 +100,20 @@ def foreground_sd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (flat[:, fg] if bool(fg.any()) else flat).std(1)
 
 
-def seed_of(case: str, name: str, severity: int, seed: int = 0) -> int:
-    """The seed of one corrupted volume: a stable function of (case, corruption, severity)."""
-    return zlib.crc32(f"{case}|{name}|{severity}|{seed}".encode())
+def seed_of(case: str, name: str, seed: int = 0) -> int:
+    """The seed of one case's artefact: a stable function of (case, corruption), the same at
+    every severity. TorchIO scales its draws by the level (a uniform in (-v, v) is v times one
+    in (-1, 1); noise is sd times a normal draw), so a higher severity is the same motion path,
+    bias field or noise made stronger, not a new draw that may happen to be weaker."""
+    return zlib.crc32(f"{case}|{name}|{seed}".encode())
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, spacing, lo: torch.Tensor, hi: torch.Tensor,
-            foreground_sd: torch.Tensor, seed: int) -> torch.Tensor:
+            foreground_sd: torch.Tensor, seed: int, strengths: list | None = None) -> torch.Tensor:
     """The corrupted copy of one case. x `[C, X, Y, Z]` (model input units), lo/hi and
     foreground_sd `[C]` (the case's channel range and foreground intensity sd), `spacing` in
-    mm per axis; returns a tensor like x. Deterministic in `seed`."""
+    mm per axis; returns a tensor like x. Deterministic in `seed`. `strengths`, if given,
+    receives each channel's realised artefact size (`Corruption.strength`)."""
     c = CORRUPTIONS[name]
     level = c.level(severity)
     tio = _tio()
@@ -109,7 +127,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int, spacing, lo: torch.Tensor
             v = level * float(foreground_sd[ch] / span[ch]) if name == "noise" else level
             torch.manual_seed(seed + ch)
             u = ((x[ch].detach().cpu().float() - lo[ch]) / span[ch])[None]
-            image = tio.ScalarImage(tensor=u, affine=affine)
-            u = c.make(v, spacing, axis)(image).data[0]
+            subject = c.make(v, spacing, axis)(tio.Subject(image=tio.ScalarImage(tensor=u, affine=affine)))
+            if strengths is not None:
+                strengths.append(float(c.strength(subject.get_applied_transforms())))
+            u = subject["image"].data[0]
             out[ch] = (lo[ch] + u * span[ch]).to(x)
     return out

@@ -113,9 +113,11 @@ def run_experiment(data: Path, workdir: Path, s: DemoSettings, device: str = "au
             results.append(_attack(wd, name, seed, s, stage, base.device))
             if seed == 0:  # the artefact sweep is not part of the seed study: one seed keeps the budget
                 results.append(_corrupt(wd, name, seed, s, stage, base.device))
+    reference = _atlas_transfer(wd, ds, plan.num_classes, stage)
     stage("report")
     from rog.report.build import build_report
-    summary = build_report(results, wd.root / "report", baseline="dynunet", gain=("rog_free", "rog_clean"))
+    summary = build_report(results, wd.root / "report", baseline="dynunet", gain=("rog_free", "rog_clean"),
+                           reference=reference)
     for name, g in summary["seeds"]["groups"].items():
         e8 = g["eps"].get("8.0", {})
         c = summary["corruptions"].get(name)
@@ -125,6 +127,23 @@ def run_experiment(data: Path, workdir: Path, s: DemoSettings, device: str = "au
         print("    " + summary["seeds"]["gain"]["text"])
     stage(f"done: open {wd.root / 'report' / 'report.html'}")
     return 0
+
+
+def _atlas_transfer(wd: Workdir, ds, num_classes: int, stage) -> dict | None:
+    """The atlas-transfer reference on the labelled test cases (computed once), or None."""
+    import json
+    from rog.atomic import write_json
+    from rog.evaluate.atlas import atlas_transfer
+    if wd.atlas_transfer.is_file():
+        return json.loads(wd.atlas_transfer.read_text())
+    if not any(c.label is not None for c in ds.test):
+        return None
+    stage(f"atlas-transfer reference (the training labels' majority vote through world coordinates) -> "
+          f"{wd.atlas_transfer}")
+    reference = atlas_transfer(ds.training, ds.test, num_classes)
+    write_json(wd.atlas_transfer, reference)
+    print(f"    test Dice with no learning: {reference['dice']:.3f}")
+    return reference
 
 
 def _pm(stat: dict) -> str:

@@ -166,6 +166,11 @@ class Workdir:
     def preprocessed(self) -> Path:
         return self.root / "preprocessed"
 
+    @property
+    def atlas_transfer(self) -> Path:
+        """The atlas-transfer reference on the labelled test cases (`rog.evaluate.atlas`)."""
+        return self.root / "atlas_transfer.json"
+
     def run(self, name: str) -> RunDir:
         return RunDir(self.root / "runs" / name)
 

@@ -54,7 +54,7 @@ class CorruptionSweep(Sweep):
 
     def _corrupted(self, case: BenchCase, name: str, severity: int) -> torch.Tensor:
         x = corrupt(case.x[0], name, severity, self.spacing, case.lo.flatten(), case.hi.flatten(),
-                    foreground_sd(case.x[0], case.y[0]), seed_of(case.name, name, severity, self.config.seed))
+                    foreground_sd(case.x[0], case.y[0]), seed_of(case.name, name, self.config.seed))
         return x[None]
 
     def _do(self, case: BenchCase, job: dict, tau: float):

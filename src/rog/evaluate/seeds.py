@@ -1,5 +1,5 @@
-"""Results across training seeds: mean and spread of each robustness figure per model, and
-whether a defence's AUC gain stands out from that spread.
+"""Results across training seeds: mean and spread of each robustness figure per model, and a
+defence's AUC gain with a paired bootstrap interval over seeds and cases.
 
 A model trained with several seeds is one group; each seed contributes its clean Dice, its
 worst-case Dice at each eps, its AUC and its per-case worst-case Dice (the points). The sd is
@@ -8,6 +8,8 @@ the sample standard deviation over seeds (n - 1; 0 for one seed).
 from __future__ import annotations
 
 import numpy as np
+
+from rog.evaluate.robustness import auc
 
 
 def mean_sd(values) -> dict:
@@ -37,27 +39,58 @@ def across_seeds(per_seed: dict[int, dict]) -> dict:
             "points": dict(sorted(points.items(), key=lambda kv: float(kv[0])))}
 
 
-def auc_gain(groups: dict[str, dict], defended: str, reference: str) -> dict | None:
-    """Whether `defended`'s mean AUC exceeds `reference`'s by more than twice the larger of
-    their seed sds. Returns {"gain", "spread", "holds", "seeds", "text"} (the text states the
-    finding in words, from the numbers), or None when either group is missing."""
+def case_aucs(group: dict) -> dict[tuple[int, str], float]:
+    """AUC of each (seed, case)'s worst-case Dice-vs-eps curve (eps 0 = its clean Dice), from
+    an `across_seeds` group's points. Their mean is the group's AUC: the AUC is linear in the
+    curve."""
+    curves: dict[tuple[int, str], list] = {}
+    for e, points in group["points"].items():
+        for seed, case, dice in points:
+            curves.setdefault((seed, case), []).append((float(e), dice))
+    return {k: auc(*zip(*sorted(v))) for k, v in curves.items()}
+
+
+def auc_gain(groups: dict[str, dict], defended: str, reference: str, resamples: int = 10000,
+             level: float = 0.95, seed: int = 0) -> dict | None:
+    """`defended`'s AUC gain over `reference` with a paired bootstrap interval. Both models are
+    scored on the same cases and their seeds pair (a defence is fine-tuned from the reference
+    of its seed), so each (seed, case) gives one difference of AUCs; the bootstrap resamples
+    seeds and, within them, cases (both with replacement), the variation between training runs
+    and between cases. The gain "holds" when the `level` percentile interval excludes 0.
+    Returns {"gain", "interval", "level", "holds", "seeds", "cases", "resamples", "text"}, or
+    None when either group is missing or they share no (seed, case)."""
     if defended not in groups or reference not in groups:
         return None
-    a, b = groups[defended]["auc_worst_case"], groups[reference]["auc_worst_case"]
-    gain, spread = a["mean"] - b["mean"], max(a["sd"], b["sd"])
-    n = min(a["n"], b["n"])
-    holds = n > 1 and gain > 2 * spread
-    if n < 2:
-        verdict = "one seed only, so the spread between seeds is unknown and the gain cannot be weighed against it"
+    a, b = case_aucs(groups[defended]), case_aucs(groups[reference])
+    seeds = sorted({s for s, _ in a} & {s for s, _ in b})
+    cases = sorted({c for _, c in a} & {c for _, c in b})
+    if not all((s, c) in a and (s, c) in b for s in seeds for c in cases) or not seeds or not cases:
+        return None
+    diff = np.array([[a[s, c] - b[s, c] for c in cases] for s in seeds])  # [seeds, cases]
+    gain = float(diff.mean())
+    rng = np.random.default_rng(seed)
+    si = rng.integers(0, len(seeds), (resamples, len(seeds)))
+    ci = rng.integers(0, len(cases), (resamples, len(cases)))
+    boot = diff[si[:, :, None], ci[:, None, :]].mean((1, 2))
+    tail = (1 - level) / 2 * 100
+    lo, hi = (float(v) for v in np.percentile(boot, [tail, 100 - tail]))
+    holds = lo > 0
+    ga, gb = groups[defended]["auc_worst_case"], groups[reference]["auc_worst_case"]
+    n = f"{len(seeds)} seed(s) x {len(cases)} case(s)"
+    if len(seeds) * len(cases) < 2:
+        verdict = "one seed and one case only: no interval can be drawn, and the gain cannot be weighed"
+        holds, lo, hi = False, float("nan"), float("nan")
     elif holds:
-        verdict = (f"more than twice the larger sd between seeds ({spread:.3f}): the gain is larger than the "
-                   "variation between training runs")
+        verdict = (f"the {level:.0%} interval [{lo:+.3f}, {hi:+.3f}] (paired bootstrap over {n}) excludes 0: "
+                   "the gain holds beyond the variation between training runs and cases")
     else:
-        verdict = (f"not more than twice the larger sd between seeds ({spread:.3f}): the gain does not stand out "
-                   "from the variation between training runs")
-    text = (f"{defended}'s AUC ({a['mean']:.3f} +- {a['sd']:.3f}) exceeds {reference}'s ({b['mean']:.3f} +- "
-            f"{b['sd']:.3f}) by {gain:.3f} over {n} seed(s); that is {verdict}.")
-    if gain <= 0:
-        text = (f"{defended}'s AUC ({a['mean']:.3f} +- {a['sd']:.3f}) does not exceed {reference}'s "
-                f"({b['mean']:.3f} +- {b['sd']:.3f}) over {n} seed(s): no gain.")
-    return {"gain": gain, "spread": spread, "holds": bool(holds and gain > 0), "seeds": n, "text": text}
+        verdict = (f"the {level:.0%} interval [{lo:+.3f}, {hi:+.3f}] (paired bootstrap over {n}) includes 0: "
+                   "the gain does not stand out from the variation between training runs and cases")
+    small = (" With so few seeds and cases the bootstrap interval is too narrow rather than too wide; read "
+             "it as the least uncertainty there is." if len(seeds) * len(cases) < 20 and len(seeds) * len(cases) > 1
+             else "")
+    text = (f"{defended}'s AUC ({ga['mean']:.3f} +- {ga['sd']:.3f} over seeds) "
+            f"{'exceeds' if gain > 0 else 'does not exceed'} {reference}'s ({gb['mean']:.3f} +- {gb['sd']:.3f}): "
+            f"gain {gain:+.3f}; {verdict}.{small}")
+    return {"gain": gain, "interval": [lo, hi], "level": level, "holds": bool(holds), "seeds": len(seeds),
+            "cases": len(cases), "resamples": resamples, "text": text}

@@ -16,7 +16,7 @@ import numpy as np
 from rog.atomic import write_json, write_text
 from rog.bench.records import load_qualitative
 from rog.evaluate.corruption import corruption_errors
-from rog.evaluate.seeds import across_seeds, auc_gain
+from rog.evaluate.seeds import across_seeds, auc_gain, mean_sd
 from rog.report import figures
 from rog.rundir import ResultsDir, RunDir
 
@@ -135,13 +135,15 @@ def _fmt(v, digits=3):
 
 
 def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8.0, panels: bool = True,
-                 baseline: str | None = None, gain: tuple[str, str] | None = None) -> dict:
+                 baseline: str | None = None, gain: tuple[str, str] | None = None,
+                 reference: dict | None = None) -> dict:
     """Write OUT/report.html, OUT/*.png and OUT/summary.json; returns the summary. Attack
     results give the paper's figures; results of one model label from several training seeds
     are also aggregated (mean +- sd over seeds, per-case points), and `gain` = (defended,
     reference) labels states whether the first's AUC gain over the second exceeds twice the
     seed spread. Corruption results get a section of their own, with corruption errors
-    relative to the model labelled `baseline` where given."""
+    relative to the model labelled `baseline` where given. `reference` (`rog.evaluate.atlas`)
+    puts the atlas-transfer test Dice beside each model's whole-case test Dice."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     docs = [(f, _finished(f)) for f in _find_results(inputs)]
@@ -184,12 +186,12 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
                     "parameters": (tables[e["name"]] or {}).get("parameters"),
                     "gflops": (tables[e["name"]] or {}).get("gflops"),
                     "test": (tables[e["name"]] or {}).get("test")} for e in entries},
-        "seeds": seeds,
+        "seeds": seeds, "learning": _learning(entries, reference),
         "figures": figs + (["dice_vs_severity.png"] if corruption else []), "corruptions": corruption_summary}
     write_json(out / "summary.json", summary)
     page = _html(entries, summary, class_names, tables, t_eps, eps_keys[t_eps], figs)
-    if "seeds.png" in figs:
-        page = page.replace("<h2>Dice under attack", _seeds_html(seeds) + "<h2>Dice under attack", 1)
+    first = (_seeds_html(seeds) if "seeds.png" in figs else "") + _learning_html(summary["learning"])
+    page = page.replace("<h2>Dice under attack", first + "<h2>Dice under attack", 1)
     write_text(out / "report.html", page.replace("</body></html>", corruption_html + "</body></html>"))
     return summary
 
@@ -227,6 +229,38 @@ def _corruptions(entries: list[dict], out: Path, baseline: str | None) -> tuple[
         f"cases: {esc(entries[0]['meta'].get('cases_source_text', 'not recorded'))}.</p>"
         f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
     return summary, section
+
+
+def _learning(entries: list[dict], reference: dict | None) -> dict | None:
+    """Whole-case test Dice (mean over classes) of each model label, mean +- sd over its seeds,
+    beside the atlas-transfer reference; None without a reference."""
+    if not reference or reference.get("dice") is None:
+        return None
+    tests: dict[str, list[float]] = {}
+    for e in entries:
+        test = e["meta"].get("test")
+        if test:
+            tests.setdefault(e["group"], []).append(float(np.nanmean(np.array(test["mean"]["dice"], float))))
+    return {"reference": {"dice": reference["dice"], "dice_per_class": reference["dice_per_class"],
+                          "training_cases": reference["training_cases"], "cases": sorted(reference["cases"])},
+            "models": {g: mean_sd(v) for g, v in tests.items()}}
+
+
+def _learning_html(learning: dict | None) -> str:
+    """What learning adds: the models' clean test Dice beside the atlas-transfer reference."""
+    if not learning:
+        return ""
+    e = html.escape
+    ref = learning["reference"]
+    rows = (f"<tr><td>atlas transfer (no learning)</td><td>{_fmt(ref['dice'])}</td><td>-</td></tr>"
+            + "".join(f"<tr><td>{e(g)}</td><td>{_fmt(m['mean'])} &plusmn; {_fmt(m['sd'])}</td><td>{m['n']}</td></tr>"
+                      for g, m in learning["models"].items()))
+    return ("<h2>What learning adds: clean test Dice beside an atlas-transfer reference</h2>"
+            f"<table><tr><th>model</th><th>whole-case test Dice</th><th>seeds</th></tr>{rows}</table>"
+            f"<p>Atlas transfer: the labels of the {ref['training_cases']} training cases carried onto each test "
+            f"case ({e(', '.join(ref['cases']))}) through world coordinates, majority vote per voxel, no model. "
+            "Where cases share a space (brain templates registered to MNI space), this is what the space gives "
+            "away: a model's clean Dice says what it learned only by how far it rises above this row.</p>")
 
 
 def _seeds_html(seeds: dict) -> str:

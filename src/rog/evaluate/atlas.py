@@ -1,0 +1,49 @@
+"""The atlas-transfer reference: what a task's shared space gives away without any learning.
+
+Each training case's label map is carried onto a test case's grid through world coordinates
+(nearest neighbour) and the labels vote per voxel; a training case whose field of view does not
+reach a voxel abstains there, and a voxel nobody reaches is background. On a task whose cases
+share a space (brain templates in MNI space) this scores well with no model at all: a trained
+model's clean Dice means something only beside it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from rog.data.dataset import Case
+from rog.data.io import read_label, resample_world
+from rog.evaluate.metrics import dice_per_class, mean_dice
+
+OUTSIDE = -1  # a training label's value where its field of view ends: no vote
+
+
+def majority_label(labels: Sequence[tuple[np.ndarray, np.ndarray]], affine: np.ndarray, shape,
+                   num_classes: int) -> np.ndarray:
+    """The per-voxel majority of label maps `(labels [X', Y', Z'], their affine)` resampled
+    onto the grid (`affine`, `shape`); ties go to the lower class. Returns int16 `[X, Y, Z]`."""
+    votes = np.zeros((num_classes, *shape), np.int32)
+    for label, src in labels:
+        moved = resample_world(label.astype(np.int16), src, affine, shape, order=0, cval=OUTSIDE)
+        for k in range(num_classes):
+            votes[k] += moved == k
+    return votes.argmax(0).astype(np.int16)
+
+
+def atlas_transfer(training: Sequence[Case], test: Sequence[Case], num_classes: int) -> dict:
+    """Dice of the majority vote of the `training` labels on each labelled `test` case.
+    Returns {"cases": {name: {"dice", "dice_per_class"}}, "dice": mean over cases,
+    "dice_per_class": class means (NaN-aware), "training_cases": n}."""
+    atlases = [(lab, geo.affine) for lab, geo in (read_label(c.label) for c in training if c.label is not None)]
+    cases = {}
+    for case in test:
+        if case.label is None:
+            continue
+        truth, geo = read_label(case.label)
+        per_class = dice_per_class(majority_label(atlases, geo.affine, geo.shape, num_classes), truth, num_classes)
+        cases[case.name] = {"dice": mean_dice(per_class), "dice_per_class": per_class.tolist()}
+    per_class = np.array([c["dice_per_class"] for c in cases.values()], float)
+    return {"cases": cases, "dice": float(np.mean([c["dice"] for c in cases.values()])) if cases else None,
+            "dice_per_class": np.nanmean(per_class, 0).tolist() if cases else None,
+            "training_cases": len(atlases)}
