@@ -174,3 +174,18 @@ def test_square_objective_follows_success_not_the_background():
     # classes weigh alike: background margin 4 -> 40 moves the objective by (40 - 4) / 2
     torch.testing.assert_close(losses.correct_margin(confident_background, y) - base, torch.tensor([18.0]))
     torch.testing.assert_close(base, torch.tensor([(4.0 + (0.5 + 0.0) / 2) / 2]))
+
+
+def test_worst_case_over_the_standard_ensemble_is_never_above_any_single_attack(segmenter3):
+    from rog.bench import Ensemble
+    from rog.evaluate.metrics import dice_batch
+    x, y = sphere_volumes(3, 16, 3, seed=99)
+    ones = torch.ones(len(x), 1, 1, 1, 1)
+    ens = Ensemble(segmenter3, eps=16, attacks="standard", iters=5, queries=30)
+    x_adv = ens(x, y, 0 * ones, ones)
+    worst = np.array(ens.info["worst_case_dice"])
+    per_attack = np.array(list(ens.info["dice"].values()))  # [attacks, instances]
+    assert set(ens.info["dice"]) == {"apgd-ce", "apgd-dlr", "fab-t", "square"}
+    assert (worst <= per_attack.min(0) + 1e-12).all() and (worst < np.array(ens.info["clean_dice"])).all()
+    with torch.no_grad():  # the returned input is the one that scored the worst case
+        np.testing.assert_allclose(dice_batch(segmenter3(x_adv).argmax(1), y, 3).numpy(), worst, atol=1e-6)

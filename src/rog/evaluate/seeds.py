@@ -77,20 +77,24 @@ def auc_gain(groups: dict[str, dict], defended: str, reference: str, resamples: 
     holds = lo > 0
     ga, gb = groups[defended]["auc_worst_case"], groups[reference]["auc_worst_case"]
     n = f"{len(seeds)} seed(s) x {len(cases)} case(s)"
+    varies = ("training runs and cases" if len(seeds) > 1 and len(cases) > 1 else
+              "cases (one training seed: the spread between training runs is not in it)" if len(cases) > 1 else
+              "training runs (one case: the spread between cases is not in it)")
     if len(seeds) * len(cases) < 2:
         verdict = "one seed and one case only: no interval can be drawn, and the gain cannot be weighed"
         holds, lo, hi = False, float("nan"), float("nan")
     elif holds:
         verdict = (f"the {level:.0%} interval [{lo:+.3f}, {hi:+.3f}] (paired bootstrap over {n}) excludes 0: "
-                   "the gain holds beyond the variation between training runs and cases")
+                   f"the gain holds beyond the variation between {varies}")
     else:
         verdict = (f"the {level:.0%} interval [{lo:+.3f}, {hi:+.3f}] (paired bootstrap over {n}) includes 0: "
-                   "the gain does not stand out from the variation between training runs and cases")
+                   f"the gain does not stand out from the variation between {varies}")
     small = (" With so few seeds and cases the bootstrap interval is too narrow rather than too wide; read "
-             "it as the least uncertainty there is." if len(seeds) * len(cases) < 20 and len(seeds) * len(cases) > 1
-             else "")
-    text = (f"{defended}'s AUC ({ga['mean']:.3f} +- {ga['sd']:.3f} over seeds) "
-            f"{'exceeds' if gain > 0 else 'does not exceed'} {reference}'s ({gb['mean']:.3f} +- {gb['sd']:.3f}): "
-            f"gain {gain:+.3f}; {verdict}.{small}")
+             "it as the least uncertainty there is." if 1 < len(seeds) * len(cases) < 20 else "")
+
+    def pm(stat):
+        return f"{stat['mean']:.3f}" + (f" +- {stat['sd']:.3f} over {stat['n']} seeds" if stat["n"] > 1 else "")
+    text = (f"{defended}'s AUC ({pm(ga)}) {'exceeds' if gain > 0 else 'does not exceed'} {reference}'s "
+            f"({pm(gb)}): gain {gain:+.3f}; {verdict}.{small}")
     return {"gain": gain, "interval": [lo, hi], "level": level, "holds": bool(holds), "seeds": len(seeds),
             "cases": len(cases), "resamples": resamples, "text": text}

@@ -190,7 +190,8 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
         "figures": figs + (["dice_vs_severity.png"] if corruption else []), "corruptions": corruption_summary}
     write_json(out / "summary.json", summary)
     page = _html(entries, summary, class_names, tables, t_eps, eps_keys[t_eps], figs)
-    first = (_seeds_html(seeds) if "seeds.png" in figs else "") + _learning_html(summary["learning"])
+    gain = f"<p><b>{html.escape(seeds['gain']['text'])}</b></p>" if seeds.get("gain") else ""
+    first = (_seeds_html(seeds) if "seeds.png" in figs else gain) + _learning_html(summary["learning"])
     page = page.replace("<h2>Dice under attack", first + "<h2>Dice under attack", 1)
     write_text(out / "report.html", page.replace("</body></html>", corruption_html + "</body></html>"))
     return summary
