@@ -13,8 +13,11 @@ once it has flipped. Sorting the margins says how many voxels must flip, weakest
 Dice to fall below tau: the j*-th smallest margin is then the instance's distance to success,
 in logits, and for a piecewise-linear network it is piecewise linear in the input, as FAB's
 classifier margin is. g(u) is that order statistic, smoothed as the mean margin over a band of
-ranks around it (`band`: its half-width as a share of the voxels still to flip), so that its
-gradient speaks for the voxels about to flip rather than for one. On a classifier whose logits
+ranks around it (`band`: its half-width as a share of the voxels still to flip; voxels already
+flipped stay out), so that its gradient speaks for the voxels about to flip rather than for one.
+The candidates are the voxels labelled foreground: taking a voxel from its structure costs its
+class a true positive, twice what a false positive costs, and a search that may also flip the
+background tends to grow false positives, a costlier road to the same Dice. On a classifier whose logits
 are broadcast to every voxel every margin is the same and g is FAB-T's boundary exactly.
 
 Only points inside the eps-ball may be returned. `info["found"]` says, per instance, whether
@@ -77,8 +80,8 @@ def flips_needed(h: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_cla
 def distance_to_success(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_classes: int,
                         tau: torch.Tensor, band: float) -> torch.Tensor:
     """g `[B]`, differentiable in the logits: the mean margin z_y - z_t over the band of ranks
-    around the count-th smallest margin (`flips_needed`) among the candidate voxels; g < 0
-    about when the voxels needed for Dice < tau have flipped. The candidates are the voxels
+    around the count-th smallest margin (`flips_needed`) among the candidate voxels not yet
+    flipped; g < 0 about when the voxels needed for Dice < tau have flipped. The candidates are the voxels
     labelled foreground (an instance without any: every voxel): taking a voxel from its
     structure costs its class a true positive, twice what a false positive costs. logits
     `[B, K, ...]`, y and target `[B, ...]`, tau `[B]`."""
@@ -94,7 +97,10 @@ def distance_to_success(logits: torch.Tensor, y: torch.Tensor, target: torch.Ten
         rank = torch.minimum((count - 1).clamp(min=0), last)  # the voxel whose flip crosses tau
         half = (band * (count - flipped).clamp(min=0).float()).long()
         ranks = torch.arange(v, device=h.device)[None]
-        in_band = (ranks >= (rank - half)[:, None]) & (ranks <= torch.minimum(rank + half, last)[:, None])
+        # voxels already flipped stay out: their (negative) margins would pull g below 0 while
+        # Dice is still above tau, and the step would go the wrong way
+        low = torch.maximum(rank - half, flipped)
+        in_band = (ranks >= low[:, None]) & (ranks <= torch.minimum(rank + half, last)[:, None])
     hs = h.gather(1, order)
     return (hs * in_band).sum(1) / in_band.sum(1)
 
