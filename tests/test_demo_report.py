@@ -47,6 +47,10 @@ def test_demo_quick_produces_a_complete_report(demo):
     assert learning["reference"]["dice"] == reference["dice"] and 0 <= reference["dice"] <= 1
     assert set(learning["models"]) == models and all(m["n"] == 2 for m in learning["models"].values())
     assert "atlas transfer (no learning)" in html
+    # the phantoms share no space: no training label's field of view covers a test case
+    assert ("best single training label" in html) == bool(reference["single"])
+    assert learning["reference"]["best_single"] == (max(reference["single"], key=reference["single"].get)
+                                                    if reference["single"] else None)
     for m in summary["models"].values():
         assert 0 <= m["clean_dice"] <= 1
         assert set(m["eps"]) == {"4.0", "8.0", "12.0", "16.0"}

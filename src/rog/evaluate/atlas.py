@@ -32,18 +32,28 @@ def majority_label(labels: Sequence[tuple[np.ndarray, np.ndarray]], affine: np.n
 
 
 def atlas_transfer(training: Sequence[Case], test: Sequence[Case], num_classes: int) -> dict:
-    """Dice of the majority vote of the `training` labels on each labelled `test` case.
-    Returns {"cases": {name: {"dice", "dice_per_class"}}, "dice": mean over cases,
-    "dice_per_class": class means (NaN-aware), "training_cases": n}."""
-    atlases = [(lab, geo.affine) for lab, geo in (read_label(c.label) for c in training if c.label is not None)]
-    cases = {}
+    """Dice of the majority vote of the `training` labels on each labelled `test` case, and of
+    each training label alone on the test cases whose labelled voxels its field of view covers
+    (at least half of them). Returns {"cases": {name: {"dice", "dice_per_class"}}, "dice":
+    mean over cases, "dice_per_class": class means (NaN-aware), "single": {training case:
+    mean Dice over the test cases it covers}, "training_cases": n}."""
+    atlases = {c.name: (lab, geo.affine) for c in training if c.label is not None
+               for lab, geo in [read_label(c.label)]}
+    cases: dict[str, dict] = {}
+    single: dict[str, list[float]] = {name: [] for name in atlases}
     for case in test:
         if case.label is None:
             continue
         truth, geo = read_label(case.label)
-        per_class = dice_per_class(majority_label(atlases, geo.affine, geo.shape, num_classes), truth, num_classes)
+        per_class = dice_per_class(majority_label(list(atlases.values()), geo.affine, geo.shape, num_classes),
+                                   truth, num_classes)
         cases[case.name] = {"dice": mean_dice(per_class), "dice_per_class": per_class.tolist()}
+        for name, (label, src) in atlases.items():
+            moved = resample_world(label.astype(np.int16), src, geo.affine, geo.shape, order=0, cval=OUTSIDE)
+            if (moved[truth > 0] != OUTSIDE).mean() >= 0.5:
+                single[name].append(mean_dice(dice_per_class(np.maximum(moved, 0), truth, num_classes)))
     per_class = np.array([c["dice_per_class"] for c in cases.values()], float)
     return {"cases": cases, "dice": float(np.mean([c["dice"] for c in cases.values()])) if cases else None,
             "dice_per_class": np.nanmean(per_class, 0).tolist() if cases else None,
+            "single": {name: float(np.mean(v)) for name, v in single.items() if v},
             "training_cases": len(atlases)}

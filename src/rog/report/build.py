@@ -242,8 +242,11 @@ def _learning(entries: list[dict], reference: dict | None) -> dict | None:
         test = e["meta"].get("test")
         if test:
             tests.setdefault(e["group"], []).append(float(np.nanmean(np.array(test["mean"]["dice"], float))))
+    single = reference.get("single") or {}
+    best = max(single, key=single.get) if single else None
     return {"reference": {"dice": reference["dice"], "dice_per_class": reference["dice_per_class"],
-                          "training_cases": reference["training_cases"], "cases": sorted(reference["cases"])},
+                          "training_cases": reference["training_cases"], "cases": sorted(reference["cases"]),
+                          "single": single, "best_single": best},
             "models": {g: mean_sd(v) for g, v in tests.items()}}
 
 
@@ -253,15 +256,22 @@ def _learning_html(learning: dict | None) -> str:
         return ""
     e = html.escape
     ref = learning["reference"]
-    rows = (f"<tr><td>atlas transfer (no learning)</td><td>{_fmt(ref['dice'])}</td><td>-</td></tr>"
+    best = ref.get("best_single")
+    single = (f"<tr><td>atlas transfer, best single training label ({e(best)}; chosen on the test cases)</td>"
+              f"<td>{_fmt(ref['single'][best])}</td><td>-</td></tr>") if best else ""
+    rows = (f"<tr><td>atlas transfer (no learning)</td><td>{_fmt(ref['dice'])}</td><td>-</td></tr>" + single
             + "".join(f"<tr><td>{e(g)}</td><td>{_fmt(m['mean'])} &plusmn; {_fmt(m['sd'])}</td><td>{m['n']}</td></tr>"
                       for g, m in learning["models"].items()))
     return ("<h2>What learning adds: clean test Dice beside an atlas-transfer reference</h2>"
             f"<table><tr><th>model</th><th>whole-case test Dice</th><th>seeds</th></tr>{rows}</table>"
             f"<p>Atlas transfer: the labels of the {ref['training_cases']} training cases carried onto each test "
-            f"case ({e(', '.join(ref['cases']))}) through world coordinates, majority vote per voxel, no model. "
+            f"case ({e(', '.join(ref['cases']))}) through world coordinates, majority vote per voxel, no model; "
+            "each training label alone scores "
+            f"{_fmt(min(ref['single'].values()) if ref.get('single') else None)}-"
+            f"{_fmt(max(ref['single'].values()) if ref.get('single') else None)} on the test cases its field of "
+            "view covers. "
             "Where cases share a space (brain templates registered to MNI space), this is what the space gives "
-            "away: a model's clean Dice says what it learned only by how far it rises above this row.</p>")
+            "away: a model's clean Dice says what it learned only by how far it rises above these rows.</p>")
 
 
 def _seeds_html(seeds: dict) -> str:
