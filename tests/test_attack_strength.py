@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from rog.attacks import APGD, FAB, Square, ThreatModel, losses
+from rog.attacks import APGD, FAB, PGD, CosPGD, SegPGD, Square, ThreatModel, losses
 from tests.trained import Broadcast, blob_images, sphere_volumes, train_classifier
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -48,10 +48,14 @@ def _pair(name, seg, flat, eps, steps):
                    torchattacks.APGDT(flat, eps=e, steps=steps, n_classes=K)),
         "fab-t": (FAB(seg, threat, iters=steps),
                   torchattacks.FAB(flat, eps=e, steps=steps, multi_targeted=True, n_classes=K)),
+        # the PGD family against PGD: on a broadcast classifier SegPGD's and CosPGD's voxel
+        # weights are one positive factor, so their signed steps are PGD's
+        **{pgd: (cls(seg, threat, iters=steps), torchattacks.PGD(flat, eps=e, alpha=2.5 * e / steps, steps=steps))
+           for pgd, cls in (("pgd", PGD), ("segpgd", SegPGD), ("cospgd", CosPGD))},
     }[name]
 
 
-@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr", "apgd-t", "fab-t"])
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "pgd", "segpgd", "cospgd"])
 def test_gradient_attacks_agree_with_autoattack_on_a_trained_classifier(reduction3d, name):
     clf, seg, flat, x, y = reduction3d
     eps, steps = 10.0, 10
@@ -63,7 +67,10 @@ def test_gradient_attacks_agree_with_autoattack_on_a_trained_classifier(reductio
     acc_ours, acc_ref = _robust_accuracy(clf, x_ours, y), _robust_accuracy(clf, x_ref, y)
     print(f"{name} at {eps:g}/255, {steps} steps: robust accuracy rog {acc_ours:.3f}, torchattacks {acc_ref:.3f}")
     assert 0.1 < acc_ref < 0.9  # the comparison is not vacuous
-    assert abs(acc_ours - acc_ref) <= 0.03, (acc_ours, acc_ref)
+    if name in ("pgd", "segpgd", "cospgd"):  # random starts drawn apart; rog keeps its best iterate
+        assert acc_ref - 0.05 <= acc_ours <= acc_ref + 0.02, (acc_ours, acc_ref)
+    else:
+        assert abs(acc_ours - acc_ref) <= 0.03, (acc_ours, acc_ref)
 
 
 def test_square_agrees_with_autoattack_on_a_trained_classifier():
