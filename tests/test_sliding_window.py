@@ -135,3 +135,17 @@ def test_window_cache_reruns_only_the_windows_a_box_touches(shape):
     cache.commit(1, 0)  # input 1 becomes base volume 0
     with torch.no_grad():
         torch.testing.assert_close(cache.volume([0]), sw(x[1:]), rtol=0, atol=1e-5)
+
+
+def test_tiling_and_weighting_names_are_checked_and_overlap_is_bounded():
+    from rog.infer import SlidingWindow
+    from rog.infer.sliding_window import Tiling, sliding_window
+    net = torch.nn.Conv3d(1, 2, 1)
+    with pytest.raises(ValueError, match="nnunet"):  # a misspelt style names the valid ones
+        SlidingWindow(net, (8, 8, 8), style="nnUnet-ish")
+    with pytest.raises(ValueError, match="gaussian"):
+        SlidingWindow(net, (8, 8, 8), mode="gauss")
+    for overlap in (1.0, -0.1):
+        with pytest.raises(ValueError, match="overlap"):
+            sliding_window(net, torch.zeros(1, 1, 12, 12, 12), (8, 8, 8), overlap=overlap)
+    assert SlidingWindow(net, (8, 8, 8), style="nnunet").style is Tiling.NNUNET

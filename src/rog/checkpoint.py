@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from rog.atomic import atomic_path
+from rog.errors import RogError
 from rog.plan import Plan
 from rog.rundir import RunDir
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RogError):
     """A checkpoint or run directory is missing or unusable; the message names the file."""
 
 

@@ -8,8 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from rog.errors import RogError
 
-class UsageError(ValueError):
+
+class UsageError(RogError):
     """An argument makes no sense; the message names it."""
 
 
@@ -504,19 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rog.bench.records import BenchError
-    from rog.checkpoint import CheckpointError
-    from rog.data.dataset import DatasetError
-    from rog.data.io import VolumeError
-    from rog.data.nuclei import NucleiError
-    from rog.external import ExternalError
-    from rog.plan import PlanError
-    user_errors = (DatasetError, VolumeError, PlanError, CheckpointError, BenchError, UsageError, NucleiError,
-                   ExternalError,
-                   FileNotFoundError, PermissionError)
     try:
         return int(args.fn(args) or 0)
-    except user_errors as e:
+    except (RogError, FileNotFoundError, PermissionError) as e:
         if args.debug:
             raise
         print(f"rog {args.command}: error: {e}", file=sys.stderr)

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rog.atomic import write_json
+from rog.errors import RogError, refuse_unknown_keys
 
 LESION_WORDS = ("tumour", "tumor", "lesion", "cancer", "nodule", "mass", "edema", "oedema")
 VOXEL_BUDGET = 2 ** 22  # batch size = budget / patch voxels, clipped to [2, 24]
 
 
-class PlanError(ValueError):
+class PlanError(RogError):
     """plan.json is missing, malformed or inconsistent; the message names the file and key."""
 
 
@@ -84,10 +85,7 @@ class Plan:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise PlanError(f"{path}: invalid JSON ({e})") from e
-        names = {f.name for f in fields(cls)}
-        unknown = set(raw) - names
-        if unknown:
-            raise PlanError(f"{path}: unknown key(s) {sorted(unknown)}")
+        refuse_unknown_keys(raw, cls, str(path), PlanError)
         try:
             plan = cls(**raw)
         except TypeError as e:

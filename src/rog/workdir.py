@@ -64,7 +64,7 @@ def train_run(dataset: str | Path, workdir: str | Path | None, name: str, option
     if resume:
         if not run.checkpoint("last").is_file():
             raise CheckpointError(f"{run.checkpoint('last')}: not found, nothing to resume")
-        plan, config = Plan.load(run.plan), TrainConfig.from_dict(run.read_config(), **options)
+        plan, config = Plan.load(run.plan), TrainConfig.from_dict(run.read_config(), str(run.config), **options)
     else:
         if run.path.is_dir() and any(run.path.iterdir()):
             if not overwrite:

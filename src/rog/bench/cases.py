@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rog.data.preprocess import labelled_cases, load_case
+from rog.attacks.threat import ThreatModel
 from rog.bench.records import BenchError
+from rog.data.preprocess import labelled_cases, load_case
 from rog.data.sampling import centred_patch
 from rog.rundir import RunDir
 
@@ -65,8 +66,7 @@ def load_bench_cases(data_dir: str | Path, names: list[str], scope: str, patch, 
         image, label, _ = load_case(data_dir, name, mmap=False)
         if label is None:
             raise BenchError(f"{data_dir}/{name}: no label, cannot be attacked")
-        lo = torch.from_numpy(image.reshape(image.shape[0], -1).min(1)).view(1, -1, 1, 1, 1)
-        hi = torch.from_numpy(image.reshape(image.shape[0], -1).max(1)).view(1, -1, 1, 1, 1)
+        lo, hi = ThreatModel.channel_range(torch.from_numpy(image)[None])  # the whole case's box
         if scope == "patch":
             image, label = centred_patch(image, label, patch)
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]

@@ -18,9 +18,10 @@ import torch
 
 from rog.atomic import atomic_path
 from rog.attacks.threat import ThreatModel
+from rog.errors import RogError
 from rog.evaluate.metrics import dice_per_class, mean_dice
 
-class BenchError(ValueError):
+class BenchError(RogError):
     """A benchmark cannot run as asked (an unknown attack or scope, a results folder written
     by another configuration, case list or model); the message names the argument or file."""
 

@@ -10,8 +10,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rog.errors import RogError
 
-class DatasetError(ValueError):
+
+class DatasetError(RogError):
     """The dataset folder or its dataset.json is malformed; the message names the file."""
 
 

@@ -19,9 +19,10 @@ import numpy as np
 from scipy import ndimage
 
 from rog.atomic import atomic_path
+from rog.errors import RogError
 
 
-class VolumeError(ValueError):
+class VolumeError(RogError):
     """A volume file is missing, unreadable or inconsistent; the message names the file."""
 
     def __init__(self, path, reason: str):

@@ -39,6 +39,7 @@ from scipy import ndimage
 
 from rog.atomic import write_json
 from rog.data.io import resample_world, write_volume
+from rog.errors import RogError
 
 CLASSES = ("caudate", "putamen", "pallidum", "thalamus")
 CLASS_PATTERNS = {1: r"caudate", 2: r"putamen", 3: r"pallidum|globus_pallidus", 4: r"thalamus|^thal_"}
@@ -48,7 +49,7 @@ MIN_PROBABILITY = 25  # Harvard-Oxford's probabilities are percentages
 MIN_CORRELATION = 0.8
 
 
-class NucleiError(Exception):
+class NucleiError(RogError):
     """A source missing or not usable: the message names the file and the fix."""
 
 

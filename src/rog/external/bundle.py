@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
 from rog.data.io import resample_world
 from rog.external.model import ExternalError, ExternalModel, InputMap
@@ -214,9 +215,7 @@ def _load_cases(spatial, intensity, images: Path, labels: Path, names, max_cases
         raw, affine, prepare = preprocess(spatial, intensity, f)
         lab = nib.load(label)
         y = resample_world(np.rint(np.asanyarray(lab.dataobj)).astype(np.int64), lab.affine, affine, raw.shape[1:])
-        flat = raw.reshape(raw.shape[0], -1)
-        view = (1, -1, 1, 1, 1)
-        out.append(BenchCase(name, raw[None].to(device), torch.from_numpy(y)[None].to(device),
-                             flat.min(1).values.view(view).to(device), flat.max(1).values.view(view).to(device),
-                             prepare.to(device)))
+        lo, hi = ThreatModel.channel_range(raw[None])
+        out.append(BenchCase(name, raw[None].to(device), torch.from_numpy(y)[None].to(device), lo.to(device),
+                             hi.to(device), prepare.to(device)))
     return out

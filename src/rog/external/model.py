@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rog.bench.cases import BenchCase
+from rog.errors import RogError
 
 
 class InputMap(nn.Module):
@@ -37,7 +38,7 @@ class InputMap(nn.Module):
         return self
 
 
-class ExternalError(Exception):
+class ExternalError(RogError):
     """A model folder or its input that cannot be used: the message names the path and why."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
 from rog.external.model import ExternalError, ExternalModel, InputMap
 
@@ -205,9 +206,7 @@ def _load_cases(plans, configuration, dataset_json, channels, images, labels, na
     out = []
     for name, files, label in case_files(Path(images), Path(labels), dataset_json, channels, names)[:max_cases]:
         data, seg, _, prepare = preprocess(plans, configuration, files, label)
-        flat = data.reshape(data.shape[0], -1)
-        lo = torch.from_numpy(flat.min(1)).view(1, -1, 1, 1, 1)
-        hi = torch.from_numpy(flat.max(1)).view(1, -1, 1, 1, 1)
+        lo, hi = ThreatModel.channel_range(torch.from_numpy(data)[None])
         y = torch.from_numpy(np.maximum(seg[0], 0).astype(np.int64))[None]
         out.append(BenchCase(name, torch.from_numpy(data)[None].to(device), y.to(device), lo.to(device),
                              hi.to(device), prepare.to(device)))

@@ -16,7 +16,34 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.utils import StrEnum, look_up_option
 from torch import nn
+
+
+class Tiling(StrEnum):
+    """How windows are laid and weighted. MONAI: `sliding_window_inference`'s positions and
+    Gaussian, replicate padding (rog's own models). NNUNET: nnU-Net's predictor's positions,
+    zero padding, its half-precision Gaussian and accumulation (models trained by it)."""
+
+    MONAI = "monai"
+    NNUNET = "nnunet"
+
+
+class Importance(StrEnum):
+    """Window weights: Gaussian (MONAI, nnU-Net), inverse distance to the centre (the paper),
+    constant."""
+
+    GAUSSIAN = "gaussian"
+    INVERSE_DISTANCE = "inverse_distance"
+    CONSTANT = "constant"
+
+
+def checked(style: str, mode: str = "gaussian", overlap: float = 0.5) -> tuple[Tiling, Importance]:
+    """The tiling and weighting named by `style` and `mode` (a misspelt name is a ValueError
+    that lists the valid ones, MONAI's `look_up_option`), with `overlap` in [0, 1)."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap {overlap}: must be in [0, 1) (at 1 the windows would not move)")
+    return look_up_option(style, Tiling), look_up_option(mode, Importance)
 
 
 def window_starts(size: int, patch: int, overlap: float, positions: str = "monai") -> list[int]:
@@ -27,7 +54,7 @@ def window_starts(size: int, patch: int, overlap: float, positions: str = "monai
     `compute_steps_for_sliding_window`)."""
     if size <= patch:
         return [0]
-    if positions == "nnunet":
+    if look_up_option(positions, Tiling) == Tiling.NNUNET:
         n = math.ceil((size - patch) / (patch * (1 - overlap))) + 1
         return [int(np.round((size - patch) / (n - 1) * i)) for i in range(n)]
     step = max(int(patch * (1 - overlap)), 1)
@@ -37,17 +64,15 @@ def window_starts(size: int, patch: int, overlap: float, positions: str = "monai
 
 @lru_cache(maxsize=16)
 def _importance_map(patch: tuple[int, ...], mode: str, sigma_scale: float, style: str) -> torch.Tensor:
-    if mode == "constant":
+    if mode == Importance.CONSTANT:
         return torch.ones(patch)
-    if mode == "gaussian" and style == "nnunet":
+    if mode == Importance.GAUSSIAN and style == Tiling.NNUNET:
         return _nnunet_gaussian(patch, sigma_scale)
     coords = torch.meshgrid(*[torch.arange(p, dtype=torch.float64) - (p - 1) / 2 for p in patch], indexing="ij")
-    if mode == "gaussian":
+    if mode == Importance.GAUSSIAN:
         w = torch.exp(-0.5 * sum((c / (sigma_scale * p)) ** 2 for c, p in zip(coords, patch)))
-    elif mode == "inverse_distance":
+    else:  # the inverse distance (`checked` admits no other mode)
         w = 1.0 / torch.sqrt(sum(c ** 2 for c in coords)).clamp(min=1.0)  # the paper's weighting
-    else:
-        raise ValueError(f"unknown importance mode {mode!r}: gaussian, inverse_distance or constant")
     w = w / w.max()
     # a floor of 1e-3 (as MONAI): far window corners keep a say where no window is centred,
     # and the weights survive half precision, where 1e-10 would underflow
@@ -71,6 +96,7 @@ def importance_map(patch: Sequence[int], mode: str = "gaussian", sigma_scale: fl
     """Per-voxel window weights `[*patch]`: Gaussian with sigma = sigma_scale * patch (MONAI's
     floor of 1e-3 and max 1; `style` "nnunet": nnU-Net's own construction), inverse distance
     to the centre (the paper), or constant."""
+    style, mode = checked(style, mode)
     return _importance_map(tuple(int(p) for p in patch), mode, float(sigma_scale), style).clone()
 
 
@@ -124,10 +150,11 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     """
     if x.ndim != 5:
         raise ValueError(f"sliding_window expects [B, C, D, H, W], got {tuple(x.shape)}")
+    style, mode = checked(style, mode, overlap)
     patch = [int(p) for p in patch]
     window_device = torch.device(window_device) if window_device else x.device
     spatial = list(x.shape[2:])
-    if style == "nnunet":
+    if style == Tiling.NNUNET:
         pad_mode = "constant"
     x, pad, starts = _tile(x, patch, overlap, pad_mode, style)
     size = list(x.shape[2:])
@@ -157,7 +184,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
 
 # nnU-Net's predictor sums the weighted logits and the weights in half precision (memory on
 # the GPU); its style does the same, so the clean logits are its own to the last bit
-_ACCUMULATE = {"nnunet": torch.half}
+_ACCUMULATE = {Tiling.NNUNET: torch.half}
 
 
 def _window(start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
@@ -194,9 +221,10 @@ class SlidingWindow(nn.Module):
                  style: str = "monai", pad_mode: str = "replicate"):
         super().__init__()
         self.model = model
+        style, mode = checked(style, mode, overlap)  # at construction, not at the first volume
         self.patch, self.overlap, self.mode = list(patch), overlap, mode
         self.batch_size, self.mirror_axes, self.style = batch_size, mirror_axes, style
-        self.pad_mode = "constant" if style == "nnunet" else pad_mode
+        self.pad_mode = "constant" if style == Tiling.NNUNET else pad_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sliding_window(self.model, x, self.patch, self.overlap, self.mode, self.batch_size,

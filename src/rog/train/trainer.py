@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from rog.atomic import write_json
 from rog.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from rog.data.preprocess import labelled_cases
 from rog.devices import init_distributed, resolve_device
+from rog.errors import refuse_unknown_keys
 from rog.evaluate.metrics import dice_batch
 from rog.models.registry import build_model
 from rog.plan import Plan
@@ -64,10 +65,11 @@ class TrainConfig:
     tensorboard: bool = False
 
     @classmethod
-    def from_dict(cls, saved: dict, **override) -> "TrainConfig":
-        """The config a run recorded (its config.json), with `override` (e.g. the device)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in saved.items() if k in known}, **override})
+    def from_dict(cls, saved: dict, where: str = "the run's configuration", **override) -> "TrainConfig":
+        """The config a run recorded (`where`: its file), with `override` (e.g. the
+        device); an unknown key is refused, named, as in a plan."""
+        refuse_unknown_keys({**saved, **override}, cls, where)
+        return cls(**{**saved, **override})
 
 
 class Trainer:
