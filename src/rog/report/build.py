@@ -140,8 +140,8 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     """Write OUT/report.html, OUT/*.png and OUT/summary.json; returns the summary. Attack
     results give the paper's figures; results of one model label from several training seeds
     are also aggregated (mean +- sd over seeds, per-case points), and `gain` = (defended,
-    reference) labels states whether the first's AUC gain over the second exceeds twice the
-    seed spread. Corruption results get a section of their own, with corruption errors
+    reference) labels states the first's AUC gain over the second with a paired bootstrap
+    interval over seeds and cases (`rog.evaluate.seeds.auc_gain`). Corruption results get a section of their own, with corruption errors
     relative to the model labelled `baseline` where given. `reference` (`rog.evaluate.atlas`)
     puts the atlas-transfer test Dice beside each model's whole-case test Dice."""
     out = Path(out)
