@@ -99,13 +99,14 @@ def test_results_folder_refuses_other_cases_or_weights_and_records_the_panels(ne
     cases = _cases(net)
     Benchmark(net, 3, cfg, tmp_path, progress=False, weights="abc").run(cases[:2])
     before = (tmp_path / "results.json").read_bytes()
-    from rog.bench.records import BenchError, load_qualitative
+    from rog.bench.records import BenchError
+    from rog.rundir import ResultsDir
     with pytest.raises(BenchError, match="different case list"):
         Benchmark(net, 3, cfg, tmp_path, progress=False, weights="abc").run(cases)
     with pytest.raises(BenchError, match="different model weights"):
         Benchmark(net, 3, cfg, tmp_path, progress=False, weights="xyz").run(cases[:2])
     assert (tmp_path / "results.json").read_bytes() == before  # nothing overwritten
-    panels = load_qualitative(tmp_path / "qualitative.npz")
+    panels = ResultsDir(tmp_path).read_qualitative()
     assert set(panels) == {"8.0", "16.0"}  # the worst attack on the first case, per eps
     p = panels["16.0"]
     assert p["image"].shape == p["adv"].shape == (16, 16) and 0 <= int(p["slice"]) < 16
@@ -171,3 +172,13 @@ def test_the_attack_library_stands_alone_and_only_rundir_names_run_files():
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 v = node.value
                 assert v not in names and not v.startswith(("checkpoint_", "results.rank")), (f, v)
+
+
+def test_the_report_renders_without_torch():
+    # `rog report` reads what the benchmark wrote: JSON and the qualitative arrays, no model
+    import subprocess
+    import sys
+    code = ("import sys, rog.report.build; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'rog.bench', 'rog.attacks'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out

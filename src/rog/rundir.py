@@ -17,6 +17,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from rog.atomic import atomic_path
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -130,6 +134,24 @@ class ResultsDir:
     @property
     def qualitative(self) -> Path:
         return self.path / "qualitative.npz"
+
+    def read_qualitative(self) -> dict[str, dict[str, np.ndarray]]:
+        """The report's qualitative arrays, {eps key: {name: array}} (empty when none)."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        if not self.qualitative.is_file():
+            return out
+        with np.load(self.qualitative) as data:
+            for k in data.files:
+                key, name = k.split("/")
+                out.setdefault(key, {})[name] = data[k]
+        return out
+
+    def write_qualitative(self, panels: dict[str, dict[str, np.ndarray]]) -> None:
+        """Write {eps key: arrays} as one .npz, atomically."""
+        flat = {f"{key}/{name}": arr for key, arrays in panels.items() for name, arr in arrays.items()}
+        with atomic_path(self.qualitative) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **flat)
 
     def exists(self) -> bool:
         return self.results().is_file()

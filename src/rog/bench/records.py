@@ -1,5 +1,5 @@
 """Result records: one per case x attack x eps x budget, the CSV view of them, the
-provenance that keeps a results folder from mixing runs, and the qualitative arrays the
+provenance that keeps a results folder from mixing runs, and the qualitative slice the
 report draws.
 
 A record holds the Dice (mean over foreground classes and per class) at the attack's output,
@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rog.atomic import atomic_path
 from rog.attacks.threat import ThreatModel
 from rog.errors import RogError
 from rog.evaluate.metrics import dice_per_class, mean_dice
@@ -93,22 +92,3 @@ def qualitative_slice(x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, adv
     return {"image": take(x[0, 0]).astype(np.float32), "gt": take(y[0]).astype(np.uint8),
             "clean": take(clean[0]).astype(np.uint8), "adv": take(adv[0]).astype(np.uint8),
             "delta": take(x_adv[0, 0] - x[0, 0]).astype(np.float32), "slice": np.array(z)}
-
-
-def save_qualitative(path: Path, panels: dict[str, dict[str, np.ndarray]]) -> None:
-    """Write {eps key: arrays} as one .npz (atomically)."""
-    flat = {f"{key}/{name}": arr for key, arrays in panels.items() for name, arr in arrays.items()}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **flat)
-
-
-def load_qualitative(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    out: dict[str, dict[str, np.ndarray]] = {}
-    if not Path(path).is_file():
-        return out
-    with np.load(path) as data:
-        for k in data.files:
-            key, name = k.split("/")
-            out.setdefault(key, {})[name] = data[k]
-    return out

@@ -95,13 +95,13 @@ class Benchmark(Sweep):
                 worst[str(record["eps"])] = (record["dice"], x_adv)
         if not (first and worst):
             return
-        panels = rec.load_qualitative(self.out.qualitative)
+        panels = self.out.read_qualitative()
         model = self.model_for(case)
         with frozen(self.model), torch.no_grad():
             clean = model(case.x).argmax(1)
             panels.update({eps: rec.qualitative_slice(case.x, case.y, clean, model(x_adv).argmax(1), x_adv)
                            for eps, (_, x_adv) in worst.items()})
-        rec.save_qualitative(self.out.qualitative, panels)
+        self.out.write_qualitative(panels)
 
     def _do(self, case: BenchCase, job: dict, tau: float):
         eps, attack, budget = job["eps"], job["attack"], job["budget"]

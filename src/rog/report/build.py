@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from rog.atomic import write_json, write_text
-from rog.bench.records import load_qualitative
 from rog.evaluate.corruption import corruption_errors
 from rog.evaluate.seeds import across_seeds, auc_gain, mean_sd
 from rog.report import figures
@@ -64,7 +63,7 @@ def _model_entry(folder: ResultsDir, doc: dict) -> dict:
         "curve_classes": [clean_pc] + [v["worst_case_dice_per_class"] for _, v in eps_items],
         "runtime": {}, "num_classes": k + 1, "cases": sorted(clean),
         "class_names": meta.get("class_names") or [f"class {c}" for c in range(1, k + 1)],
-        "panels": load_qualitative(folder.qualitative),
+        "panels": folder.read_qualitative(),
         "group": meta.get("label", folder.path.name), "seed": meta.get("seed"),
         "case_worst": _case_worst(doc),
     }
