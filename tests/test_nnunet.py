@@ -105,3 +105,15 @@ def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys
                 "channels": "more channels than the model's 1"}[problem]
     assert expected in err[0], err[0]
     assert not (out / "results.json").exists()
+
+
+def test_the_one_private_nnunet_call_is_pinned():
+    # rog.external.nnunet.nnunet_normalised calls DefaultPreprocessor._normalize, nnU-Net's only
+    # way to its normalisation; a renamed or re-signed method must fail here, not in a benchmark
+    import inspect
+
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    params = list(inspect.signature(DefaultPreprocessor._normalize).parameters)
+    assert params == ["self", "data", "seg", "configuration_manager", "foreground_intensity_properties_per_channel"]
+    src = (Path(__file__).resolve().parents[1] / "src" / "rog" / "external" / "nnunet.py").read_text()
+    assert src.count("._normalize(") == 1  # isolated in nnunet_normalised

@@ -164,11 +164,20 @@ def case_files(images: Path, labels: Path | None, dataset_json: dict, channels: 
     return out
 
 
+def nnunet_normalised(data: np.ndarray, seg: np.ndarray | None, configuration, plans) -> np.ndarray:
+    """nnU-Net's own normalisation of a cropped case `[C, ...]` (its input before resampling).
+    nnU-Net offers it only as the private `DefaultPreprocessor._normalize`: this is the one
+    call of it, and `tests/test_nnunet.py` pins its signature against the installed nnunetv2
+    (checked with 2.8.1), so a change there fails a test, not a benchmark."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    return DefaultPreprocessor(verbose=False)._normalize(data, seg, configuration,
+                                                         plans.foreground_intensity_properties_per_channel)
+
+
 def preprocess(plans, configuration, files: list[Path], label: Path | None):
     """nnU-Net's preprocessing of one case without its normalisation: (data `[C, ...]` float32
     raw intensities on the network's grid, seg `[1, ...]` (-1 outside the non-zero mask),
     properties for nnU-Net's export, the case's `Normalisation`)."""
-    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
     rw = plans.image_reader_writer_class()
@@ -190,8 +199,7 @@ def preprocess(plans, configuration, files: list[Path], label: Path | None):
     props["shape_after_cropping_and_before_resampling"] = data.shape[1:]
     constants = _normalisation(data, seg, configuration, plans.foreground_intensity_properties_per_channel)
     # nnU-Net's own normalised input (normalise, then resample), for the residual
-    theirs = DefaultPreprocessor(verbose=False)._normalize(data.copy(), seg, configuration,
-                                                           plans.foreground_intensity_properties_per_channel)
+    theirs = nnunet_normalised(data.copy(), seg, configuration, plans)
     shape = compute_new_shape(data.shape[1:], spacing, configuration.spacing)
     theirs = configuration.resampling_fn_data(theirs, shape, spacing, configuration.spacing)
     data = np.ascontiguousarray(configuration.resampling_fn_data(data, shape, spacing, configuration.spacing), np.float32)
