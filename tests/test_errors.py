@@ -50,3 +50,15 @@ def test_configuration_files_share_one_rule_for_unknown_keys(tmp_path):
     path.write_text(json.dumps({"patch_sizee": [1, 2, 3]}))
     with pytest.raises(PlanError, match=r"plan.json: unknown key\(s\) \['patch_sizee'\]"):
         Plan.load(path)
+
+
+def test_benchmark_configs_name_the_field_and_its_flag():
+    import pytest
+
+    from rog.bench import BenchmarkConfig, CorruptionConfig
+    with pytest.raises(RogError, match=r"^eps \(--eps\) \[300.0\]: each must be in \(0, 255\]"):
+        BenchmarkConfig(eps=[300])
+    with pytest.raises(RogError, match=r"^scope \(--scope\)"):
+        BenchmarkConfig(scope="slab")
+    with pytest.raises(RogError, match=r"^severities \(--severities\)"):
+        CorruptionConfig(severities=[7])

@@ -28,10 +28,10 @@ class CorruptionConfig:
         try:
             self.corruptions = expand(self.corruptions)
         except ValueError as e:
-            raise BenchError(f"--corruptions: {e}") from e
+            raise BenchError(f"corruptions (--corruptions): {e}") from e
         self.severities = sorted({int(s) for s in self.severities})
         if not self.severities or not all(1 <= s <= 5 for s in self.severities):
-            raise BenchError(f"--severities {self.severities}: each must be 1, 2, 3, 4 or 5")
+            raise BenchError(f"severities (--severities) {self.severities}: each must be 1, 2, 3, 4 or 5")
 
 
 class CorruptionSweep(Sweep):

@@ -47,16 +47,17 @@ class BenchmarkConfig:
         try:
             self.attacks = expand(self.attacks)
         except ValueError as e:
-            raise rec.BenchError(f"--attacks: {e}") from e
+            raise rec.BenchError(f"attacks (--attacks): {e}") from e
         self.eps = [float(e) for e in self.eps]
         self.iters, self.queries = [int(i) for i in self.iters], [int(q) for q in self.queries]
-        for name, values, ok, rule in (("--eps", self.eps, lambda v: 0 < v <= 255, "in (0, 255] (the /255 scale)"),
-                                       ("--iters", self.iters, lambda v: v >= 1, ">= 1"),
-                                       ("--queries", self.queries, lambda v: v >= 1, ">= 1")):
+        # each error names the field and its command-line flag: Python and CLI users read the same
+        for name, values, ok, rule in (("eps", self.eps, lambda v: 0 < v <= 255, "in (0, 255] (the /255 scale)"),
+                                       ("iters", self.iters, lambda v: v >= 1, ">= 1"),
+                                       ("queries", self.queries, lambda v: v >= 1, ">= 1")):
             if not values or not all(ok(v) for v in values):
-                raise rec.BenchError(f"{name} {values}: each must be {rule}")
+                raise rec.BenchError(f"{name} (--{name}) {values}: each must be {rule}")
         if self.scope not in ("patch", "volume"):
-            raise rec.BenchError(f"--scope: unknown scope {self.scope!r}: 'patch' or 'volume'")
+            raise rec.BenchError(f"scope (--scope): unknown scope {self.scope!r}: 'patch' or 'volume'")
 
 
 class Benchmark(Sweep):
