@@ -17,8 +17,9 @@ ranks around it (`band`: its half-width as a share of the voxels still to flip; 
 flipped stay out), so that its gradient speaks for the voxels about to flip rather than for one.
 The candidates are the voxels labelled foreground: taking a voxel from its structure costs its
 class a true positive, twice what a false positive costs, and a search that may also flip the
-background tends to grow false positives, a costlier road to the same Dice. On a classifier whose logits
-are broadcast to every voxel every margin is the same and g is FAB-T's boundary exactly.
+background tends to grow false positives, a costlier road to the same Dice. On a classifier
+whose logits are broadcast to every voxel every margin is the same and g is FAB-T's boundary
+exactly.
 
 Only points inside the eps-ball may be returned. `info["found"]` says, per instance, whether
 a point with Dice < tau was found within eps; `info["min_norm"]` the smallest adversarial
@@ -80,11 +81,10 @@ def flips_needed(h: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_cla
 def distance_to_success(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_classes: int,
                         tau: torch.Tensor, band: float) -> torch.Tensor:
     """g `[B]`, differentiable in the logits: the mean margin z_y - z_t over the band of ranks
-    around the count-th smallest margin (`flips_needed`) among the candidate voxels not yet
-    flipped; g < 0 about when the voxels needed for Dice < tau have flipped. The candidates are the voxels
-    labelled foreground (an instance without any: every voxel): taking a voxel from its
-    structure costs its class a true positive, twice what a false positive costs. logits
-    `[B, K, ...]`, y and target `[B, ...]`, tau `[B]`."""
+    around the count-th smallest margin (`flips_needed`) among the candidate voxels (labelled
+    foreground; an instance without any: every voxel) not yet flipped; g < 0 about when the
+    voxels needed for Dice < tau have flipped. logits `[B, K, ...]`, y and target `[B, ...]`,
+    tau `[B]`."""
     h = (logits.gather(1, y.unsqueeze(1)) - logits.gather(1, target.unsqueeze(1))).flatten(1)
     b, v = h.shape
     yf, tf = y.flatten(1), target.flatten(1)

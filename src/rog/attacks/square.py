@@ -19,11 +19,12 @@ broadcast to every voxel this is Square's margin loss.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rog.attacks import losses
 from rog.attacks.base import Attack
-from rog.evaluate.metrics import dice_batch
 
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -37,7 +38,7 @@ def cube_side(p: float, spatial: list[int]) -> list[int]:
     """Side per spatial axis of a cube covering about a share `p` of the volume; axes of one
     voxel keep side 1 and do not count (a square on a one-voxel-deep volume)."""
     long = [s for s in spatial if s > 1]
-    volume = float(torch.tensor(long or [1]).prod())
+    volume = math.prod(long)
     side = round((p * volume) ** (1 / max(len(long), 1)))
     return [max(1, min(s, side)) if s > 1 else 1 for s in spatial]
 
@@ -57,10 +58,6 @@ class Square(Attack):
         super().__init__(model, threat, num_classes, seed)
         self.queries, self.p_init = queries, p_init
         self.window_cache, self.redraw_noops = window_cache, redraw_noops
-
-    def _objective(self, logits, y) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hard Dice, margin of the voxels still right), each `[B]`, both to be lowered."""
-        return dice_batch(logits.argmax(1), y, self._k), losses.correct_margin(logits, y)
 
     def _rand(self, *shape, high=None):
         g, dev = self.generator, self.device
@@ -92,7 +89,6 @@ class Square(Attack):
 
     def perturb(self, u0, y, forward, tracker, logits0):
         self.device, self.dtype = u0.device, u0.dtype
-        self._k = tracker.k
         r = self.threat.radius
         b, c, *spatial = u0.shape
         view = (-1, *[1] * (u0.ndim - 1))
@@ -104,8 +100,8 @@ class Square(Attack):
                  if use_cache and hasattr(self.model, "window_cache") else None)
         with torch.no_grad():
             logits = cache.volume(range(b)) if cache else forward(u_best)
-        tracker.update(u_best, logits)
-        best_dice, best_margin = self._objective(logits, y)
+        # the objective, both to be lowered: the hard Dice (the tracker's), then the margin
+        best_dice, best_margin = tracker.update(u_best, logits), losses.correct_margin(logits, y)
         used, noops = 1, 0
         owners = list(range(b))
         while used < self.queries:
@@ -121,8 +117,7 @@ class Square(Attack):
             cand = self.threat.project(cand, u0)
             with torch.no_grad():
                 logits = cache.evaluate(self.input_of(cand), boxes, owners) if cache else forward(cand)
-            dice, margin = self._objective(logits, y)
-            tracker.update(cand, logits)
+            dice, margin = tracker.update(cand, logits), losses.correct_margin(logits, y)
             improved = (dice < best_dice) | ((dice == best_dice) & (margin < best_margin))
             u_best = torch.where(improved.view(view), cand, u_best)
             best_dice = torch.where(improved, dice, best_dice)

@@ -44,9 +44,12 @@ def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor
             xg = x.detach().clone().requires_grad_(True)
             loss = F.cross_entropy(model(xg), y.long())
             grad = torch.autograd.grad(loss, xg, allow_unused=True)[0] if loss.requires_grad else None
-        if grad is None or not bool(torch.isfinite(grad).all()) or not bool((grad != 0).any()):
-            what = "none" if grad is None else ("not finite" if not bool(torch.isfinite(grad).all()) else "zero")
-            bad.append(f"{name}: {what}")
+        if grad is None:
+            bad.append(f"{name}: none")
+        elif not bool(torch.isfinite(grad).all()):
+            bad.append(f"{name}: not finite")
+        elif not bool((grad != 0).any()):
+            bad.append(f"{name}: zero")
     return _result("input gradients", not bad,
                    f"finite, non-zero input gradients on all {len(items)} case(s)" if not bad else
                    f"input gradient {', '.join(bad[:5])}: gradients are masked, white-box results are not trustworthy")

@@ -19,16 +19,27 @@ from rog.evaluate.metrics import dice_per_class, mean_dice
 OUTSIDE = -1  # a training label's value where its field of view ends: no vote
 
 
+def carried(label: np.ndarray, src: np.ndarray, affine: np.ndarray, shape) -> np.ndarray:
+    """A label map `[X', Y', Z']` on the grid `src` carried onto the grid (`affine`, `shape`)
+    through world coordinates; `OUTSIDE` where its field of view ends. Returns int16."""
+    return resample_world(label.astype(np.int16, copy=False), src, affine, shape, order=0, cval=OUTSIDE)
+
+
+def vote(maps: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """The per-voxel majority of carried label maps (`OUTSIDE` abstains); ties go to the lower
+    class, a voxel nobody reaches is background. Returns int16 like the maps."""
+    votes = np.zeros((num_classes, *maps[0].shape), np.int32)
+    for moved in maps:
+        for k in range(num_classes):
+            votes[k] += moved == k
+    return votes.argmax(0).astype(np.int16)
+
+
 def majority_label(labels: Sequence[tuple[np.ndarray, np.ndarray]], affine: np.ndarray, shape,
                    num_classes: int) -> np.ndarray:
     """The per-voxel majority of label maps `(labels [X', Y', Z'], their affine)` resampled
     onto the grid (`affine`, `shape`); ties go to the lower class. Returns int16 `[X, Y, Z]`."""
-    votes = np.zeros((num_classes, *shape), np.int32)
-    for label, src in labels:
-        moved = resample_world(label.astype(np.int16), src, affine, shape, order=0, cval=OUTSIDE)
-        for k in range(num_classes):
-            votes[k] += moved == k
-    return votes.argmax(0).astype(np.int16)
+    return vote([carried(label, src, affine, shape) for label, src in labels], num_classes)
 
 
 def atlas_transfer(training: Sequence[Case], test: Sequence[Case], num_classes: int) -> dict:
@@ -45,11 +56,10 @@ def atlas_transfer(training: Sequence[Case], test: Sequence[Case], num_classes: 
         if case.label is None:
             continue
         truth, geo = read_label(case.label)
-        per_class = dice_per_class(majority_label(list(atlases.values()), geo.affine, geo.shape, num_classes),
-                                   truth, num_classes)
+        maps = {name: carried(label, src, geo.affine, geo.shape) for name, (label, src) in atlases.items()}
+        per_class = dice_per_class(vote(list(maps.values()), num_classes), truth, num_classes)
         cases[case.name] = {"dice": mean_dice(per_class), "dice_per_class": per_class.tolist()}
-        for name, (label, src) in atlases.items():
-            moved = resample_world(label.astype(np.int16), src, geo.affine, geo.shape, order=0, cval=OUTSIDE)
+        for name, moved in maps.items():
             if (moved[truth > 0] != OUTSIDE).mean() >= 0.5:
                 single[name].append(mean_dice(dice_per_class(np.maximum(moved, 0), truth, num_classes)))
     per_class = np.array([c["dice_per_class"] for c in cases.values()], float)

@@ -140,8 +140,9 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     results give the paper's figures; results of one model label from several training seeds
     are also aggregated (mean +- sd over seeds, per-case points), and `gain` = (defended,
     reference) labels states the first's AUC gain over the second with a paired bootstrap
-    interval over seeds and cases (`rog.evaluate.seeds.auc_gain`). Corruption results get a section of their own, with corruption errors
-    relative to the model labelled `baseline` where given. `reference` (`rog.evaluate.atlas`)
+    interval over seeds and cases (`rog.evaluate.seeds.auc_gain`). Corruption results get a
+    section of their own, with corruption errors relative to the model labelled `baseline`
+    where given. `reference` (`rog.evaluate.atlas`)
     puts the atlas-transfer test Dice beside each model's whole-case test Dice."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,8 +190,8 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
         "figures": figs + (["dice_vs_severity.png"] if corruption else []), "corruptions": corruption_summary}
     write_json(out / "summary.json", summary)
     page = _html(entries, summary, class_names, tables, t_eps, eps_keys[t_eps], figs)
-    gain = f"<p><b>{html.escape(seeds['gain']['text'])}</b></p>" if seeds.get("gain") else ""
-    first = (_seeds_html(seeds) if "seeds.png" in figs else gain) + _learning_html(summary["learning"])
+    first = _seeds_html(seeds) if "seeds.png" in figs else _gain_html(seeds)
+    first += _learning_html(summary["learning"])
     page = page.replace("<h2>Dice under attack", first + "<h2>Dice under attack", 1)
     write_text(out / "report.html", page.replace("</body></html>", corruption_html + "</body></html>"))
     return summary
@@ -255,22 +256,25 @@ def _learning_html(learning: dict | None) -> str:
         return ""
     e = html.escape
     ref = learning["reference"]
-    best = ref.get("best_single")
-    single = (f"<tr><td>atlas transfer, best single training label ({e(best)}; chosen on the test cases)</td>"
-              f"<td>{_fmt(ref['single'][best])}</td><td>-</td></tr>") if best else ""
-    rows = (f"<tr><td>atlas transfer (no learning)</td><td>{_fmt(ref['dice'])}</td><td>-</td></tr>" + single
+    best, single = ref.get("best_single"), ref.get("single")
+    best_row = (f"<tr><td>atlas transfer, best single training label ({e(best)}; chosen on the test cases)</td>"
+                f"<td>{_fmt(single[best])}</td><td>-</td></tr>") if best else ""
+    alone = (f"each training label alone scores {_fmt(min(single.values()))}-{_fmt(max(single.values()))} on the "
+             "test cases its field of view covers. ") if single else ""
+    rows = (f"<tr><td>atlas transfer (no learning)</td><td>{_fmt(ref['dice'])}</td><td>-</td></tr>" + best_row
             + "".join(f"<tr><td>{e(g)}</td><td>{_fmt(m['mean'])} &plusmn; {_fmt(m['sd'])}</td><td>{m['n']}</td></tr>"
                       for g, m in learning["models"].items()))
     return ("<h2>What learning adds: clean test Dice beside an atlas-transfer reference</h2>"
             f"<table><tr><th>model</th><th>whole-case test Dice</th><th>seeds</th></tr>{rows}</table>"
             f"<p>Atlas transfer: the labels of the {ref['training_cases']} training cases carried onto each test "
             f"case ({e(', '.join(ref['cases']))}) through world coordinates, majority vote per voxel, no model; "
-            "each training label alone scores "
-            f"{_fmt(min(ref['single'].values()) if ref.get('single') else None)}-"
-            f"{_fmt(max(ref['single'].values()) if ref.get('single') else None)} on the test cases its field of "
-            "view covers. "
-            "Where cases share a space (brain templates registered to MNI space), this is what the space gives "
+            f"{alone}Where cases share a space (brain templates registered to MNI space), this is what the space gives "
             "away: a model's clean Dice says what it learned only by how far it rises above these rows.</p>")
+
+
+def _gain_html(seeds: dict) -> str:
+    """The defence's gain, in words, as a bold paragraph (empty without one)."""
+    return f"<p><b>{html.escape(seeds['gain']['text'])}</b></p>" if seeds.get("gain") else ""
 
 
 def _seeds_html(seeds: dict) -> str:
@@ -284,8 +288,7 @@ def _seeds_html(seeds: dict) -> str:
     rows = "".join(f"<tr><td>{e(name)}</td><td>{len(g['seeds'])}</td><td>{pm(g['clean_dice'])}</td>"
                    + "".join(f"<td>{pm(g['eps'].get(k))}</td>" for k in eps_keys)
                    + f"<td>{pm(g['auc_worst_case'])}</td></tr>" for name, g in groups.items())
-    gain = f"<p><b>{e(seeds['gain']['text'])}</b></p>" if seeds.get("gain") else ""
-    return ("<h2>Across training seeds</h2>" + gain + "<img src='seeds.png' alt='Dice vs eps over seeds'>"
+    return ("<h2>Across training seeds</h2>" + _gain_html(seeds) + "<img src='seeds.png' alt='Dice vs eps over seeds'>"
             "<table><tr><th>model</th><th>seeds</th><th>clean</th>"
             + "".join(f"<th>eps {float(k):g}</th>" for k in eps_keys) + f"<th>AUC</th></tr>{rows}</table>"
             "<p>Cells: mean &plusmn; sample sd over training seeds of the worst-case mean Dice; the figure "
