@@ -156,7 +156,7 @@ def test_attack_arguments_are_checked_before_anything_runs(tmp_path, capsys, arg
 
 
 def test_attack_names_unknown_attacks_missing_runs_and_mixed_results(ct_task, tmp_path, capsys):
-    from rog.workdir import run_preprocessing
+    from rog.pipeline.stages import run_preprocessing
     wd, plan, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
     plan.width = 4
     plan.save(tmp_path / "plan.json")
@@ -177,7 +177,7 @@ def test_attack_names_unknown_attacks_missing_runs_and_mixed_results(ct_task, tm
 
 
 def test_predict_and_evaluate_refuse_to_succeed_on_nothing(ct_task, tmp_path, capsys):
-    from rog.workdir import ensure_plan
+    from rog.pipeline.stages import ensure_plan
     from rog.data.dataset import load_dataset
     from rog.rundir import Workdir
     ds = load_dataset(ct_task)
@@ -215,8 +215,8 @@ def test_small_things(tmp_path, capsys, monkeypatch):
     assert _run(capsys, "synth", tmp_path / "s", "--size", "20", "22", "--cases", "2", "--test-cases", "0")[0] == 0
     assert _run(capsys, "check", tmp_path / "s", "-q")[0] == 0
 
-    import rog.cli
-    monkeypatch.setattr(rog.cli, "cmd_check", lambda a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    import rog.cli.commands
+    monkeypatch.setattr(rog.cli.commands, "cmd_check", lambda a: (_ for _ in ()).throw(KeyboardInterrupt()))
     code, _, err = _run(capsys, "check", tmp_path / "s")
     assert code == 130 and "interrupted" in err
 

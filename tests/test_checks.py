@@ -9,6 +9,7 @@ from rog.attacks import ThreatModel
 from rog.attacks.base import Attack
 from rog.bench import Benchmark, BenchmarkConfig, BenchCase, checks
 from rog.bench.records import measure
+from rog.results import AttackRecord, AttackSummary, EpsSummary
 from tests.trained import sphere_volumes
 
 
@@ -42,10 +43,10 @@ def test_ball_box_finite_check_sees_the_attack_raw_output(segmenter3, how):
     x_adv = attack(x, case.y, case.lo, case.hi)
     with torch.no_grad():
         pred = segmenter3(torch.nan_to_num(x_adv)).argmax(1)
-    record = {"case": "c0", "attack_id": "escaping@1", "eps": 8.0,
-              **measure(pred, case.y, x_adv, x, case.lo, case.hi, threat, 3, 0.3)}
-    assert not record[{"ball": "in_ball", "box": "in_box", "nan": "finite"}[how]]
-    assert checks.ball_box_finite([record])["status"] == "fail"
+    head = dict(case="c0", attack="escaping", attack_id="escaping@1", eps=8.0, budget=1)
+    record = measure(head, pred, case.y, x_adv, x, case.lo, case.hi, threat, 3, 0.3)
+    assert not getattr(record, {"ball": "in_ball", "box": "in_box", "nan": "finite"}[how])
+    assert checks.ball_box_finite([record]).status == "fail"
 
 
 def test_gradient_check_fails_on_one_masked_instance(segmenter3):
@@ -60,31 +61,31 @@ def test_gradient_check_fails_on_one_masked_instance(segmenter3):
             return segmenter3(x) + torch.sqrt((x - x.detach()).abs()).sum((1,), keepdim=True)
 
     ok = checks.input_gradients([(c.name, segmenter3, c.x, c.y) for c in cases])
-    assert ok["status"] == "pass"
+    assert ok.status == "pass"
     for masked in (Quantised(), Singular()):
         items = [(cases[0].name, segmenter3, cases[0].x, cases[0].y), (cases[1].name, masked, cases[1].x, cases[1].y)]
         result = checks.input_gradients(items)
-        assert result["status"] == "fail" and "c1" in result["detail"] and "c0" not in result["detail"]
+        assert result.status == "fail" and "c1" in result.detail and "c0" not in result.detail
 
 
 def test_logits_check_fails_on_probabilities(segmenter3):
     x = _cases(1)[0].x
-    assert checks.logits_not_probabilities(segmenter3, x)["status"] == "pass"
+    assert checks.logits_not_probabilities(segmenter3, x).status == "pass"
     softmax = nn.Sequential(segmenter3, nn.Softmax(dim=1))
-    assert checks.logits_not_probabilities(softmax, x)["status"] == "fail"
+    assert checks.logits_not_probabilities(softmax, x).status == "fail"
 
 
 def _run_checks(model, tmp_path, iters):
     cfg = BenchmarkConfig(eps=[8], attacks=["pgd"], iters=[iters])
     doc = Benchmark(model, 3, cfg, tmp_path, progress=False).run(_cases(2))
-    return {c["name"]: c for c in doc["checks"]}
+    return {c.name: c for c in doc.checks}
 
 
 def test_large_eps_check_has_its_own_budget_and_fails_on_a_model_attacks_cannot_move(segmenter3, tmp_path):
     # one iteration in the sweep: the sanity check still breaks a sound trained model
     sound = _run_checks(segmenter3, tmp_path / "sound", iters=1)
-    assert all(c["status"] in ("pass", "skipped") for c in sound.values()), sound
-    assert "10 iterations" in sound["large-eps sanity"]["detail"]
+    assert all(c.status in ("pass", "skipped") for c in sound.values()), sound
+    assert "10 iterations" in sound["large-eps sanity"].detail
 
     class Deaf(nn.Module):  # its input is detached: no gradient reaches it, PGD cannot move it
         def __init__(self):
@@ -95,14 +96,14 @@ def test_large_eps_check_has_its_own_budget_and_fails_on_a_model_attacks_cannot_
             return self.net(x.detach())
 
     deaf = _run_checks(Deaf(), tmp_path / "deaf", iters=1)
-    assert deaf["large-eps sanity"]["status"] == "fail"
-    assert deaf["input gradients"]["status"] == "fail"
+    assert deaf["large-eps sanity"].status == "fail"
+    assert deaf["input gradients"].status == "fail"
 
 
 def test_monotone_and_black_box_checks_fail_when_their_rule_is_broken():
-    summary = {"eps": {"4.0": {"worst_case_dice": 0.4}, "8.0": {"worst_case_dice": 0.6}}}
-    assert checks.monotone_in_eps(summary)["status"] == "fail"
-    records = [{"case": "c0", "attack": "square", "attack_id": "square@100", "eps": 8.0, "dice": 0.1},
-               {"case": "c0", "attack": "apgd-ce", "attack_id": "apgd-ce@5", "eps": 8.0, "dice": 0.5}]
-    assert checks.blackbox_not_stronger(records)["status"] == "fail"
-    np.testing.assert_equal(checks.blackbox_not_stronger(records[::-1][:1])["status"], "skipped")
+    eps = {k: EpsSummary(d, 1.0, [d], {}, 1) for k, d in (("4.0", 0.4), ("8.0", 0.6))}
+    assert checks.monotone_in_eps(AttackSummary(0.4, 0.8, eps, None)).status == "fail"
+    records = [AttackRecord("c0", "square", "square@100", 8.0, 100, dice=0.1),
+               AttackRecord("c0", "apgd-ce", "apgd-ce@5", 8.0, 5, dice=0.5)]
+    assert checks.blackbox_not_stronger(records).status == "fail"
+    np.testing.assert_equal(checks.blackbox_not_stronger(records[::-1][:1]).status, "skipped")

@@ -57,29 +57,31 @@ def test_sweep_records_resume_and_checks(net, tmp_path):
     cfg = CorruptionConfig(corruptions=["noise", "blur", "anisotropy"], severities=[1, 5])
     cases = _cases(net)
     doc = CorruptionSweep(net, 3, cfg, tmp_path, (16, 16, 8), SPACING, progress=False).run(cases)
-    assert doc["kind"] == "corruption" and len(doc["records"]) == 2 * 3 * 2
-    s = doc["summary"]
-    blur = s["corruptions"]["blur"]
-    mean = np.mean([r["dice"] for r in doc["records"] if r["corruption"] == "blur" and r["severity"] == 5])
-    assert blur["severity"]["5"] == pytest.approx(mean) and blur["severity"]["5"] < s["clean_dice"]
-    assert 0 < blur["relative_auc"] < 1
-    statuses = {c["name"]: c["status"] for c in doc["checks"]}
+    assert doc.kind == "corruption" and len(doc.records) == 2 * 3 * 2
+    s = doc.summary
+    blur = s.corruptions["blur"]
+    mean = np.mean([r.dice for r in doc.records if r.corruption == "blur" and r.severity == 5])
+    assert blur.severity["5"] == pytest.approx(mean) and blur.severity["5"] < s.clean_dice
+    assert 0 < blur.relative_auc < 1
+    statuses = {c.name: c.status for c in doc.checks}
     assert statuses["severity 0 is clean"] == "pass" and statuses["finite"] == "pass"
     assert (tmp_path / "results.csv").read_text().startswith("case,corruption,severity,dice")
     again = CorruptionSweep(net, 3, cfg, tmp_path, (16, 16, 8), SPACING, progress=False).run(cases)
-    assert [r["dice"] for r in again["records"]] == [r["dice"] for r in doc["records"]]  # resumed, nothing redone
+    assert [r.dice for r in again.records] == [r.dice for r in doc.records]  # resumed, nothing redone
 
 
 def test_corruption_error_relative_to_a_baseline():
     from rog.evaluate.corruption import corruption_errors
-    model = {"corruptions": {"noise": {"severity": {"1": 0.9, "2": 0.7}}}}
-    base = {"corruptions": {"noise": {"severity": {"1": 0.8, "2": 0.6}}}}
-    out = corruption_errors(model, base)
-    assert out["ce"]["noise"] == pytest.approx(0.4 / 0.6) and out["mce"] == pytest.approx(0.4 / 0.6)
+    from rog.results import CorruptionStats, CorruptionSummary
+
+    def summary(d1, d2):
+        return CorruptionSummary(1.0, {"noise": CorruptionStats({"1": d1, "2": d2}, (d1 + d2) / 2, None)}, 0.0, {})
+    ce, mce = corruption_errors(summary(0.9, 0.7), summary(0.8, 0.6))
+    assert ce["noise"] == pytest.approx(0.4 / 0.6) and mce == pytest.approx(0.4 / 0.6)
 
 
 def test_corrupt_command_names_bad_arguments_and_writes_nothing(ct_task, tmp_path, capsys):
-    from rog.workdir import run_preprocessing
+    from rog.pipeline.stages import run_preprocessing
     wd, plan, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
     plan.width = 4
     plan.save(tmp_path / "plan.json")
@@ -100,7 +102,7 @@ def test_corrupt_command_names_bad_arguments_and_writes_nothing(ct_task, tmp_pat
 def test_training_patches_with_corruptions(ct_task, tmp_path):
     from rog.data.preprocess import labelled_cases
     from rog.train.data import TrainPatches
-    from rog.workdir import run_preprocessing
+    from rog.pipeline.stages import run_preprocessing
     wd, plan, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
     cases = labelled_cases(wd.preprocessed)
     args = (wd.preprocessed, cases, plan.crop_size, plan.patch_size, 8)

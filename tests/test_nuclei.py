@@ -93,12 +93,12 @@ def test_nuclei_task_passes_check_and_holds_out_a_whole_template(tmp_path, capsy
     from rog.evaluate.atlas import atlas_transfer
     ds = load_dataset(out)
     reference = atlas_transfer(ds.training, ds.test, 5)
-    assert reference["training_cases"] == len(ds.training) and sorted(reference["cases"]) == sorted(
+    assert reference.training_cases == len(ds.training) and sorted(reference.cases) == sorted(
         c.name for c in ds.test)
-    assert reference["dice"] > 0.5 and all(d > 0.4 for d in reference["dice_per_class"])
+    assert reference.dice > 0.5 and all(d > 0.4 for d in reference.dice_per_class)
     # each training label alone, on the test hemisphere its field of view covers
-    assert sorted(reference["single"]) == sorted(c.name for c in ds.training)
-    assert all(0.5 < d <= 1 for d in reference["single"].values())
+    assert sorted(reference.single) == sorted(c.name for c in ds.training)
+    assert all(0.5 < d <= 1 for d in reference.single.values())
     assert main(["nuclei", str(out)]) == 2  # never written over
     assert "already holds a dataset" in capsys.readouterr().err
 

@@ -6,7 +6,7 @@ from rog.data.io import Geometry, read_image, read_label
 from rog.data.preprocess import (case_done, invert_label, load_case, preprocess_arrays,
                                  resample)
 from rog.rundir import Workdir
-from rog.workdir import ensure_plan, run_preprocessing
+from rog.pipeline.stages import ensure_plan, run_preprocessing
 
 
 def _plan(ds, tmp_path):

@@ -16,7 +16,7 @@ from rog.models import ROG
 from rog.train.adversarial import FreeAT
 from rog.train.data import TrainPatches, make_splits
 from rog.train.trainer import TrainConfig, Trainer
-from rog.workdir import run_preprocessing
+from rog.pipeline.stages import run_preprocessing
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ names the file or argument and the problem); the CLI catches this class once and
 line, so a new error class cannot be forgotten there (a test walks the package for them)."""
 from __future__ import annotations
 
+import json
 from dataclasses import fields
+from pathlib import Path
 
 
 class RogError(ValueError):
@@ -17,3 +19,19 @@ def refuse_unknown_keys(raw: dict, cls, where: str, error: type[RogError] = RogE
     unknown = sorted(set(raw) - {f.name for f in fields(cls)})
     if unknown:
         raise error(f"{where}: unknown key(s) {unknown}; known: {sorted(f.name for f in fields(cls))}")
+
+
+def read_json_object(path: Path, error: type[RogError] = RogError) -> dict:
+    """The JSON object in the file `path`; malformed JSON or another JSON value is an `error`
+    naming the file."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: invalid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise error(f"{path}: expected a JSON object")
+    return raw
+
+
+class UsageError(RogError):
+    """An argument makes no sense, or arguments that cannot go together; the message names them."""

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rog.atomic import atomic_path
+from rog.atomic import atomic_path, write_json
+from rog.errors import read_json_object
+from rog.results import Results, ResultsError
 
 
 @dataclass(frozen=True)
@@ -156,11 +158,20 @@ class ResultsDir:
     def exists(self) -> bool:
         return self.results().is_file()
 
-    def read(self) -> dict:
-        return json.loads(self.results().read_text())
+    def read(self, rank: int | None = None) -> Results:
+        """The results document (`rog.results`; a rank's shard with `rank`), of any version
+        this rog reads; a malformed one is a `ResultsError` naming the file."""
+        path = self.results(rank)
+        try:
+            return Results.from_json(read_json_object(path, ResultsError), str(path))
+        except TypeError as e:  # a required field missing
+            raise ResultsError(f"{path}: not a results document ({e})") from e
+
+    def write(self, results: Results, rank: int | None = None) -> None:
+        write_json(self.results(rank), results.to_json())
 
     def finished(self) -> bool:
-        return self.exists() and "summary" in self.read()
+        return self.exists() and self.read().finished
 
 
 @dataclass(frozen=True)

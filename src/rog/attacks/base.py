@@ -72,11 +72,19 @@ class Attack:
         self.model, self.threat, self.num_classes, self.seed = model, threat, num_classes, seed
         self.info: dict = {}
 
-    def config(self) -> dict:
-        """Hyper-parameters, for result files."""
+    def config(self, threat: bool = True) -> dict:
+        """Hyper-parameters, for result files (with the threat model unless `threat` is False)."""
         skip = {"model", "threat", "info", "num_classes", "generator"}
-        return {"attack": self.name, **{k: v for k, v in vars(self).items() if k not in skip and k[0] != "_"},
-                "threat": self.threat.to_dict()}
+        out = {"attack": self.name, **{k: v for k, v in vars(self).items() if k not in skip and k[0] != "_"}}
+        return {**out, "threat": self.threat.to_dict()} if threat else out
+
+    def counters(self) -> dict:
+        """The last call's counters of its first instance, as a result record holds them:
+        iterations or queries (and no-op queries), and (FAB-T) whether a point was found within
+        eps and, where not, why. None where the attack keeps no such counter."""
+        first = lambda key: self.info.get(key, [None])[0]  # noqa: E731
+        return dict(iterations=self.info.get("iterations"), queries=self.info.get("queries"),
+                    noop_queries=self.info.get("noop_queries"), found=first("found"), reason=first("reason"))
 
     def skip_reason(self, num_classes: int) -> str | None:
         """Why this attack cannot run on a task of `num_classes` under its threat model, or None."""

@@ -35,9 +35,10 @@ class ThreatModel:
         """Radius in range-normalised units."""
         return self.eps / 255.0
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "scale": "/255 of each channel's per-case intensity range",
-                "box": "per-case channel [min, max]"}
+    def to_dict(self, eps: list[float] | None = None) -> dict:
+        """The threat model for result files; `eps`: every radius of a sweep, instead of this one's."""
+        return {**asdict(self), **({"eps": eps} if eps is not None else {}),
+                "scale": "/255 of each channel's per-case intensity range", "box": "per-case channel [min, max]"}
 
     @staticmethod
     def channel_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,8 @@
 """Automated validity checks of an attack evaluation (Carlini et al. 2019; Pintor et al. 2022).
 
-Each check returns {"name", "status" ("pass", "fail", "warn" or "skipped"), "detail"}; the
-runner stores them with the results and the report shows failures first.
+Each check returns a `rog.results.Check` (status "pass", "fail", "warn" or "skipped"); the
+runner stores them with the results and the report shows failures first. Records and
+summaries are the typed ones of `rog.results`.
 """
 from __future__ import annotations
 
@@ -12,21 +13,25 @@ from torch import nn
 
 from rog.attacks.base import frozen
 from rog.attacks.registry import QUERY_BASED
+from rog.results import AttackRecord, AttackSummary, Check, CorruptionRecord, CorruptionSummary
 
 
-def _result(name, ok, detail, warn=False):
-    return {"name": name, "status": "pass" if ok else ("warn" if warn else "fail"), "detail": detail}
+def _result(name, ok, detail, warn=False) -> Check:
+    return Check(name, "pass" if ok else ("warn" if warn else "fail"), detail)
 
 
-def ball_box_finite(records: list[dict]) -> dict:
-    bad = [f"{r['case']}/{r['attack_id']}/eps {r['eps']}" for r in records
-           if not r.get("skipped") and not (r["in_ball"] and r["in_box"] and r["finite"])]
+def _skipped(name: str, detail: str) -> Check:
+    return Check(name, "skipped", detail)
+
+
+def ball_box_finite(records: list[AttackRecord]) -> Check:
+    bad = [f"{r.case}/{r.attack_id}/eps {r.eps}" for r in records if not r.skipped and not r.valid()]
     return _result("ball, box and finite", not bad,
                    f"{len(bad)} adversarial input(s) outside the ball or box, or not finite: {bad[:5]}"
                    if bad else f"all {len(records)} adversarial inputs inside the eps-ball and box, finite")
 
 
-def determinism(model, x: torch.Tensor) -> dict:
+def determinism(model, x: torch.Tensor) -> Check:
     with frozen(model), torch.no_grad():
         diff = (model(x) - model(x)).abs().max().item()
     return _result("deterministic model", diff == 0.0,
@@ -34,7 +39,7 @@ def determinism(model, x: torch.Tensor) -> dict:
                    ": the model is stochastic in eval mode; use EOT or fix the randomness"))
 
 
-def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]) -> dict:
+def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]) -> Check:
     """Per instance: the gradient of the CE loss reaches the input, is finite and not zero
     everywhere. `items`: (case name, model, x `[1, C, ...]`, y `[1, ...]`) per case; one
     masked instance fails the check (AMP underflow, a detached or quantising input path)."""
@@ -55,7 +60,7 @@ def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor
                    f"input gradient {', '.join(bad[:5])}: gradients are masked, white-box results are not trustworthy")
 
 
-def logits_not_probabilities(model: nn.Module, x: torch.Tensor, tol: float = 1e-4) -> dict:
+def logits_not_probabilities(model: nn.Module, x: torch.Tensor, tol: float = 1e-4) -> Check:
     """AutoAttack's check: the model must return logits. Outputs in [0, 1] that sum to 1 over
     the classes at every voxel are probabilities, on which CE and DLR lose their gradients."""
     with frozen(model), torch.no_grad():
@@ -67,19 +72,19 @@ def logits_not_probabilities(model: nn.Module, x: torch.Tensor, tol: float = 1e-
                    "attack the logits (remove the final softmax)")
 
 
-def monotone_in_eps(summary: dict, tol: float = 0.01) -> dict:
-    items = sorted(summary["eps"].items(), key=lambda kv: float(kv[0]))
+def monotone_in_eps(summary: AttackSummary, tol: float = 0.01) -> Check:
+    items = summary.eps_items()
     eps = [float(k) for k, _ in items]
-    dice = [v["worst_case_dice"] for _, v in items]
+    dice = [v.worst_case_dice for _, v in items]
     rises = [(a, b) for (a, da), (b, db) in zip(zip(eps, dice), zip(eps[1:], dice[1:])) if db > da + tol]
     if len(eps) < 2:
-        return {"name": "monotone in eps", "status": "skipped", "detail": "fewer than two eps values"}
+        return _skipped("monotone in eps", "fewer than two eps values")
     return _result("monotone in eps", not rises,
                    "worst-case Dice never rises with eps" if not rises else
                    f"worst-case Dice rises between eps {rises}: the attack is not converging")
 
 
-def large_eps(dice_large: float, tau: float, eps: float, iters: int) -> dict:
+def large_eps(dice_large: float, tau: float, eps: float, iters: int) -> Check:
     return _result("large-eps sanity", dice_large < tau,
                    f"at eps {eps:g}/255 PGD ({iters} iterations) drives mean Dice to {dice_large:.3f} "
                    f"(threshold {tau:.3f})"
@@ -87,13 +92,13 @@ def large_eps(dice_large: float, tau: float, eps: float, iters: int) -> dict:
                       "suspect gradient masking or a broken attack"))
 
 
-def blackbox_not_stronger(records: list[dict], tol: float = 0.02) -> dict:
+def blackbox_not_stronger(records: list[AttackRecord], tol: float = 0.02) -> Check:
     by_eps: dict = {}
     for r in records:
-        if r.get("skipped") or r["eps"] == 0:
+        if r.skipped or r.eps == 0:
             continue
-        kind = "black" if r["attack"] in QUERY_BASED else "white"
-        by_eps.setdefault(r["eps"], {}).setdefault(kind, {}).setdefault(r["attack_id"], []).append(r["dice"])
+        kind = "black" if r.attack in QUERY_BASED else "white"
+        by_eps.setdefault(r.eps, {}).setdefault(kind, {}).setdefault(r.attack_id, []).append(r.dice)
     problems, compared = [], 0
     for eps, kinds in by_eps.items():
         if "black" not in kinds or "white" not in kinds:
@@ -104,18 +109,18 @@ def blackbox_not_stronger(records: list[dict], tol: float = 0.02) -> dict:
         if black < white - tol:
             problems.append(f"eps {eps}: black-box {black:.3f} < white-box {white:.3f}")
     if not compared:
-        return {"name": "black-box not stronger", "status": "skipped", "detail": "no black-box and white-box pair"}
+        return _skipped("black-box not stronger", "no black-box and white-box pair")
     return _result("black-box not stronger", not problems,
                    "white-box attacks are at least as strong as black-box ones" if not problems else
                    "; ".join(problems) + ": suspect gradient masking")
 
 
-def iterations_converged(records: list[dict], tol: float = 0.05) -> dict:
+def iterations_converged(records: list[AttackRecord], tol: float = 0.05) -> Check:
     per: dict = {}
     for r in records:
-        if r.get("skipped") or r["attack"] in QUERY_BASED or r["eps"] == 0:
+        if r.skipped or r.attack in QUERY_BASED or r.eps == 0:
             continue
-        per.setdefault((r["attack"], r["eps"]), {}).setdefault(r["budget"], []).append(r["dice"])
+        per.setdefault((r.attack, r.eps), {}).setdefault(r.budget, []).append(r.dice)
     notes = []
     for (attack, eps), budgets in per.items():
         b = sorted(budgets)
@@ -124,13 +129,13 @@ def iterations_converged(records: list[dict], tol: float = 0.05) -> dict:
             if drop > tol:
                 notes.append(f"{attack} eps {eps}: {b[-2]} -> {b[-1]} iterations lowers Dice by {drop:.3f}")
     if not any(len(v) >= 2 for v in per.values()):
-        return {"name": "iterations converged", "status": "skipped", "detail": "one iteration budget only"}
+        return _skipped("iterations converged", "one iteration budget only")
     return _result("iterations converged", not notes,
                    "more iterations change Dice by less than %.2f" % tol if not notes else
                    "; ".join(notes) + ": results may overestimate robustness", warn=True)
 
 
-def severity_zero(agreements: dict[str, float], tol: float = 1e-3) -> dict:
+def severity_zero(agreements: dict[str, float], tol: float = 1e-3) -> Check:
     """Each corruption at severity 0 (its identity parameter, same code path) must give the
     clean prediction: `agreements` is the share of voxels per corruption equal to it."""
     bad = {k: v for k, v in agreements.items() if v < 1 - tol}
@@ -140,14 +145,20 @@ def severity_zero(agreements: dict[str, float], tol: float = 1e-3) -> dict:
                    f"severity 0 changes the prediction for {sorted(bad)}: the corruption path alters clean inputs")
 
 
-def monotone_in_severity(summary: dict, tol: float = 0.02) -> dict:
+def monotone_in_severity(summary: CorruptionSummary, tol: float = 0.02) -> Check:
     """Mean Dice should not rise with severity beyond noise (a warning: some corruptions are
     not monotone for every model, but a large rise suggests a broken transform)."""
     rises = []
-    for name, c in summary["corruptions"].items():
-        levels = sorted(c["severity"], key=int)
-        dice = [summary["clean_dice"]] + [c["severity"][s] for s in levels]
+    for name, c in summary.corruptions.items():
+        levels = c.levels()
+        dice = [summary.clean_dice] + [c.severity[s] for s in levels]
         rises += [f"{name} {a}->{b}" for a, b, da, db in zip(["0", *levels], levels, dice, dice[1:]) if db > da + tol]
     return _result("Dice falls with severity", not rises,
                    f"mean Dice never rises by more than {tol} with severity" if not rises else
                    "mean Dice rises with severity: " + ", ".join(rises), warn=True)
+
+
+def corrupted_finite(records: list[CorruptionRecord]) -> Check:
+    bad = [f"{r.case}/{r.corruption}/{r.severity}" for r in records if not r.finite]
+    return _result("finite", not bad, f"non-finite corrupted inputs: {bad[:5]}" if bad else
+                   f"all {len(records)} corrupted inputs finite")

@@ -12,10 +12,11 @@ from torch import nn
 from rog.attacks.base import frozen
 from rog.bench import checks
 from rog.bench.cases import BenchCase
-from rog.bench.records import BenchError, dice_fields
+from rog.bench.records import BenchError, dice_score
 from rog.bench.sweep import Sweep
 from rog.corruptions import corrupt, expand, foreground_sd, seed_of
 from rog.evaluate.corruption import summarize_corruptions
+from rog.results import CorruptionRecord, Meta
 
 
 @dataclass
@@ -34,36 +35,42 @@ class CorruptionConfig:
             raise BenchError(f"severities (--severities) {self.severities}: each must be 1, 2, 3, 4 or 5")
 
 
+@dataclass(frozen=True)
+class CorruptionJob:
+    corruption: str
+    severity: int
+
+
 class CorruptionSweep(Sweep):
     kind = "corruption"
-    csv_columns = ["case", "corruption", "severity", "dice", "seconds", "finite"]
 
     def __init__(self, model: nn.Module, num_classes: int, config: CorruptionConfig, out_dir: str | Path,
-                 patch, spacing, progress: bool = True, meta: dict | None = None, weights: str | None = None,
+                 patch, spacing, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
                  window: dict | None = None):
         """`spacing`: mm per voxel axis of the model input (the plan's target spacing)."""
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
                          window=window)
         self.spacing = [float(s) for s in spacing]
 
-    def _jobs(self) -> list[dict]:
-        return [{"corruption": c, "severity": s} for c in self.config.corruptions for s in self.config.severities]
+    def _jobs(self) -> list[CorruptionJob]:
+        return [CorruptionJob(c, s) for c in self.config.corruptions for s in self.config.severities]
 
-    def _key(self, r: dict) -> tuple:
-        return r["corruption"], r["severity"]
+    def _key(self, r: CorruptionRecord | CorruptionJob) -> tuple:
+        return r.corruption, r.severity
 
     def _corrupted(self, case: BenchCase, name: str, severity: int) -> torch.Tensor:
         x = corrupt(case.x[0], name, severity, self.spacing, case.lo.flatten(), case.hi.flatten(),
                     foreground_sd(case.x[0], case.y[0]), seed_of(case.name, name, self.config.seed))
         return x[None]
 
-    def _do(self, case: BenchCase, job: dict, tau: float):
+    def _do(self, case: BenchCase, job: CorruptionJob, tau: float):
         t0 = time.perf_counter()
-        x = self._corrupted(case, job["corruption"], job["severity"])
+        x = self._corrupted(case, job.corruption, job.severity)
         with frozen(self.model), torch.no_grad():
             pred = self.model_for(case)(x).argmax(1)
-        return {"case": case.name, **job, **dice_fields(pred, case.y, self.num_classes),
-                "seconds": time.perf_counter() - t0, "finite": bool(torch.isfinite(x).all())}, None
+        score = dice_score(pred, case.y, self.num_classes)
+        return CorruptionRecord(case.name, job.corruption, job.severity, score.dice, score.dice_per_class,
+                                time.perf_counter() - t0, bool(torch.isfinite(x).all())), None
 
     def _summarize(self, records, clean, tau) -> dict:
         return summarize_corruptions(records, clean)
@@ -75,9 +82,5 @@ class CorruptionSweep(Sweep):
             clean = model(first.x).argmax(1)
             agreement = {c: float((model(self._corrupted(first, c, 0)).argmax(1) == clean).float().mean())
                          for c in self.config.corruptions}
-        finite = [f"{r['case']}/{r['corruption']}/{r['severity']}" for r in records if not r["finite"]]
         return [checks.severity_zero(agreement), checks.monotone_in_severity(summary),
-                checks.determinism(model, first.x),
-                {"name": "finite", "status": "fail" if finite else "pass",
-                 "detail": f"non-finite corrupted inputs: {finite[:5]}" if finite else
-                 f"all {len(records)} corrupted inputs finite"}]
+                checks.determinism(model, first.x), checks.corrupted_finite(records)]

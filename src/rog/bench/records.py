@@ -1,6 +1,6 @@
-"""Result records: one per case x attack x eps x budget, the CSV view of them, the
-provenance that keeps a results folder from mixing runs, and the qualitative slice the
-report draws.
+"""Making result records (`rog.results`): one per case x attack x eps x budget, the CSV view
+of them, the weights' hash that keeps a results folder from mixing runs, and the qualitative
+slice the report draws.
 
 A record holds the Dice (mean over foreground classes and per class) at the attack's output,
 whether it broke the case (Dice < tau), the perturbation size on the /255 scale, the validity
@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +20,29 @@ import torch
 from rog.attacks.threat import ThreatModel
 from rog.errors import RogError
 from rog.evaluate.metrics import dice_per_class, mean_dice
+from rog.results import AttackRecord, Score
+
 
 class BenchError(RogError):
     """A benchmark cannot run as asked (an unknown attack or scope, a results folder written
     by another configuration, case list or model); the message names the argument or file."""
 
 
-def dice_fields(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
-    """{"dice": mean over foreground classes, "dice_per_class": [...]} of a prediction `[1, ...]`
-    against labels `[1, ...]`: the Dice part of every record and of the clean scores."""
+def dice_score(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> Score:
+    """Dice (mean over foreground classes and per class) of a prediction `[1, ...]` against
+    labels `[1, ...]`: the Dice of every record and of the clean scores."""
     d = dice_per_class(pred[0].cpu(), y[0].cpu(), num_classes)
-    return {"dice": mean_dice(d), "dice_per_class": d.tolist()}
+    return Score(mean_dice(d), d.tolist())
 
 
-def measure(pred: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, x: torch.Tensor, lo: torch.Tensor,
-            hi: torch.Tensor, threat: ThreatModel, num_classes: int, tau: float) -> dict:
-    """Fields of a record for one instance: pred and y `[1, ...]` (labels), x_adv, x `[1, C, ...]`,
-    lo/hi `[1, C, 1, ...]`. The size is on the /255 scale of the channel ranges, in the
+def measure(head: dict, pred: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, x: torch.Tensor,
+            lo: torch.Tensor, hi: torch.Tensor, threat: ThreatModel, num_classes: int, tau: float,
+            **extra) -> AttackRecord:
+    """The record of one instance: `head` names it (case, attack, attack id, eps, budget);
+    pred and y `[1, ...]` (labels), x_adv, x `[1, C, ...]`, lo/hi `[1, C, 1, ...]`; `extra`:
+    the attack's counters. The size is on the /255 scale of the channel ranges, in the
     threat's norm (L2: of the range-normalised perturbation over sqrt(#voxels))."""
-    fields = dice_fields(pred, y, num_classes)
+    score = dice_score(pred, y, num_classes)
     span = (hi - lo).clamp(min=1e-12)
     size = float(threat.norm_of((x_adv - lo) / span, (x - lo) / span)[0])
     # x_adv is the attack's raw output: the tolerances allow float rounding of the trip through
@@ -47,16 +52,17 @@ def measure(pred: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, x: torch.T
         in_ball = bool(((x_adv - x).abs() <= threat.radius_of(lo, hi) + slack).all())
     else:
         in_ball = size <= threat.eps * (1 + 1e-5) + 1e-6
-    return {**fields, "broken": fields["dice"] < tau, "norm": size, "in_ball": in_ball,
-            "in_box": bool(((x_adv >= lo - slack) & (x_adv <= hi + slack)).all()),
-            "finite": bool(torch.isfinite(x_adv).all())}
+    return AttackRecord(**head, dice=score.dice, dice_per_class=score.dice_per_class, broken=score.dice < tau,
+                        norm=size, in_ball=in_ball, in_box=bool(((x_adv >= lo - slack) & (x_adv <= hi + slack)).all()),
+                        finite=bool(torch.isfinite(x_adv).all()), **extra)
 
 
-def to_csv(records: list[dict], columns: list[str]) -> str:
+def to_csv(records: list, columns: list[str]) -> str:
+    """The CSV view of typed records (`rog.results`), `columns` only."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, columns, extrasaction="ignore")
     w.writeheader()
-    w.writerows(records)
+    w.writerows(asdict(r) for r in records)
     return buf.getvalue()
 
 
@@ -69,15 +75,6 @@ def file_hash(path: str | Path | None) -> str | None:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def provenance_mismatch(previous: dict, current: dict) -> str | None:
-    """Why results written under `previous` provenance may not be continued under `current`
-    (config, cases, weights), or None when they may."""
-    for key, what in (("config", "configuration"), ("cases", "case list"), ("weights", "model weights")):
-        if previous.get(key) != current.get(key):
-            return f"written with a different {what}"
-    return None
 
 
 def qualitative_slice(x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor,

@@ -28,6 +28,7 @@ from rog.bench import checks, records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.sweep import Sweep
 from rog.evaluate.robustness import summarize
+from rog.results import AttackRecord, AttackSummary, Check, Meta, Results
 
 LARGE_EPS = 128.0
 LARGE_EPS_ITERS = 10
@@ -60,40 +61,49 @@ class BenchmarkConfig:
             raise rec.BenchError(f"scope (--scope): unknown scope {self.scope!r}: 'patch' or 'volume'")
 
 
+@dataclass(frozen=True)
+class AttackJob:
+    eps: float
+    attack: str
+    budget: int  # iterations, or queries of a query-based attack
+
+    @property
+    def attack_id(self) -> str:
+        return f"{self.attack}@{self.budget}"
+
+
 class Benchmark(Sweep):
     """Runs `config` on `model` (a patch model; wrapped in a sliding window for volume scope)."""
 
     kind = "attack"
-    csv_columns = ["case", "attack", "eps", "budget", "dice", "broken", "norm", "seconds", "in_ball", "in_box",
-                   "finite", "found", "skipped"]
 
     def __init__(self, model: nn.Module, num_classes: int, config: BenchmarkConfig, out_dir: str | Path,
-                 patch=None, progress: bool = True, meta: dict | None = None, weights: str | None = None,
+                 patch=None, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
                  window: dict | None = None):
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights,
                          volume=config.scope == "volume", window=window)
         self._logged: set[str] = set()
         self._attack_configs: dict[str, dict] = {}
 
-    def _jobs(self) -> list[dict]:
+    def _jobs(self) -> list[AttackJob]:
         c = self.config
-        return [{"eps": eps, "attack": attack, "budget": budget}
+        return [AttackJob(eps, attack, budget)
                 for eps in sorted(c.eps) for attack in c.attacks
                 for budget in (c.queries if attack in QUERY_BASED else c.iters)]
 
-    def _key(self, r: dict) -> tuple:
-        return f"{r['attack']}@{r['budget']}", r["eps"]
+    def _key(self, r: AttackRecord | AttackJob) -> tuple:
+        return r.attack_id, r.eps
 
-    def _doc(self) -> dict:
-        threat = {**ThreatModel(self.config.eps[0], self.config.norm).to_dict(), "eps": self.config.eps}
-        return {"threat": threat, "attack_configs": self._attack_configs}
+    def _complete(self, results: Results) -> None:
+        results.threat = ThreatModel(self.config.eps[0], self.config.norm).to_dict(eps=self.config.eps)
+        results.attack_configs = self._attack_configs
 
     def _after_case(self, case: BenchCase, outputs, first: bool) -> None:
         """The qualitative arrays of the worst attack per eps, for the first case (by name)."""
         worst: dict[str, tuple[float, torch.Tensor]] = {}
         for record, x_adv in outputs:
-            if x_adv is not None and record["dice"] < worst.get(str(record["eps"]), (2.0, None))[0]:
-                worst[str(record["eps"])] = (record["dice"], x_adv)
+            if x_adv is not None and record.dice < worst.get(str(record.eps), (2.0, None))[0]:
+                worst[str(record.eps)] = (record.dice, x_adv)
         if not (first and worst):
             return
         panels = self.out.read_qualitative()
@@ -104,34 +114,30 @@ class Benchmark(Sweep):
                            for eps, (_, x_adv) in worst.items()})
         self.out.write_qualitative(panels)
 
-    def _do(self, case: BenchCase, job: dict, tau: float):
-        eps, attack, budget = job["eps"], job["attack"], job["budget"]
-        threat = ThreatModel(eps, self.config.norm)
-        head = {"case": case.name, "attack": attack, "attack_id": f"{attack}@{budget}", "eps": eps, "budget": budget}
+    def _do(self, case: BenchCase, job: AttackJob, tau: float):
+        threat = ThreatModel(job.eps, self.config.norm)
+        head = dict(case=case.name, attack=job.attack, attack_id=job.attack_id, eps=job.eps, budget=job.budget)
         model = self.model_for(case)
-        atk = make_attack(attack, model, threat, budget, self.num_classes, self.config.seed, threshold=tau)
+        atk = make_attack(job.attack, model, threat, job.budget, self.num_classes, self.config.seed, threshold=tau)
         reason = atk.skip_reason(self.num_classes)
         if reason:
             if reason not in self._logged:
                 self._logged.add(reason)
                 tqdm.write(f"skipped: {reason}")
-            return {**head, "skipped": reason}, None
-        self._attack_configs.setdefault(head["attack_id"], {k: v for k, v in atk.config().items() if k != "threat"})
+            return AttackRecord(**head, skipped=reason), None
+        self._attack_configs.setdefault(job.attack_id, atk.config(threat=False))
         t0 = time.perf_counter()
         x_adv = atk(case.x, case.y, case.lo, case.hi)
         seconds = time.perf_counter() - t0
         with frozen(self.model), torch.no_grad():
             pred = model(x_adv).argmax(1)
-        fields = rec.measure(pred, case.y, x_adv, case.x, case.lo, case.hi, threat, self.num_classes, tau)
-        info = atk.info
-        return {**head, **fields, "seconds": seconds, "iterations": info.get("iterations"),
-                "queries": info.get("queries"), "noop_queries": info.get("noop_queries"),
-                "found": info.get("found", [None])[0], "reason": info.get("reason", [None])[0]}, x_adv
+        return rec.measure(head, pred, case.y, x_adv, case.x, case.lo, case.hi, threat, self.num_classes, tau,
+                           seconds=seconds, **atk.counters()), x_adv
 
-    def _summarize(self, records, clean, tau) -> dict:
+    def _summarize(self, records, clean, tau) -> AttackSummary:
         return summarize(records, clean, tau)
 
-    def _checks(self, records, summary, tau, cases) -> list[dict]:
+    def _checks(self, records, summary, tau, cases) -> list[Check]:
         first = cases[0]
         model = self.model_for(first)
         out = [checks.ball_box_finite(records), checks.determinism(model, first.x),

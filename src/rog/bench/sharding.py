@@ -2,7 +2,6 @@
 writes its own shard of records, and rank 0 merges the shards once every rank is done."""
 from __future__ import annotations
 
-import json
 import os
 
 from rog.rundir import ResultsDir
@@ -20,9 +19,6 @@ def wait_for_ranks() -> None:
         dist.barrier()
 
 
-def merged_records(out: ResultsDir, world: int) -> list[dict]:
+def merged_records(out: ResultsDir, world: int) -> list:
     """Every rank's records, in rank order."""
-    records: list[dict] = []
-    for r in range(world):
-        records += json.loads(out.results(r).read_text())["records"]
-    return records
+    return [record for r in range(world) for record in out.read(r).records]

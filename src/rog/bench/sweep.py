@@ -4,7 +4,6 @@ a results folder continued only under the same provenance, torchrun sharding, an
 with validity checks at the end. Subclasses say what a job is and how it is measured."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,25 +11,25 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rog.atomic import write_json, write_text
+from rog.atomic import write_text
 from rog.attacks.base import frozen
 from rog.bench import records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.sharding import merged_records, rank_and_world, wait_for_ranks
 from rog.evaluate.robustness import success_threshold
 from rog.infer.sliding_window import SlidingWindow
+from rog.results import CSV_COLUMNS, Check, Meta, Provenance, Results, Score
 from rog.rundir import ResultsDir
 
 
 class Sweep:
     """`kind` names the results ("attack" or "corruption"); subclasses implement `_jobs`,
-    `_key`, `_do`, `_summarize`, `_checks` and may extend `_doc` and `_after_case`."""
+    `_key`, `_do`, `_summarize`, `_checks` and may extend `_complete` and `_after_case`."""
 
     kind = ""
-    csv_columns: list[str] = []
 
     def __init__(self, model: nn.Module, num_classes: int, config, out_dir: str | Path, patch=None,
-                 progress: bool = True, meta: dict | None = None, weights: str | None = None,
+                 progress: bool = True, meta: Meta | None = None, weights: str | None = None,
                  volume: bool = False, window: dict | None = None):
         """`meta` (stored as is) describes the model for the report: label, run, data, model
         summary, class names, where the cases come from. `weights` identifies the model's
@@ -38,32 +37,34 @@ class Sweep:
         `volume`: whole cases through the sliding window (patch size `patch`; `window`: more
         `SlidingWindow` options, such as an external tool's mirroring and tiling style)."""
         self.config, self.num_classes, self.progress = config, num_classes, progress
-        self.meta, self.weights = meta or {}, weights
+        self.meta, self.weights = meta or Meta(), weights
         self.model = SlidingWindow(model, patch, **(window or {})) if volume else model
         self.out = ResultsDir(out_dir)
         self.rank, self.world = rank_and_world()
         self.shard = self.rank if self.world > 1 else None
 
     # ---- what subclasses define ------------------------------------------------------------
-    def _jobs(self) -> list[dict]:
+    def _jobs(self) -> list:
+        """The jobs of one case (small dataclasses whose fields name them)."""
         raise NotImplementedError
 
-    def _key(self, record_or_job: dict) -> tuple:
+    def _key(self, record_or_job) -> tuple:
         raise NotImplementedError
 
-    def _do(self, case: BenchCase, job: dict, tau: float) -> tuple[dict, torch.Tensor | None]:
+    def _do(self, case: BenchCase, job, tau: float) -> tuple[object, torch.Tensor | None]:
+        """(record, perturbed input or None) of `job` on `case`."""
         raise NotImplementedError
 
-    def _summarize(self, records: list[dict], clean: dict, tau: float) -> dict:
+    def _summarize(self, records: list, clean: dict[str, Score], tau: float):
         raise NotImplementedError
 
-    def _checks(self, records: list[dict], summary: dict, tau: float, cases: list[BenchCase]) -> list[dict]:
+    def _checks(self, records: list, summary, tau: float, cases: list[BenchCase]) -> list[Check]:
         raise NotImplementedError
 
-    def _doc(self) -> dict:
-        return {}
+    def _complete(self, results: Results) -> None:
+        """Add what only this kind records to the document before it is written."""
 
-    def _after_case(self, case: BenchCase, outputs: list[tuple[dict, torch.Tensor | None]], first: bool) -> None:
+    def _after_case(self, case: BenchCase, outputs: list[tuple[object, torch.Tensor | None]], first: bool) -> None:
         """Called after each case with the records and perturbed inputs made for it."""
 
     def model_for(self, case: BenchCase) -> nn.Module:
@@ -71,34 +72,33 @@ class Sweep:
         return self.model if case.prepare is None else nn.Sequential(case.prepare, self.model)
 
     # ---- the shared loop -------------------------------------------------------------------
-    def _load_previous(self, provenance: dict) -> list[dict]:
-        path = self.out.results(self.shard)
-        if not path.is_file():
+    def _load_previous(self, provenance: Provenance) -> list:
+        if not self.out.results(self.shard).is_file():
             return []
-        prev = json.loads(path.read_text())
-        why = rec.provenance_mismatch(prev.get("provenance", {"config": prev.get("config")}), provenance)
+        prev = self.out.read(self.shard)
+        why = prev.provenance.mismatch(provenance)
         if why:
-            raise rec.BenchError(f"{path}: {why}; use another output folder or delete it")
-        return prev["records"]
+            raise rec.BenchError(f"{self.out.results(self.shard)}: {why}; use another output folder or delete it")
+        return prev.records
 
-    def clean(self, cases: list[BenchCase]) -> dict[str, dict]:
+    def clean(self, cases: list[BenchCase]) -> dict[str, Score]:
         out = {}
         with frozen(self.model), torch.no_grad():
             for c in cases:
                 pred = self.model_for(c)(c.x).argmax(1)
-                out[c.name] = rec.dice_fields(pred, c.y, self.num_classes)
+                out[c.name] = rec.dice_score(pred, c.y, self.num_classes)
         return out
 
-    def run(self, cases: list[BenchCase]) -> dict:
-        """Evaluate every job on `cases`; returns the results document (on rank 0; {} on the others)."""
+    def run(self, cases: list[BenchCase]) -> Results | None:
+        """Evaluate every job on `cases`; returns the results (on rank 0; None on the others)."""
         self.out.path.mkdir(parents=True, exist_ok=True)
-        provenance = {"config": asdict(self.config), "cases": sorted(c.name for c in cases), "weights": self.weights}
+        provenance = Provenance(asdict(self.config), sorted(c.name for c in cases), self.weights)
         records = self._load_previous(provenance)
         clean = self.clean(cases)  # all cases on every rank: tau needs the task's mean
-        tau = success_threshold(c["dice"] for c in clean.values())
+        tau = success_threshold(c.dice for c in clean.values())
         first = min(c.name for c in cases)
         mine = cases[self.rank::self.world]
-        done = {(r["case"], *self._key(r)) for r in records}
+        done = {(r.case, *self._key(r)) for r in records}
         jobs = self._jobs()
         bar = tqdm(total=len(mine) * len(jobs), desc=f"{self.kind} sweep", disable=not self.progress)
         for case in mine:
@@ -107,26 +107,26 @@ class Sweep:
                 if (case.name, *self._key(job)) not in done:
                     outputs.append(self._do(case, job, tau))
                     records.append(outputs[-1][0])
-                    bar.set_postfix(case=case.name, **{k: v for k, v in job.items() if k != "id"})
+                    bar.set_postfix(case=case.name, **asdict(job))
                 bar.update()
             self._after_case(case, outputs, case.name == first)
-            self._write(records, clean, tau, provenance, final=False)  # after every case: resumable
+            self._write(Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records, False,
+                                self.meta, provenance), self.shard)  # after every case: resumable
         bar.close()
-        self._write(records, clean, tau, provenance, final=True)
+        results = Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records, True, self.meta,
+                          provenance)
+        self._write(results, self.shard)
         if self.world > 1:
             wait_for_ranks()
             if self.rank != 0:
-                return {}
-            records = merged_records(self.out, self.world)
-        summary = self._summarize(records, clean, tau)
-        extra = {"summary": summary, "checks": self._checks(records, summary, tau, cases)}
-        return self._write(records, clean, tau, provenance, final=True, shard=None, extra=extra)
+                return None
+            results.records = merged_records(self.out, self.world)
+        results.summary = self._summarize(results.records, clean, tau)
+        results.checks = self._checks(results.records, results.summary, tau, cases)
+        self._write(results, None)
+        return results
 
-    def _write(self, records, clean, tau, provenance, final: bool, shard=-1, extra: dict | None = None) -> dict:
-        shard = self.shard if shard == -1 else shard
-        doc = {"kind": self.kind, "config": asdict(self.config), **self._doc(), "num_classes": self.num_classes,
-               "tau": tau, "clean": clean, "records": records, "complete": final, "meta": self.meta,
-               "provenance": provenance, **(extra or {})}
-        write_json(self.out.results(shard), doc)
-        write_text(self.out.csv(shard), rec.to_csv(records, self.csv_columns))
-        return doc
+    def _write(self, results: Results, shard: int | None) -> None:
+        self._complete(results)
+        self.out.write(results, shard)
+        write_text(self.out.csv(shard), rec.to_csv(results.records, CSV_COLUMNS[self.kind]))

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rog.errors import RogError
+from rog.errors import RogError, read_json_object
 
 
 class DatasetError(RogError):
@@ -58,12 +58,7 @@ def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
         raise DatasetError(f"{meta_path}: not found (is {root} a dataset folder?)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{meta_path}: invalid JSON ({e})") from e
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{meta_path}: expected a JSON object")
+    meta = read_json_object(meta_path, DatasetError)
     if "channel_names" in meta:
         ds = _parse_nnunet(root, meta, meta_path)
     elif "modality" in meta:
@@ -177,3 +172,10 @@ def _parse_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
 
     return Dataset(root, str(meta.get("name", root.name)), "nnunet", modalities, labels,
                    cases("imagesTr", "labelsTr"), cases("imagesTs", None))
+
+
+def describe(path: str | Path) -> str:
+    """One line on the MSD-layout task at `path`: name, case counts, description."""
+    meta = json.loads((Path(path) / "dataset.json").read_text())
+    return (f"{meta['name']}: {meta['numTraining']} training and {meta.get('numTest', 0)} test cases at {path}"
+            + (f" ({meta['description']})" if meta.get("description") else ""))

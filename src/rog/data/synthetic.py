@@ -10,7 +10,6 @@ orientations may vary between cases while anatomy stays comparable:
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -165,8 +164,3 @@ def make_task(out: str | Path, kind: str = "ct", cases: int = 12, test_cases: in
         }
     write_json(out / "dataset.json", meta)
     return out
-
-
-def describe(path: str | Path) -> str:
-    meta = json.loads((Path(path) / "dataset.json").read_text())
-    return f"{meta['name']}: {meta['numTraining']} training cases at {path}"

@@ -8,6 +8,7 @@ model's clean Dice means something only beside it.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from rog.data.dataset import Case
 from rog.data.io import read_label, resample_world
 from rog.evaluate.metrics import dice_per_class, mean_dice
+from rog.results import Score
 
 OUTSIDE = -1  # a training label's value where its field of view ends: no vote
 
@@ -42,15 +44,39 @@ def majority_label(labels: Sequence[tuple[np.ndarray, np.ndarray]], affine: np.n
     return vote([carried(label, src, affine, shape) for label, src in labels], num_classes)
 
 
-def atlas_transfer(training: Sequence[Case], test: Sequence[Case], num_classes: int) -> dict:
+@dataclass
+class AtlasReference:
+    """The atlas-transfer Dice on the labelled test cases: per case (`Score`), the mean over
+    cases and per class (NaN-aware), each training label alone (`single`: training case ->
+    mean Dice over the test cases its field of view covers) and the number of training labels."""
+
+    cases: dict
+    dice: float | None
+    dice_per_class: list | None
+    single: dict
+    training_cases: int
+
+    def best_single(self) -> str | None:
+        """The training case whose label alone scores best (chosen on the test cases)."""
+        return max(self.single, key=self.single.get) if self.single else None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "AtlasReference":
+        ref = cls(**raw)
+        ref.cases = {k: Score(**v) for k, v in ref.cases.items()}
+        return ref
+
+
+def atlas_transfer(training: Sequence[Case], test: Sequence[Case], num_classes: int) -> AtlasReference:
     """Dice of the majority vote of the `training` labels on each labelled `test` case, and of
     each training label alone on the test cases whose labelled voxels its field of view covers
-    (at least half of them). Returns {"cases": {name: {"dice", "dice_per_class"}}, "dice":
-    mean over cases, "dice_per_class": class means (NaN-aware), "single": {training case:
-    mean Dice over the test cases it covers}, "training_cases": n}."""
+    (at least half of them)."""
     atlases = {c.name: (lab, geo.affine) for c in training if c.label is not None
                for lab, geo in [read_label(c.label)]}
-    cases: dict[str, dict] = {}
+    cases: dict[str, Score] = {}
     single: dict[str, list[float]] = {name: [] for name in atlases}
     for case in test:
         if case.label is None:
@@ -58,12 +84,11 @@ def atlas_transfer(training: Sequence[Case], test: Sequence[Case], num_classes: 
         truth, geo = read_label(case.label)
         maps = {name: carried(label, src, geo.affine, geo.shape) for name, (label, src) in atlases.items()}
         per_class = dice_per_class(vote(list(maps.values()), num_classes), truth, num_classes)
-        cases[case.name] = {"dice": mean_dice(per_class), "dice_per_class": per_class.tolist()}
+        cases[case.name] = Score(mean_dice(per_class), per_class.tolist())
         for name, moved in maps.items():
             if (moved[truth > 0] != OUTSIDE).mean() >= 0.5:
                 single[name].append(mean_dice(dice_per_class(np.maximum(moved, 0), truth, num_classes)))
-    per_class = np.array([c["dice_per_class"] for c in cases.values()], float)
-    return {"cases": cases, "dice": float(np.mean([c["dice"] for c in cases.values()])) if cases else None,
-            "dice_per_class": np.nanmean(per_class, 0).tolist() if cases else None,
-            "single": {name: float(np.mean(v)) for name, v in single.items() if v},
-            "training_cases": len(atlases)}
+    per_class = np.array([c.dice_per_class for c in cases.values()], float)
+    return AtlasReference(cases, float(np.mean([c.dice for c in cases.values()])) if cases else None,
+                          np.nanmean(per_class, 0).tolist() if cases else None,
+                          {name: float(np.mean(v)) for name, v in single.items() if v}, len(atlases))

@@ -5,6 +5,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from rog.results import AttackRecord, AttackSummary, EpsSummary, Score
+
 
 def success_threshold(clean_dice) -> float:
     """tau = mu / 2, mu = mean clean Dice over the evaluated cases (the paper's definition)."""
@@ -22,34 +24,30 @@ def auc(eps, dice) -> float:
     return area / float(eps[-1] - eps[0])
 
 
-def summarize(records: list[dict], clean: dict[str, dict], tau: float) -> dict:
+def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) -> AttackSummary:
     """Per eps: clean and worst-case mean Dice, robust accuracy, per-attack means, per-class
     worst-case Dice. A case is broken at an eps when any attack drove its Dice below tau."""
-    by_eps: dict[float, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    by_eps: dict[float, dict[str, list[AttackRecord]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        if r.get("skipped"):
-            continue
-        by_eps[r["eps"]][r["case"]].append(r)
-    clean_mean = float(np.mean([c["dice"] for c in clean.values()])) if clean else float("nan")
-    k = len(next(iter(clean.values()))["dice_per_class"]) if clean else 0
-    out = {"tau": tau, "clean_dice": clean_mean, "eps": {}}
+        if not r.skipped:
+            by_eps[r.eps][r.case].append(r)
+    clean_mean = float(np.mean([c.dice for c in clean.values()])) if clean else float("nan")
+    k = len(next(iter(clean.values())).dice_per_class) if clean else 0
+    summary = AttackSummary(tau, clean_mean, {}, None)
     eps_values = sorted(by_eps)
     for eps in eps_values:
         worst, classes, attacks = [], [], defaultdict(list)
         for case, recs in by_eps[eps].items():
-            w = min(recs, key=lambda r: r["dice"])
-            worst.append(w["dice"])
-            classes.append(w["dice_per_class"])
+            w = min(recs, key=lambda r: r.dice)
+            worst.append(w.dice)
+            classes.append(w.dice_per_class)
             for r in recs:
-                attacks[r["attack_id"]].append(r["dice"])
-        out["eps"][str(eps)] = {
-            "worst_case_dice": float(np.mean(worst)),
-            "robust_accuracy": float(np.mean([d >= tau for d in worst])),
-            "worst_case_dice_per_class": np.nanmean(np.array(classes, float), axis=0).tolist() if classes else [None] * k,
-            "attacks": {a: float(np.mean(v)) for a, v in attacks.items()},
-            "cases": len(worst),
-        }
+                attacks[r.attack_id].append(r.dice)
+        summary.eps[str(eps)] = EpsSummary(
+            worst_case_dice=float(np.mean(worst)), robust_accuracy=float(np.mean([d >= tau for d in worst])),
+            worst_case_dice_per_class=np.nanmean(np.array(classes, float), axis=0).tolist() if classes else [None] * k,
+            attacks={a: float(np.mean(v)) for a, v in attacks.items()}, cases=len(worst))
     curve_eps = [0.0] + [e for e in eps_values if e > 0]
-    curve = [clean_mean] + [out["eps"][str(e)]["worst_case_dice"] for e in eps_values if e > 0]
-    out["auc_worst_case"] = auc(curve_eps, curve) if len(curve_eps) > 1 else None
-    return out
+    curve = [clean_mean] + [summary.eps[str(e)].worst_case_dice for e in eps_values if e > 0]
+    summary.auc_worst_case = auc(curve_eps, curve) if len(curve_eps) > 1 else None
+    return summary

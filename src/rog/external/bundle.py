@@ -16,6 +16,7 @@ let it change the intensities eps is measured on.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -150,12 +151,11 @@ def load_bundle(bundle_dir: str | Path, config: str = "configs/inference.json",
             k = network(torch.zeros(1, channels or 1, *patch)).shape[1]
         names = [f"class {i}" for i in range(1, k)]
     from monai.transforms import Compose
-    return ExternalModel(
+    return BundleModel(
         name=f"MONAI bundle {d.name}", network=network, patch=patch, num_channels=channels or 1,
         class_names=names, spacing=_spacing(spatial), weights=wts,
         window={"overlap": float(overlap), "mode": mode, "pad_mode": "constant"},
-        load_cases=lambda images, labels, names_=None, max_cases=None, device="cpu": _load_cases(
-            Compose(spatial), intensity, Path(images), Path(labels), names_, max_cases, device))
+        spatial=Compose(spatial), intensity=intensity)
 
 
 def _metadata(d: Path) -> tuple[list[str] | None, int | None]:
@@ -200,22 +200,32 @@ def preprocess(spatial, intensity, image: Path) -> tuple[torch.Tensor, np.ndarra
     return raw, affine, IntensityMap(steps, raw == 0).fit_residual(raw, torch.as_tensor(theirs["image"]))
 
 
-def _load_cases(spatial, intensity, images: Path, labels: Path, names, max_cases, device) -> list[BenchCase]:
-    files = sorted(images.glob("*.nii*")) if images.is_dir() else []
-    if not files:
-        raise ExternalError(f"{images}: no NIfTI image")
-    if names:
-        files = [f for f in files if f.name.split(".nii")[0] in names]
-    out = []
-    for f in files[:max_cases]:
-        name = f.name.split(".nii")[0]
-        label = labels / f.name
-        if not label.is_file():
-            raise ExternalError(f"{label}: missing label of case {name}")
-        raw, affine, prepare = preprocess(spatial, intensity, f)
-        lab = nib.load(label)
-        y = resample_world(np.rint(np.asanyarray(lab.dataobj)).astype(np.int64), lab.affine, affine, raw.shape[1:])
-        lo, hi = ThreatModel.channel_range(raw[None])
-        out.append(BenchCase(name, raw[None].to(device), torch.from_numpy(y)[None].to(device), lo.to(device),
-                             hi.to(device), prepare.to(device)))
-    return out
+@dataclass
+class BundleModel(ExternalModel):
+    """A MONAI bundle's model: its spatial transforms (run as the bundle does) and intensity
+    transforms (run inside the model, per case)."""
+
+    spatial: object = None
+    intensity: list = field(default_factory=list)
+
+    def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
+        images, labels = Path(images), Path(labels)
+        files = sorted(images.glob("*.nii*")) if images.is_dir() else []
+        if not files:
+            raise ExternalError(f"{images}: no NIfTI image")
+        if names:
+            files = [f for f in files if f.name.split(".nii")[0] in names]
+        out = []
+        for f in files[:max_cases]:
+            name = f.name.split(".nii")[0]
+            label = labels / f.name
+            if not label.is_file():
+                raise ExternalError(f"{label}: missing label of case {name}")
+            raw, affine, prepare = preprocess(self.spatial, self.intensity, f)
+            lab = nib.load(label)
+            y = resample_world(np.rint(np.asanyarray(lab.dataobj)).astype(np.int64), lab.affine, affine,
+                               raw.shape[1:])
+            lo, hi = ThreatModel.channel_range(raw[None])
+            out.append(BenchCase(name, raw[None].to(device), torch.from_numpy(y)[None].to(device), lo.to(device),
+                                 hi.to(device), prepare.to(device)))
+        return out

@@ -1,9 +1,9 @@
 """What the benchmark needs of a model trained by another tool."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,10 +43,10 @@ class ExternalError(RogError):
 
 
 @dataclass
-class ExternalModel:
+class ExternalModel(ABC):
     """A patch network `[B, C, *patch]` -> logits `[B, K, *patch]` with its tool's inference
-    settings. `load_cases(images, labels, names)` returns the cases preprocessed by the tool
-    (x in raw intensities, `prepare` = the tool's normalisation for that case)."""
+    settings; each tool (`rog.external.nnunet`, `rog.external.bundle`) is a subclass that
+    preprocesses cases as the tool does."""
 
     name: str
     network: nn.Module
@@ -54,13 +54,21 @@ class ExternalModel:
     num_channels: int
     class_names: list[str]  # foreground classes, label 1 first
     spacing: list[float]  # mm per voxel axis of the network's input
-    window: dict  # `SlidingWindow` options of the tool's own inference: mirror_axes, style
+    window: dict  # `SlidingWindow` options of the tool's own inference: mirror_axes, tiling, ...
     weights: Path  # the checkpoint file, hashed into the results' provenance
-    load_cases: Callable[..., list[BenchCase]] = field(repr=False, default=None)
-    # one case's channel files -> its label map in the files' own geometry and axis order,
-    # through rog's sliding window and the tool's export (the clean-agreement check)
-    predict: Callable[[list[Path]], np.ndarray] = field(repr=False, default=None)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names) + 1
+
+    @abstractmethod
+    def load_cases(self, images: str | Path, labels: str | Path, names: list[str] | None = None,
+                   max_cases: int | None = None, device: torch.device | str = "cpu") -> list[BenchCase]:
+        """The labelled cases of the `images` and `labels` folders (`names` only, at most
+        `max_cases`), preprocessed by the tool: x in raw intensities `[1, C, ...]`, y `[1, ...]`,
+        `prepare` = the tool's normalisation of that case."""
+
+    def predict(self, files: list[Path], device: torch.device | str = "cpu") -> np.ndarray:
+        """One case's channel files -> its label map in the files' own geometry and axis order,
+        through rog's sliding window and the tool's export (the clean-agreement check)."""
+        raise ExternalError(f"{self.name}: no prediction in the tool's own geometry for this kind of model")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -128,13 +128,12 @@ def load_nnunet(model_dir: str | Path, fold: int | str, tta: bool = False, check
     network.eval()
     names = {int(v): k for k, v in dataset_json["labels"].items()}
     mirror = state.get("inference_allowed_mirroring_axes") if tta else None
-    return ExternalModel(
+    return NnUNetModel(
         name=f"nnU-Net {d.parent.name}/{d.name} fold {fold}", network=network, patch=list(configuration.patch_size),
         num_channels=channels, class_names=[names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)],
         spacing=list(configuration.spacing), weights=ckpt,
         window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet"},
-        load_cases=partial(_load_cases, plans, configuration, dataset_json, channels),
-        predict=partial(_predict, network, plans, configuration, labels, mirror))
+        plans=plans, configuration=configuration, dataset_json=dataset_json, labels=labels)
 
 
 def case_files(images: Path, labels: Path | None, dataset_json: dict, channels: int,
@@ -209,25 +208,33 @@ def preprocess(plans, configuration, files: list[Path], label: Path | None):
     return data, seg, props, norm
 
 
-def _load_cases(plans, configuration, dataset_json, channels, images, labels, names=None, max_cases=None,
-                device="cpu") -> list[BenchCase]:
-    out = []
-    for name, files, label in case_files(Path(images), Path(labels), dataset_json, channels, names)[:max_cases]:
-        data, seg, _, prepare = preprocess(plans, configuration, files, label)
-        lo, hi = ThreatModel.channel_range(torch.from_numpy(data)[None])
-        y = torch.from_numpy(np.maximum(seg[0], 0).astype(np.int64))[None]
-        out.append(BenchCase(name, torch.from_numpy(data)[None].to(device), y.to(device), lo.to(device),
-                             hi.to(device), prepare.to(device)))
-    return out
+@dataclass
+class NnUNetModel(ExternalModel):
+    """An nnU-Net v2 model: its plans, configuration, dataset.json and label manager."""
 
+    plans: object = None
+    configuration: object = None
+    dataset_json: dict | None = None
+    labels: object = None
 
-def _predict(network, plans, configuration, labels, mirror, files: list[Path], device="cpu") -> np.ndarray:
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-    from rog.infer.sliding_window import SlidingWindow
-    data, _, props, prepare = preprocess(plans, configuration, files, None)
-    model = nn.Sequential(prepare, SlidingWindow(network, configuration.patch_size, mirror_axes=mirror,
-                                                style="nnunet")).to(device)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(data)[None].to(device))[0].cpu()
-    return np.asarray(convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, plans, configuration, labels, props, return_probabilities=False))
+    def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
+        out = []
+        for name, files, label in case_files(Path(images), Path(labels), self.dataset_json, self.num_channels,
+                                             names)[:max_cases]:
+            data, seg, _, prepare = preprocess(self.plans, self.configuration, files, label)
+            lo, hi = ThreatModel.channel_range(torch.from_numpy(data)[None])
+            y = torch.from_numpy(np.maximum(seg[0], 0).astype(np.int64))[None]
+            out.append(BenchCase(name, torch.from_numpy(data)[None].to(device), y.to(device), lo.to(device),
+                                 hi.to(device), prepare.to(device)))
+        return out
+
+    def predict(self, files: list[Path], device="cpu") -> np.ndarray:
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+        from rog.infer.sliding_window import SlidingWindow
+        data, _, props, prepare = preprocess(self.plans, self.configuration, files, None)
+        model = nn.Sequential(prepare, SlidingWindow(self.network, self.configuration.patch_size,
+                                                    **self.window)).to(device)
+        with torch.no_grad():
+            logits = model(torch.from_numpy(data)[None].to(device))[0].cpu()
+        return np.asarray(convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, self.plans, self.configuration, self.labels, props, return_probabilities=False))

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rog.models.registry import available_models, build_model, count_parameters
 from rog.plan import Plan
+from rog.results import ModelInfo
 
 
 def gflops(model: nn.Module, input_shape) -> float:
@@ -21,18 +22,17 @@ def gflops(model: nn.Module, input_shape) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def row(model: nn.Module, name: str, channels: int, size) -> dict:
+def row(model: nn.Module, name: str, channels: int, size) -> ModelInfo:
     """Name, parameters and GFLOPs of `model` on a `[1, channels, *size]` input."""
     size = [int(v) for v in size]
-    return {"model": name, "parameters": count_parameters(model), "gflops": gflops(model, [channels, *size]),
-            "input": size}
+    return ModelInfo(name, count_parameters(model), gflops(model, [channels, *size]), size)
 
 
-def model_row(model: nn.Module, plan: Plan, name: str, input_size=None) -> dict:
+def model_row(model: nn.Module, plan: Plan, name: str, input_size=None) -> ModelInfo:
     """`row` of `model` at `input_size` (default: the plan's val patch)."""
     return row(model, name, plan.num_channels, input_size or plan.val_patch_size)
 
 
-def summarize(plan: Plan, input_size=None, models=None) -> list[dict]:
+def summarize(plan: Plan, input_size=None, models=None) -> list[ModelInfo]:
     """One `model_row` per registered model (or the names in `models`)."""
     return [model_row(build_model(plan, name), plan, name, input_size) for name in models or available_models()]

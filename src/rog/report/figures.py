@@ -7,6 +7,8 @@ import numpy as np
 
 from rog.atomic import atomic_path
 from rog.evaluate.robustness import auc
+from rog.evaluate.seeds import SeedGroup
+from rog.results import CorruptionSummary
 
 
 def _plt():
@@ -22,9 +24,10 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
-def dice_vs_eps(path: Path, models: dict[str, dict], class_names: list[str]) -> dict[str, float]:
-    """Figure 1/4: worst-case Dice vs eps, one panel per model, one curve per class and the
-    mean; returns each model's normalised AUC of the mean curve."""
+def dice_vs_eps(path: Path, models: dict[str, tuple[list, list, list]], class_names: list[str]) -> dict[str, float]:
+    """Figure 1/4: worst-case Dice vs eps, one panel per model (name -> (eps, mean Dice,
+    per-class Dice lists)), one curve per class and the mean; returns each model's normalised
+    AUC of the mean curve."""
     plt = _plt()
     cols = min(len(models), 3)
     rows = -(-len(models) // cols)
@@ -32,8 +35,7 @@ def dice_vs_eps(path: Path, models: dict[str, dict], class_names: list[str]) -> 
     for ax in axes.flat[len(models):]:
         ax.set_visible(False)
     aucs = {}
-    for ax, (name, m) in zip(axes.flat, models.items()):
-        eps, mean, per_class = m["curve_eps"], m["curve_mean"], m["curve_classes"]
+    for ax, (name, (eps, mean, per_class)) in zip(axes.flat, models.items()):
         aucs[name] = auc(eps, mean)
         for k, cname in enumerate(class_names):
             ax.plot(eps, [c[k] for c in per_class], marker="o", label=cname)
@@ -49,21 +51,20 @@ def dice_vs_eps(path: Path, models: dict[str, dict], class_names: list[str]) -> 
     return aucs
 
 
-def across_seeds(path: Path, groups: dict[str, dict]) -> None:
+def across_seeds(path: Path, groups: dict[str, SeedGroup]) -> None:
     """Worst-case Dice vs eps per model: mean over seeds with a +-sd band, and every seed's
     per-case points (eps 0 = clean), from `rog.evaluate.seeds.across_seeds` groups."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     rng = np.random.default_rng(0)  # jitter only, so points of one eps do not overlap
     for i, (name, g) in enumerate(groups.items()):
-        eps = [0.0] + [float(k) for k in g["eps"]]
-        mean = np.array([g["clean_dice"]["mean"]] + [v["mean"] for v in g["eps"].values()])
-        sd = np.array([g["clean_dice"]["sd"]] + [v["sd"] for v in g["eps"].values()])
+        eps = [0.0] + [float(k) for k in g.eps]
+        mean = np.array([g.clean_dice.mean] + [v.mean for v in g.eps.values()])
+        sd = np.array([g.clean_dice.sd] + [v.sd for v in g.eps.values()])
         ax.plot(eps, mean, color=f"C{i}", marker="o",
-                label=f"{name} ({len(g['seeds'])} seeds, AUC {g['auc_worst_case']['mean']:.2f} "
-                      f"+- {g['auc_worst_case']['sd']:.2f})")
+                label=f"{name} ({len(g.seeds)} seeds, AUC {g.auc_worst_case.mean:.2f} +- {g.auc_worst_case.sd:.2f})")
         ax.fill_between(eps, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
-        for k, pts in g["points"].items():
+        for k, pts in g.points.items():
             x = float(k) + (i - (len(groups) - 1) / 2) * 0.35 + rng.uniform(-0.1, 0.1, len(pts))
             ax.scatter(x, [p[2] for p in pts], s=9, color=f"C{i}", alpha=0.5)
     _dice_axes(ax, "worst-case Dice", legend_size=7)
@@ -97,13 +98,14 @@ def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> 
     return aucs
 
 
-def qualitative(path: Path, panels: list[dict], num_classes: int) -> None:
-    """Figure 5: per model, image slice, ground truth, clean and adversarial predictions and
-    the perturbation: the 2-D arrays the benchmark recorded (`bench.records.qualitative_slice`)."""
+def qualitative(path: Path, panels: list[tuple[str, dict]], num_classes: int) -> None:
+    """Figure 5: per model (row title, arrays), image slice, ground truth, clean and adversarial
+    predictions and the perturbation: the 2-D arrays the benchmark recorded in
+    qualitative.npz (`bench.records.qualitative_slice`)."""
     plt = _plt()
     cols = ["image", "ground truth", "clean prediction", "adversarial prediction", "perturbation"]
     fig, axes = plt.subplots(len(panels), 5, figsize=(13, 2.6 * len(panels)), squeeze=False)
-    for r, p in enumerate(panels):
+    for r, (title, p) in enumerate(panels):
         row = axes[r]
         z = int(p["slice"])
         vmax = num_classes - 1  # one colour per class in every row, whatever a slice holds
@@ -120,20 +122,20 @@ def qualitative(path: Path, panels: list[dict], num_classes: int) -> None:
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(cols[j], fontsize=9)
-        row[0].set_ylabel(f"{p['model']}\n{p['case']}, slice {z}", fontsize=8)
+        row[0].set_ylabel(f"{title}, slice {z}", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
 
 
-def dice_vs_severity(path: Path, summaries: dict[str, dict]) -> None:
+def dice_vs_severity(path: Path, summaries: dict[str, CorruptionSummary]) -> None:
     """Corruptions: mean Dice vs severity (0 = clean), one panel per model, one curve per
     corruption (ROOD-MRI's degradation curves)."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.6), squeeze=False)
     for ax, (name, s) in zip(axes[0], summaries.items()):
-        for c, v in s["corruptions"].items():
-            levels = sorted(v["severity"], key=int)
-            ax.plot([0, *map(int, levels)], [s["clean_dice"], *(v["severity"][k] for k in levels)], marker="o", label=c)
+        for c, v in s.corruptions.items():
+            levels = v.levels()
+            ax.plot([0, *map(int, levels)], [s.clean_dice, *(v.severity[k] for k in levels)], marker="o", label=c)
         ax.set_title(name)
         ax.set_xlabel("severity")
         ax.set_ylim(0, 1)

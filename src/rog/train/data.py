@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rog.attacks.threat import ThreatModel
 from rog.corruptions import CORRUPTIONS, corrupt, foreground_sd
 from rog.data.preprocess import load_case
 from rog.data.sampling import centred_patch, class_locations, sample_patch
@@ -48,8 +49,9 @@ class TrainPatches(Dataset):
     def _case(self, name: str):
         if name not in self._cache:  # per worker process: arrays memory-mapped, locations once
             image, label, _ = load_case(self.data_dir, name)
-            flat = np.asarray(image).reshape(image.shape[0], -1)
-            span = torch.from_numpy(np.stack([flat.min(1), flat.max(1)]).astype(np.float32))
+            # the whole case's per-channel box, as the benchmark's (`[2, C]`: lo, hi)
+            lo, hi = ThreatModel.channel_range(torch.tensor(np.asarray(image), dtype=torch.float32)[None])
+            span = torch.stack([lo.flatten(), hi.flatten()])
             self._cache[name] = (image, label, class_locations(np.asarray(label)), span)
         return self._cache[name]
 
@@ -74,8 +76,8 @@ class TrainPatches(Dataset):
     def _corrupt(self, img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         names = list(CORRUPTIONS)
         name, severity = names[int(rng.integers(len(names)))], int(rng.integers(1, 6))
-        flat = img.flatten(1)
-        return corrupt(img, name, severity, self.corruption_spacing, flat.amin(1), flat.amax(1),
+        lo, hi = ThreatModel.channel_range(img[None])
+        return corrupt(img, name, severity, self.corruption_spacing, lo.flatten(), hi.flatten(),
                        foreground_sd(img, lab), int(rng.integers(2 ** 31)))
 
 

@@ -1,12 +1,13 @@
-"""The work directory of one dataset and the re-runnable stages that fill it.
-
-fingerprint.json, plan.json and preprocessed/ (the layout: `rog.rundir.Workdir`); each stage
+"""The re-runnable stages that fill one dataset's work directory (the layout:
+`rog.rundir.Workdir`): fingerprint.json, plan.json, preprocessed/, runs/NAME/ (training and
+the post-processing decision, the test scores) and the atlas-transfer reference. Each stage
 skips work whose output exists.
 """
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from rog.atomic import write_json
@@ -50,7 +51,7 @@ def run_preprocessing(dataset: str | Path, workdir: str | Path | None = None, wo
 
 def train_run(dataset: str | Path, workdir: str | Path | None, name: str, options: dict, resume: bool = False,
               progress: bool = True, postprocessing: bool = True, width: int | None = None,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False) -> TrainResult:
     """Preprocess if needed, train into WORKDIR/runs/NAME (the plan's width overridable), then
     decide post-processing on the validation cases. `options`: TrainConfig fields to set.
 
@@ -78,8 +79,19 @@ def train_run(dataset: str | Path, workdir: str | Path | None, name: str, option
     return train_and_decide(plan, wd, name, config, resume, progress, postprocessing)
 
 
+@dataclass
+class TrainResult:
+    """What a training stage leaves: epochs run, the best validation Dice on centred patches,
+    and the post-processing decision (postprocessing.json: steps, whole-volume Dice without and
+    with them; None when not decided here)."""
+
+    epochs: int
+    best_val_dice: float
+    postprocessing: dict | None = None
+
+
 def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = False, progress: bool = True,
-                     postprocessing: bool = True) -> dict:
+                     postprocessing: bool = True) -> TrainResult:
     """Train WORKDIR/runs/NAME from the preprocessed cases; then (rank 0) reload the best
     checkpoint and decide post-processing on the whole validation volumes."""
     from rog.checkpoint import load_weights
@@ -87,9 +99,41 @@ def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = 
     from rog.train.trainer import Trainer
 
     trainer = Trainer(plan, wd.preprocessed, wd.run(name), config, progress=progress)
-    result = trainer.fit(resume=resume)
+    fitted = trainer.fit(resume=resume)
+    result = TrainResult(fitted["epochs"], fitted["best_val_dice"])
     if postprocessing and trainer.rank == 0:
         load_weights(trainer.model, wd.run(name).checkpoint("best"))
-        result["postprocessing"] = decide_for_run(trainer.model, plan, wd.preprocessed, wd.run(name),
-                                                  trainer.device)
+        result.postprocessing = decide_for_run(trainer.model, plan, wd.preprocessed, wd.run(name), trainer.device)
     return result
+
+
+def test_scores(wd: Workdir, ds: Dataset, name: str) -> dict | None:
+    """Predict the test cases with run NAME (its post-processing) into the run's
+    test_predictions/ and score them against the test labels (`rog evaluate`'s summary, kept
+    as the run's test_eval.json); None where the test cases have no labels. Skipped, and the
+    summary read back, when the scores exist."""
+    from rog.checkpoint import load_run
+    from rog.evaluate.folders import evaluate_folders
+    from rog.infer.predictor import predict_cases
+    run = wd.run(name)
+    if run.test_eval.is_file():
+        return run.read_test_eval()
+    model, plan, _ = load_run(run)
+    predict_cases(model, plan, ds.test, run.test_predictions, steps=run.postprocessing_steps(), progress=False)
+    labelled = [c for c in ds.test if c.label is not None]
+    if not labelled:  # the MSD has no public test labels
+        return None
+    return evaluate_folders(run.test_predictions, labelled[0].label.parent, plan.num_classes, run.test_eval_stem)
+
+
+def atlas_reference(wd: Workdir, ds: Dataset, num_classes: int):
+    """The atlas-transfer reference on the labelled test cases (`rog.evaluate.atlas`), kept in
+    the work directory and read back once computed; None without labelled test cases."""
+    from rog.evaluate.atlas import AtlasReference, atlas_transfer
+    if wd.atlas_transfer.is_file():
+        return AtlasReference.from_json(json.loads(wd.atlas_transfer.read_text()))
+    if not any(c.label is not None for c in ds.test):
+        return None
+    reference = atlas_transfer(ds.training, ds.test, num_classes)
+    write_json(wd.atlas_transfer, reference.to_json())
+    return reference

@@ -1,0 +1,26 @@
+"""The `rog` command: `main` parses (`rog.cli.parser`), runs one command (`rog.cli.commands`:
+a typed request to `rog.pipeline` or a library call, and what it prints), and turns every user
+error into one line and exit code 2."""
+from __future__ import annotations
+
+import sys
+
+from rog.cli.parser import build_parser
+from rog.errors import RogError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (RogError, FileNotFoundError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"rog {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"rog {args.command}: interrupted; finished work is kept (run the same command to resume)",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,245 @@
+"""One function per `rog` command: it turns the parsed arguments into a call of the library
+or a typed request of `rog.pipeline`, and prints what came back. Nothing else lives here."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+import sys
+from pathlib import Path
+
+from rog.errors import UsageError
+
+
+def _workers(n: int | None) -> int:
+    return n if n else min(2, os.cpu_count() or 1)
+
+
+def cmd_synth(a) -> int:
+    from rog.data.dataset import describe
+    from rog.data.synthetic import make_task, min_size
+    if a.size and (a.size[0] < min_size(a.kind) or a.size[1] < a.size[0]):
+        raise UsageError(f"--size {a.size[0]} {a.size[1]}: need {min_size(a.kind)} <= MIN <= MAX for kind "
+                         f"{a.kind!r} (smaller volumes have axes under the 8 voxels rog needs)")
+    out = make_task(a.out, kind=a.kind, cases=a.cases, test_cases=a.test_cases, seed=a.seed,
+                    layout=a.layout, size=tuple(a.size) if a.size else None)
+    print(describe(out) if a.layout == "msd" else f"wrote {out}")
+    return 0
+
+
+def cmd_check(a) -> int:
+    from rog.data.check import check_dataset
+    problems = check_dataset(a.dataset, progress=not a.quiet)
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} problem(s) found in {a.dataset}" if problems else f"{a.dataset}: no problems found")
+    return 1 if problems else 0
+
+
+def cmd_plan(a) -> int:
+    from rog.data.dataset import load_dataset
+    from rog.rundir import Workdir
+    from rog.pipeline.stages import ensure_fingerprint, ensure_plan
+    ds = load_dataset(a.dataset)
+    wd = Workdir.for_dataset(ds, a.workdir)
+    ensure_fingerprint(ds, wd, _workers(a.workers), force=a.force)
+    plan = ensure_plan(ds, wd, _workers(a.workers), force=a.force, model=a.model, width=a.width,
+                       spacing=a.spacing)
+    print(plan.table())
+    print(f"plan written to {wd.plan} (edit it by hand to change any setting)")
+    return 0
+
+
+def cmd_preprocess(a) -> int:
+    from rog.pipeline.stages import run_preprocessing
+    wd, _, done = run_preprocessing(a.dataset, a.workdir, _workers(a.workers), include_test=not a.no_test)
+    print(f"preprocessed {len(done)} case(s) into {wd.preprocessed} (finished cases are skipped)")
+    return 0
+
+
+def _parse_triple(text: str) -> list[int]:
+    parts = [int(v) for v in text.split(",")]
+    return parts * 3 if len(parts) == 1 else parts
+
+
+def cmd_summary(a) -> int:
+    from rog.models.summary import summarize
+    from rog.plan import Plan, plan_for
+    if a.plan:
+        plan = Plan.load(a.plan)
+    else:
+        plan = plan_for(a.channels, a.classes, [_parse_triple(s) for s in a.strides], width=a.width,
+                        patch_size=_parse_triple(a.input or "96"))
+    rows = summarize(plan, _parse_triple(a.input) if a.input else None, a.models)
+    if a.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(f"{'model':<10} {'parameters':>12} {'GFLOPs':>9}  input")
+        for r in rows:
+            print(f"{r.model:<10} {r.parameters:>12,} {r.gflops:>9.2f}  {'x'.join(map(str, r.input))}")
+    return 0
+
+
+def _source(a):
+    """The `ModelSource` of the model options of `predict`, `attack` and `corrupt`."""
+    from rog.pipeline.models import ModelSource
+    return ModelSource(**{k: getattr(a, k, None) for k in ("run", "model", "checkpoint", "plan", "data", "nnunet",
+                                                            "bundle", "images", "labels")},
+                       fold=getattr(a, "fold", 0), tta=getattr(a, "tta", False))
+
+
+def cmd_predict(a) -> int:
+    from rog.pipeline.predict import PredictRequest, predict
+    r = predict(PredictRequest(_source(a), a.input, a.output, a.postprocess, a.overlap, a.tta, a.device))
+    if a.verbose:
+        print("seconds per stage, all cases: " + ", ".join(f"{k} {v:.2f}" for k, v in r.seconds.items()))
+    print(f"predicted {len(r.status) - len(r.failed)} of {len(r.status)} case(s) into {a.output}"
+          + (f"; failed: {', '.join(r.failed)}" if r.failed else ""))
+    return 1 if r.failed else 0
+
+
+def cmd_evaluate(a) -> int:
+    from rog.evaluate.folders import evaluate_folders
+    out = Path(a.out) if a.out else Path(a.pred) / "summary"
+    s = evaluate_folders(a.pred, a.gt, a.classes, out, a.tolerance)
+    for k in range(s["num_classes"] - 1):
+        d, h, n = (s["mean"][m][k] for m in ("dice", "hd95", "nsd"))
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+        print(f"class {k + 1}: Dice {fmt(d)}  HD95 {fmt(h)} mm  NSD {fmt(n)}")
+    print(f"{len(s['cases'])} case(s); summary in {out}.json and {out}.csv")
+    if s["missing_predictions"]:
+        print(f"rog evaluate: error: {a.pred}: no prediction for {len(s['missing_predictions'])} reference(s): "
+              f"{', '.join(s['missing_predictions'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sweep(a, config):
+    """Run `rog attack` / `rog corrupt` with `config`; None on torchrun ranks > 0."""
+    from rog.pipeline.sweeps import SweepRequest, run_sweep
+    result = run_sweep(SweepRequest(_source(a), config, a.cases, a.max_cases, a.label, a.out, a.device))
+    r = result.results
+    if r is not None:
+        print(f"{len(r.clean)} case(s): {r.meta.cases_source_text}; clean Dice {r.summary.clean_dice:.4f}")
+    return result
+
+
+def _checks(result) -> None:
+    for c in result.results.checks:
+        print(f"check {c.status.upper():>7}: {c.name}: {c.detail}")
+    print(f"results in {result.out}")
+
+
+def cmd_attack(a) -> int:
+    small = [e for e in a.eps if e < 1]
+    if small:
+        print(f"rog attack: note: eps is on the /255 scale of each channel's range: --eps {small[0]:g} means "
+              f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
+    from rog.bench import BenchmarkConfig
+    scope = a.scope or ("volume" if a.nnunet or a.bundle else "patch")
+    result = _sweep(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=scope,
+                                       norm=a.norm, seed=a.seed))
+    if result.results is None:
+        return 0  # a non-zero rank: rank 0 merges and reports
+    s = result.results.summary
+    print(f"success threshold tau = {s.tau:.4f}")
+    for eps, e in s.eps_items():
+        print(f"eps {float(eps):>5g}/255: worst-case Dice {e.worst_case_dice:.4f}, "
+              f"robust accuracy {e.robust_accuracy:.3f}")
+    _checks(result)
+    return 0
+
+
+def cmd_corrupt(a) -> int:
+    from rog.bench import CorruptionConfig
+    config = CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed)
+    result = _sweep(a, config)
+    if result.results is None:
+        return 0
+    s = result.results.summary
+    print(f"{'corruption':<11} " + " ".join(f"{'sev ' + str(v):>7}" for v in config.severities)
+          + f"  {'mean':>6}  rel. AUC")
+    for name, c in s.corruptions.items():
+        cells = " ".join(f"{c.severity[str(v)]:>7.4f}" for v in config.severities)
+        print(f"{name:<11} {cells}  {c.mean_dice:>6.4f}  {c.relative_auc:.3f}")
+    print(f"mean corruption Dice {s.mean_corruption_dice:.4f}")
+    _checks(result)
+    return 0
+
+
+def cmd_train(a) -> int:
+    from dataclasses import fields
+    from rog.pipeline.stages import train_run
+    from rog.train.trainer import TrainConfig
+    # options given on the command line only (the others are unset: TrainConfig's defaults
+    # apply to a new run, a resumed run keeps its own values)
+    given = {f.name: getattr(a, f.name) for f in fields(TrainConfig) if hasattr(a, f.name)}
+    if a.resume:
+        changed = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        print("rog train: resuming with the run's own config.json and plan.json"
+              + (f"; given here, overriding it: {changed}" if changed else ""), file=sys.stderr)
+    result = train_run(a.dataset, a.workdir, a.name, given, resume=a.resume, width=a.width,
+                       postprocessing=not a.no_postprocessing, overwrite=a.overwrite)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"trained {result.epochs} epoch(s); best validation Dice on centred patches "
+              f"{result.best_val_dice:.4f}")
+        if result.postprocessing:
+            pp = result.postprocessing
+            print(f"validation Dice on whole volumes (sliding window): {pp['dice_without']:.4f}, "
+                  f"with the kept post-processing {pp['dice_with']:.4f}; kept: {pp['steps']}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from rog.report.build import build_report
+    summary = build_report(a.inputs, a.out, a.table_eps, panels=not a.no_panels, baseline=a.baseline)
+    for name, m in summary.models.items():
+        print(f"{name}: clean Dice {m.clean_dice:.4f}, AUC {m.auc_worst_case:.3f}")
+    for name, m in summary.corruptions.items():
+        print(f"{name}: mean corruption Dice {m.mean_corruption_dice:.4f}"
+              + (f", mCE {m.mce:.2f}" if m.mce is not None else ""))
+    print(f"report written to {Path(a.out) / 'report.html'}")
+    return 0
+
+
+def _experiment(result) -> int:
+    """Print an experiment's outcome: the dataset's problems, or each model's figures."""
+    if result.problems:
+        print("\n".join(map(str, result.problems)))
+        return 1
+    s = result.summary
+    for name, g in s.seeds.groups.items():
+        c = s.corruptions.get(name)
+        print(f"    {name:<10} clean Dice {g.clean_dice.text()}  worst-case Dice at 8/255 "
+              f"{g.eps['8.0'].text() if '8.0' in g.eps else 'n/a'}  AUC {g.auc_worst_case.text()}"
+              + (f"  mean corruption Dice {c.mean_corruption_dice:.3f}" if c else ""))
+    if s.seeds.gain:
+        print("    " + s.seeds.gain.text)
+    print(f"done: open {result.report}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from rog.demo import DEMOS, WORKDIRS
+    from rog.pipeline.experiment import demo_data, run_experiment
+    settings, workdir = DEMOS[a.task, a.quick], Path(a.workdir or WORKDIRS[a.task])
+    return _experiment(run_experiment(demo_data(workdir, a.task, settings), workdir, settings))
+
+
+def cmd_nuclei(a) -> int:
+    from rog.atomic import writable_dir
+    from rog.data.nuclei import make_nuclei_task
+    if (Path(a.out) / "dataset.json").exists():
+        raise UsageError(f"{a.out}: already holds a dataset (dataset.json); choose another folder")
+    from rog.data.dataset import describe
+    print(describe(make_nuclei_task(writable_dir(a.out))))
+    return 0
+
+
+def cmd_run_paper(a) -> int:
+    from rog.data.dataset import load_dataset
+    from rog.pipeline.experiment import PAPER, run_experiment
+    workdir = Path(a.workdir or Path("rog_work") / load_dataset(a.dataset).name)
+    return _experiment(run_experiment(Path(a.dataset), workdir, PAPER, a.device))
+
+

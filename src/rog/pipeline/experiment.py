@@ -1,0 +1,161 @@
+"""The paper's experiment on any dataset folder (`rog demo`, `rog run-paper`): check, plan,
+preprocess; per training seed ROG clean, ROG fine-tuned with Free AT and the DynUNet
+baseline, their test scores and attack sweeps; the corruption sweep on the first seed's
+models; the atlas-transfer reference; the report. Each stage prints where it is and is
+skipped when its output exists, so an interrupted experiment resumes."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rog.bench import BenchmarkConfig, CorruptionConfig
+from rog.data.check import check_dataset
+from rog.data.dataset import load_dataset
+from rog.data.preprocess import preprocess_dataset
+from rog.pipeline.models import ModelSource
+from rog.pipeline.stages import atlas_reference, ensure_plan, test_scores, train_and_decide
+from rog.pipeline.sweeps import SweepRequest, run_sweep
+from rog.rundir import Workdir
+from rog.train.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The experiment's budgets; the defaults are the synthetic demo's."""
+
+    cases: int = 12  # synthetic task only: cases and in-plane size
+    size: tuple[int, int] = (40, 56)
+    width: int = 8
+    epochs: int = 40
+    iterations: int | None = 10
+    batch_size: int | None = 2
+    lr: float = 3e-3
+    free_epochs: int = 20  # Free AT fine-tuning epochs before division by m
+    eps: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0)
+    iters: int = 5
+    queries: int = 100
+    attack_cases: int | None = None
+    corruptions: tuple[str, ...] = ("all",)
+    severities: tuple[int, ...] = (1, 3, 5)
+    seeds: int = 1  # each model trained with seeds 0 .. seeds-1
+    spacing: float | None = None  # target spacing override in mm (None: the median spacing)
+
+
+# the paper's settings (REFERENCE section 3 and 5), for `rog run-paper` on a real MSD task
+PAPER = Settings(width=64, epochs=1000, iterations=None, batch_size=None, lr=1e-3, free_epochs=1000,
+                 queries=500, attack_cases=None)
+MODELS = ("rog_clean", "rog_free", "dynunet")
+
+
+@dataclass
+class ExperimentResult:
+    report: Path | None  # report.html; None when the dataset check failed
+    problems: list  # the dataset's problems (nothing else ran when there are any)
+    summary: object = None  # the report's `ReportSummary`
+
+
+def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto") -> ExperimentResult:
+    """Run every stage of the experiment on the dataset folder `data` in `workdir`."""
+    t0 = time.time()
+    wd = Workdir(Path(workdir))
+
+    def stage(text: str) -> None:
+        print(f"[{time.time() - t0:6.0f}s] {text}", flush=True)
+
+    stage("checking the dataset")
+    problems = check_dataset(data)
+    if problems:
+        return ExperimentResult(None, problems)
+    ds = load_dataset(data)
+    stage(f"plan -> {wd.plan}")
+    plan = ensure_plan(ds, wd, width=s.width, spacing=s.spacing)
+    stage(f"preprocessing -> {wd.preprocessed}")
+    preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=False)
+
+    results = []
+    for seed in range(s.seeds):
+        base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
+                           patience=min(max(s.epochs // 4, 2), 50), seed=seed, device=device)
+        runs = {"rog_clean": base,
+                "rog_free": replace(base, adv="free", epochs=s.free_epochs,
+                                    init_from=str(wd.run(f"rog_clean-s{seed}"))),
+                "dynunet": replace(base, model="dynunet")}
+        for name, config in runs.items():
+            _train(wd, plan, f"{name}-s{seed}", config, stage)
+            _test(wd, ds, f"{name}-s{seed}", stage)
+        attack = BenchmarkConfig(eps=list(s.eps), attacks=["standard", "pgd"], iters=[s.iters], queries=[s.queries])
+        corruption = CorruptionConfig(corruptions=list(s.corruptions), severities=list(s.severities))
+        for name in runs:
+            results.append(_sweep(wd, name, seed, attack, s, stage, device,
+                                  f"attack sweep eps {list(s.eps)} (standard ensemble + PGD)"))
+            if seed == 0:  # the artefact sweep is not part of the seed study: one seed keeps the budget
+                results.append(_sweep(wd, name, seed, corruption, s, stage, device,
+                                      f"corruption sweep {list(s.corruptions)} at severities {list(s.severities)}"))
+    fresh = not wd.atlas_transfer.is_file()
+    if fresh:
+        stage(f"atlas-transfer reference (the training labels' majority vote through world coordinates) -> "
+              f"{wd.atlas_transfer}")
+    reference = atlas_reference(wd, ds, plan.num_classes)
+    if fresh and reference is not None:
+        print(f"    test Dice with no learning: {reference.dice:.3f}")
+    stage("report")
+    from rog.report.build import build_report
+    summary = build_report(results, wd.root / "report", baseline="dynunet", gain=("rog_free", "rog_clean"),
+                           reference=reference)
+    return ExperimentResult(wd.root / "report" / "report.html", [], summary)
+
+
+def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
+    run = wd.run(name)
+    if run.postprocessing.is_file():
+        stage(f"{name}: trained already ({run}), skipped")
+        return
+    what = {"free": "Free AT fine-tuning", None: "training"}[config.adv]
+    stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
+    result = train_and_decide(plan, wd, name, config, resume=run.checkpoint("last").is_file())
+    print(f"    best validation Dice {result.best_val_dice:.3f} after {result.epochs} epoch(s)")
+
+
+def _test(wd: Workdir, ds, name: str, stage) -> None:
+    run = wd.run(name)
+    if run.test_eval.is_file():
+        return
+    stage(f"{name}: predicting and scoring the held-out test cases")
+    scores = test_scores(wd, ds, name)
+    if scores is None:
+        print(f"    predictions in {run.test_predictions} (no test labels to score them)")
+    else:
+        print("    test Dice per class: " + ", ".join(f"{d:.3f}" if d is not None else "n/a"
+                                                      for d in scores["mean"]["dice"]))
+
+
+def _sweep(wd: Workdir, name: str, seed: int, config, s: Settings, stage, device: str, what: str) -> Path:
+    """The sweep `config` of run NAME-sSEED into attacks/NAME-sSEED-FOLDER, unless finished
+    there already; results labelled NAME (the report tells seeds apart by the run's recorded
+    seed). Returns the results folder."""
+    run = wd.run(f"{name}-s{seed}")
+    req = SweepRequest(ModelSource(run=run.path), config, max_cases=s.attack_cases, label=name, device=device)
+    out = wd.results(f"{run.name}-{req.folder}")
+    if out.finished():
+        stage(f"{run.name}: {'attack' if req.attack else 'corruption'} results exist, skipped")
+        return out.path
+    stage(f"{run.name}: {what} -> {out}")
+    run_sweep(replace(req, out=out.path))
+    return out.path
+
+
+def demo_data(workdir: Path, task: str, s: Settings) -> Path:
+    """The demo's dataset folder in WORKDIR/data, written once: `task` "nuclei" (the brain
+    templates and atlases the setup installed) or "synthetic" (`s.cases` CT-like phantoms)."""
+    from rog.data.nuclei import make_nuclei_task
+    from rog.data.synthetic import make_task
+    data = Path(workdir) / "data" / ("Nuclei" if task == "nuclei" else "SynthCT")
+    if not (data / "dataset.json").is_file():
+        if task == "nuclei":
+            print(f"writing the deep grey nuclei task (four brain templates) to {data}", flush=True)
+            make_nuclei_task(data)
+        else:
+            print(f"writing the synthetic CT-like task to {data}", flush=True)
+            make_task(data, kind="ct", cases=s.cases, test_cases=2, seed=0, size=s.size)
+    return data

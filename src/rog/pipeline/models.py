@@ -1,0 +1,84 @@
+"""Where a command's model comes from, and loading it: a run directory; a registered or
+`package.module:factory` model with its plan, weights and preprocessed data; an nnU-Net v2
+model folder; a MONAI bundle."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from rog.errors import UsageError
+from rog.plan import Plan
+from rog.rundir import RunDir
+
+
+@dataclass
+class ModelSource:
+    """One of: `run` (a run directory); `model` (registered name or `package.module:factory`)
+    with `plan`, optional `checkpoint` and `data` (a preprocessed folder); `nnunet` (a trained
+    configuration folder, `fold`, `tta`: mirroring) or `bundle` (a MONAI bundle folder), each
+    with `images` and `labels` folders that the tool preprocesses itself."""
+
+    run: str | Path | None = None
+    model: str | None = None
+    checkpoint: str | Path | None = None
+    plan: str | Path | None = None
+    data: str | Path | None = None
+    nnunet: str | Path | None = None
+    fold: int | str = 0
+    tta: bool = False
+    bundle: str | Path | None = None
+    images: str | Path | None = None
+    labels: str | Path | None = None
+
+    @property
+    def tool(self) -> str | None:
+        """"nnunet" or "bundle" for another tool's model, None for rog's own."""
+        if self.nnunet and self.bundle:
+            raise UsageError("give --nnunet or --bundle, not both")
+        return "nnunet" if self.nnunet else "bundle" if self.bundle else None
+
+
+@dataclass
+class RogModel:
+    """A model on rog's preprocessed grid: the network in eval mode, its plan, its run (None
+    for --model), the preprocessed folder its cases come from and its weights file."""
+
+    network: nn.Module
+    plan: Plan
+    run: RunDir | None
+    data: Path | None
+    weights: Path | None
+    name: str | None  # --model's name; None: the run's own
+
+
+def load_model(source: ModelSource, need_data: bool = False) -> RogModel:
+    """The rog model of `source` (a run, or --model with --plan); `need_data`: a preprocessed
+    folder is required (the run's work directory, or --data)."""
+    from rog.checkpoint import load_external, load_run
+    if source.model:
+        if not source.plan:
+            raise UsageError("--model needs --plan (and usually --checkpoint)")
+        if need_data and not source.data:
+            raise UsageError("--model needs --data (a preprocessed folder)")
+        network, plan = load_external(source.model, source.checkpoint, source.plan)
+        return RogModel(network, plan, None, Path(source.data) if source.data else None,
+                        Path(source.checkpoint) if source.checkpoint else None, source.model)
+    if not source.run:
+        raise UsageError("give a run directory, or --model with --plan")
+    network, plan, _ = load_run(source.run)
+    run = RunDir(source.run)
+    return RogModel(network, plan, run, Path(source.data) if source.data else run.workdir.preprocessed,
+                    run.weights(), None)
+
+
+def load_tool_model(source: ModelSource):
+    """The `rog.external.ExternalModel` of an nnU-Net model folder or a MONAI bundle."""
+    if not (source.images and source.labels):
+        raise UsageError(f"--{source.tool} needs --images and --labels")
+    if source.tool == "nnunet":
+        from rog.external.nnunet import load_nnunet
+        return load_nnunet(source.nnunet, source.fold, tta=source.tta)
+    from rog.external.bundle import load_bundle
+    return load_bundle(source.bundle)

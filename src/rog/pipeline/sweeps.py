@@ -1,0 +1,113 @@
+"""One benchmark of one model (`rog attack`, `rog corrupt`, the demo's sweeps): choose the
+cases, describe the model for the report, load the cases and run the attacks or the
+corruptions into a results folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rog.atomic import writable_dir
+from rog.bench.cases import SOURCES, default_cases, load_bench_cases
+from rog.bench.corruption import CorruptionConfig, CorruptionSweep
+from rog.bench.records import file_hash
+from rog.bench.runner import Benchmark, BenchmarkConfig
+from rog.devices import init_distributed, resolve_device
+from rog.errors import UsageError
+from rog.models.summary import model_row, row
+from rog.pipeline.models import ModelSource, RogModel, load_model, load_tool_model
+from rog.results import Meta, Results
+
+
+@dataclass
+class SweepRequest:
+    """A benchmark of `source`'s model: `config` is a `BenchmarkConfig` (attacks) or a
+    `CorruptionConfig` (scanner artefacts); `cases` (default: `rog.bench.cases`), at most
+    `max_cases`; `label` names the model in results and reports; `out` the results folder
+    (default: WORKDIR/attacks/RUN-SCOPE for a run, else ./rog_SCOPE or ./rog_TOOL-KIND)."""
+
+    source: ModelSource
+    config: BenchmarkConfig | CorruptionConfig
+    cases: list[str] | None = None
+    max_cases: int | None = None
+    label: str | None = None
+    out: str | Path | None = None
+    device: str = "auto"
+    progress: bool = True
+
+    @property
+    def attack(self) -> bool:
+        return isinstance(self.config, BenchmarkConfig)
+
+    @property
+    def folder(self) -> str:
+        """The default results folder's suffix: the attack scope, or "corruptions"."""
+        return self.config.scope if self.attack else "corruptions"
+
+
+@dataclass
+class SweepResult:
+    results: Results | None  # None on torchrun ranks > 0: rank 0 merges and reports
+    out: Path
+
+
+def run_sweep(req: SweepRequest) -> SweepResult:
+    """Run the benchmark of `req` (sharded over torchrun's ranks where it runs under one)."""
+    if req.source.tool:
+        return _tool_sweep(req)
+    m = load_model(req.source, need_data=True)
+    default = m.run.workdir.results(f"{m.run.name}-{req.folder}").path if m.run else Path(f"rog_{req.folder}")
+    out = Path(req.out) if req.out else default
+    device = resolve_device(req.device)
+    init_distributed()
+    names, source = (req.cases, "given") if req.cases else default_cases(m.data, m.run)
+    names = names[:req.max_cases] if req.max_cases else names
+    if not names:
+        raise FileNotFoundError(f"{m.data}: no labelled preprocessed case to evaluate")
+    scope = req.config.scope if req.attack else "volume"
+    cases = load_bench_cases(m.data, names, scope, m.plan.val_patch_size, device)
+    meta = _rog_meta(m, source, req.label)
+    sweep = _sweep(req, m.network.to(device), m.plan.num_classes, m.plan.val_patch_size, m.plan.target_spacing,
+                   out, meta=meta, weights=file_hash(m.weights))
+    return SweepResult(sweep.run(cases), out)
+
+
+def _sweep(req: SweepRequest, net, num_classes: int, patch, spacing, out: Path, **common):
+    """The attack benchmark or the corruption sweep of `req` on `net` (a patch network)."""
+    if req.attack:
+        return Benchmark(net, num_classes, req.config, out, patch, progress=req.progress, **common)
+    return CorruptionSweep(net, num_classes, req.config, out, patch, spacing, progress=req.progress, **common)
+
+
+def _rog_meta(m: RogModel, source: str, label: str | None) -> Meta:
+    """The report's description of a rog model: label, run, data, model summary, class names,
+    the run's test scores and training seed, where the cases come from."""
+    from rog.train.trainer import TrainConfig
+    config = TrainConfig.from_dict(m.run.read_config(), str(m.run.config)) if m.run else None
+    name = m.name or (config and config.model) or m.plan.model
+    return Meta(label=label or (m.run.name if m.run else name), run=str(m.run.path.resolve()) if m.run else None,
+                data=str(m.data.resolve()), cases_source=source, cases_source_text=SOURCES[source],
+                model=model_row(m.network, m.plan, name),
+                class_names=[m.plan.labels.get(str(k), f"class {k}") for k in range(1, m.plan.num_classes)],
+                test=m.run.read_test_eval() if m.run else None, seed=config.seed if config else None)
+
+
+def _tool_sweep(req: SweepRequest) -> SweepResult:
+    """`run_sweep` for an nnU-Net model folder or a MONAI bundle: the tool's own preprocessing
+    of the images and labels folders, whole cases through rog's sliding window with the tool's
+    patch size, mirroring and tiling. Results go to `out`, else ./rog_TOOL-KIND."""
+    tool = req.source.tool
+    if req.attack and req.config.scope == "patch":
+        raise UsageError("--scope patch: nnU-Net and MONAI bundle models are attacked on whole cases (--scope "
+                         "volume, their default)")
+    model = load_tool_model(req.source)
+    device = resolve_device(req.device)
+    cases = model.load_cases(req.source.images, req.source.labels, req.cases, req.max_cases, device)
+    out = writable_dir(req.out or f"rog_{tool}-{'attack' if req.attack else 'corruption'}")
+    init_distributed()
+    meta = Meta(label=req.label or model.name, cases_source="folders", cases_source_text=SOURCES["folders"],
+                model=row(model.network, model.name, model.num_channels, model.patch),
+                class_names=model.class_names)
+    net = model.network.to(device)  # after counting: the FLOP count runs on the CPU
+    sweep = _sweep(req, net, model.num_classes, model.patch, model.spacing, out, meta=meta,
+                   weights=file_hash(model.weights), window=model.window)
+    return SweepResult(sweep.run(cases), out)

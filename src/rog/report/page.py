@@ -1,0 +1,160 @@
+"""The report's HTML page, from the typed results (`rog.results`) and the report's summary
+(`rog.report.summary`), section by section in reading order."""
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+
+esc = html.escape
+
+HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>rog robustness report</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "th{background:#f2f2f2}.fail{background:#fdd;font-weight:bold}.warn{background:#ffe9b3}"
+        ".pass{background:#e3f7e3}img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}"
+        "</style></head><body><h1>Robustness report</h1>")
+
+
+def fmt(v, digits=3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _check_rows(name: str, checks) -> str:
+    return "".join(f"<tr class='{c.status}'><td>{esc(name)}</td><td>{esc(c.name)}</td><td>{c.status}</td>"
+                   f"<td style='text-align:left'>{esc(c.detail)}</td></tr>" for c in checks)
+
+
+def corruptions(entries: list, scores: dict, baseline: str | None) -> str:
+    """The section on scanner artefacts: (name, `Results`) pairs and their `CorruptionScores`."""
+    if not entries:
+        return ""
+    names = list(entries[0][1].summary.corruptions)
+    rows = "".join(
+        f"<tr><td>{esc(n)}</td><td>{fmt(m.clean_dice)}</td>" + "".join(
+            f"<td>{fmt(getattr(m.corruptions.get(c), 'mean_dice', None))} "
+            f"({fmt(getattr(m.corruptions.get(c), 'relative_auc', None), 2)})</td>" for c in names)
+        + f"<td>{fmt(m.mean_corruption_dice)}</td><td>{fmt(m.mce, 2)}</td></tr>" for n, m in scores.items())
+    checks = "".join(_check_rows(name, r.checks) for name, r in entries)
+    return ("<h2>Scanner artefacts (corruptions)</h2><img src='dice_vs_severity.png' alt='Dice vs severity'>"
+            f"<table><tr><th>model</th><th>clean</th>{''.join(f'<th>{esc(c)}</th>' for c in names)}"
+            f"<th>mean corruption Dice</th><th>mCE vs {esc(baseline or 'no baseline')}</th></tr>{rows}</table>"
+            "<p>Cells: mean Dice over the severities run (area under the Dice-severity curve relative to the clean "
+            "Dice, as ROOD-MRI reports it). mCE: ImageNet-C's mean corruption error relative to the baseline "
+            "(1 = as robust as it, lower is better). Corruptions and their physical parameters: "
+            "<code>rog.corruptions</code>; whole cases through the sliding window; "
+            f"cases: {esc(entries[0][1].meta.cases_source_text)}.</p>"
+            f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
+
+
+def learning(learn) -> str:
+    """What learning adds: the models' clean test Dice beside the atlas-transfer reference."""
+    if not learn:
+        return ""
+    ref, best = learn.reference, learn.best_single
+    single = ref.single
+    best_row = (f"<tr><td>atlas transfer, best single training label ({esc(best)}; chosen on the test cases)</td>"
+                f"<td>{fmt(single[best])}</td><td>-</td></tr>") if best else ""
+    alone = (f"each training label alone scores {fmt(min(single.values()))}-{fmt(max(single.values()))} on the "
+             "test cases its field of view covers. ") if single else ""
+    rows = (f"<tr><td>atlas transfer (no learning)</td><td>{fmt(ref.dice)}</td><td>-</td></tr>" + best_row
+            + "".join(f"<tr><td>{esc(g)}</td><td>{fmt(m.mean)} &plusmn; {fmt(m.sd)}</td><td>{m.n}</td></tr>"
+                      for g, m in learn.models.items()))
+    return ("<h2>What learning adds: clean test Dice beside an atlas-transfer reference</h2>"
+            f"<table><tr><th>model</th><th>whole-case test Dice</th><th>seeds</th></tr>{rows}</table>"
+            f"<p>Atlas transfer: the labels of the {ref.training_cases} training cases carried onto each test "
+            f"case ({esc(', '.join(sorted(ref.cases)))}) through world coordinates, majority vote per voxel, no "
+            f"model; {alone}Where cases share a space (brain templates registered to MNI space), this is what the "
+            "space gives away: a model's clean Dice says what it learned only by how far it rises above these "
+            "rows.</p>")
+
+
+def gain(seeds) -> str:
+    """The defence's gain, in words, as a bold paragraph (empty without one)."""
+    return f"<p><b>{esc(seeds.gain.text)}</b></p>" if seeds.gain else ""
+
+
+def across_seeds(seeds) -> str:
+    """The section on training seeds: mean +- sd table, figure, and the gain in words."""
+    groups = seeds.groups
+    eps_keys = sorted({k for g in groups.values() for k in g.eps}, key=float)
+
+    def pm(stat):
+        return "n/a" if stat is None else f"{stat.mean:.3f} &plusmn; {stat.sd:.3f}"
+    rows = "".join(f"<tr><td>{esc(name)}</td><td>{len(g.seeds)}</td><td>{pm(g.clean_dice)}</td>"
+                   + "".join(f"<td>{pm(g.eps.get(k))}</td>" for k in eps_keys)
+                   + f"<td>{pm(g.auc_worst_case)}</td></tr>" for name, g in groups.items())
+    return ("<h2>Across training seeds</h2>" + gain(seeds) + "<img src='seeds.png' alt='Dice vs eps over seeds'>"
+            "<table><tr><th>model</th><th>seeds</th><th>clean</th>"
+            + "".join(f"<th>eps {float(k):g}</th>" for k in eps_keys) + f"<th>AUC</th></tr>{rows}</table>"
+            "<p>Cells: mean &plusmn; sample sd over training seeds of the worst-case mean Dice; the figure "
+            "shows each seed's per-case worst-case Dice as points.</p>")
+
+
+def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: str, figs: list[str],
+           tail: str = "") -> str:
+    """The whole page: failed checks, seeds and learning, Dice under attack, PGD vs APGD-CE,
+    per-attack table, qualitative panels, clean Dice per class, models, checks, threat and
+    runtime, then `tail` (the corruption section)."""
+    parts = [HEAD]
+    failing = [(x.name, c) for x in entries for c in x.results.checks if c.status == "fail"]
+    if failing:
+        parts.append("<div class='fail'><h2>Validity checks FAILED</h2><ul>" + "".join(
+            f"<li>{esc(m)}: {esc(c.name)}: {esc(c.detail)}</li>" for m, c in failing) +
+            "</ul>These results may overestimate robustness.</div>")
+    parts.append((across_seeds(summary.seeds) if "seeds.png" in figs else gain(summary.seeds))
+                 + learning(summary.learning))
+    parts.append("<h2>Dice under attack (worst case over the ensemble, per instance)</h2>"
+                 "<img src='dice_vs_eps.png' alt='Dice vs eps'>")
+    head = "".join(f"<th>eps {float(k):g}</th>" for k, _ in entries[0].summary.eps_items())
+    parts.append(f"<table><tr><th>model</th><th>clean</th>{head}<th>AUC</th></tr>")
+    for x in entries:
+        cells = "".join(f"<td>{fmt(v.worst_case_dice)} ({fmt(v.robust_accuracy, 2)})</td>"
+                        for _, v in x.summary.eps_items())
+        parts.append(f"<tr><td>{esc(x.name)}</td><td>{fmt(x.summary.clean_dice)}</td>{cells}"
+                     f"<td>{fmt(summary.models[x.name].auc_worst_case)}</td></tr>")
+    parts.append("</table><p>Cells: worst-case mean Dice (robust accuracy: share of cases whose Dice stays "
+                 "above tau = half the mean clean Dice).</p>")
+    if "pgd_vs_apgd.png" in figs:
+        parts.append("<h2>PGD vs APGD-CE</h2><img src='pgd_vs_apgd.png' alt='PGD vs APGD-CE'>")
+    attacks = sorted({a for x in entries for a in x.summary.eps[t_key].attacks})
+    parts.append(f"<h2>Mean Dice under each attack at eps {t_eps:g}/255</h2><table><tr><th>model</th>"
+                 + "".join(f"<th>{esc(a)}</th>" for a in attacks) + "<th>worst case</th></tr>")
+    for x in entries:
+        v = x.summary.eps[t_key]
+        parts.append(f"<tr><td>{esc(x.name)}</td>" + "".join(
+            f"<td>{fmt(v.attacks.get(a))}</td>" for a in attacks) + f"<td>{fmt(v.worst_case_dice)}</td></tr>")
+    parts.append("</table>")
+    if "qualitative.png" in figs:
+        parts.append(f"<h2>Qualitative (the worst attack on case {esc(entries[0].cases[0])}, eps {t_eps:g}/255)</h2>"
+                     "<img src='qualitative.png' alt='qualitative'>")
+    parts.append("<h2>Clean Dice per class (attacked cases)</h2><table><tr><th>model</th>"
+                 + "".join(f"<th>{esc(c)}</th>" for c in class_names) + "</tr>")
+    for x in entries:
+        parts.append(f"<tr><td>{esc(x.name)}</td>" + "".join(f"<td>{fmt(d)}</td>" for d in x.clean_per_class())
+                     + "</tr>")
+    parts.append("</table><h2>Models</h2><table><tr><th>model</th><th>architecture</th><th>parameters</th>"
+                 "<th>GFLOPs</th><th>input</th><th>test Dice per class</th></tr>")
+    for x in entries:
+        info, test = x.results.meta.model, x.results.meta.test_dice()
+        if info:
+            parts.append(f"<tr><td>{esc(x.name)}</td><td>{esc(info.model)}</td><td>{info.parameters:,}</td>"
+                         f"<td>{info.gflops:.2f}</td><td>{'x'.join(map(str, info.input))}</td>"
+                         f"<td>{esc(', '.join(fmt(d) for d in test)) if test else 'n/a'}</td></tr>")
+    parts.append("</table><h2>Validity checks</h2><table><tr><th>model</th><th>check</th><th>status</th>"
+                 "<th>detail</th></tr>")
+    for x in entries:
+        parts.append(_check_rows(x.name, sorted(x.results.checks, key=lambda c: c.status != "fail")))
+    parts.append("</table><h2>Threat model, hyper-parameters, runtime</h2>")
+    for x in entries:
+        r = x.results
+        parts.append(f"<h3>{esc(x.name)}</h3><p>threat: <code>{esc(json.dumps(r.threat))}</code><br>"
+                     f"configuration: <code>{esc(json.dumps(r.config))}</code>; cases {len(x.cases)} "
+                     f"({esc(r.meta.cases_source_text)}); tau {r.tau:.3f}</p>")
+        if x.skipped():
+            parts.append("<p>skipped: " + esc("; ".join(x.skipped())) + "</p>")
+        parts.append("<table><tr><th>attack</th><th>total seconds</th></tr>" + "".join(
+            f"<tr><td>{esc(a)}</td><td>{s:.1f}</td></tr>" for a, s in sorted(x.runtime().items())) + "</table>")
+    parts.append(tail + "</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,68 @@
+"""The report's own document (`summary.json`), typed: what `rog report` returns to the CLI and
+the experiment, and writes beside the page."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from rog.evaluate.seeds import Gain, SeedGroup, Stat
+
+if TYPE_CHECKING:  # evaluate.atlas reads NIfTI through torch-importing modules; the report needs only the type
+    from rog.evaluate.atlas import AtlasReference
+
+
+@dataclass
+class ModelScores:
+    """One results folder of attacks: clean Dice (mean and per class), the worst-case AUC and
+    PGD's and APGD-CE's, per eps the results' `EpsSummary`, tau, each check's status, the
+    model's size and the run's test scores (`rog evaluate`'s summary)."""
+
+    clean_dice: float
+    clean_dice_per_class: list
+    auc_worst_case: float | None
+    auc_pgd_apgd: dict | None
+    eps: dict
+    tau: float
+    checks: dict
+    parameters: int | None
+    gflops: float | None
+    test: dict | None
+
+
+@dataclass
+class CorruptionScores:
+    clean_dice: float
+    mean_corruption_dice: float
+    corruptions: dict  # name -> `CorruptionStats`
+    mce: float | None  # relative to the baseline model, where one was named
+
+
+@dataclass
+class Seeds:
+    groups: dict  # model label -> `SeedGroup`
+    gain: Gain | None = None
+
+
+@dataclass
+class Learning:
+    """Whole-case clean test Dice per model label (over seeds) beside the atlas reference."""
+
+    reference: AtlasReference
+    best_single: str | None  # the training label that alone scores best (chosen on the test cases)
+    models: dict  # label -> `Stat`
+
+
+@dataclass
+class ReportSummary:
+    models: dict = field(default_factory=dict)  # model name -> ModelScores
+    seeds: Seeds = field(default_factory=lambda: Seeds({}))
+    learning: Learning | None = None
+    figures: list = field(default_factory=list)
+    corruptions: dict = field(default_factory=dict)  # model name -> CorruptionScores
+    table_eps: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+__all__ = ["CorruptionScores", "Gain", "Learning", "ModelScores", "ReportSummary", "SeedGroup", "Seeds", "Stat"]

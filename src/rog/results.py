@@ -1,0 +1,264 @@
+"""The results document of a benchmark (`results.json`): typed, versioned, and the one module
+that spells its keys.
+
+The attack benchmark and the corruption sweep write a `Results`; the report, the CLI and the
+demo read one; every other module uses the attributes, so renaming a field is an error where
+it is used, not a silently missing number. This module imports no torch (the report renders
+without it).
+
+Versions: 1 (no "version" key) is the document written before the schema existed; it has
+the same fields and loads as it is. 2 adds "version". A document of a newer version, or with a
+key this version does not know, is refused by name.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from rog.errors import RogError, refuse_unknown_keys
+
+VERSION = 2
+
+
+class ResultsError(RogError):
+    """A results document this rog cannot read (a newer version, an unknown key, a wrong kind)."""
+
+
+def _build(cls, raw: dict, where: str, **dicts):
+    """`cls(**raw)` with an unknown key refused by name; `dicts`: field name -> the dataclass
+    of that dict-valued field's values, built the same way."""
+    refuse_unknown_keys(raw, cls, where, ResultsError)
+    obj = cls(**raw)
+    for name, item in dicts.items():
+        setattr(obj, name, {k: _build(item, v, where) for k, v in getattr(obj, name).items()})
+    return obj
+
+
+@dataclass
+class Score:
+    """Dice of one prediction: mean over the foreground classes and per class (None: a class
+    absent from both prediction and reference)."""
+
+    dice: float
+    dice_per_class: list
+
+
+@dataclass
+class ModelInfo:
+    """The model's summary (`rog.models.summary.row`): name, parameters, GFLOPs at `input`."""
+
+    model: str
+    parameters: int
+    gflops: float
+    input: list
+
+
+@dataclass
+class Meta:
+    """What the report says about the model and the cases: its label, run and data folders,
+    where the cases come from (`cases_source`: a key of `rog.bench.cases.SOURCES`, and its
+    text), its summary, class names, the run's test scores (`rog evaluate`'s summary) and its
+    training seed."""
+
+    label: str = ""
+    run: str | None = None
+    data: str | None = None
+    cases_source: str | None = None
+    cases_source_text: str = "source not recorded"
+    model: ModelInfo | None = None
+    class_names: list = field(default_factory=list)
+    test: dict | None = None
+    seed: int | None = None
+
+    def test_dice(self) -> list | None:
+        """Per-class mean test Dice of the run's whole-case predictions, or None."""
+        return self.test["mean"]["dice"] if self.test else None
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str) -> "Meta":
+        m = _build(cls, dict(raw), where)
+        m.model = _build(ModelInfo, m.model, where) if m.model else None
+        return m
+
+
+@dataclass
+class Check:
+    """A validity check: `status` is "pass", "fail", "warn" or "skipped"."""
+
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass
+class AttackRecord:
+    """One case x attack x eps x budget. A skipped attack (`skipped`: why) has no measurements.
+    `norm`: the perturbation's size on the /255 scale; `in_ball`, `in_box`, `finite`: the raw
+    output's validity; `found` and `reason`: FAB-T's own verdict."""
+
+    case: str
+    attack: str
+    attack_id: str
+    eps: float
+    budget: int
+    dice: float | None = None
+    dice_per_class: list | None = None
+    broken: bool | None = None
+    norm: float | None = None
+    in_ball: bool | None = None
+    in_box: bool | None = None
+    finite: bool | None = None
+    seconds: float | None = None
+    iterations: int | None = None
+    queries: int | None = None
+    noop_queries: int | None = None
+    found: bool | None = None
+    reason: str | None = None
+    skipped: str | None = None
+
+    def valid(self) -> bool:
+        """Inside the eps-ball and the box, and finite."""
+        return bool(self.in_ball and self.in_box and self.finite)
+
+
+@dataclass
+class CorruptionRecord:
+    """One case x corruption x severity (1-5)."""
+
+    case: str
+    corruption: str
+    severity: int
+    dice: float
+    dice_per_class: list
+    seconds: float
+    finite: bool
+
+
+@dataclass
+class EpsSummary:
+    """One eps of an attack summary: worst case over the attacks per case, then the mean."""
+
+    worst_case_dice: float
+    robust_accuracy: float
+    worst_case_dice_per_class: list
+    attacks: dict  # attack id -> mean Dice
+    cases: int
+
+
+@dataclass
+class AttackSummary:
+    tau: float
+    clean_dice: float
+    eps: dict  # eps key ("8.0") -> EpsSummary
+    auc_worst_case: float | None
+
+    def eps_items(self) -> list[tuple[str, EpsSummary]]:
+        """(eps key, summary) in increasing eps."""
+        return sorted(self.eps.items(), key=lambda kv: float(kv[0]))
+
+
+@dataclass
+class CorruptionStats:
+    severity: dict  # severity key ("3") -> mean Dice
+    mean_dice: float
+    relative_auc: float | None
+
+    def levels(self) -> list[str]:
+        """Severity keys in increasing order."""
+        return sorted(self.severity, key=int)
+
+
+@dataclass
+class CorruptionSummary:
+    clean_dice: float
+    corruptions: dict  # corruption name -> CorruptionStats
+    mean_corruption_dice: float
+    worst_case: dict  # severity key -> mean over cases of the worst corruption's Dice
+
+
+@dataclass
+class Provenance:
+    """What produced a results folder; it is continued only under the same."""
+
+    config: dict
+    cases: list | None = None
+    weights: str | None = None  # sha256 of the checkpoint
+
+    def mismatch(self, current: "Provenance") -> str | None:
+        """Why results written under this provenance may not be continued under `current`."""
+        for mine, theirs, what in ((self.config, current.config, "configuration"),
+                                   (self.cases, current.cases, "case list"),
+                                   (self.weights, current.weights, "model weights")):
+            if mine != theirs:
+                return f"written with a different {what}"
+        return None
+
+
+KINDS = {"attack": (AttackRecord, AttackSummary), "corruption": (CorruptionRecord, CorruptionSummary)}
+# the dict-valued field of each summary and the dataclass of its values
+_SUMMARY_DICTS = {AttackSummary: {"eps": EpsSummary}, CorruptionSummary: {"corruptions": CorruptionStats}}
+
+
+@dataclass
+class Results:
+    """One benchmark of one model: `kind` "attack" (records per case x attack x eps x budget)
+    or "corruption" (per case x corruption x severity). `summary` and `checks` exist once the
+    run has finished; `threat` and `attack_configs` only for attacks."""
+
+    kind: str
+    config: dict
+    num_classes: int
+    tau: float
+    clean: dict  # case -> Score
+    records: list
+    complete: bool
+    meta: Meta
+    provenance: Provenance
+    summary: AttackSummary | CorruptionSummary | None = None
+    checks: list = field(default_factory=list)
+    threat: dict | None = None
+    attack_configs: dict = field(default_factory=dict)
+    version: int = VERSION
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    def measured(self) -> list:
+        """The records with measurements (skipped attacks left out)."""
+        return [r for r in self.records if not getattr(r, "skipped", None)]
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        if self.threat is None:
+            del doc["threat"]
+        return doc
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str) -> "Results":
+        """Read a document of any version this rog knows; `where` (the file) names it in errors."""
+        raw = dict(raw)
+        version = raw.pop("version", 1)
+        if not isinstance(version, int) or not 1 <= version <= VERSION:
+            raise ResultsError(f"{where}: results document version {version!r}; this rog reads versions 1 to "
+                               f"{VERSION} (written by a newer rog? upgrade it)")
+        kind = raw.get("kind", "attack")  # version 1 wrote no kind before the corruption sweep existed
+        if kind not in KINDS:
+            raise ResultsError(f"{where}: unknown results kind {kind!r}; known: {sorted(KINDS)}")
+        record_cls, summary_cls = KINDS[kind]
+        raw["kind"] = kind
+        raw.setdefault("provenance", {"config": raw.get("config")})
+        r = _build(cls, raw, where, clean=Score)
+        r.version = VERSION
+        r.records = [_build(record_cls, v, where) for v in r.records]
+        r.meta = Meta.from_json(r.meta, where)
+        r.provenance = _build(Provenance, r.provenance, where)
+        if r.summary is not None:
+            r.summary = _build(summary_cls, r.summary, where, **_SUMMARY_DICTS[summary_cls])
+        r.checks = [_build(Check, c, where) for c in r.checks]
+        return r
+
+
+# the columns of results.csv per kind (the JSON holds every field)
+CSV_COLUMNS = {"attack": ["case", "attack", "eps", "budget", "dice", "broken", "norm", "seconds", "in_ball", "in_box",
+                          "finite", "found", "skipped"],
+               "corruption": ["case", "corruption", "severity", "dice", "seconds", "finite"]}

@@ -1,0 +1,124 @@
+"""The results document (`rog.results`): typed, versioned, read back whole, older versions
+loaded, newer ones and unknown keys refused by name, and the one module that spells its keys."""
+import ast
+import json
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import pytest
+
+import rog.results as schema
+from rog.cli import main
+from rog.report.build import build_report
+from rog.results import Results, ResultsError
+from rog.rundir import ResultsDir
+
+DATA = Path(__file__).parent / "data"
+SRC = Path(__file__).resolve().parents[1] / "src" / "rog"
+
+
+def _folder(tmp_path, kind: str, **change) -> ResultsDir:
+    """A results folder holding the version-1 document (written before the schema existed)
+    of `kind`, with `change` applied to its JSON."""
+    out = tmp_path / kind
+    out.mkdir()
+    raw = json.loads((DATA / f"results_v1_{kind}.json").read_text())
+    (out / "results.json").write_text(json.dumps({**raw, **change}))
+    return ResultsDir(out)
+
+
+@pytest.mark.parametrize("kind", ["attack", "corruption"])
+def test_version_1_documents_load_typed_and_round_trip(tmp_path, kind):
+    raw = json.loads((DATA / f"results_v1_{kind}.json").read_text())
+    r = _folder(tmp_path, kind).read()
+    assert r.kind == kind and r.version == schema.VERSION and r.finished
+    record_cls, summary_cls = schema.KINDS[kind]
+    assert all(isinstance(x, record_cls) for x in r.records) and isinstance(r.summary, summary_cls)
+    assert [x.dice for x in r.records] == [x["dice"] for x in raw["records"]]
+    assert {k: v.dice for k, v in r.clean.items()} == {k: v["dice"] for k, v in raw["clean"].items()}
+    assert r.meta.label == raw["meta"]["label"] and r.meta.model.parameters == raw["meta"]["model"]["parameters"]
+    # written as version 2, it reads back equal: nothing is lost on the way
+    again = Results.from_json(json.loads(json.dumps(r.to_json())), "again")
+    assert again == r and r.to_json()["version"] == 2
+    if kind == "attack":
+        assert r.summary.eps_items()[0][1].worst_case_dice == raw["summary"]["eps"]["4.0"]["worst_case_dice"]
+
+
+def test_a_newer_version_or_an_unknown_key_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(ResultsError, match=r"results\.json: results document version 3; this rog reads versions 1 to 2"):
+        _folder(tmp_path, "attack", version=3).read()
+    with pytest.raises(ResultsError, match=r"unknown key\(s\) \['colour'\]"):
+        _folder(tmp_path, "corruption", colour="red").read()
+    # the report, on such a folder: one line naming the file, exit 2, nothing written
+    assert main(["report", str(tmp_path / "attack"), "-o", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "attack/results.json" in err and "version 3" in err
+    assert not (tmp_path / "rep" / "report.html").exists()
+
+
+def test_the_report_renders_version_1_results(tmp_path):
+    attack, corruption = _folder(tmp_path, "attack"), _folder(tmp_path, "corruption")
+    summary = build_report([attack.path, corruption.path], tmp_path / "rep", panels=False)
+    (name, scores), = summary.models.items()
+    raw = json.loads((DATA / "results_v1_attack.json").read_text())
+    assert name == raw["meta"]["label"] and scores.clean_dice == raw["summary"]["clean_dice"]
+    assert set(summary.corruptions) == {json.loads((DATA / "results_v1_corruption.json").read_text())["meta"]["label"]}
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Scanner artefacts" in html and "Dice under attack" in html
+    assert json.loads((tmp_path / "rep" / "summary.json").read_text())["models"][name]["clean_dice"] == scores.clean_dice
+
+
+# Modules that read or write results documents; the attack library (attacks/, its `info`) and
+# the data, training and model layers have documents of their own.
+RESULTS_MODULES = ["bench", "report", "pipeline", "cli", "demo.py", "rundir.py", "evaluate/robustness.py",
+                   "evaluate/corruption.py", "evaluate/seeds.py"]
+# keys of another document that a results module reads, the same word as a results field
+OTHER_DOCUMENTS = {
+    "bench/runner.py": {"dice"},  # an attack's `info` (the large-eps check's PGD)
+    "bench/ensemble.py": {"dice", "clean_dice", "skipped", "worst_case_dice"},  # the in-memory Ensemble's `info`
+    "bench/records.py": {"clean"},  # qualitative.npz's array names
+    "report/figures.py": {"clean"},  # qualitative.npz's array names
+    "bench/cases.py": {"test"},  # the cases' source, a key of `SOURCES`
+    "cli/commands.py": {"cases", "num_classes"},  # `rog evaluate`'s summary (test_eval.json)
+    "pipeline/experiment.py": {"dice"},  # `rog evaluate`'s summary (test_eval.json)
+}
+
+
+def _spelled(tree) -> list[tuple[str, int]]:
+    """(string, line) of every string used as a subscript, a .get/.pop/.setdefault key or a
+    dict literal's key."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            out.append((node.slice.value, node.lineno))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("get", "pop", "setdefault") and node.args and isinstance(node.args[0], ast.Constant)):
+            out.append((node.args[0].value, node.lineno))
+        elif isinstance(node, ast.Dict):
+            out += [(k.value, node.lineno) for k in node.keys if isinstance(k, ast.Constant)]
+    return [(v, n) for v, n in out if isinstance(v, str)]
+
+
+def test_no_module_but_the_schema_spells_a_results_key():
+    keys = {f.name for v in vars(schema).values() if isinstance(v, type) and is_dataclass(v)
+            and v.__module__ == schema.__name__ for f in fields(v)}
+    assert {"worst_case_dice", "in_ball", "cases_source_text", "attack_configs"} <= keys
+    files = [f for m in RESULTS_MODULES for f in ((SRC / m).rglob("*.py") if (SRC / m).is_dir() else [SRC / m])]
+    assert len(files) > 20
+    bad = [f"{f.relative_to(SRC)}:{line} {v!r}" for f in files for v, line in _spelled(ast.parse(f.read_text()))
+           if v in keys - OTHER_DOCUMENTS.get(str(f.relative_to(SRC)), set())]
+    assert not bad, bad
+    # and the check sees a spelled key where there is one
+    assert _spelled(ast.parse("r['worst_case_dice']; d.get('in_ball'); {'tau': 1}")) == [
+        ("worst_case_dice", 1), ("in_ball", 1), ("tau", 1)]
+
+
+def test_the_cli_only_parses_and_prints():
+    # the workflow lives in rog.pipeline: every CLI module is short, and none imports the
+    # benchmark runners, the trainer or the attack library at module level
+    for f in (SRC / "cli").glob("*.py"):
+        assert len(f.read_text().splitlines()) < 250, f
+        for node in ast.parse(f.read_text()).body:
+            if isinstance(node, ast.ImportFrom):
+                assert not node.module.startswith(("rog.bench", "rog.train", "rog.attacks")), (f, node.module)
+    assert not (SRC / "cli.py").exists() and not (SRC / "workdir.py").exists() and not (SRC / "bench" / "job.py").exists()
