@@ -115,7 +115,7 @@ def test_fab_reports_honestly(segmenter3):
     from tests.trained import sphere_volumes
     x, y = sphere_volumes(2, 16, 3, seed=99)
     ones = torch.ones(2, 1, 1, 1, 1)
-    small, large = FAB(segmenter3, ThreatModel(0.5), iters=5), FAB(segmenter3, ThreatModel(200), iters=5)
+    small, large = FAB(segmenter3, ThreatModel.of_range(0.5 / 255), iters=5), FAB(segmenter3, ThreatModel(200), iters=5)
     assert torch.equal(small(x, y, 0 * ones, ones), x)  # nothing found: the clean input comes back
     large(x, y, 0 * ones, ones)
     assert small.info["found"] == [False, False] and all("outside the ball" in r for r in small.info["reason"])
@@ -166,3 +166,23 @@ def test_square_in_volume_scope_reruns_only_touched_windows_with_the_same_result
     assert runs["cached"][1] == pytest.approx(runs["full"][1], abs=1e-9)
     assert np.mean(runs["cached"][1]) < 1.0
     assert runs["cached"][2] < runs["full"][2] / 4
+
+
+def test_autoattack_users_traps_are_closed(segmenter3):
+    from rog.bench import Ensemble
+    from tests.trained import sphere_volumes
+    # 8/255 typed as a fraction would mean 0.03/255 here: refused, with both ways out named
+    with pytest.raises(ValueError, match=r"ThreatModel\(8\).*ThreatModel\.of_range"):
+        ThreatModel(8 / 255)
+    with pytest.raises(ValueError, match="/255 scale"):
+        Ensemble(segmenter3, eps=0.03)
+    assert ThreatModel.of_range(8 / 255).eps == pytest.approx(8) and ThreatModel.of_range(0.5 / 255).eps == 0.5
+    # MONAI's [B, 1, ...] labels give the same attack as [B, ...]; other shapes are refused by name
+    x, y = sphere_volumes(2, 16, 3, seed=5)
+    plain, monai = PGD(segmenter3, ThreatModel(8), iters=2), PGD(segmenter3, ThreatModel(8), iters=2)
+    torch.testing.assert_close(plain(x, y), monai(x, y[:, None]), rtol=0, atol=0)
+    assert plain.info["dice"] == monai.info["dice"] and max(plain.info["dice"]) < 1
+    with pytest.raises(ValueError, match=r"labels y \[B, \.\.\.\] or \[B, 1, \.\.\.\]"):
+        plain(x, y[:, :8])
+    ens = Ensemble(segmenter3, eps=8, attacks=["pgd"], iters=2)
+    torch.testing.assert_close(ens(x, y[:, None]), plain(x, y), rtol=0, atol=0)

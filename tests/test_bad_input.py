@@ -195,7 +195,7 @@ def test_predict_and_evaluate_refuse_to_succeed_on_nothing(ct_task, tmp_path, ca
     preds = tmp_path / "preds"
     preds.mkdir()
     shutil.copy(ct_task / "labelsTr" / "synthct_000.nii.gz", preds)
-    code, _, err = _run(capsys, "evaluate", preds, ct_task / "labelsTr")
+    code, _, err = _run(capsys, "evaluate", ct_task / "labelsTr", preds)
     assert code == 1 and "no prediction for 3 reference(s)" in err and "synthct_001" in err
 
 

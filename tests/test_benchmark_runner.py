@@ -185,3 +185,15 @@ def test_the_report_renders_without_torch():
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'rog.bench', 'rog.attacks'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out[:300]
+
+
+def test_the_progress_bar_weighs_each_job_by_its_expected_cost():
+    from rog.attacks.registry import expected_cost
+    from rog.bench.runner import AttackJob
+    assert expected_cost("square", 500, 3) == 500 and expected_cost("apgd-ce", 5, 3) == 15
+    assert expected_cost("apgd-t", 5, 3) == 30 and expected_cost("fab-t", 5, 20) == 135  # at most 9 targets
+    jobs = Benchmark.__new__(Benchmark)
+    jobs.config = BenchmarkConfig(eps=[8], attacks=["standard"], iters=[5], queries=[500])
+    costs = {j.attack: j.cost(3) for j in Benchmark._jobs(jobs)}
+    assert costs == {"apgd-ce": 15, "apgd-dlr": 15, "fab-t": 30, "square": 500}
+    assert AttackJob(8.0, "square", 500).attack_id == "square@500"

@@ -94,7 +94,7 @@ def test_predict_and_evaluate_commands(ct_task, tmp_path, capsys):
     stages = capsys.readouterr().out
     for stage in ("read", "preprocess", "sliding window", "inverse", "write"):
         assert f"{stage} " in stages  # rog predict -v: the seconds of each stage
-    assert main(["evaluate", str(tmp_path / "pred"), str(refs), "--classes", "3"]) == 0
+    assert main(["evaluate", str(refs), str(tmp_path / "pred"), "--classes", "3"]) == 0
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert summary["mean"]["dice"][0] > 0.99 and summary["mean"]["dice"][1] > 0.99
     assert (tmp_path / "pred" / "summary.csv").read_text().startswith("case,class,dice,hd95,nsd")

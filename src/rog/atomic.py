@@ -5,6 +5,7 @@ the temporary name keeps the final suffix so that format-sniffing writers (nibab
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -81,3 +82,14 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
+
+
+def file_hash(path: str | Path | None) -> str | None:
+    """sha256 of a file (a checkpoint), or None."""
+    if path is None or not Path(path).is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

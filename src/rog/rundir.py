@@ -7,6 +7,8 @@
         postprocessing.json, test_predictions/, test_eval.{json,csv}, tensorboard/
       attacks/NAME/           ResultsDir: one benchmark of one model
         results.json, results.csv (results.rankN.* while torchrun shards run), qualitative.npz
+    PREDICTIONS/              PredictionsDir: `rog predict -o`
+      NAME.nii.gz, NAME.npz (probabilities), rog_predict.json
 
 Every other module asks these classes for a path; none spells a file name of these folders.
 """
@@ -172,6 +174,41 @@ class ResultsDir:
 
     def finished(self) -> bool:
         return self.exists() and self.read().finished
+
+
+@dataclass(frozen=True)
+class PredictionsDir:
+    """`rog predict`'s output folder: NAME.nii.gz label maps, NAME.npz probabilities (array
+    "probabilities" `[K, X, Y, Z]` in the image file's voxel order, and its "affine"; no
+    pickle), and rog_predict.json, what made them."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def label(self, name: str) -> Path:
+        return self.path / f"{name}.nii.gz"
+
+    def probabilities(self, name: str) -> Path:
+        return self.path / f"{name}.npz"
+
+    @property
+    def provenance(self) -> Path:
+        return self.path / "rog_predict.json"
+
+    def finished(self, name: str, probabilities: bool = False) -> bool:
+        return self.label(name).is_file() and (not probabilities or self.probabilities(name).is_file())
+
+    def write_probabilities(self, name: str, probs: np.ndarray, affine: np.ndarray) -> None:
+        with atomic_path(self.probabilities(name)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, probabilities=probs.astype(np.float32, copy=False), affine=affine)
+
+    def read_probabilities(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities `[K, X, Y, Z]`, affine `[4, 4]`) of a case."""
+        with np.load(self.probabilities(name)) as data:
+            return data["probabilities"], data["affine"]
 
 
 @dataclass(frozen=True)

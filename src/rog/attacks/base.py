@@ -59,6 +59,18 @@ class DiceTracker:
         return d
 
 
+def label_map(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Labels `[B, ...]`, or MONAI's `[B, 1, ...]`, for inputs x `[B, C, ...]`, as `[B, ...]`
+    int64; any other shape is a ValueError naming both."""
+    spatial = (x.shape[0], *x.shape[2:])
+    if x.ndim >= 3 and y.shape == (x.shape[0], 1, *x.shape[2:]):
+        y = y[:, 0]
+    if x.ndim < 3 or y.shape != spatial:
+        raise ValueError(f"expected x [B, C, ...] and labels y [B, ...] or [B, 1, ...] on x's grid, got x "
+                         f"{tuple(x.shape)} and y {tuple(y.shape)}")
+    return y.long()
+
+
 class Attack:
     """Base class. Subclasses implement `perturb(u0, y, forward, tracker)` in range-normalised
     coordinates (box [0, 1], L-inf radius eps/255) and skip themselves (`skip_reason`) on tasks
@@ -96,13 +108,11 @@ class Attack:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor | None = None,
                  hi: torch.Tensor | None = None) -> torch.Tensor:
-        if x.ndim < 3 or y.shape != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f"expected x [B, C, ...] and y [B, ...], got {tuple(x.shape)} and {tuple(y.shape)}")
+        y = label_map(y, x)
         if lo is None or hi is None:
             lo, hi = ThreatModel.channel_range(x)
         scale = (hi - lo).clamp(min=1e-12)
         u0 = ((x.detach() - lo) / scale).clamp(0, 1)
-        y = y.long()
 
         self._lo, self._scale = lo, scale
 

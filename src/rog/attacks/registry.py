@@ -10,7 +10,15 @@ from rog.attacks.square import Square
 STANDARD = ["apgd-ce", "apgd-dlr", "fab-t", "square"]  # AutoAttack standard, as in the paper
 PLUS = STANDARD + ["pgd", "segpgd", "cospgd", "apgd-t"]
 QUERY_BASED = {"square"}
+TARGETED = {"apgd-t", "fab-t"}
 TARGETS = 9  # target classes of APGD-T and FAB-T, as AutoAttack's standard version (at most K - 1 run)
+
+
+def expected_cost(name: str, budget: int, num_classes: int) -> int:
+    """Forward passes attack `name` is expected to cost (the benchmark's progress estimate): a
+    gradient step about 3 (forward and backward), a query 1, a targeted attack once per target."""
+    runs = min(num_classes - 1, TARGETS) if name in TARGETED else 1
+    return budget * (1 if name in QUERY_BASED else 3) * runs
 
 
 def expand(names: list[str]) -> list[str]:

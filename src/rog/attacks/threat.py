@@ -16,10 +16,13 @@ import torch
 
 @dataclass(frozen=True)
 class ThreatModel:
-    """`eps` on the /255 scale of each channel's range; `norm` "linf" (or "l2", where eps/255
-    bounds the L2 norm of the range-normalised perturbation divided by sqrt(#voxels)). A
-    tensor eps broadcastable to `[B, C, 1, 1, 1]` gives each instance and channel its own
-    (adversarial training: the whole case's radius on an augmented patch's wider box)."""
+    """`eps` on the /255 scale of each channel's range (`ThreatModel(8)` is AutoAttack's
+    8/255; a number in (0, 1) is refused: it is almost always 8/255 typed as a fraction, which
+    would mean 0.03/255 here; `ThreatModel.of_range(8 / 255)` takes the fraction); `norm`
+    "linf" (or "l2", where eps/255 bounds the L2 norm of the range-normalised perturbation
+    divided by sqrt(#voxels)). A tensor eps broadcastable to `[B, C, 1, 1, 1]` gives each
+    instance and channel its own (adversarial training: the whole case's radius on an
+    augmented patch's wider box)."""
 
     eps: float | torch.Tensor
     norm: str = "linf"
@@ -29,6 +32,19 @@ class ThreatModel:
             raise ValueError(f"unknown norm {self.norm!r}: 'linf' or 'l2'")
         if bool(torch.as_tensor(self.eps).lt(0).any()):
             raise ValueError("eps must be >= 0")
+        if not torch.is_tensor(self.eps) and 0 < self.eps < 1 and not getattr(self, "_fraction", False):
+            raise ValueError(f"eps={self.eps:g} is on the /255 scale, so it would mean {self.eps:g}/255 of the "
+                             f"range: for 8/255 give ThreatModel(8); for a fraction of the range "
+                             f"ThreatModel.of_range({self.eps:g})")
+
+    @classmethod
+    def of_range(cls, fraction: float, norm: str = "linf") -> "ThreatModel":
+        """The threat model of radius `fraction` of each channel's range (AutoAttack's and
+        torchattacks' convention: 8/255 = 0.0314), any size."""
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "_fraction", True)
+        obj.__init__(float(fraction) * 255.0, norm)
+        return obj
 
     @property
     def radius(self) -> float:

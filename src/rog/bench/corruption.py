@@ -40,6 +40,9 @@ class CorruptionJob:
     corruption: str
     severity: int
 
+    def cost(self, num_classes: int) -> int:
+        return 1  # one whole-case forward pass each
+
 
 class CorruptionSweep(Sweep):
     kind = "corruption"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rog.attacks.base import frozen
+from rog.attacks.base import frozen, label_map
 from rog.attacks.registry import QUERY_BASED, expand, make_attack
 from rog.attacks.threat import ThreatModel
 from rog.evaluate.metrics import dice_batch
@@ -33,8 +33,9 @@ class Ensemble:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor | None = None,
                  hi: torch.Tensor | None = None) -> torch.Tensor:
-        """x `[B, C, ...]`, y `[B, ...]`, optional box lo/hi `[B, C, 1, ...]` (default: each
-        instance's channel range) -> x_adv like x, the per-instance worst case."""
+        """x `[B, C, ...]`, y `[B, ...]` (or `[B, 1, ...]`), optional box lo/hi `[B, C, 1, ...]`
+        (default: each instance's channel range) -> x_adv like x, the per-instance worst case."""
+        y = label_map(y, x)
         if lo is None or hi is None:
             lo, hi = ThreatModel.channel_range(x)
         with frozen(self.model), torch.no_grad():

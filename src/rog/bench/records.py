@@ -1,6 +1,5 @@
 """Making result records (`rog.results`): one per case x attack x eps x budget, the CSV view
-of them, the weights' hash that keeps a results folder from mixing runs, and the qualitative
-slice the report draws.
+of them and the qualitative slice the report draws.
 
 A record holds the Dice (mean over foreground classes and per class) at the attack's output,
 whether it broke the case (Dice < tau), the perturbation size on the /255 scale, the validity
@@ -9,10 +8,8 @@ flags (inside the ball, inside the box, finite), the runtime and the attack's ow
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,17 +61,6 @@ def to_csv(records: list, columns: list[str]) -> str:
     w.writeheader()
     w.writerows(asdict(r) for r in records)
     return buf.getvalue()
-
-
-def file_hash(path: str | Path | None) -> str | None:
-    """sha256 of a file (a checkpoint), or None."""
-    if path is None or not Path(path).is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def qualitative_slice(x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor,

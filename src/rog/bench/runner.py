@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from rog.attacks.base import frozen
 from rog.attacks.pgd import PGD
-from rog.attacks.registry import QUERY_BASED, expand, make_attack
+from rog.attacks.registry import QUERY_BASED, expand, expected_cost, make_attack
 from rog.attacks.threat import ThreatModel
 from rog.bench import checks, records as rec
 from rog.bench.cases import BenchCase
@@ -70,6 +70,9 @@ class AttackJob:
     @property
     def attack_id(self) -> str:
         return f"{self.attack}@{self.budget}"
+
+    def cost(self, num_classes: int) -> int:
+        return expected_cost(self.attack, self.budget, num_classes)
 
 
 class Benchmark(Sweep):

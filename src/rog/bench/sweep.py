@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from rog.atomic import write_text
 from rog.attacks.base import frozen
@@ -18,6 +17,7 @@ from rog.bench.cases import BenchCase
 from rog.bench.sharding import merged_records, rank_and_world, wait_for_ranks
 from rog.evaluate.robustness import success_threshold
 from rog.infer.sliding_window import SlidingWindow
+from rog.progress import progress_bar
 from rog.results import CSV_COLUMNS, Check, Meta, Provenance, Results, Score
 from rog.rundir import ResultsDir
 
@@ -45,7 +45,8 @@ class Sweep:
 
     # ---- what subclasses define ------------------------------------------------------------
     def _jobs(self) -> list:
-        """The jobs of one case (small dataclasses whose fields name them)."""
+        """The jobs of one case: small frozen dataclasses whose fields name them, with
+        `cost(num_classes)`, the forward passes they are expected to take."""
         raise NotImplementedError
 
     def _key(self, record_or_job) -> tuple:
@@ -100,7 +101,11 @@ class Sweep:
         mine = cases[self.rank::self.world]
         done = {(r.case, *self._key(r)) for r in records}
         jobs = self._jobs()
-        bar = tqdm(total=len(mine) * len(jobs), desc=f"{self.kind} sweep", disable=not self.progress)
+        # the bar counts expected forward passes, so its ETA weighs a 500-query Square or a
+        # 9-target APGD-T as what they cost, not as one job each
+        cost = {job: job.cost(self.num_classes) for job in jobs}
+        bar = progress_bar(total=len(mine) * sum(cost.values()), desc=f"{self.kind} sweep", disable=not self.progress,
+                           unit="fwd")
         for case in mine:
             outputs = []
             for job in jobs:
@@ -108,7 +113,7 @@ class Sweep:
                     outputs.append(self._do(case, job, tau))
                     records.append(outputs[-1][0])
                     bar.set_postfix(case=case.name, **asdict(job))
-                bar.update()
+                bar.update(cost[job])
             self._after_case(case, outputs, case.name == first)
             self._write(Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records, False,
                                 self.meta, provenance), self.shard)  # after every case: resumable

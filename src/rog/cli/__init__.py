@@ -3,14 +3,18 @@ a typed request to `rog.pipeline` or a library call, and what it prints), and tu
 error into one line and exit code 2."""
 from __future__ import annotations
 
+import os
 import sys
 
 from rog.cli.parser import build_parser
 from rog.errors import RogError
+from rog.progress import QUIET
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:
+        os.environ[QUIET] = "1"  # every progress bar, worker processes' too
     try:
         return int(args.fn(args) or 0)
     except (RogError, FileNotFoundError, PermissionError) as e:

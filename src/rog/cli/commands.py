@@ -80,32 +80,39 @@ def cmd_summary(a) -> int:
     return 0
 
 
-def _source(a):
-    """The `ModelSource` of the model options of `predict`, `attack` and `corrupt`."""
+def _source(a, run=None):
+    """The `ModelSource` of the model options of `predict`, `attack` and `corrupt` (`run`: this
+    run folder instead of the argument's)."""
     from rog.pipeline.models import ModelSource
     return ModelSource(**{k: getattr(a, k, None) for k in ("run", "model", "checkpoint", "plan", "data", "nnunet",
                                                             "bundle", "images", "labels")},
-                       fold=getattr(a, "fold", 0), tta=getattr(a, "tta", False))
+                       fold=getattr(a, "fold", 0), tta=getattr(a, "tta", False)) if run is None else ModelSource(run=run)
 
 
 def cmd_predict(a) -> int:
     from rog.pipeline.predict import PredictRequest, predict
-    r = predict(PredictRequest(_source(a), a.input, a.output, a.postprocess, a.overlap, a.tta, a.device))
+    if a.runs and a.model:
+        raise UsageError("give run directories or --model, not both")
+    sources = [_source(a, run) for run in a.runs] if a.runs else [_source(a)]
+    r = predict(PredictRequest(sources, a.input, a.output, a.postprocess, a.overlap, a.tta, a.device,
+                               a.save_probabilities, a.resume))
     if a.verbose:
         print("seconds per stage, all cases: " + ", ".join(f"{k} {v:.2f}" for k, v in r.seconds.items()))
-    print(f"predicted {len(r.status) - len(r.failed)} of {len(r.status)} case(s) into {a.output}"
-          + (f"; failed: {', '.join(r.failed)}" if r.failed else ""))
+    kept = sum(v == "kept" for v in r.status.values())
+    print(f"predicted {len(r.status) - len(r.failed) - kept} of {len(r.status)} case(s) into {a.output}"
+          + (f" ({kept} kept from before)" if kept else "") + (f"; failed: {', '.join(r.failed)}" if r.failed else "")
+          + f"; {len(sources)} model(s), mirroring {'on' if a.tta else 'off'}, post-processing {r.steps or 'none'}")
     return 1 if r.failed else 0
 
 
 def cmd_evaluate(a) -> int:
     from rog.evaluate.folders import evaluate_folders
     out = Path(a.out) if a.out else Path(a.pred) / "summary"
-    s = evaluate_folders(a.pred, a.gt, a.classes, out, a.tolerance)
+    s = evaluate_folders(a.gt, a.pred, a.classes, out, a.tolerance)
     for k in range(s["num_classes"] - 1):
         d, h, n = (s["mean"][m][k] for m in ("dice", "hd95", "nsd"))
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
-        print(f"class {k + 1}: Dice {fmt(d)}  HD95 {fmt(h)} mm  NSD {fmt(n)}")
+        print(f"{s['class_names'][k]}: Dice {fmt(d)}  HD95 {fmt(h)} mm  NSD {fmt(n)}")
     print(f"{len(s['cases'])} case(s); summary in {out}.json and {out}.csv")
     if s["missing_predictions"]:
         print(f"rog evaluate: error: {a.pred}: no prediction for {len(s['missing_predictions'])} reference(s): "
@@ -124,10 +131,16 @@ def _sweep(a, config):
     return result
 
 
-def _checks(result) -> None:
+def _checks(result) -> int:
+    """Print every validity check; a failed one also on stderr, and the exit code is then 1 (the
+    results are written, but may overestimate robustness)."""
     for c in result.results.checks:
         print(f"check {c.status.upper():>7}: {c.name}: {c.detail}")
     print(f"results in {result.out}")
+    failed = [c for c in result.results.checks if c.status == "fail"]
+    for c in failed:
+        print(f"rog: warning: validity check failed: {c.name}: {c.detail}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_attack(a) -> int:
@@ -146,8 +159,7 @@ def cmd_attack(a) -> int:
     for eps, e in s.eps_items():
         print(f"eps {float(eps):>5g}/255: worst-case Dice {e.worst_case_dice:.4f}, "
               f"robust accuracy {e.robust_accuracy:.3f}")
-    _checks(result)
-    return 0
+    return _checks(result)
 
 
 def cmd_corrupt(a) -> int:
@@ -163,8 +175,7 @@ def cmd_corrupt(a) -> int:
         cells = " ".join(f"{c.severity[str(v)]:>7.4f}" for v in config.severities)
         print(f"{name:<11} {cells}  {c.mean_dice:>6.4f}  {c.relative_auc:.3f}")
     print(f"mean corruption Dice {s.mean_corruption_dice:.4f}")
-    _checks(result)
-    return 0
+    return _checks(result)
 
 
 def cmd_train(a) -> int:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
 
 from rog.data.dataset import Case, Dataset, DatasetError, load_dataset
 from rog.data.io import VolumeError, read_image, read_label
 from rog.data.validate import image_problems, label_problems
+from rog.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def check_dataset(path: str | Path, progress: bool = False) -> list[Problem]:
         return [Problem("dataset", str(Path(path) / "dataset.json"), str(e))]
     problems = [Problem("dataset", str(ds.root / "dataset.json"), p) for p in ds.problems]
     cases = [(c, True) for c in ds.training] + [(c, c.label is not None) for c in ds.test]
-    for case, labelled in tqdm(cases, desc="check", disable=not progress):
+    for case, labelled in progress_bar(cases, desc="check", disable=not progress):
         problems += _check_case(ds, case, labelled)
     return problems
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import cc3d
 import numpy as np
-from tqdm import tqdm
 
 from rog.data.dataset import Case, Dataset, DatasetError
 from rog.data.io import canonical_axes
 from rog.data.validate import read_case
 from rog.pool import worker_pool
+from rog.progress import progress_bar
 
 SAMPLES_PER_CASE = 10_000
 
@@ -73,10 +73,10 @@ def compute_fingerprint(ds: Dataset, seed: int = 0, workers: int = 1, progress: 
     jobs = [(ds, c, seed * 100_003 + i) for i, c in enumerate(ds.training)]
     if workers > 1:
         with worker_pool(workers) as pool:
-            per_case = list(tqdm(pool.map(_case_stats, jobs), total=len(jobs), desc="fingerprint",
+            per_case = list(progress_bar(pool.map(_case_stats, jobs), total=len(jobs), desc="fingerprint",
                                  disable=not progress))
     else:
-        per_case = [_case_stats(j) for j in tqdm(jobs, desc="fingerprint", disable=not progress)]
+        per_case = [_case_stats(j) for j in progress_bar(jobs, desc="fingerprint", disable=not progress)]
     spacings = np.array([c["spacing"] for c in per_case])
     target = np.median(spacings, axis=0)
     shapes = np.array([np.array(c["cropped_shape"]) * np.array(c["spacing"]) / target for c in per_case])

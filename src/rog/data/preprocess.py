@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from tqdm import tqdm
 
 from rog.atomic import save_npy, write_json
 from rog.data.dataset import Case, Dataset
@@ -24,6 +23,7 @@ from rog.data.io import Geometry, canonical_axes
 from rog.data.validate import read_case
 from rog.plan import Plan
 from rog.pool import worker_pool
+from rog.progress import progress_bar
 
 ANISOTROPY_RATIO = 3.0  # as nnU-Net: treat the coarsest axis separately beyond this ratio
 
@@ -120,8 +120,6 @@ def invert_to_label(class_maps: Iterable[np.ndarray], props: dict) -> np.ndarray
     argmax), so peak memory is about two full-resolution maps whatever the number of classes.
     Outside the cropped region: background. Returned in Fortran order, as NIfTI stores voxels,
     so that writing it needs no transposing copy (made here by torch, twice as fast as numpy)."""
-    geom = Geometry.from_dict(props["geometry"])
-    axes = props.get("axes", [0, 1, 2])  # cases preprocessed before axes were recorded: as stored
     best = label = None
     for k, scores in enumerate(class_maps):
         m = resample_linear(scores, props["cropped_shape"])
@@ -131,10 +129,28 @@ def invert_to_label(class_maps: Iterable[np.ndarray], props: dict) -> np.ndarray
         better = m > best
         label[better] = k
         np.maximum(best, m, out=best)
-    out = np.zeros([geom.shape[a] for a in axes], np.uint8)
-    out[tuple(slice(lo, hi) for lo, hi in props["crop_bbox"])] = label
+    return _in_file(label, props, 0)
+
+
+def _in_file(cropped: np.ndarray, props: dict, outside) -> np.ndarray:
+    """A map on the cropped region of the canonical grid placed in the original grid (`outside`
+    elsewhere) and returned in the file's voxel order, Fortran-ordered as NIfTI stores voxels
+    (so that writing it needs no transposing copy; made here by torch, twice as fast as numpy)."""
+    geom = Geometry.from_dict(props["geometry"])
+    axes = props.get("axes", [0, 1, 2])  # cases preprocessed before axes were recorded: as stored
+    out = np.full([geom.shape[a] for a in axes], outside, cropped.dtype)
+    out[tuple(slice(lo, hi) for lo, hi in props["crop_bbox"])] = cropped
     in_file_order = torch.from_numpy(out).permute(*(int(a) for a in np.argsort(axes)))
     return in_file_order.permute(2, 1, 0).contiguous().numpy().transpose(2, 1, 0)
+
+
+def invert_probabilities(class_maps: Iterable[np.ndarray], props: dict) -> np.ndarray:
+    """Class probabilities `[K, X, Y, Z]` float32 on the original grid (the file's voxel order)
+    from per-class maps on the preprocessed grid (`[x, y, z]` each, class 0 first), each
+    resampled as `invert_to_label` does; outside the cropped region background has probability
+    1. Their argmax is `invert_to_label`'s label map; memory: K full-resolution maps."""
+    return np.stack([_in_file(resample_linear(m, props["cropped_shape"]), props, float(k == 0))
+                     for k, m in enumerate(class_maps)])
 
 
 def invert_label(label: np.ndarray, props: dict, num_classes: int) -> np.ndarray:
@@ -188,7 +204,7 @@ def preprocess_dataset(ds: Dataset, plan: Plan, out_dir: str | Path, workers: in
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = [(c, "training") for c in ds.training] + [(c, "test") for c in (ds.test if include_test else [])]
     todo = [(ds, c, plan, out_dir, split) for c, split in cases if not case_done(out_dir, c.name)]
-    bar = tqdm(total=len(todo), desc="preprocess", disable=not progress)
+    bar = progress_bar(total=len(todo), desc="preprocess", disable=not progress)
     done = []
     if workers > 1 and len(todo) > 1:
         with worker_pool(workers) as pool:

@@ -1,16 +1,21 @@
-"""`rog evaluate PRED GT`: score a folder of predicted label maps against references."""
+"""`rog evaluate REFERENCE PREDICTION`: score a folder of predicted label maps against
+references (the reference first, as nnU-Net's `nnUNetv2_evaluate_folder`)."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 
 from rog.atomic import write_json, write_text
+from rog.data.dataset import load_dataset
 from rog.data.io import VolumeError, read_label
 from rog.data.validate import label_problems
+from rog.errors import RogError
 from rog.evaluate.metrics import case_metrics
+from rog.rundir import PredictionsDir
 
 METRICS = ("dice", "hd95", "nsd")
 
@@ -20,11 +25,32 @@ def _nifti_names(folder: Path) -> dict[str, Path]:
             if f.name.endswith((".nii.gz", ".nii")) and not f.name.startswith(".")}
 
 
-def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, num_classes: int | None = None,
+def class_names(ref_dir: Path, pred_dir: Path, k: int) -> list[str]:
+    """Names of the foreground classes 1..k-1: from the plan of the models that made the
+    predictions (rog predict's record), else from the dataset.json above the references, else
+    "class N"."""
+    labels = {}
+    record = PredictionsDir(pred_dir).provenance
+    try:
+        if record.is_file():
+            labels = {int(c): n for c, n in json.loads(record.read_text())["plans"][0]["labels"].items()}
+        elif (ref_dir.parent / "dataset.json").is_file():
+            labels = load_dataset(ref_dir.parent).labels
+    except (RogError, KeyError, IndexError, TypeError, ValueError):  # names are a courtesy: none is no error
+        labels = {}
+    return [str(labels.get(c, f"class {c}")) for c in range(1, k)]
+
+
+def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, num_classes: int | None = None,
                      out: str | Path | None = None, tolerance_mm: float = 1.0) -> dict:
     """Per case and class Dice, HD95 and surface Dice for every reference with a prediction of
-    the same file name. Writes `out`.json and `out`.csv when `out` is given."""
-    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    the same file name. Writes `out`.json and `out`.csv when `out` is given. A swapped pair is
+    refused: rog's predictions folder given as the references, or, without `num_classes`,
+    predictions that hold a label no reference has."""
+    ref_dir, pred_dir = Path(ref_dir), Path(pred_dir)
+    if PredictionsDir(ref_dir).provenance.is_file():
+        raise VolumeError(ref_dir, "holds rog's predictions, not references: the reference folder comes first, "
+                          "as in nnU-Net (rog evaluate REFERENCE PREDICTION)")
     preds, refs = _nifti_names(pred_dir), _nifti_names(ref_dir)
     missing = sorted(set(refs) - set(preds))
     pairs = []
@@ -37,6 +63,13 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, num_classes: int
         pairs.append((name, pred, ref, rgeom.spacing))
     if not pairs:
         raise VolumeError(pred_dir, f"no prediction matches a reference file name in {ref_dir}")
+    if num_classes is None:
+        extra = set().union(*(np.unique(p).tolist() for _, p, _, _ in pairs)) - set().union(
+            *(np.unique(r).tolist() for _, _, r, _ in pairs))
+        if extra:
+            raise VolumeError(pred_dir, f"the predictions hold label(s) {sorted(extra)} that no reference in {ref_dir} "
+                              "has: are the folders swapped? The reference folder comes first, as in nnU-Net; give "
+                              "--classes to score classes the references lack")
     k = num_classes or int(max(max(p.max(), r.max()) for _, p, r, _ in pairs)) + 1
     cases = [{"case": name, **case_metrics(p, r, k, sp, tolerance_mm)} for name, p, r, sp in pairs]
     means = {}
@@ -45,7 +78,8 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, num_classes: int
         with np.errstate(all="ignore"):
             means[m] = [None if np.all(np.isnan(col)) else float(np.nanmean(col)) for col in values.T]
     dice_means = [d for d in means["dice"] if d is not None]
-    summary = {"num_classes": k, "cases": cases, "mean": means, "missing_predictions": missing,
+    summary = {"num_classes": k, "class_names": class_names(ref_dir, pred_dir, k), "cases": cases, "mean": means,
+               "missing_predictions": missing,
                "missed_classes": np.sum([c["missed"] for c in cases], axis=0).astype(int).tolist(),
                "mean_foreground_dice": float(np.mean(dice_means)) if dice_means else None,
                "tolerance_mm": tolerance_mm}

@@ -19,11 +19,13 @@ from tqdm import tqdm
 from rog.atomic import writable_dir
 from rog.data.dataset import Case, load_dataset
 from rog.data.io import Geometry, VolumeError, write_label
-from rog.data.preprocess import invert_to_label, preprocess_arrays
+from rog.data.preprocess import invert_probabilities, invert_to_label, preprocess_arrays
 from rog.data.validate import read_valid_image
 from rog.infer.postprocess import class_groups, postprocess
 from rog.infer.sliding_window import sliding_window
 from rog.plan import Plan
+from rog.progress import progress_bar
+from rog.rundir import PredictionsDir
 
 
 def predict_probabilities(model: nn.Module, image: np.ndarray, plan: Plan, device="cpu",
@@ -51,22 +53,38 @@ class StageTimes(dict):
 
 def predict_case(model: nn.Module, image: np.ndarray, geometry: Geometry, plan: Plan, device="cpu",
                  overlap: float = 0.5, mirror_axes=None, steps: dict | None = None,
-                 times: StageTimes | None = None) -> np.ndarray:
-    """Label map `[X, Y, Z]` uint8 on the original grid for a raw image `[C, X, Y, Z]` (with
-    the plan's channel count, validated by the caller: `read_valid_image`). `times` collects
-    the seconds of each stage: preprocess, sliding window, inverse, post-process."""
+                 times: StageTimes | None = None, members: Sequence[tuple[nn.Module, Plan]] = (),
+                 probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """(label map `[X, Y, Z]` uint8, probabilities `[K, X, Y, Z]` float32 or None) on the
+    original grid for a raw image `[C, X, Y, Z]` (with the plan's channel count, validated by
+    the caller: `read_valid_image`). `members`: more (model, plan) pairs ensembled with this
+    one, each with its own plan's preprocessing, by averaging the probabilities on the original
+    grid (nnU-Net's ensembling); `probabilities`: return them (else one model streams its
+    classes, about two full-resolution maps of memory). `times` collects the seconds of each
+    stage: preprocess, sliding window, inverse, post-process."""
     times = times if times is not None else StageTimes()
-    with times("preprocess"):
-        pre, _, props = preprocess_arrays(image, None, geometry, plan)
-    with times("sliding window"):
-        probs = predict_probabilities(model, pre, plan, device, overlap, mirror_axes)
-    with times("inverse"):
-        label = invert_to_label(probs, props)
+    models = [(model, plan), *members]
+    stream = len(models) == 1 and not probabilities
+    total = label = None
+    for net, p in models:
+        with times("preprocess"):
+            pre, _, props = preprocess_arrays(image, None, geometry, p)
+        with times("sliding window"):
+            probs = predict_probabilities(net, pre, p, device, overlap, mirror_axes)
+        with times("inverse"):
+            if stream:
+                label = invert_to_label(probs, props)
+            else:
+                full = invert_probabilities(probs, props)
+                total = full if total is None else total + full
+    if not stream:
+        total /= len(models)
+        label = total.argmax(0).astype(np.uint8)
     if steps:
         with times("post-process"):
             organs, lesions = class_groups(plan, float(np.prod(geometry.spacing)))
             label = postprocess(label, steps, organs, lesions)
-    return label
+    return label, (total if probabilities else None)
 
 
 def cases_from_input(path: str | Path) -> list[Case]:
@@ -100,21 +118,33 @@ def _cases_in(path: Path) -> list[Case]:
 
 def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str | Path, device="cpu",
                   overlap: float = 0.5, mirror_axes=None, steps: dict | None = None,
-                  progress: bool = True, times: StageTimes | None = None) -> dict[str, str]:
-    """Predict each case into `out_dir/NAME.nii.gz`. A failing case is reported by name and
-    the others still complete. Returns {name: 'ok' or the error message}; `times` collects the
-    seconds of each stage (read and write too) over all cases."""
+                  progress: bool = True, times: StageTimes | None = None,
+                  members: Sequence[tuple[nn.Module, Plan]] = (), probabilities: bool = False,
+                  resume: bool = False) -> dict[str, str]:
+    """Predict each case into the predictions folder `out_dir` (`rog.rundir.PredictionsDir`:
+    NAME.nii.gz, with `probabilities` also NAME.npz). A failing case is reported by name and
+    the others still complete; `resume` skips cases whose files exist (written atomically, so
+    an existing file is a finished one). `members`: see `predict_case`. Returns {name: 'ok',
+    'kept' or the error message}; `times` collects the seconds of each stage (read and write
+    too) over all cases."""
     times = times if times is not None else StageTimes()
-    out_dir = writable_dir(out_dir)
+    out = PredictionsDir(writable_dir(out_dir))
     model = model.to(device).eval()
+    members = [(m.to(device).eval(), p) for m, p in members]
     status = {}
-    for case in tqdm(cases, desc="predict", disable=not progress):
+    for case in progress_bar(cases, desc="predict", disable=not progress):
+        if resume and out.finished(case.name, probabilities):
+            status[case.name] = "kept"
+            continue
         try:
             with times("read"):
                 image, geom = read_valid_image(case, plan.num_channels)
-            label = predict_case(model, image, geom, plan, device, overlap, mirror_axes, steps, times)
+            label, probs = predict_case(model, image, geom, plan, device, overlap, mirror_axes, steps, times,
+                                        members, probabilities)
             with times("write"):
-                write_label(out_dir / f"{case.name}.nii.gz", label, geom)
+                if probs is not None:
+                    out.write_probabilities(case.name, probs, geom.affine)
+                write_label(out.label(case.name), label, geom)  # last: its presence marks the case done
             status[case.name] = "ok"
         except (VolumeError, ValueError) as e:
             status[case.name] = f"failed: {e}"

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from monai.utils import StrEnum, look_up_option
 from torch import nn
 
+from rog.progress import progress_bar
+
 
 class Tiling(StrEnum):
     """How windows are laid and weighted. MONAI: `sliding_window_inference`'s positions and
@@ -162,8 +164,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     out = weight = None
     batches = range(0, len(starts), batch_size)
     if progress:
-        from tqdm import tqdm
-        batches = tqdm(batches, desc="sliding window", leave=False)
+        batches = progress_bar(batches, desc="sliding window", leave=False)
     for b0 in batches:
         group = starts[b0:b0 + batch_size]
         slices = [_window(st, patch) for st in group]

@@ -1,48 +1,89 @@
-"""`rog predict`: label maps of a model in each input's original geometry."""
+"""`rog predict`: label maps (and, on request, class probabilities) of one model or an
+ensemble in each input's original geometry, with what made them recorded in the output folder."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rog.atomic import file_hash, write_json
+from rog.errors import UsageError
 from rog.pipeline.models import ModelSource, load_model
+from rog.rundir import PredictionsDir
+
+# nnU-Net's default test-time augmentation: mirroring along every spatial axis
+MIRROR_AXES = [0, 1, 2]
 
 
 @dataclass
 class PredictRequest:
     """Predict the cases of `input` (a dataset folder's test list or a folder of NIfTI images)
-    into `output` with `source`'s model. `postprocess`: "auto" (the run's decision), "on" or
-    "off"; `overlap` of the sliding window; `tta`: mirroring over the three axes."""
+    into `output` with `sources`' models: one, or several ensembled by averaging their
+    probabilities on the original grid. `postprocess`: "auto" (the runs' decision, where they
+    agree), "on" or "off"; `overlap` of the sliding window; `tta`: mirroring over the three
+    axes (nnU-Net's default); `probabilities`: also NAME.npz; `resume`: keep finished cases
+    (only under the same models and settings)."""
 
-    source: ModelSource
+    sources: list[ModelSource]
     input: str | Path
     output: str | Path
     postprocess: str = "auto"
     overlap: float = 0.5
-    tta: bool = False
+    tta: bool = True
     device: str = "auto"
+    probabilities: bool = False
+    resume: bool = False
 
 
 @dataclass
 class PredictResult:
-    status: dict  # case -> "ok" or the error message
+    status: dict  # case -> "ok", "kept" (resumed) or the error message
     seconds: dict = field(default_factory=dict)  # stage -> seconds over all cases
+    steps: dict | None = None  # the post-processing applied
 
     @property
     def failed(self) -> dict:
-        return {k: v for k, v in self.status.items() if v != "ok"}
+        return {k: v for k, v in self.status.items() if v not in ("ok", "kept")}
+
+
+def _steps(req: PredictRequest, models: list) -> dict | None:
+    """The post-processing of `req`: "on" both steps, "off" none, "auto" the runs' decision
+    where every run decided the same (an ensemble of disagreeing runs gets none)."""
+    if req.postprocess == "on":
+        return {"largest_component": True, "small_lesions": True}
+    decided = [m.run.postprocessing_steps() if m.run else None for m in models]
+    return decided[0] if req.postprocess == "auto" and all(d == decided[0] for d in decided) else None
 
 
 def predict(req: PredictRequest) -> PredictResult:
     from rog.devices import resolve_device
     from rog.infer.predictor import StageTimes, cases_from_input, predict_cases
-    m = load_model(req.source)
-    steps = None
-    if req.postprocess == "on":
-        steps = {"largest_component": True, "small_lesions": True}
-    elif req.postprocess == "auto" and m.run is not None:
-        steps = m.run.postprocessing_steps()
+    if not req.sources:
+        raise UsageError("give a run directory (or several, to ensemble them), or --model with --plan")
+    models = [load_model(s) for s in req.sources]
+    first = models[0].plan
+    for m, s in zip(models[1:], req.sources[1:]):
+        if (m.plan.num_classes, m.plan.num_channels) != (first.num_classes, first.num_channels):
+            raise UsageError(f"{s.run or s.model}: {m.plan.num_classes} classes and {m.plan.num_channels} channel(s), "
+                             f"the first model {first.num_classes} and {first.num_channels}: cannot be ensembled")
+    steps = _steps(req, models)
+    mirror = MIRROR_AXES if req.tta else None
+    out = PredictionsDir(req.output)
+    provenance = {"models": [str(m.run.path.resolve()) if m.run else m.name for m in models],
+                  "weights": [file_hash(m.weights) for m in models], "plans": [asdict(m.plan) for m in models],
+                  "overlap": req.overlap, "mirror_axes": mirror, "postprocessing": steps,
+                  "probabilities": req.probabilities}
+    if req.resume and out.provenance.is_file():
+        previous = json.loads(out.provenance.read_text())
+        changed = sorted(k for k in provenance if previous.get(k) != json.loads(json.dumps(provenance[k])))
+        if changed:
+            raise UsageError(f"{out.provenance}: these predictions were made with other {', '.join(changed)}; "
+                             "use another output folder, or leave out --continue to predict again")
     cases = cases_from_input(req.input)
+    Path(req.output).mkdir(parents=True, exist_ok=True)
+    write_json(out.provenance, provenance)
     times = StageTimes()
-    status = predict_cases(m.network, m.plan, cases, req.output, resolve_device(req.device), req.overlap,
-                           [0, 1, 2] if req.tta else None, steps, times=times)
-    return PredictResult(status, dict(times.items()))
+    status = predict_cases(models[0].network, first, cases, req.output, resolve_device(req.device), req.overlap,
+                           mirror, steps, times=times, members=[(m.network, m.plan) for m in models[1:]],
+                           probabilities=req.probabilities, resume=req.resume)
+    return PredictResult(status, dict(times.items()), steps)

@@ -123,7 +123,7 @@ def test_scores(wd: Workdir, ds: Dataset, name: str) -> dict | None:
     labelled = [c for c in ds.test if c.label is not None]
     if not labelled:  # the MSD has no public test labels
         return None
-    return evaluate_folders(run.test_predictions, labelled[0].label.parent, plan.num_classes, run.test_eval_stem)
+    return evaluate_folders(labelled[0].label.parent, run.test_predictions, plan.num_classes, run.test_eval_stem)
 
 
 def atlas_reference(wd: Workdir, ds: Dataset, num_classes: int):

@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rog.atomic import writable_dir
+from rog.atomic import file_hash, writable_dir
 from rog.bench.cases import SOURCES, default_cases, load_bench_cases
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
-from rog.bench.records import file_hash
 from rog.bench.runner import Benchmark, BenchmarkConfig
 from rog.devices import init_distributed, resolve_device
 from rog.errors import UsageError

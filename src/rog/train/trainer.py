@@ -32,6 +32,7 @@ from rog.errors import refuse_unknown_keys
 from rog.evaluate.metrics import dice_batch
 from rog.models.registry import build_model
 from rog.plan import Plan
+from rog.progress import progress_bar
 from rog.rundir import RunDir
 from rog.train.adversarial import FreeAT, pgd_examples
 from rog.train.data import TrainPatches, holdout_size, make_splits, validation_patches
@@ -194,7 +195,7 @@ class Trainer:
                                 num_workers=cfg.workers)
             t0 = time.perf_counter()
             sums = {"loss": partial.get("loss", 0.0), "n": partial.get("n", 0)}
-            bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.max_epochs}", disable=not self.progress or self.rank)
+            bar = progress_bar(loader, desc=f"epoch {self.epoch + 1}/{self.max_epochs}", disable=not self.progress or self.rank)
             for it, (x, y, span) in enumerate(bar, start=start_it):
                 x, y = x.to(self.device), y.to(self.device)
                 case_lo, case_hi = span[:, 0].to(self.device), span[:, 1].to(self.device)
