@@ -89,9 +89,11 @@ def test_clean_prediction_agrees_with_the_bundles_own_inference(bundle):
 def test_attack_on_a_bundle_lowers_dice_inside_the_raw_ball(bundle, tmp_path):
     b, task = bundle
     out = tmp_path / "att"
-    assert main(["attack", "--bundle", str(b), "--images", str(task / "imagesTs"), "--labels",
-                 str(task / "labelsTs"), "--eps", "8", "--attacks", "apgd-ce", "--iters", "2", "-o", str(out)]) == 0
+    code = main(["attack", "--bundle", str(b), "--images", str(task / "imagesTs"), "--labels",
+                 str(task / "labelsTs"), "--eps", "8", "--attacks", "apgd-ce", "--iterations", "2", "-o", str(out)])
     doc = json.loads((out / "results.json").read_text())
+    # the toy bundle's clean Dice is low (tau 0.06): its large-eps check may fail, and says so in the exit code
+    assert code == (1 if any(c["status"] == "fail" for c in doc["checks"]) else 0)
     recs = doc["records"]
     assert doc["meta"]["model"]["model"] == "MONAI bundle spleenish" and doc["meta"]["class_names"] == ["organ", "lesion"]
     assert len(recs) == 2 and all(r["in_ball"] and r["in_box"] for r in recs)

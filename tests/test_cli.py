@@ -43,7 +43,7 @@ def _parsers():
 
 def test_every_option_is_documented_with_its_default():
     import argparse
-    from rog.cli.parser import _Help
+    from rog.cli.types import Help
     skip = (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)
     missing, no_default = [], []
     for name, parser in _parsers().items():
@@ -53,7 +53,7 @@ def test_every_option_is_documented_with_its_default():
             if not action.help:
                 missing.append(f"{name} {action.option_strings or action.dest}")
             elif (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
-                  and "default" not in _Help("rog")._get_help_string(action)):
+                  and "default" not in Help("rog")._get_help_string(action)):
                 no_default.append(f"{name} {action.option_strings}")
         parser.format_help()  # every help text renders
     assert not missing and not no_default, (missing, no_default)

@@ -98,4 +98,4 @@ def test_predict_and_evaluate_commands(ct_task, tmp_path, capsys):
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert summary["mean"]["dice"][0] > 0.99 and summary["mean"]["dice"][1] > 0.99
     assert (tmp_path / "pred" / "summary.csv").read_text().startswith("case,class,dice,hd95,nsd")
-    assert "class 1: Dice" in capsys.readouterr().out
+    assert "class1: Dice" in capsys.readouterr().out  # the class names of the plan the predictions record

@@ -79,7 +79,8 @@ OTHER_DOCUMENTS = {
     "bench/records.py": {"clean"},  # qualitative.npz's array names
     "report/figures.py": {"clean"},  # qualitative.npz's array names
     "bench/cases.py": {"test"},  # the cases' source, a key of `SOURCES`
-    "cli/commands.py": {"cases", "num_classes"},  # `rog evaluate`'s summary (test_eval.json)
+    "cli/commands.py": {"cases", "num_classes", "class_names"},  # `rog evaluate`'s summary (test_eval.json)
+    "pipeline/predict.py": {"weights"},  # rog_predict.json, the predictions' record
     "pipeline/experiment.py": {"dice"},  # `rog evaluate`'s summary (test_eval.json)
 }
 

@@ -32,19 +32,25 @@ class ThreatModel:
             raise ValueError(f"unknown norm {self.norm!r}: 'linf' or 'l2'")
         if bool(torch.as_tensor(self.eps).lt(0).any()):
             raise ValueError("eps must be >= 0")
-        if not torch.is_tensor(self.eps) and 0 < self.eps < 1 and not getattr(self, "_fraction", False):
+        if not torch.is_tensor(self.eps) and 0 < self.eps < 1 and not getattr(self, "_exact", False):
             raise ValueError(f"eps={self.eps:g} is on the /255 scale, so it would mean {self.eps:g}/255 of the "
                              f"range: for 8/255 give ThreatModel(8); for a fraction of the range "
                              f"ThreatModel.of_range({self.eps:g})")
 
     @classmethod
+    def exactly(cls, eps: float, norm: str = "linf") -> "ThreatModel":
+        """eps on the /255 scale taken as given, below 1 too (0.5: half of 1/255 of the range,
+        8 HU on a 4000 HU CT range): for callers that asked for it knowingly."""
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "_exact", True)
+        obj.__init__(eps, norm)
+        return obj
+
+    @classmethod
     def of_range(cls, fraction: float, norm: str = "linf") -> "ThreatModel":
         """The threat model of radius `fraction` of each channel's range (AutoAttack's and
         torchattacks' convention: 8/255 = 0.0314), any size."""
-        obj = cls.__new__(cls)
-        object.__setattr__(obj, "_fraction", True)
-        obj.__init__(float(fraction) * 255.0, norm)
-        return obj
+        return cls.exactly(float(fraction) * 255.0, norm)
 
     @property
     def radius(self) -> float:

@@ -98,7 +98,7 @@ class Benchmark(Sweep):
         return r.attack_id, r.eps
 
     def _complete(self, results: Results) -> None:
-        results.threat = ThreatModel(self.config.eps[0], self.config.norm).to_dict(eps=self.config.eps)
+        results.threat = ThreatModel.exactly(self.config.eps[0], self.config.norm).to_dict(eps=self.config.eps)
         results.attack_configs = self._attack_configs
 
     def _after_case(self, case: BenchCase, outputs, first: bool) -> None:
@@ -118,7 +118,7 @@ class Benchmark(Sweep):
         self.out.write_qualitative(panels)
 
     def _do(self, case: BenchCase, job: AttackJob, tau: float):
-        threat = ThreatModel(job.eps, self.config.norm)
+        threat = ThreatModel.exactly(job.eps, self.config.norm)  # --eps below 1 is allowed, with a note
         head = dict(case=case.name, attack=job.attack, attack_id=job.attack_id, eps=job.eps, budget=job.budget)
         model = self.model_for(case)
         atk = make_attack(job.attack, model, threat, job.budget, self.num_classes, self.config.seed, threshold=tau)

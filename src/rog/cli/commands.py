@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from rog.errors import UsageError
@@ -57,20 +57,14 @@ def cmd_preprocess(a) -> int:
     return 0
 
 
-def _parse_triple(text: str) -> list[int]:
-    parts = [int(v) for v in text.split(",")]
-    return parts * 3 if len(parts) == 1 else parts
-
-
 def cmd_summary(a) -> int:
     from rog.models.summary import summarize
     from rog.plan import Plan, plan_for
     if a.plan:
         plan = Plan.load(a.plan)
     else:
-        plan = plan_for(a.channels, a.classes, [_parse_triple(s) for s in a.strides], width=a.width,
-                        patch_size=_parse_triple(a.input or "96"))
-    rows = summarize(plan, _parse_triple(a.input) if a.input else None, a.models)
+        plan = plan_for(a.channels, a.classes, a.strides, width=a.width, patch_size=a.input or [96] * 3)
+    rows = summarize(plan, a.input, a.models)
     if a.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
     else:
@@ -84,9 +78,10 @@ def _source(a, run=None):
     """The `ModelSource` of the model options of `predict`, `attack` and `corrupt` (`run`: this
     run folder instead of the argument's)."""
     from rog.pipeline.models import ModelSource
-    return ModelSource(**{k: getattr(a, k, None) for k in ("run", "model", "checkpoint", "plan", "data", "nnunet",
-                                                            "bundle", "images", "labels")},
-                       fold=getattr(a, "fold", 0), tta=getattr(a, "tta", False)) if run is None else ModelSource(run=run)
+    if run is not None:
+        return ModelSource(run=run)
+    keys = ("run", "model", "checkpoint", "plan", "data", "nnunet", "bundle", "images", "labels", "fold", "tta")
+    return ModelSource(**{k: getattr(a, k) for k in keys if hasattr(a, k)})
 
 
 def cmd_predict(a) -> int:
@@ -252,5 +247,3 @@ def cmd_run_paper(a) -> int:
     from rog.pipeline.experiment import PAPER, run_experiment
     workdir = Path(a.workdir or Path("rog_work") / load_dataset(a.dataset).name)
     return _experiment(run_experiment(Path(a.dataset), workdir, PAPER, a.device))
-
-

@@ -1,56 +1,13 @@
 """The `rog` command's arguments: one sub-parser per command, each option with its help and
 default, range-checked by argparse types (a nonsense value ends the command with one line
 naming the argument). Renamed options keep their old spelling as a hidden alias for a release
-(`_alias`)."""
+(`rog.cli.types.alias`)."""
 from __future__ import annotations
 
 import argparse
-import math
 
 from rog.cli import commands as c
-
-
-def _number(kind=float, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
-    """An argparse type: a finite `kind` within [lo, hi] ((lo, hi] with `lo_open`); anything
-    else ends the command with one line naming the argument."""
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"{text!r} is not finite")
-        if lo is not None and (v < lo or (lo_open and v == lo)):
-            raise argparse.ArgumentTypeError(f"{text} must be {'>' if lo_open else '>='} {lo:g}")
-        if hi is not None and v > hi:
-            raise argparse.ArgumentTypeError(f"{text} must be <= {hi:g}")
-        return v
-    return parse
-
-
-POSITIVE_INT, COUNT = _number(int, 1), _number(int, 0)
-# eps on the /255 scale: beyond 255 the ball holds the whole box
-EPS = _number(float, 0, 255, lo_open=True)
-
-
-def _fold(text: str):
-    """An nnU-Net fold: 'all' or an integer >= 0."""
-    return "all" if text == "all" else _number(int, 0)(text)
-
-
-def _alias(s, old: str, dest: str, **kw) -> None:
-    """`old`, a renamed option's former spelling, still accepted (for a release), not shown."""
-    s.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kw)
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's default in its help, except where there is none to show (None, False,
-    or unset: a value that comes from elsewhere, which the help then names)."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+from rog.cli.types import COUNT, EPS, POSITIVE_INT, Help, alias, fold, number, triple
 
 
 def _common(s) -> None:
@@ -81,14 +38,14 @@ def _model_source_arguments(s) -> None:
     s.add_argument("--plan", help="plan.json for --model")
     s.add_argument("--data", help="preprocessed folder (default: the run's work directory)")
     s.add_argument("--name", dest="label", help="the model's name in results and reports (default: the run's name)")
-    _alias(s, "--label", "label")
+    alias(s, "--label", "label")
     s.add_argument("-o", "--out", default=None, help="results folder (default: WORKDIR/attacks/RUN-SCOPE for a run, "
                    "else ./rog_SCOPE)")
     _device(s)
     g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
     g.add_argument("--nnunet", metavar="MODEL_DIR",
                    help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
-    g.add_argument("--fold", type=_fold, default=0, help="fold to load: 0-4 or 'all'")
+    g.add_argument("--fold", type=fold, default=0, help="fold to load: 0-4 or 'all'")
     g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet or --bundle)")
     g.add_argument("--labels", help="raw label maps CASE.ext (with --nnunet or --bundle)")
     g.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (logits averaged, as nnU-Net)")
@@ -107,14 +64,14 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rog", description="Robust general 3D medical image segmentation",
-                                formatter_class=_Help)
+                                formatter_class=Help)
     p.add_argument("--version", action="version", version=f"rog {_version()}")
     p.add_argument("--debug", action="store_true", default=False, help="show the traceback of an error")
     p.add_argument("-q", "--quiet", action="store_true", default=False, help="no progress bars")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, fn, helptext: str):
-        s = sub.add_parser(name, help=helptext, description=helptext, formatter_class=_Help)
+        s = sub.add_parser(name, help=helptext, description=helptext, formatter_class=Help)
         _common(s)
         s.set_defaults(fn=fn)
         return s
@@ -123,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", nargs="?", default="rog_data/SynthCT", help="output folder")
     s.add_argument("--kind", default="ct", choices=["ct", "mri"], help="CT-like (one channel) or MRI-like (two)")
     s.add_argument("--num-cases", dest="cases", type=POSITIVE_INT, default=12, help="labelled training cases")
-    _alias(s, "--cases", "cases", type=POSITIVE_INT)
+    alias(s, "--cases", "cases", type=POSITIVE_INT)
     s.add_argument("--num-test-cases", dest="test_cases", type=COUNT, default=2, help="labelled test cases")
-    _alias(s, "--test-cases", "test_cases", type=COUNT)
+    alias(s, "--test-cases", "test_cases", type=COUNT)
     s.add_argument("--seed", type=int, default=0, help="seed of the phantoms")
     s.add_argument("--layout", default="msd", choices=["msd", "nnunet"], help="folder layout")
     s.add_argument("--size", type=POSITIVE_INT, nargs=2, metavar=("MIN", "MAX"), default=None,
@@ -144,17 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="recompute fingerprint and plan")
     s.add_argument("--model", default="rog", help="registered name or package.module:factory")
     s.add_argument("--width", type=POSITIVE_INT, default=64, help="the model's level-0 width (the paper's 64)")
-    s.add_argument("--spacing", type=_number(float, 0, lo_open=True), nargs="+", default=None, metavar="MM",
+    s.add_argument("--spacing", type=number(float, 0, lo_open=True), nargs="+", default=None, metavar="MM",
                    help="target spacing in mm, one value or three (default: the median spacing)")
     sub.choices["preprocess"].add_argument("--no-test", action="store_true", help="skip the test cases")
 
     s = command("summary", c.cmd_summary, "parameters and GFLOPs of each registered model")
     s.add_argument("--plan", help="plan.json (else the explicit options below)")
     s.add_argument("--channels", type=POSITIVE_INT, default=1, help="input channels")
-    s.add_argument("--classes", type=_number(int, 2), default=2, help="classes, background included")
-    s.add_argument("--strides", nargs=3, default=["1", "2", "2"], metavar="S",
+    s.add_argument("--classes", type=number(int, 2), default=2, help="classes, background included")
+    s.add_argument("--strides", type=triple, nargs=3, default=[[1] * 3, [2] * 3, [2] * 3], metavar="S",
                    help="s0 s1 s2, each '2' or per axis '2,2,1'")
-    s.add_argument("--input", default=None, help="input size, '96' or '96,96,48' (default: the plan's patch)")
+    s.add_argument("--input", type=triple, default=None, help="input size, '96' or '96,96,48' (default: the plan's "
+                   "patch, else 96)")
     s.add_argument("--width", type=POSITIVE_INT, default=64, help="level-0 width")
     s.add_argument("--models", nargs="*", default=None, help="model names (default: every registered model)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -169,9 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=POSITIVE_INT, default=unset, help="(default 1000)")
     s.add_argument("--iterations-per-epoch", dest="iterations", type=POSITIVE_INT, default=unset,
                    help="(default: one patch per training case)")
-    _alias(s, "--iterations", "iterations", type=POSITIVE_INT)
+    alias(s, "--iterations", "iterations", type=POSITIVE_INT)
     s.add_argument("--batch-size", type=POSITIVE_INT, default=unset, help="(default: the plan's)")
-    s.add_argument("--lr", type=_number(float, 0, lo_open=True), default=unset, help="learning rate (default 1e-3)")
+    s.add_argument("--lr", type=number(float, 0, lo_open=True), default=unset, help="learning rate (default 1e-3)")
     s.add_argument("--patience", type=COUNT, default=unset, help="epochs without improvement before the learning "
                    "rate is reduced (default 50)")
     s.add_argument("--fold", type=COUNT, default=unset, help="cross-validation fold (default 0)")
@@ -206,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plan", help="plan.json for --model")
     s.add_argument("--postprocess", default="auto", choices=["auto", "on", "off"],
                    help="auto: the run's decision (an ensemble's where its runs agree)")
-    s.add_argument("--overlap", type=_number(float, 0, 0.95), default=0.5, help="sliding-window overlap")
+    s.add_argument("--overlap", type=number(float, 0, 0.95), default=0.5, help="sliding-window overlap")
     s.add_argument("--disable-tta", dest="tta", action="store_false",
                    help="no mirroring test-time augmentation (default: mirrored along the 3 axes, 8 passes, as nnU-Net)")
-    _alias(s, "--tta", "tta", action="store_true")  # the old switch: mirroring is on by default now
+    alias(s, "--tta", "tta", action="store_true")  # the old switch: mirroring is on by default now
     s.add_argument("--save-probabilities", action="store_true",
                    help="also write NAME.npz: class probabilities [K, X, Y, Z] in the image's voxel order, and its affine")
     s.add_argument("--continue", dest="resume", action="store_true",
@@ -221,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "(reference folder first, as nnU-Net)")
     s.add_argument("gt", metavar="REFERENCE", help="folder of reference label maps")
     s.add_argument("pred", metavar="PREDICTION", help="folder of predicted label maps, same file names")
-    s.add_argument("--classes", type=_number(int, 2), default=None,
+    s.add_argument("--classes", type=number(int, 2), default=None,
                    help="number of classes incl. background (default: the largest label present + 1)")
-    s.add_argument("--tolerance", type=_number(float, 0, lo_open=True), default=1.0, help="surface Dice tolerance in mm")
+    s.add_argument("--tolerance", type=number(float, 0, lo_open=True), default=1.0, help="surface Dice tolerance in mm")
     s.add_argument("-o", "--out", default=None, help="output path stem (default: PREDICTION/summary)")
 
     s = command("attack", c.cmd_attack, "robustness benchmark: AutoAttack for 3D segmentation")
@@ -231,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' or 'plus'")
     s.add_argument("--iterations", dest="iters", type=POSITIVE_INT, nargs="+", default=[5],
                    help="iterations of the gradient attacks (one run per value)")
-    _alias(s, "--iters", "iters", type=POSITIVE_INT, nargs="+")
+    alias(s, "--iters", "iters", type=POSITIVE_INT, nargs="+")
     s.add_argument("--queries", type=POSITIVE_INT, nargs="+", default=[500],
                    help="queries of Square, the black-box attack (one run per value)")
     s.add_argument("--scope", default=None, choices=["patch", "volume"],
@@ -242,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("corrupt", c.cmd_corrupt, "robustness to scanner artefacts: corruptions x severities (TorchIO)")
     s.add_argument("--corruptions", nargs="+", default=["all"],
                    help="noise, blur, bias, motion, ghosting, spike, gamma, anisotropy, or 'all'")
-    s.add_argument("--severities", type=_number(int, 1, 5), nargs="+", default=[1, 2, 3, 4, 5], help="1 to 5")
+    s.add_argument("--severities", type=number(int, 1, 5), nargs="+", default=[1, 2, 3, 4, 5], help="1 to 5")
     _model_source_arguments(s)
 
     s = command("report", c.cmd_report, "HTML report with the paper's figures and tables")

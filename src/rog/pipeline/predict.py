@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rog.atomic import file_hash, write_json
+from rog.atomic import file_hash, writable_dir, write_json
 from rog.errors import UsageError
 from rog.pipeline.models import ModelSource, load_model
 from rog.rundir import PredictionsDir
@@ -80,7 +80,7 @@ def predict(req: PredictRequest) -> PredictResult:
             raise UsageError(f"{out.provenance}: these predictions were made with other {', '.join(changed)}; "
                              "use another output folder, or leave out --continue to predict again")
     cases = cases_from_input(req.input)
-    Path(req.output).mkdir(parents=True, exist_ok=True)
+    writable_dir(req.output)
     write_json(out.provenance, provenance)
     times = StageTimes()
     status = predict_cases(models[0].network, first, cases, req.output, resolve_device(req.device), req.overlap,

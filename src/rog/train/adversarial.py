@@ -25,7 +25,7 @@ class FreeAT:
     """State of Free adversarial training: the persistent perturbation buffer."""
 
     def __init__(self, eps: float, replays: int = 5):
-        self.threat, self.replays = ThreatModel(eps), replays
+        self.threat, self.replays = ThreatModel.exactly(eps), replays
         self.delta: torch.Tensor | None = None
         self.last_ratio = 0.0  # |delta|_inf / radius of the last replay, for the log
 
@@ -65,7 +65,7 @@ def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, case_lo: to
     from a random start seeded by `seed`, the lowest-Dice iterate kept) with the case's radius
     inside `training_box`. The weights are frozen meanwhile; they receive their gradients in the
     training step that follows."""
-    lo, hi, radius = training_box(x, case_lo, case_hi, ThreatModel(eps))
+    lo, hi, radius = training_box(x, case_lo, case_hi, ThreatModel.exactly(eps))
     # the attack measures eps on the box it is given: rescale so its radius is the case's
-    per_channel = eps * radius / (ThreatModel(eps).radius_of(lo, hi)).clamp(min=1e-12)
+    per_channel = eps * radius / (ThreatModel.exactly(eps).radius_of(lo, hi)).clamp(min=1e-12)
     return PGD(model, ThreatModel(per_channel), iters=steps, seed=seed)(x, y, lo, hi)
