@@ -31,10 +31,13 @@ def _rows(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_training_writes_log_curves_and_checkpoints(prepared, tmp_path):
+def test_training_writes_log_curves_and_checkpoints(prepared, tmp_path, capsys):
     wd, plan = prepared
     cfg = TrainConfig(epochs=2, iterations=2, batch_size=2, device="cpu")
-    result = Trainer(plan, wd.preprocessed, tmp_path / "run", cfg, progress=False).fit()
+    result = Trainer(plan, wd.preprocessed, tmp_path / "run", cfg, progress=True).fit()
+    # one progress bar for the whole run (its ETA is the run's): 2 epochs x 2 batches
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("train: 100%") and "4/4" in line and "epoch=2/2" in line for line in bar), bar
     run = tmp_path / "run"
     assert result["epochs"] == 2 and [r["epoch"] for r in _rows(run)] == ["1", "2"]
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -39,6 +39,9 @@ class PGD(Attack):
 
 
 class SegPGD(PGD):
+    """PGD on SegPGD's loss (Gu et al. 2022): CE of the voxels still right weighted against
+    the voxels already wrong, the weight moving to the wrong ones over the iterations."""
+
     name = "segpgd"
 
     def __init__(self, model, threat, iters: int = 5, **kw):
@@ -46,6 +49,9 @@ class SegPGD(PGD):
 
 
 class CosPGD(PGD):
+    """PGD on CosPGD's loss (Agnihotri and Keuper 2024): each voxel's CE weighted by the cosine
+    similarity of its softmax and its one-hot label, so the voxels still right weigh most."""
+
     name = "cospgd"
 
     def __init__(self, model, threat, iters: int = 5, **kw):

@@ -22,7 +22,16 @@ class ThreatModel:
     "linf" (or "l2", where eps/255 bounds the L2 norm of the range-normalised perturbation
     divided by sqrt(#voxels)). A tensor eps broadcastable to `[B, C, 1, 1, 1]` gives each
     instance and channel its own (adversarial training: the whole case's radius on an
-    augmented patch's wider box)."""
+    augmented patch's wider box).
+
+    >>> ThreatModel(8).radius == 8 / 255
+    True
+    >>> ThreatModel.of_range(8 / 255).eps
+    8.0
+    >>> ThreatModel(8 / 255)
+    Traceback (most recent call last):
+    ValueError: eps=0.0313725 is on the /255 scale, so it would mean 0.0313725/255 of the range: for 8/255 give ThreatModel(8); for a fraction of the range ThreatModel.of_range(0.0313725)
+    """
 
     eps: float | torch.Tensor
     norm: str = "linf"

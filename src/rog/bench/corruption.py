@@ -45,6 +45,9 @@ class CorruptionJob:
 
 
 class CorruptionSweep(Sweep):
+    """Every case x corruption x severity of `config` through the sliding window (patch size
+    `patch`, `spacing` in mm per axis of the model input): `run(cases)` returns the `Results`."""
+
     kind = "corruption"
 
     def __init__(self, model: nn.Module, num_classes: int, config: CorruptionConfig, out_dir: str | Path,

@@ -13,6 +13,7 @@ from rog.progress import QUIET
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    before = os.environ.get(QUIET)
     if args.quiet:
         os.environ[QUIET] = "1"  # every progress bar, worker processes' too
     try:
@@ -28,3 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rog {args.command}: interrupted; finished work is kept (run the same command to resume)",
               file=sys.stderr)
         return 130
+    finally:  # a caller in the same process (a notebook, a test) gets its environment back
+        if before is None:
+            os.environ.pop(QUIET, None)
+        else:
+            os.environ[QUIET] = before

@@ -215,7 +215,17 @@ def _output_device(requested, window_device: torch.device, channels: int, size) 
 
 class SlidingWindow(nn.Module):
     """Wraps a patch model into a whole-volume model: `[B, C, D, H, W]` -> `[B, K, D, H, W]`
-    logits through `sliding_window`. Attacks take it like any other model ("volume" scope)."""
+    logits through `sliding_window`. Attacks take it like any other model ("volume" scope).
+
+    >>> import torch
+    >>> whole = SlidingWindow(torch.nn.Conv3d(1, 2, 1), patch=[8, 8, 8], overlap=0.5)
+    >>> whole(torch.rand(1, 1, 20, 12, 9)).shape
+    torch.Size([1, 2, 20, 12, 9])
+    >>> SlidingWindow(torch.nn.Conv3d(1, 2, 1), patch=[8, 8, 8], style="nnUnet")
+    Traceback (most recent call last):
+    ValueError: By 'nnUnet', did you mean 'nnunet'?
+    ...
+    """
 
     def __init__(self, model: nn.Module, patch: Sequence[int], overlap: float = 0.5,
                  mode: str = "gaussian", batch_size: int = 4, mirror_axes: Sequence[int] | None = None,

@@ -56,6 +56,7 @@ def _steps(req: PredictRequest, models: list) -> dict | None:
 
 
 def predict(req: PredictRequest) -> PredictResult:
+    """Predict every case of `req`, recording the models and settings in rog_predict.json."""
     from rog.devices import resolve_device
     from rog.infer.predictor import StageTimes, cases_from_input, predict_cases
     if not req.sources:

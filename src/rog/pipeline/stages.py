@@ -103,7 +103,8 @@ def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = 
     result = TrainResult(fitted["epochs"], fitted["best_val_dice"])
     if postprocessing and trainer.rank == 0:
         load_weights(trainer.model, wd.run(name).checkpoint("best"))
-        result.postprocessing = decide_for_run(trainer.model, plan, wd.preprocessed, wd.run(name), trainer.device)
+        result.postprocessing = decide_for_run(trainer.model, plan, wd.preprocessed, wd.run(name), trainer.device,
+                                               progress)
     return result
 
 

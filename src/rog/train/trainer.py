@@ -187,16 +187,20 @@ class Trainer:
         val = validation_patches(self.data_dir, split["val"], self.plan.patch_size)
         writer = self._tensorboard()
         lr0 = cfg.lr
+        per_rank = max(batch // self.world, 1)
+        # one bar for the whole run, so its ETA is the run's (up to the last epoch: the learning
+        # rate schedule may end it sooner)
+        full = math.ceil(len(data) / per_rank)
+        bar = progress_bar(total=max(self.max_epochs - self.epoch, 0) * full - start_it, desc="train", unit="batch",
+                           disable=not self.progress or self.rank)
         while self.epoch < self.max_epochs and self.opt.param_groups[0]["lr"] > lr0 * cfg.min_lr_factor + 1e-12:
             data.set_epoch(self.epoch)
-            per_rank = max(batch // self.world, 1)
             # resuming mid-epoch: skip the batches already trained on, without loading them
             loader = DataLoader(Subset(data, range(start_it * per_rank, len(data))), batch_size=per_rank,
                                 num_workers=cfg.workers)
             t0 = time.perf_counter()
             sums = {"loss": partial.get("loss", 0.0), "n": partial.get("n", 0)}
-            bar = progress_bar(loader, desc=f"epoch {self.epoch + 1}/{self.max_epochs}", disable=not self.progress or self.rank)
-            for it, (x, y, span) in enumerate(bar, start=start_it):
+            for it, (x, y, span) in enumerate(loader, start=start_it):
                 x, y = x.to(self.device), y.to(self.device)
                 case_lo, case_hi = span[:, 0].to(self.device), span[:, 1].to(self.device)
                 if self.free is not None:
@@ -211,7 +215,9 @@ class Trainer:
                                              f"last good checkpoint: {self.run.checkpoint('last')}")
                 sums["loss"] += loss
                 sums["n"] += 1
-                bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", lr=f"{self.opt.param_groups[0]['lr']:.2e}")
+                bar.update()
+                bar.set_postfix(epoch=f"{self.epoch + 1}/{self.max_epochs}", loss=f"{sums['loss'] / sums['n']:.4f}",
+                                lr=f"{self.opt.param_groups[0]['lr']:.2e}")
                 if cfg.save_every and (it + 1) % cfg.save_every == 0:
                     self._save("last", it + 1, sums)
             start_it, partial = 0, {}
@@ -232,6 +238,7 @@ class Trainer:
                 if writer:
                     for k in ("train_loss", "val_loss", "val_dice", "lr"):
                         writer.add_scalar(k, row[k], self.epoch)
+        bar.close()
         if self.world > 1:
             dist.barrier()
         return {"epochs": self.epoch, "best_val_dice": self.best_dice,
