@@ -73,6 +73,17 @@ class Plan:
         extra = 2 ** (self.num_scales - 2)
         return [int(np.prod([s[a] for s in self.strides])) * extra for a in range(3)]
 
+    def preprocessing(self) -> dict:
+        """The fields that shape a preprocessed case (recorded in each one, so that a case
+        made under another plan is never used as if it were this plan's)."""
+        return {"modalities": list(self.modalities), "target_spacing": [float(v) for v in self.target_spacing],
+                "normalization": self.normalization}
+
+    def changes(self, old: "Plan") -> list[str]:
+        """'field old -> new' for each field this plan sets differently from `old`."""
+        new, was = asdict(self), asdict(old)
+        return [f"{k} {was[k]} -> {v}" for k, v in new.items() if was[k] != v]
+
     def save(self, path: str | Path) -> None:
         write_json(path, asdict(self))
 

@@ -38,15 +38,18 @@ def cmd_check(a) -> int:
 
 def cmd_plan(a) -> int:
     from rog.data.dataset import load_dataset
-    from rog.rundir import Workdir
     from rog.pipeline.stages import ensure_fingerprint, ensure_plan
+    from rog.plan import Plan
+    from rog.rundir import Workdir
     ds = load_dataset(a.dataset)
     wd = Workdir.for_dataset(ds, a.workdir)
+    old = Plan.load(wd.plan) if a.force and wd.plan.is_file() else None
     ensure_fingerprint(ds, wd, _workers(a.workers), force=a.force)
     plan = ensure_plan(ds, wd, _workers(a.workers), force=a.force, model=a.model, width=a.width,
                        spacing=a.spacing)
     print(plan.table())
-    print(f"plan written to {wd.plan} (edit it by hand to change any setting)")
+    print(f"plan written to {wd.plan} (edit it by hand to change any setting)"
+          + (f"; changed: {', '.join(plan.changes(old)) or 'nothing'}" if old else ""))
     return 0
 
 
@@ -177,8 +180,7 @@ def cmd_train(a) -> int:
     from dataclasses import fields
     from rog.pipeline.stages import train_run
     from rog.train.trainer import TrainConfig
-    # options given on the command line only (the others are unset: TrainConfig's defaults
-    # apply to a new run, a resumed run keeps its own values)
+    # only the options given: unset ones take TrainConfig's defaults in a new run, the run's own on --resume
     given = {f.name: getattr(a, f.name) for f in fields(TrainConfig) if hasattr(a, f.name)}
     if a.resume:
         changed = ", ".join(f"--{k.replace('_', '-')}" for k in given)
@@ -234,10 +236,8 @@ def cmd_demo(a) -> int:
 
 def cmd_nuclei(a) -> int:
     from rog.atomic import writable_dir
-    from rog.data.nuclei import make_nuclei_task
-    if (Path(a.out) / "dataset.json").exists():
-        raise UsageError(f"{a.out}: already holds a dataset (dataset.json); choose another folder")
     from rog.data.dataset import describe
+    from rog.data.nuclei import make_nuclei_task
     print(describe(make_nuclei_task(writable_dir(a.out))))
     return 0
 

@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes (default: up to 2 CPUs)")
     s = sub.choices["plan"]
     s.add_argument("--force", action="store_true", help="recompute fingerprint and plan")
-    s.add_argument("--model", default="rog", help="registered name or package.module:factory")
-    s.add_argument("--width", type=POSITIVE_INT, default=64, help="the model's level-0 width (the paper's 64)")
+    s.add_argument("--model", default=None, help="registered name or package.module:factory (default: rog; "
+                   "an existing plan's is kept unless given)")
+    s.add_argument("--width", type=POSITIVE_INT, default=None, help="the model's level-0 width (default: the "
+                   "paper's 64; an existing plan's is kept unless given)")
     s.add_argument("--spacing", type=number(float, 0, lo_open=True), nargs="+", default=None, metavar="MM",
                    help="target spacing in mm, one value or three (default: the median spacing)")
     sub.choices["preprocess"].add_argument("--no-test", action="store_true", help="skip the test cases")

@@ -220,6 +220,8 @@ def make_nuclei_task(out: str | Path, sources=None, test_source: str | None = No
     dataset.json, as in the MSD). Every source is located before anything is written.
     Returns the dataset folder."""
     out = Path(out)
+    if (out / "dataset.json").exists():
+        raise NucleiError(f"{out}: already holds a dataset (dataset.json); choose another folder")
     sources, test_source = sources or SOURCES, test_source or TEST_SOURCE
     if test_source not in {s.name for s in sources}:
         raise NucleiError(f"test source {test_source!r} is not among the sources")

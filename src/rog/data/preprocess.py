@@ -21,7 +21,7 @@ from rog.data.dataset import Case, Dataset
 from rog.data.fingerprint import nonzero_bbox
 from rog.data.io import Geometry, canonical_axes
 from rog.data.validate import read_case
-from rog.plan import Plan
+from rog.plan import Plan, PlanError
 from rog.pool import worker_pool
 from rog.progress import progress_bar
 
@@ -163,6 +163,28 @@ def case_done(out_dir: Path, name: str) -> bool:
     return (out_dir / f"{name}.json").is_file()
 
 
+def plan_mismatch(props: dict, plan: Plan) -> str | None:
+    """How a preprocessed case (its `props`) differs from what `plan` makes: the first field
+    that differs, "no plan recorded" for cases preprocessed before plans were recorded, or None."""
+    made = props.get("preprocessing")
+    if made is None:
+        return "no plan recorded"
+    want = json.loads(json.dumps(plan.preprocessing()))  # as the JSON holds it
+    return next((f"{k} {made.get(k)} (the plan: {want[k]})" for k in want if made.get(k) != want[k]), None)
+
+
+def check_preprocessed(out_dir: str | Path, names: list[str], plan: Plan, where: str) -> None:
+    """Refuse (`PlanError`) preprocessed cases that `plan` would not make: a model is never fed
+    data shaped by another plan. `where` names the plan (a run's plan.json)."""
+    out_dir = Path(out_dir)
+    for name in names:
+        if case_done(out_dir, name):
+            why = plan_mismatch(json.loads((out_dir / f"{name}.json").read_text()), plan)
+            if why:
+                raise PlanError(f"{out_dir / name}.json: preprocessed under another plan than {where} ({why}); "
+                                "run `rog preprocess` again with this plan, or give --data a folder made with it")
+
+
 def labelled_cases(out_dir: str | Path, split: str = "training") -> list[str]:
     """Names of the preprocessed cases of `split` ("training" or "test") in `out_dir` that
     have a label map, sorted. Test cases never enter training; folders preprocessed before
@@ -186,9 +208,10 @@ def load_case(out_dir: str | Path, name: str, mmap: bool = True):
 
 def _preprocess_one(args: tuple[Dataset, Case, Plan, Path, str]) -> str:
     ds, case, plan, out_dir, split = args
+    (out_dir / f"{case.name}.json").unlink(missing_ok=True)  # a case made again is not done until its JSON is back
     image, geom, label = read_case(ds, case)
     image, label, props = preprocess_arrays(image, label, geom, plan)
-    props["name"], props["split"] = case.name, split
+    props["name"], props["split"], props["preprocessing"] = case.name, split, plan.preprocessing()
     save_npy(out_dir / f"{case.name}.npy", image)
     if label is not None:
         save_npy(out_dir / f"{case.name}_seg.npy", label)
@@ -199,11 +222,18 @@ def _preprocess_one(args: tuple[Dataset, Case, Plan, Path, str]) -> str:
 def preprocess_dataset(ds: Dataset, plan: Plan, out_dir: str | Path, workers: int = 1,
                        progress: bool = True, include_test: bool = False) -> list[str]:
     """Preprocess every training case (and test cases with `include_test`) into `out_dir`,
-    skipping cases already done. Returns the names of the cases processed in this call."""
+    skipping cases already done under the same plan (`Plan.preprocessing`); a case made under
+    another plan, or before plans were recorded, is made again (said once, with the field).
+    Returns the names of the cases processed in this call."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = [(c, "training") for c in ds.training] + [(c, "test") for c in (ds.test if include_test else [])]
-    todo = [(ds, c, plan, out_dir, split) for c, split in cases if not case_done(out_dir, c.name)]
+    stale = {c.name: why for c, _ in cases if case_done(out_dir, c.name)
+             and (why := plan_mismatch(json.loads((out_dir / f"{c.name}.json").read_text()), plan))}
+    if stale:
+        name, why = next(iter(stale.items()))
+        print(f"preprocessing {len(stale)} case(s) again: made under another plan ({name}: {why})", flush=True)
+    todo = [(ds, c, plan, out_dir, split) for c, split in cases if not case_done(out_dir, c.name) or c.name in stale]
     bar = progress_bar(total=len(todo), desc="preprocess", disable=not progress)
     done = []
     if workers > 1 and len(todo) > 1:

@@ -28,12 +28,21 @@ def ensure_fingerprint(ds: Dataset, wd: Workdir, workers: int = 1, force: bool =
 
 
 def ensure_plan(ds: Dataset, wd: Workdir, workers: int = 1, force: bool = False, **overrides) -> Plan:
-    """Load plan.json, or make it from the fingerprint (`overrides`: model, width, spacing)."""
+    """Load plan.json, or make it from the fingerprint (`overrides`: model, width, spacing; None
+    = the planner's default). An existing plan is kept only where it agrees with the
+    overrides given: one that differs is refused, the field named (`force` plans again)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if wd.plan.is_file() and not force:
         plan = Plan.load(wd.plan)
         if plan.dataset != ds.name:  # e.g. an old demo folder reused for another task
             raise PlanError(f"{wd.plan}: the plan of dataset {plan.dataset!r}, not {ds.name!r}; "
                             "use another work directory")
+        asked = make_plan(ensure_fingerprint(ds, wd, workers), **overrides) if overrides else plan
+        differ = [k for k in ("model", "width", "target_spacing") if getattr(asked, k) != getattr(plan, k)]
+        if differ:
+            raise PlanError(f"{wd.plan}: exists with {', '.join(f'{k} {getattr(plan, k)}' for k in differ)}, not "
+                            f"{', '.join(str(getattr(asked, k)) for k in differ)} as asked; `rog plan --force` plans "
+                            "again (cases are then preprocessed again), or use another work directory")
         return plan
     plan = make_plan(ensure_fingerprint(ds, wd, workers), **overrides)
     plan.save(wd.plan)

@@ -10,6 +10,7 @@ from rog.atomic import file_hash, writable_dir
 from rog.bench.cases import SOURCES, default_cases, load_bench_cases
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.bench.runner import Benchmark, BenchmarkConfig
+from rog.data.preprocess import check_preprocessed
 from rog.devices import init_distributed, resolve_device
 from rog.errors import UsageError
 from rog.models.summary import model_row, row
@@ -62,6 +63,7 @@ def run_sweep(req: SweepRequest) -> SweepResult:
     names = names[:req.max_cases] if req.max_cases else names
     if not names:
         raise FileNotFoundError(f"{m.data}: no labelled preprocessed case to evaluate")
+    check_preprocessed(m.data, names, m.plan, str(m.run.plan) if m.run else str(req.source.plan))
     scope = req.config.scope if req.attack else "volume"
     cases = load_bench_cases(m.data, names, scope, m.plan.val_patch_size, device)
     meta = _rog_meta(m, source, req.label)

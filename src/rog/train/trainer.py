@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from rog.atomic import write_json
 from rog.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from rog.data.preprocess import labelled_cases
+from rog.data.preprocess import check_preprocessed, labelled_cases
 from rog.devices import init_distributed, resolve_device
 from rog.errors import refuse_unknown_keys
 from rog.evaluate.metrics import dice_batch
@@ -175,6 +175,7 @@ class Trainer:
         cfg = self.config
         self.run.path.mkdir(parents=True, exist_ok=True)
         split = self._splits()
+        check_preprocessed(self.data_dir, split["train"] + split["val"], self.plan, str(self.run.plan))
         if self.rank == 0:
             self.plan.save(self.run.plan)
             write_json(self.run.config, {**asdict(cfg), "model": cfg.model or self.plan.model})
