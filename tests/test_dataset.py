@@ -61,3 +61,18 @@ def test_path_leaving_the_folder_is_an_error_in_strict_mode(ct_task, tmp_path):
     with pytest.raises(DatasetError, match="leaves the dataset folder"):
         load_dataset(root)
     assert any("leaves" in p for p in load_dataset(root, strict=False).problems)
+
+
+def test_a_dataset_of_symbolic_links_is_fine_and_a_path_written_to_leave_is_not(ct_task, tmp_path):
+    from rog.data.check import check_dataset
+    root = tmp_path / "linked"
+    root.mkdir()
+    shutil.copy(ct_task / "dataset.json", root)
+    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        if (ct_task / folder).is_dir():
+            (root / folder).mkdir()
+            for f in (ct_task / folder).iterdir():  # each file a link to a file outside the folder
+                (root / folder / f.name).symlink_to(f.resolve())
+    ds = load_dataset(root)
+    assert len(ds.training) == len(load_dataset(ct_task).training) and check_dataset(root) == []
+    assert all(c.images[0].is_symlink() for c in ds.training)

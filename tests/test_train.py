@@ -210,3 +210,45 @@ def test_pgd_adversarial_training_runs_and_changes_the_inputs(prepared, tmp_path
     cfg = TrainConfig(epochs=1, iterations=2, batch_size=2, device="cpu", adv="pgd", pgd_steps=2)
     Trainer(plan, wd.preprocessed, tmp_path / "pgd", cfg, progress=False).fit()
     assert len(seen) == 2 and all(0 < d <= 8 / 255 + 1e-6 for d in seen)  # the case's radius
+
+
+def test_a_split_file_is_honoured_recorded_and_checked(ct_task, prepared, tmp_path, capsys):
+    from rog.cli import main
+    from rog.data.preprocess import labelled_cases
+    from rog.train.data import SplitError, read_split
+    wd, plan = prepared
+    cases = labelled_cases(wd.preprocessed)
+    mine = {"train": cases[1:], "val": cases[:1]}
+    (tmp_path / "split.json").write_text(json.dumps(mine))
+    cfg = TrainConfig(epochs=1, iterations=1, batch_size=2, device="cpu", split=str(tmp_path / "split.json"))
+    Trainer(plan, wd.preprocessed, tmp_path / "run", cfg, progress=False).fit()
+    recorded = json.loads((tmp_path / "run" / "splits.json").read_text())
+    assert recorded["train"] == sorted(mine["train"]) and recorded["val"] == mine["val"]
+    assert recorded["from"] == str(tmp_path / "split.json")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["split"] == str(tmp_path / "split.json")
+    # nnU-Net's splits_final.json: a list of folds, --fold picks one
+    (tmp_path / "nnunet.json").write_text(json.dumps([mine, {"train": cases[:-1], "val": cases[-1:]}]))
+    assert read_split(tmp_path / "nnunet.json", 1, cases)["val"] == cases[-1:]
+    for bad, why in (({"train": cases, "val": cases[:1]}, "in both train and val"),
+                     ({"train": ["nope"], "val": cases[:1]}, r"\['nope'\] are not labelled"),
+                     ({"train": cases[1:]}, "non-empty 'train' and 'val'")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(SplitError, match=why):
+            read_split(tmp_path / "bad.json", 0, cases)
+    with pytest.raises(SplitError, match="no fold 2"):
+        read_split(tmp_path / "nnunet.json", 2, cases)
+    # a run folder prepared with only a splits.json (nnU-Net's habit) is trained on that split
+    run = wd.root / "runs" / "prepared"
+    run.mkdir(parents=True)
+    (run / "splits.json").write_text(json.dumps({**mine, "test": []}))
+    quick = ["-w", str(wd.root), "--epochs", "1", "--iterations-per-epoch", "1", "--batch-size", "2", "--device", "cpu",
+             "--no-postprocessing"]
+    assert main(["train", str(ct_task), "--name", "prepared", *quick]) == 0
+    assert json.loads((run / "splits.json").read_text())["val"] == mine["val"] and (run / "checkpoint_last.pt").is_file()
+    # a malformed split file: one line naming it, no run written
+    (tmp_path / "bad.json").write_text("{")
+    capsys.readouterr()
+    assert main(["train", str(ct_task), "--name", "badsplit", "--split", str(tmp_path / "bad.json"), *quick]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("rog train: error: ") and "bad.json: invalid JSON" in last
+    assert not (wd.root / "runs" / "badsplit" / "config.json").exists()

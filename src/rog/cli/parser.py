@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patience", type=COUNT, default=unset, help="epochs without improvement before the learning "
                    "rate is reduced (default 50)")
     s.add_argument("--fold", type=COUNT, default=unset, help="cross-validation fold (default 0)")
+    s.add_argument("--split", metavar="FILE", default=unset, help="JSON split: train and val (and test) case lists, or "
+                   "nnU-Net's splits_final.json (--fold picks one); recorded in the run (default: seeded folds, or "
+                   "a splits.json already in the run folder)")
     s.add_argument("--seed", type=COUNT, default=unset, help="(default 0)")
     s.add_argument("--adv", choices=["free", "pgd"], default=unset, help="adversarial training (default: none)")
     s.add_argument("--augment", choices=["default", "corruptions"], default=unset,

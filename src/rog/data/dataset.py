@@ -7,6 +7,7 @@ hold macOS `._*` junk files). nnU-Net v2 cases are the `CASE_0000<file_ending>` 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,9 @@ def _check_labels(labels: dict[int, str], meta_path: Path) -> dict[int, str]:
 
 
 def _inside(root: Path, rel: str, where: str, problems: list[str]) -> Path:
-    p = (root / rel).resolve()
+    """`rel` under `root`; a path written to leave it ('../x', '/abs') is a problem. Checked on
+    the path as written, not where a symbolic link points: datasets made of links are fine."""
+    p = Path(os.path.normpath(root / rel))
     if root != p and root not in p.parents:
         problems.append(f"{where}: path {rel!r} leaves the dataset folder {root}")
     return p

@@ -76,7 +76,7 @@ def train_run(dataset: str | Path, workdir: str | Path | None, name: str, option
             raise CheckpointError(f"{run.checkpoint('last')}: not found, nothing to resume")
         plan, config = Plan.load(run.plan), TrainConfig.from_dict(run.read_config(), str(run.config), **options)
     else:
-        if run.path.is_dir() and any(run.path.iterdir()):
+        if run.path.is_dir() and any(p != run.splits for p in run.path.iterdir()):  # a prepared split is no run
             if not overwrite:
                 raise CheckpointError(f"{run}: a run named {name!r} exists; --resume continues it, "
                                       "--overwrite deletes it and starts again")

@@ -8,6 +8,7 @@ and distributed ranks take disjoint items (i = rank, rank + world, ...).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from rog.attacks.threat import ThreatModel
 from rog.corruptions import CORRUPTIONS, corrupt, foreground_sd
 from rog.data.preprocess import load_case
 from rog.data.sampling import centred_patch, class_locations, sample_patch
+from rog.errors import RogError
 from rog.train.augment import augment, build_augmentation
 
 
@@ -103,6 +105,42 @@ def make_splits(cases: list[str], folds: int = 5, seed: int = 0, holdout: int = 
     return [{"train": sorted(cases[i] for c in chunks[:f] + chunks[f + 1:] for i in c),
              "val": sorted(cases[i] for i in chunks[f]), "test": sorted(cases[i] for i in test)}
             for f in range(folds)]
+
+
+class SplitError(RogError):
+    """A split file that cannot be used: the message names the file and the case or key."""
+
+
+def read_split(path: str | Path, fold: int, cases: list[str]) -> dict[str, list[str]]:
+    """The split in the JSON file `path`: {"train": [...], "val": [...]} (and optionally
+    "test"), or nnU-Net's splits_final.json, a list of such per fold (`fold` is taken). Every
+    name must be one of `cases` (the labelled preprocessed cases) and train, val and test
+    disjoint; anything else is a `SplitError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitError(f"{path}: split file not found")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SplitError(f"{path}: invalid JSON ({e})") from e
+    if isinstance(raw, list):  # nnU-Net's splits_final.json: one split per fold
+        if not 0 <= fold < len(raw):
+            raise SplitError(f"{path}: no fold {fold} (it lists {len(raw)})")
+        raw = raw[fold]
+    if not isinstance(raw, dict):
+        raise SplitError(f"{path}: expected {{'train': [...], 'val': [...]}} or a list of them per fold")
+    unknown = sorted(set(raw) - {"train", "val", "test"})
+    if unknown or not raw.get("train") or not raw.get("val"):
+        raise SplitError(f"{path}: needs non-empty 'train' and 'val' lists (and optionally 'test')"
+                         + (f"; unknown key(s) {unknown}" if unknown else ""))
+    split = {k: sorted(str(n) for n in raw.get(k, [])) for k in ("train", "val", "test")}
+    missing = sorted(set().union(*split.values()) - set(cases))
+    if missing:
+        raise SplitError(f"{path}: case(s) {missing[:5]} are not labelled preprocessed training cases")
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        if set(split[a]) & set(split[b]):
+            raise SplitError(f"{path}: case(s) {sorted(set(split[a]) & set(split[b]))[:5]} in both {a} and {b}")
+    return split
 
 
 def holdout_size(labelled: int, labelled_test: int) -> int:

@@ -35,7 +35,7 @@ from rog.plan import Plan
 from rog.progress import progress_bar
 from rog.rundir import RunDir
 from rog.train.adversarial import FreeAT, pgd_examples
-from rog.train.data import TrainPatches, holdout_size, make_splits, validation_patches
+from rog.train.data import TrainPatches, holdout_size, make_splits, read_split, validation_patches
 from rog.train.log import write_log
 
 
@@ -50,6 +50,7 @@ class TrainConfig:
     min_lr_factor: float = 1 / 16
     fold: int = 0
     folds: int = 5
+    split: str | None = None  # a split file (train/val[/test] lists, or nnU-Net's splits_final.json), else seeded folds
     seed: int = 0
     model: str | None = None  # default: the plan's
     adv: str | None = None  # None, "free" or "pgd"
@@ -98,9 +99,14 @@ class Trainer:
 
     # ---- setup --------------------------------------------------------------------------
     def _splits(self) -> dict:
-        if (split := self.run.read_splits()) is not None:
+        if (split := self.run.read_splits()) is not None:  # resumed, or prepared in the run folder
             return split
         cases = labelled_cases(self.data_dir)
+        if self.config.split:
+            split = read_split(self.config.split, self.config.fold, cases)
+            if self.rank == 0:
+                write_json(self.run.splits, {**split, "fold": self.config.fold, "from": str(self.config.split)})
+            return split
         if len(cases) < 2:
             raise ValueError(f"{self.data_dir}: need at least 2 preprocessed labelled cases, found {len(cases)}")
         holdout = holdout_size(len(cases), len(labelled_cases(self.data_dir, "test")))
