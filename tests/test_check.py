@@ -84,3 +84,32 @@ def test_empty_training_list(tmp_path):
 def test_check_cli_ok(ct_task, capsys):
     assert main(["check", str(ct_task), "-q"]) == 0
     assert "no problems found" in capsys.readouterr().out
+
+
+def test_structure_problems_of_both_layouts_are_listed(ct_task, tmp_path):
+    from rog.data.synthetic import make_task
+    # nnU-Net v2: a stray file, a channel the dataset does not have, a wrong count, another ending
+    root = make_task(tmp_path / "nn", cases=3, test_cases=0, seed=1, size=(24, 28), layout="nnunet")
+    first = sorted((root / "imagesTr").glob("*_0000.nii.gz"))[0]
+    shutil.copy(first, root / "imagesTr" / first.name.replace("_0000", "_0003"))
+    shutil.copy(first, root / "imagesTr" / first.name.replace("_0000.nii.gz", "_0000.nii"))
+    (root / "imagesTr" / "notes.txt").write_text("x")
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["numTraining"] = 5
+    (root / "dataset.json").write_text(json.dumps(meta))
+    text = "\n".join(map(str, check_dataset(root)))
+    assert "_0003.nii.gz: no channel of a case" in text
+    assert "_0000.nii: file ending not the dataset's file_ending '.nii.gz'" in text
+    assert "notes.txt: file ending" in text and "numTraining is 5 but 3 training case(s) are in imagesTr" in text
+    meta["file_ending"] = ".mha"
+    (root / "dataset.json").write_text(json.dumps(meta))
+    assert "file_ending '.mha': rog reads NIfTI" in "\n".join(map(str, check_dataset(root)))
+    # MSD: a case listed twice, and the count that says otherwise
+    msd = tmp_path / "msd"
+    shutil.copytree(ct_task, msd)
+    meta = json.loads((msd / "dataset.json").read_text())
+    meta["training"].append(meta["training"][0])
+    (msd / "dataset.json").write_text(json.dumps(meta))
+    text = "\n".join(map(str, check_dataset(msd)))
+    assert f"training case name(s) ['{meta['training'][0]['image'].split('/')[-1][:-7]}'] appear more than once" in text
+    assert f"numTraining is {meta['numTraining']} but {len(meta['training'])} training case(s) are listed" in text

@@ -76,3 +76,16 @@ def test_a_dataset_of_symbolic_links_is_fine_and_a_path_written_to_leave_is_not(
     ds = load_dataset(root)
     assert len(ds.training) == len(load_dataset(ct_task).training) and check_dataset(root) == []
     assert all(c.images[0].is_symlink() for c in ds.training)
+
+
+def test_an_nnunet_dataset_id_is_taken_where_a_folder_is(tmp_path, monkeypatch, capsys):
+    from rog.cli import main
+    from rog.data.synthetic import make_task
+    raw = tmp_path / "nnUNet_raw"
+    make_task(raw / "Dataset004_Synth", cases=2, test_cases=0, seed=3, size=(24, 28), layout="nnunet")
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    for given in ("4", "004", "Dataset004", "Dataset004_Synth"):
+        assert load_dataset(given).root == (raw / "Dataset004_Synth").resolve(), given
+    with pytest.raises(DatasetError, match="no dataset Dataset005_\\* under \\$nnUNet_raw"):
+        load_dataset("5")
+    assert main(["check", "4", "-q"]) == 0 and "no problems found" in capsys.readouterr().out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
     With `strict`, structural problems (paths leaving the folder, empty training list) raise
     `DatasetError`; otherwise they are listed in `Dataset.problems` for `rog check`.
     """
-    root = Path(path).resolve()
+    root = dataset_folder(path).resolve()
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
         raise DatasetError(f"{meta_path}: not found (is {root} a dataset folder?)")
@@ -68,9 +69,33 @@ def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
         raise DatasetError(f"{meta_path}: neither MSD v1 ('modality') nor nnU-Net v2 ('channel_names')")
     if not ds.training:
         ds.problems.append(f"{meta_path}: the training list is empty")
+    declared = meta.get("numTraining")
+    if isinstance(declared, int) and declared != len(ds.training):
+        ds.problems.append(f"{meta_path}: numTraining is {declared} but {len(ds.training)} training case(s) are "
+                           f"{'listed' if ds.layout == 'msd' else 'in imagesTr'}")
+    for split, cases in (("training", ds.training), ("test", ds.test)):
+        names = [c.name for c in cases]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            ds.problems.append(f"{meta_path}: {split} case name(s) {twice[:5]} appear more than once")
     if strict and ds.problems:
         raise DatasetError("\n".join(ds.problems))
     return ds
+
+
+def dataset_folder(path: str | Path) -> Path:
+    """`path`, or, where no such folder exists, a dataset id under $nnUNet_raw as nnU-Net
+    takes it ('4', 'Dataset004' or 'Dataset004_Hippocampus')."""
+    given = Path(path)
+    match = re.fullmatch(r"(?:Dataset)?(\d{1,3})(_.+)?", str(path))
+    if given.exists() or not match or not os.environ.get("nnUNet_raw"):
+        return given
+    raw = Path(os.environ["nnUNet_raw"])
+    found = sorted(raw.glob(f"Dataset{int(match.group(1)):03d}{match.group(2) or '_*'}"))
+    if len(found) != 1:
+        raise DatasetError(f"{path}: {'no' if not found else 'more than one'} dataset Dataset"
+                           f"{int(match.group(1)):03d}{match.group(2) or '_*'} under $nnUNet_raw ({raw})")
+    return found[0]
 
 
 def _require(meta: dict, key: str, kind: type, meta_path: Path):
@@ -157,24 +182,36 @@ def _parse_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
         raise DatasetError(f"{meta_path}: region-based (list) labels are not supported")
     labels = _check_labels({int(v): str(k) for k, v in raw_labels.items()}, meta_path)
     ending = str(meta.get("file_ending", ".nii.gz"))
+    problems: list[str] = []
+    if ending not in (".nii.gz", ".nii"):
+        problems.append(f"{meta_path}: file_ending {ending!r}: rog reads NIfTI ('.nii.gz' or '.nii')")
 
     def cases(images_dir: str, labels_dir: str | None) -> list[Case]:
+        """The cases of `images_dir` (CASE_XXXX files); files that fit no channel are problems."""
         folder = root / images_dir
         if not folder.is_dir():
             return []
-        out = []
+        out, files = [], [f for f in sorted(folder.iterdir()) if not f.name.startswith(".")]
         suffix = f"_0000{ending}"
-        for f in sorted(folder.iterdir()):
-            if f.name.startswith(".") or not f.name.endswith(suffix):
+        for f in files:
+            if f.name.endswith(suffix):
+                name = f.name[: -len(suffix)]
+                images = tuple(folder / f"{name}_{c:04d}{ending}" for c in range(len(modalities)))
+                label = root / labels_dir / f"{name}{ending}" if labels_dir else _test_label(root, name, ending)
+                out.append(Case(name, images, label))
+        expected = {p for c in out for p in c.images}
+        for f in files:
+            if f in expected:
                 continue
-            name = f.name[: -len(suffix)]
-            images = tuple(folder / f"{name}_{c:04d}{ending}" for c in range(len(modalities)))
-            label = root / labels_dir / f"{name}{ending}" if labels_dir else _test_label(root, name, ending)
-            out.append(Case(name, images, label))
+            if not f.name.endswith(ending):
+                problems.append(f"{f}: file ending not the dataset's file_ending {ending!r}")
+            else:
+                problems.append(f"{f}: no channel of a case (channels 0000-{len(modalities) - 1:04d}, each case "
+                                "needs its _0000 file)")
         return out
 
     return Dataset(root, str(meta.get("name", root.name)), "nnunet", modalities, labels,
-                   cases("imagesTr", "labelsTr"), cases("imagesTs", None))
+                   cases("imagesTr", "labelsTr"), cases("imagesTs", None), problems)
 
 
 def describe(path: str | Path) -> str:
