@@ -110,3 +110,49 @@ def test_training_patches_with_corruptions(ct_task, tmp_path):
     same = [torch.equal(plain[i][0], corrupted[i][0]) for i in range(8)]
     assert any(same) and not all(same)  # half the patches, on average, get an artefact
     assert all(torch.equal(plain[i][1], corrupted[i][1]) for i in range(8))  # labels untouched
+
+
+def test_save_volumes_writes_what_broke_the_model_in_the_scans_geometry(ct_task, tmp_path, capsys):
+    import nibabel as nib
+    from rog.data.dataset import load_dataset
+    from rog.data.preprocess import load_case
+    from rog.pipeline.stages import run_preprocessing
+    wd, plan, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
+    plan.width = 4
+    plan.save(tmp_path / "plan.json")
+    model = ["--model", "rog", "--plan", str(tmp_path / "plan.json"), "--data", str(wd.preprocessed), "--device", "cpu"]
+    out = tmp_path / "att"
+    assert main(["attack", *model, "--eps", "8", "--attacks", "pgd", "--iterations", "2", "--scope", "volume",
+                 "--save-volumes", "-o", str(out)]) in (0, 1)  # an untrained model may fail a check
+    case = "synthct_004"
+    source = nib.load(str(next(c for c in load_dataset(ct_task).test if c.name == case).images[0]))
+    folder = out / "volumes" / case
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{n}.nii.gz" for n in ("clean", "eps8.0", "eps8.0_delta", "pred_clean", "pred_eps8.0"))
+    for name in ("clean", "eps8.0", "pred_eps8.0"):  # opens in the scan's own grid
+        img = nib.load(str(folder / f"{name}.nii.gz"))
+        assert img.shape == source.shape and np.allclose(img.affine, source.affine, atol=1e-5)
+    raw = np.asarray(source.dataobj, np.float32)
+    clean = np.asarray(nib.load(str(folder / "clean.nii.gz")).dataobj)
+    delta = np.asarray(nib.load(str(folder / "eps8.0_delta.nii.gz")).dataobj)
+    adv = np.asarray(nib.load(str(folder / "eps8.0.nii.gz")).dataobj)
+    # the clean input back in Hounsfield units (up to the plan's clipping and the resampling round trip)
+    props = load_case(wd.preprocessed, case)[2]
+    (mean, std), = props["intensity"]
+    norm = plan.normalization[0]
+    inside = (raw > norm["lower"]) & (raw < norm["upper"])
+    assert np.corrcoef(clean[inside], raw[inside])[0, 1] > 0.95
+    # the perturbation, in HU: inside the ball (8/255 of the case's range) and not zero
+    x = np.load(wd.preprocessed / f"{case}.npy")
+    radius = 8 / 255 * float(x.max() - x.min()) * std
+    assert 0 < np.abs(delta).max() <= radius * (1 + 1e-4)
+    np.testing.assert_allclose(adv - clean, delta, atol=1e-3)
+    # corruptions: each corrupted volume beside the clean one
+    assert main(["corrupt", *model, "--corruptions", "noise", "--severities", "3", "--save-volumes",
+                 "-o", str(tmp_path / "cor")]) in (0, 1)
+    assert (tmp_path / "cor" / "volumes" / case / "noise_s3.nii.gz").is_file()
+    assert (tmp_path / "cor" / "volumes" / case / "noise_s3_delta.nii.gz").is_file()
+    # a patch is not a case: refused in one line, nothing written
+    capsys.readouterr()
+    assert main(["attack", *model, "--eps", "8", "--attacks", "pgd", "--save-volumes", "-o", str(tmp_path / "p")]) == 2
+    assert "--scope volume" in capsys.readouterr().err and not (tmp_path / "p" / "volumes").exists()

@@ -21,13 +21,20 @@ def refuse_unknown_keys(raw: dict, cls, where: str, error: type[RogError] = RogE
         raise error(f"{where}: unknown key(s) {unknown}; known: {sorted(f.name for f in fields(cls))}")
 
 
-def read_json_object(path: Path, error: type[RogError] = RogError) -> dict:
-    """The JSON object in the file `path`; malformed JSON or another JSON value is an `error`
+def read_json(path: Path, error: type[RogError] = RogError):
+    """The JSON value in the file `path`; a missing file or malformed JSON is an `error`
     naming the file."""
+    if not Path(path).is_file():
+        raise error(f"{path}: not found")
     try:
-        raw = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise error(f"{path}: invalid JSON ({e})") from e
+
+
+def read_json_object(path: Path, error: type[RogError] = RogError) -> dict:
+    """The JSON object in the file `path` (`read_json`); another JSON value is an `error`."""
+    raw = read_json(path, error)
     if not isinstance(raw, dict):
         raise error(f"{path}: expected a JSON object")
     return raw

@@ -12,7 +12,6 @@ memory constraints on the coarsest feature map. Defects of the public code are f
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rog.atomic import write_json
-from rog.errors import RogError, refuse_unknown_keys
+from rog.errors import RogError, read_json_object, refuse_unknown_keys
 
 LESION_WORDS = ("tumour", "tumor", "lesion", "cancer", "nodule", "mass", "edema", "oedema")
 VOXEL_BUDGET = 2 ** 22  # batch size = budget / patch voxels, clipped to [2, 24]
@@ -92,10 +91,7 @@ class Plan:
         path = Path(path)
         if not path.is_file():
             raise PlanError(f"{path}: plan not found (run `rog plan` first)")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise PlanError(f"{path}: invalid JSON ({e})") from e
+        raw = read_json_object(path, PlanError)
         refuse_unknown_keys(raw, cls, str(path), PlanError)
         try:
             plan = cls(**raw)

@@ -6,7 +6,8 @@
         plan.json, config.json, splits.json, checkpoint_{best,last}.pt, log.csv, curves.png,
         postprocessing.json, test_predictions/, test_eval.{json,csv}, tensorboard/
       attacks/NAME/           ResultsDir: one benchmark of one model
-        results.json, results.csv (results.rankN.* while torchrun shards run), qualitative.npz
+        results.json, results.csv (results.rankN.* while torchrun shards run), qualitative.npz,
+        volumes/CASE/*.nii.gz (--save-volumes)
     PREDICTIONS/              PredictionsDir: `rog predict -o`
       NAME.nii.gz, NAME.npz (probabilities), rog_predict.json
 
@@ -138,6 +139,10 @@ class ResultsDir:
     @property
     def qualitative(self) -> Path:
         return self.path / "qualitative.npz"
+
+    def volume(self, case: str, name: str) -> Path:
+        """`--save-volumes`' image NAME of CASE (`rog.bench.volumes`)."""
+        return self.path / "volumes" / case / f"{name}.nii.gz"
 
     def read_qualitative(self) -> dict[str, dict[str, np.ndarray]]:
         """The report's qualitative arrays, {eps key: {name: array}} (empty when none)."""

@@ -16,7 +16,7 @@ from rog.bench.records import BenchError, dice_score
 from rog.bench.sweep import Sweep
 from rog.corruptions import corrupt, expand, foreground_sd, seed_of
 from rog.evaluate.corruption import summarize_corruptions
-from rog.results import CorruptionRecord, Meta
+from rog.results import Check, CorruptionRecord, CorruptionSummary, Meta
 
 
 @dataclass
@@ -52,10 +52,10 @@ class CorruptionSweep(Sweep):
 
     def __init__(self, model: nn.Module, num_classes: int, config: CorruptionConfig, out_dir: str | Path,
                  patch, spacing, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
-                 window: dict | None = None):
+                 window: dict | None = None, keep=None):
         """`spacing`: mm per voxel axis of the model input (the plan's target spacing)."""
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
-                         window=window)
+                         window=window, keep=keep)
         self.spacing = [float(s) for s in spacing]
 
     def _jobs(self) -> list[CorruptionJob]:
@@ -73,15 +73,21 @@ class CorruptionSweep(Sweep):
         t0 = time.perf_counter()
         x = self._corrupted(case, job.corruption, job.severity)
         with frozen(self.model), torch.no_grad():
-            pred = self.model_for(case)(x).argmax(1)
-        score = dice_score(pred, case.y, self.num_classes)
-        return CorruptionRecord(case.name, job.corruption, job.severity, score.dice, score.dice_per_class,
-                                time.perf_counter() - t0, bool(torch.isfinite(x).all())), None
+            logits = self.model_for(case)(x)
+        score = dice_score(logits.argmax(1), case.y, self.num_classes)
+        record = CorruptionRecord(case.name, job.corruption, job.severity, score.dice, score.dice_per_class,
+                                  time.perf_counter() - t0, bool(torch.isfinite(x).all()))
+        if self.keep is not None:
+            with frozen(self.model), torch.no_grad():
+                if not self.keep.has_clean(case.name):
+                    self.keep.write(case.name, "clean", case.x, self.model_for(case)(case.x))
+                self.keep.write(case.name, f"{job.corruption}_s{job.severity}", x, logits)
+        return record, None
 
-    def _summarize(self, records, clean, tau) -> dict:
+    def _summarize(self, records, clean, tau) -> CorruptionSummary:
         return summarize_corruptions(records, clean)
 
-    def _checks(self, records, summary, tau, cases) -> list[dict]:
+    def _checks(self, records, summary, tau, cases) -> list[Check]:
         first = cases[0]
         model = self.model_for(first)
         with frozen(self.model), torch.no_grad():

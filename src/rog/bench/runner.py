@@ -82,9 +82,11 @@ class Benchmark(Sweep):
 
     def __init__(self, model: nn.Module, num_classes: int, config: BenchmarkConfig, out_dir: str | Path,
                  patch=None, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
-                 window: dict | None = None):
+                 window: dict | None = None, keep=None):
+        if keep is not None and config.scope != "volume":
+            raise rec.BenchError("--save-volumes writes whole cases: give --scope volume (a patch is not a case)")
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights,
-                         volume=config.scope == "volume", window=window)
+                         volume=config.scope == "volume", window=window, keep=keep)
         self._logged: set[str] = set()
         self._attack_configs: dict[str, dict] = {}
 
@@ -102,15 +104,21 @@ class Benchmark(Sweep):
         results.attack_configs = self._attack_configs
 
     def _after_case(self, case: BenchCase, outputs, first: bool) -> None:
-        """The qualitative arrays of the worst attack per eps, for the first case (by name)."""
+        """The qualitative arrays of the worst attack per eps, for the first case (by name); with
+        `keep`, the worst attack's whole input per eps for every case."""
         worst: dict[str, tuple[float, torch.Tensor]] = {}
         for record, x_adv in outputs:
             if x_adv is not None and record.dice < worst.get(str(record.eps), (2.0, None))[0]:
                 worst[str(record.eps)] = (record.dice, x_adv)
+        model = self.model_for(case)
+        if self.keep is not None and worst:
+            with frozen(self.model), torch.no_grad():
+                self.keep.write(case.name, "clean", case.x, model(case.x))
+                for eps, (_, x_adv) in sorted(worst.items(), key=lambda kv: float(kv[0])):
+                    self.keep.write(case.name, f"eps{eps}", x_adv, model(x_adv))
         if not (first and worst):
             return
         panels = self.out.read_qualitative()
-        model = self.model_for(case)
         with frozen(self.model), torch.no_grad():
             clean = model(case.x).argmax(1)
             panels.update({eps: rec.qualitative_slice(case.x, case.y, clean, model(x_adv).argmax(1), x_adv)

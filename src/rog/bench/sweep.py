@@ -30,13 +30,15 @@ class Sweep:
 
     def __init__(self, model: nn.Module, num_classes: int, config, out_dir: str | Path, patch=None,
                  progress: bool = True, meta: Meta | None = None, weights: str | None = None,
-                 volume: bool = False, window: dict | None = None):
+                 volume: bool = False, window: dict | None = None, keep=None):
         """`meta` (stored as is) describes the model for the report: label, run, data, model
         summary, class names, where the cases come from. `weights` identifies the model's
         weights (a checkpoint hash): a results folder is only ever continued with the same.
         `volume`: whole cases through the sliding window (patch size `patch`; `window`: more
-        `SlidingWindow` options, such as an external tool's mirroring and tiling style)."""
-        self.config, self.num_classes, self.progress = config, num_classes, progress
+        `SlidingWindow` options, such as an external tool's mirroring and tiling style).
+        `keep`: a `rog.bench.volumes.VolumeWriter` that writes the perturbed whole cases as
+        images (`--save-volumes`), or None."""
+        self.config, self.num_classes, self.progress, self.keep = config, num_classes, progress, keep
         self.meta, self.weights = meta or Meta(), weights
         self.model = SlidingWindow(model, patch, **(window or {})) if volume else model
         self.out = ResultsDir(out_dir)

@@ -122,7 +122,8 @@ def cmd_evaluate(a) -> int:
 def _sweep(a, config):
     """Run `rog attack` / `rog corrupt` with `config`; None on torchrun ranks > 0."""
     from rog.pipeline.sweeps import SweepRequest, run_sweep
-    result = run_sweep(SweepRequest(_source(a), config, a.cases, a.max_cases, a.label, a.out, a.device))
+    result = run_sweep(SweepRequest(_source(a), config, a.cases, a.max_cases, a.label, a.out, a.device,
+                                    save_volumes=a.save_volumes))
     r = result.results
     if r is not None:
         print(f"{len(r.clean)} case(s): {r.meta.cases_source_text}; clean Dice {r.summary.clean_dice:.4f}")
@@ -162,8 +163,7 @@ def cmd_attack(a) -> int:
 
 def cmd_corrupt(a) -> int:
     from rog.bench import CorruptionConfig
-    config = CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed)
-    result = _sweep(a, config)
+    result = _sweep(a, config := CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed))
     if result.results is None:
         return 0
     s = result.results.summary

@@ -64,20 +64,23 @@ def resample(data: np.ndarray, new_shape, order: int, axis: int | None = None) -
     return np.stack(out)
 
 
-def normalize(image: np.ndarray, plan: Plan) -> np.ndarray:
+def normalize(image: np.ndarray, plan: Plan) -> tuple[np.ndarray, list[list[float]]]:
     """Normalise `[C, X, Y, Z]` per channel as the plan says (CT: clip + dataset z-score;
-    otherwise per-image z-score over the channel's non-zero voxels)."""
-    out = np.empty_like(image, dtype=np.float32)
+    otherwise per-image z-score over the channel's non-zero voxels). Returns (the normalised
+    image float32, each channel's [mean, std] used: `invert_image` undoes it)."""
+    out, stats = np.empty_like(image, dtype=np.float32), []
     for c, norm in enumerate(plan.normalization):
         x = image[c].astype(np.float32)
         if norm["scheme"] == "ct":
-            x = (np.clip(x, norm["lower"], norm["upper"]) - norm["mean"]) / max(norm["std"], 1e-8)
+            mean, std = float(norm["mean"]), max(float(norm["std"]), 1e-8)
+            x = np.clip(x, norm["lower"], norm["upper"])
         else:
             mask = x != 0
             v = x[mask] if mask.any() else x
-            x = (x - v.mean()) / max(float(v.std()), 1e-8)
-        out[c] = x
-    return out
+            mean, std = float(v.mean()), max(float(v.std()), 1e-8)
+        out[c] = (x - mean) / std
+        stats.append([mean, std])
+    return out, stats
 
 
 def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, geometry: Geometry, plan: Plan):
@@ -97,11 +100,11 @@ def preprocess_arrays(image: np.ndarray, label: np.ndarray | None, geometry: Geo
     target = np.array(plan.target_spacing)
     new_shape = [max(int(round(n * s / t)), 1) for n, s, t in zip(cropped, spacing, target)]
     axis = through_plane_axis(spacing, target)
-    image = normalize(resample(image, new_shape, order=3, axis=axis), plan)
+    image, stats = normalize(resample(image, new_shape, order=3, axis=axis), plan)
     if label is not None:
         label = resample(label[sl][None].astype(np.int16), new_shape, order=0)[0].astype(np.int8)
     props = {"geometry": geometry.to_dict(), "axes": list(axes), "crop_bbox": bbox, "cropped_shape": cropped,
-             "resampled_shape": new_shape, "through_plane_axis": axis}
+             "resampled_shape": new_shape, "through_plane_axis": axis, "intensity": stats}
     return image, label, props
 
 
@@ -142,6 +145,17 @@ def _in_file(cropped: np.ndarray, props: dict, outside) -> np.ndarray:
     out[tuple(slice(lo, hi) for lo, hi in props["crop_bbox"])] = cropped
     in_file_order = torch.from_numpy(out).permute(*(int(a) for a in np.argsort(axes)))
     return in_file_order.permute(2, 1, 0).contiguous().numpy().transpose(2, 1, 0)
+
+
+def invert_image(image: np.ndarray, props: dict) -> np.ndarray:
+    """An image `[C, x, y, z]` on the preprocessed grid (normalised) back in the original
+    grid's intensities and voxel order, `[C, X, Y, Z]` float32: each channel un-normalised
+    with the [mean, std] its preprocessing used and resampled linearly; outside the cropped
+    region 0 (the crop removed only zeros). A CT's clipped intensities stay clipped."""
+    if "intensity" not in props:
+        raise PlanError("the case was preprocessed before its intensities were recorded; preprocess it again")
+    return np.stack([_in_file(resample_linear(ch * std + mean, props["cropped_shape"]), props, np.float32(0))
+                     for ch, (mean, std) in zip(np.asarray(image, np.float32), props["intensity"])])
 
 
 def invert_probabilities(class_maps: Iterable[np.ndarray], props: dict) -> np.ndarray:

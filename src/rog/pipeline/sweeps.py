@@ -10,12 +10,14 @@ from rog.atomic import file_hash, writable_dir
 from rog.bench.cases import SOURCES, default_cases, load_bench_cases
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.bench.runner import Benchmark, BenchmarkConfig
+from rog.bench.volumes import VolumeWriter
 from rog.data.preprocess import check_preprocessed
 from rog.devices import init_distributed, resolve_device
 from rog.errors import UsageError
 from rog.models.summary import model_row, row
 from rog.pipeline.models import ModelSource, RogModel, load_model, load_tool_model
 from rog.results import Meta, Results
+from rog.rundir import ResultsDir
 
 
 @dataclass
@@ -23,7 +25,9 @@ class SweepRequest:
     """A benchmark of `source`'s model: `config` is a `BenchmarkConfig` (attacks) or a
     `CorruptionConfig` (scanner artefacts); `cases` (default: `rog.bench.cases`), at most
     `max_cases`; `label` names the model in results and reports; `out` the results folder
-    (default: WORKDIR/attacks/RUN-SCOPE for a run, else ./rog_SCOPE or ./rog_TOOL-KIND)."""
+    (default: WORKDIR/attacks/RUN-SCOPE for a run, else ./rog_SCOPE or ./rog_TOOL-KIND);
+    `save_volumes`: also write the perturbed whole cases as images in each scan's geometry
+    (`rog.bench.volumes`; rog's own models, whole cases)."""
 
     source: ModelSource
     config: BenchmarkConfig | CorruptionConfig
@@ -33,6 +37,7 @@ class SweepRequest:
     out: str | Path | None = None
     device: str = "auto"
     progress: bool = True
+    save_volumes: bool = False
 
     @property
     def attack(self) -> bool:
@@ -67,8 +72,9 @@ def run_sweep(req: SweepRequest) -> SweepResult:
     scope = req.config.scope if req.attack else "volume"
     cases = load_bench_cases(m.data, names, scope, m.plan.val_patch_size, device)
     meta = _rog_meta(m, source, req.label)
+    keep = VolumeWriter(ResultsDir(out), m.data) if req.save_volumes else None
     sweep = _sweep(req, m.network.to(device), m.plan.num_classes, m.plan.val_patch_size, m.plan.target_spacing,
-                   out, meta=meta, weights=file_hash(m.weights))
+                   out, meta=meta, weights=file_hash(m.weights), keep=keep)
     return SweepResult(sweep.run(cases), out)
 
 
@@ -97,6 +103,9 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
     of the images and labels folders, whole cases through rog's sliding window with the tool's
     patch size, mirroring and tiling. Results go to `out`, else ./rog_TOOL-KIND."""
     tool = req.source.tool
+    if req.save_volumes:
+        raise UsageError(f"--save-volumes: for rog's own models (--{tool} cases are preprocessed by the tool, "
+                         "whose inverse rog does not have)")
     if req.attack and req.config.scope == "patch":
         raise UsageError("--scope patch: nnU-Net and MONAI bundle models are attacked on whole cases (--scope "
                          "volume, their default)")

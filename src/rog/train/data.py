@@ -8,7 +8,6 @@ and distributed ranks take disjoint items (i = rank, rank + world, ...).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from rog.attacks.threat import ThreatModel
 from rog.corruptions import CORRUPTIONS, corrupt, foreground_sd
 from rog.data.preprocess import load_case
 from rog.data.sampling import centred_patch, class_locations, sample_patch
-from rog.errors import RogError
+from rog.errors import RogError, read_json
 from rog.train.augment import augment, build_augmentation
 
 
@@ -117,12 +116,7 @@ def read_split(path: str | Path, fold: int, cases: list[str]) -> dict[str, list[
     name must be one of `cases` (the labelled preprocessed cases) and train, val and test
     disjoint; anything else is a `SplitError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise SplitError(f"{path}: split file not found")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SplitError(f"{path}: invalid JSON ({e})") from e
+    raw = read_json(path, SplitError)
     if isinstance(raw, list):  # nnU-Net's splits_final.json: one split per fold
         if not 0 <= fold < len(raw):
             raise SplitError(f"{path}: no fold {fold} (it lists {len(raw)})")

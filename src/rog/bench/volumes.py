@@ -1,0 +1,45 @@
+"""What broke a model, as images a viewer opens over the scan (`--save-volumes`): under the
+results folder, volumes/CASE/: `clean` (the clean input back in the scan's geometry and
+intensities), `TAG` (the attacked or corrupted input), `TAG_delta` (its difference from the
+clean input, in the scan's intensities), and the predictions on each (`pred_clean`,
+`pred_TAG`, label maps). TAG is `eps8.0` (the worst attack at that eps) or `noise_s3`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rog.data.io import Geometry, write_label, write_volume
+from rog.data.preprocess import invert_image, invert_to_label, load_case
+from rog.rundir import ResultsDir
+
+
+class VolumeWriter:
+    """Writes cases of the preprocessed folder `data_dir` into `results`' volumes/."""
+
+    def __init__(self, results: ResultsDir, data_dir: str | Path):
+        self.results, self.data_dir = results, Path(data_dir)
+        self._clean: dict[str, np.ndarray] = {}
+
+    def has_clean(self, case: str) -> bool:
+        return case in self._clean
+
+    def write(self, case: str, tag: str, x: torch.Tensor, logits: torch.Tensor) -> None:
+        """x `[1, C, ...]` (the model's input on the preprocessed grid) and its logits
+        `[1, K, ...]` as TAG and pred_TAG; with TAG "clean" first, every other TAG also gets
+        TAG_delta."""
+        props = load_case(self.data_dir, case)[2]
+        geometry = Geometry.from_dict(props["geometry"])
+        image = invert_image(x[0].detach().cpu().numpy(), props)  # [C, X, Y, Z]
+        if tag == "clean":
+            self._clean[case] = image
+        self._image(case, tag, image, geometry)
+        if tag != "clean":
+            self._image(case, f"{tag}_delta", image - self._clean[case], geometry)
+        probs = torch.softmax(logits[0].detach().float(), 0).cpu().numpy()
+        write_label(self.results.volume(case, f"pred_{tag}"), invert_to_label(probs, props), geometry)
+
+    def _image(self, case: str, name: str, image: np.ndarray, geometry: Geometry) -> None:
+        data = image[0] if len(image) == 1 else np.moveaxis(image, 0, -1)  # 4D NIfTI: channels last
+        write_volume(self.results.volume(case, name), data, np.asarray(geometry.affine))
