@@ -197,3 +197,21 @@ def test_the_progress_bar_weighs_each_job_by_its_expected_cost():
     costs = {j.attack: j.cost(3) for j in Benchmark._jobs(jobs)}
     assert costs == {"apgd-ce": 15, "apgd-dlr": 15, "fab-t": 30, "square": 500}
     assert AttackJob(8.0, "square", 500).attack_id == "square@500"
+
+
+def test_quiet_and_verbose_set_what_is_said(ct_task, tmp_path, capsys):
+    import logging
+    from rog.messages import log
+    wd, plan, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
+    plan.width = 4
+    plan.save(tmp_path / "plan.json")
+    base = ["attack", "--model", "rog", "--plan", str(tmp_path / "plan.json"), "--data", str(wd.preprocessed),
+            "--eps", "8", "--attacks", "pgd", "square", "--norm", "l2", "--iterations", "1", "--device", "cpu"]
+    capsys.readouterr()
+    for i, (flags, info, detail) in enumerate((([], True, False), (["-v"], True, True), (["-q"], False, False))):
+        main([*flags, *base, "-o", str(tmp_path / f"out{i}")])
+        out = capsys.readouterr().out
+        assert ("skipped: square is implemented for the linf" in out) == info, flags
+        assert ("synthct_004 eps=8.0 attack=pgd budget=1: Dice 0." in out) == detail, flags
+        assert "robust accuracy" in out  # the command's own result, always
+    assert log.level == logging.INFO  # back to the library's default after each command

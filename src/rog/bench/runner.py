@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from rog.attacks.base import frozen
 from rog.attacks.pgd import PGD
@@ -28,6 +27,7 @@ from rog.bench import checks, records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.sweep import Sweep
 from rog.evaluate.robustness import summarize
+from rog.messages import log
 from rog.results import AttackRecord, AttackSummary, Check, Meta, Results
 
 LARGE_EPS = 128.0
@@ -134,7 +134,7 @@ class Benchmark(Sweep):
         if reason:
             if reason not in self._logged:
                 self._logged.add(reason)
-                tqdm.write(f"skipped: {reason}")
+                log.info(f"skipped: {reason}")
             return AttackRecord(**head, skipped=reason), None
         self._attack_configs.setdefault(job.attack_id, atk.config(threat=False))
         t0 = time.perf_counter()

@@ -17,6 +17,7 @@ from rog.bench.cases import BenchCase
 from rog.bench.sharding import merged_records, rank_and_world, wait_for_ranks
 from rog.evaluate.robustness import success_threshold
 from rog.infer.sliding_window import SlidingWindow
+from rog.messages import log
 from rog.progress import progress_bar
 from rog.results import CSV_COLUMNS, Check, Meta, Provenance, Results, Score
 from rog.rundir import ResultsDir
@@ -114,6 +115,8 @@ class Sweep:
                 if (case.name, *self._key(job)) not in done:
                     outputs.append(self._do(case, job, tau))
                     records.append(outputs[-1][0])
+                    log.debug(f"{case.name} {' '.join(f'{k}={v}' for k, v in asdict(job).items())}: Dice "
+                              f"{getattr(records[-1], 'dice', None)}, {getattr(records[-1], 'seconds', None) or 0:.1f} s")
                     bar.set_postfix(case=case.name, **asdict(job))
                 bar.update(cost[job])
             self._after_case(case, outputs, case.name == first)

@@ -8,12 +8,14 @@ import sys
 
 from rog.cli.parser import build_parser
 from rog.errors import RogError
+from rog.messages import level_for, log
 from rog.progress import QUIET
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    before = os.environ.get(QUIET)
+    before, level = os.environ.get(QUIET), log.level
+    log.setLevel(level_for(args.quiet, args.verbose))
     if args.quiet:
         os.environ[QUIET] = "1"  # every progress bar, worker processes' too
     try:
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:  # a caller in the same process (a notebook, a test) gets its environment back
+        log.setLevel(level)
         if before is None:
             os.environ.pop(QUIET, None)
         else:

@@ -14,7 +14,10 @@ def _common(s) -> None:
     """Options every command takes, before or after its name."""
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show the traceback of an error")
-    s.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    s.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bars, warnings and results only")
+    s.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="details: each attack's or corruption's result as it comes, predict's seconds per stage")
 
 
 def _device(s, default="auto") -> None:
@@ -70,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=Help)
     p.add_argument("--version", action="version", version=f"rog {_version()}")
     p.add_argument("--debug", action="store_true", default=False, help="show the traceback of an error")
-    p.add_argument("-q", "--quiet", action="store_true", default=False, help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", default=False, help="no progress bars, warnings and results only")
+    p.add_argument("-v", "--verbose", action="store_true", default=False, help="details (debug messages)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, fn, helptext: str):
@@ -180,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write NAME.npz: class probabilities [K, X, Y, Z] in the image's voxel order, and its affine")
     s.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases already predicted (only with the same models and settings)")
-    s.add_argument("-v", "--verbose", action="store_true", help="print the seconds of each stage")
     _device(s)
 
     s = command("evaluate", c.cmd_evaluate, "Dice, HD95 and surface Dice of predictions against references "

@@ -21,6 +21,7 @@ from rog.data.dataset import Case, Dataset
 from rog.data.fingerprint import nonzero_bbox
 from rog.data.io import Geometry, canonical_axes
 from rog.data.validate import read_case
+from rog.messages import log
 from rog.plan import Plan, PlanError
 from rog.pool import worker_pool
 from rog.progress import progress_bar
@@ -246,7 +247,7 @@ def preprocess_dataset(ds: Dataset, plan: Plan, out_dir: str | Path, workers: in
              and (why := plan_mismatch(json.loads((out_dir / f"{c.name}.json").read_text()), plan))}
     if stale:
         name, why = next(iter(stale.items()))
-        print(f"preprocessing {len(stale)} case(s) again: made under another plan ({name}: {why})", flush=True)
+        log.info(f"preprocessing {len(stale)} case(s) again: made under another plan ({name}: {why})")
     todo = [(ds, c, plan, out_dir, split) for c, split in cases if not case_done(out_dir, c.name) or c.name in stale]
     bar = progress_bar(total=len(todo), desc="preprocess", disable=not progress)
     done = []

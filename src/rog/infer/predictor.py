@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from rog.atomic import writable_dir
 from rog.data.dataset import Case, load_dataset
@@ -23,6 +22,7 @@ from rog.data.preprocess import invert_probabilities, invert_to_label, preproces
 from rog.data.validate import read_valid_image
 from rog.infer.postprocess import class_groups, postprocess
 from rog.infer.sliding_window import sliding_window
+from rog.messages import log
 from rog.plan import Plan
 from rog.progress import progress_bar
 from rog.rundir import PredictionsDir
@@ -148,5 +148,5 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
             status[case.name] = "ok"
         except (VolumeError, ValueError) as e:
             status[case.name] = f"failed: {e}"
-            tqdm.write(f"{case.name}: {status[case.name]}")
+            log.warning(f"{case.name}: {status[case.name]}")
     return status

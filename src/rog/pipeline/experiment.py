@@ -13,6 +13,7 @@ from rog.bench import BenchmarkConfig, CorruptionConfig
 from rog.data.check import check_dataset
 from rog.data.dataset import load_dataset
 from rog.data.preprocess import preprocess_dataset
+from rog.messages import log
 from rog.pipeline.models import ModelSource
 from rog.pipeline.stages import atlas_reference, ensure_plan, test_scores, train_and_decide
 from rog.pipeline.sweeps import SweepRequest, run_sweep
@@ -61,7 +62,7 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
     wd = Workdir(Path(workdir))
 
     def stage(text: str) -> None:
-        print(f"[{time.time() - t0:6.0f}s] {text}", flush=True)
+        log.info(f"[{time.time() - t0:6.0f}s] {text}")
 
     stage("checking the dataset")
     problems = check_dataset(data)
@@ -98,7 +99,7 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
               f"{wd.atlas_transfer}")
     reference = atlas_reference(wd, ds, plan.num_classes)
     if fresh and reference is not None:
-        print(f"    test Dice with no learning: {reference.dice:.3f}")
+        log.info(f"    test Dice with no learning: {reference.dice:.3f}")
     stage("report")
     from rog.report.build import build_report
     summary = build_report(results, wd.root / "report", baseline="dynunet", gain=("rog_free", "rog_clean"),
@@ -114,7 +115,7 @@ def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     what = {"free": "Free AT fine-tuning", None: "training"}[config.adv]
     stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
     result = train_and_decide(plan, wd, name, config, resume=run.checkpoint("last").is_file())
-    print(f"    best validation Dice {result.best_val_dice:.3f} after {result.epochs} epoch(s)")
+    log.info(f"    best validation Dice {result.best_val_dice:.3f} after {result.epochs} epoch(s)")
 
 
 def _test(wd: Workdir, ds, name: str, stage) -> None:
@@ -124,9 +125,9 @@ def _test(wd: Workdir, ds, name: str, stage) -> None:
     stage(f"{name}: predicting and scoring the held-out test cases")
     scores = test_scores(wd, ds, name)
     if scores is None:
-        print(f"    predictions in {run.test_predictions} (no test labels to score them)")
+        log.info(f"    predictions in {run.test_predictions} (no test labels to score them)")
     else:
-        print("    test Dice per class: " + ", ".join(f"{d:.3f}" if d is not None else "n/a"
+        log.info("    test Dice per class: " + ", ".join(f"{d:.3f}" if d is not None else "n/a"
                                                       for d in scores["mean"]["dice"]))
 
 
@@ -153,9 +154,9 @@ def demo_data(workdir: Path, task: str, s: Settings) -> Path:
     data = Path(workdir) / "data" / ("Nuclei" if task == "nuclei" else "SynthCT")
     if not (data / "dataset.json").is_file():
         if task == "nuclei":
-            print(f"writing the deep grey nuclei task (four brain templates) to {data}", flush=True)
+            log.info(f"writing the deep grey nuclei task (four brain templates) to {data}")
             make_nuclei_task(data)
         else:
-            print(f"writing the synthetic CT-like task to {data}", flush=True)
+            log.info(f"writing the synthetic CT-like task to {data}")
             make_task(data, kind="ct", cases=s.cases, test_cases=2, seed=0, size=s.size)
     return data

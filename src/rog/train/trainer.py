@@ -22,7 +22,6 @@ import torch.distributed as dist
 from monai.losses import DiceCELoss
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from rog.atomic import write_json
 from rog.checkpoint import load_checkpoint, load_weights, save_checkpoint
@@ -30,6 +29,7 @@ from rog.data.preprocess import check_preprocessed, labelled_cases
 from rog.devices import init_distributed, resolve_device
 from rog.errors import refuse_unknown_keys
 from rog.evaluate.metrics import dice_batch
+from rog.messages import log
 from rog.models.registry import build_model
 from rog.plan import Plan
 from rog.progress import progress_bar
@@ -257,6 +257,6 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            tqdm.write("tensorboard is not installed: `pip install tensorboard` to log there; continuing")
+            log.warning("tensorboard is not installed: `pip install tensorboard` to log there; continuing")
             return None
         return SummaryWriter(str(self.run.tensorboard))
