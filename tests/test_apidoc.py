@@ -22,3 +22,18 @@ def test_the_committed_reference_is_current_and_documents_every_name():
 def test_examples_in_the_docstrings_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0
+
+
+def test_the_entry_points_document_their_arguments_as_monai_does():
+    from rog.attacks import APGD, FAB, PGD, Square
+    from rog.attacks.base import Attack
+    from rog.bench import Ensemble
+    from rog.evaluate.metrics import dice_per_class
+    from rog.infer.sliding_window import sliding_window
+    from rog.models.registry import build_model
+    from rog.pipeline.sweeps import run_sweep
+    for obj in (APGD, FAB, PGD, Square, Attack.__call__, Ensemble, dice_per_class, sliding_window, build_model,
+                run_sweep):
+        assert "Args:" in obj.__doc__, obj
+    for obj in (Attack.__call__, dice_per_class, sliding_window, build_model, run_sweep):
+        assert "Returns:" in obj.__doc__, obj

@@ -50,11 +50,11 @@ def reference() -> str:
             out += [f"### {kind} `{name}{_signature(obj)}`", "", inspect.cleandoc(obj.__doc__ or "(undocumented)"), ""]
             if inspect.isclass(obj):
                 for attr, member in vars(obj).items():
-                    if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, classmethod)):
+                    public = not attr.startswith("_") or attr == "__call__"
+                    if public and (inspect.isfunction(member) or isinstance(member, classmethod)):
                         fn = member.__func__ if isinstance(member, classmethod) else member
                         if fn.__doc__:
-                            out += [f"- `{name}.{attr}{_signature(fn)}`: " + " ".join(inspect.cleandoc(fn.__doc__).split()),
-                                    ""]
+                            out += [f"#### `{name}.{attr}{_signature(fn)}`", "", inspect.cleandoc(fn.__doc__), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -15,9 +15,18 @@ from rog.attacks.base import Attack, gradient
 
 
 class APGD(Attack):
-    """`loss`: "ce", "dlr" or "dlr-targeted" (one run per target rank, the target of a voxel
-    being its `rank`-th most likely class on the clean input). On binary tasks both DLR losses
-    become `losses.binary_margin_ratio` (DLR needs a third logit), so they run on every task."""
+    """APGD (Croce and Hein 2020) on a segmentation loss.
+
+    Args:
+        model: any module mapping `[B, C, D, H, W]` to logits `[B, K, D, H, W]`.
+        threat: the `ThreatModel` (eps on the /255 scale of each channel's range).
+        iters: iterations per run.
+        loss: "ce", "dlr" or "dlr-targeted" (one run per target rank, a voxel's target being
+            its `rank`-th most likely class on the clean input). On binary tasks both DLR
+            losses become `losses.binary_margin_ratio` (DLR needs a third logit).
+        restarts: runs from random starts after the first.
+
+    Shapes: as `Attack.__call__`."""
 
     name = "apgd"
     RHO = 0.75

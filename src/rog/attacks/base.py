@@ -108,6 +108,23 @@ class Attack:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor | None = None,
                  hi: torch.Tensor | None = None) -> torch.Tensor:
+        """Attack a batch.
+
+        Args:
+            x: inputs `[B, C, D, H, W]` in the model's units.
+            y: labels `[B, D, H, W]` or MONAI's `[B, 1, D, H, W]`.
+            lo, hi: the box per instance and channel, `[B, C, 1, 1, 1]` (default: each
+                instance's channel range; the benchmark passes the whole case's).
+
+        Returns:
+            The lowest-Dice point evaluated (the clean input included), like `x`: x plus the
+            attack's change, never clipped afterwards. `self.info` holds per-instance "dice",
+            "clean_dice" and the attack's counters.
+
+        Raises:
+            ValueError: shapes that do not fit, or a task the attack cannot run on
+                (`skip_reason`).
+        """
         y = label_map(y, x)
         if lo is None or hi is None:
             lo, hi = ThreatModel.channel_range(x)

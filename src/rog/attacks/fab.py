@@ -106,10 +106,20 @@ def distance_to_success(logits: torch.Tensor, y: torch.Tensor, target: torch.Ten
 
 
 class FAB(Attack):
-    """FAB-T over `target_ranks` targets (AutoAttack: 9; at most K - 1 are run), `restarts`
-    per target (the first from the clean input, later ones from a random point at half the
-    smallest norm found, as AutoAttack), `iters` steps each, then `bisections` forward passes
-    along the best perturbation's ray."""
+    """FAB-T (Croce and Hein 2020) for segmentation: the smallest perturbation that drives
+    Dice below `threshold`.
+
+    Args:
+        model, threat: as `APGD`.
+        iters: steps per target and restart.
+        target_ranks: targets (AutoAttack: 9; at most K - 1 are run).
+        restarts: per target; the first from the clean input, later ones from a random point
+            at half the smallest norm found, as AutoAttack.
+        threshold: the success threshold tau (default: half each instance's clean Dice).
+
+    After the steps, `bisections` forward passes along the best perturbation's ray.
+    `info["found"]` says per instance whether a point within eps was found, `info["reason"]`
+    why not."""
 
     name = "fab-t"
     norms = ("linf",)

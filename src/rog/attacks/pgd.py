@@ -6,9 +6,14 @@ from rog.attacks.base import Attack, gradient
 
 
 class PGD(Attack):
-    """L-inf PGD: `iters` signed-gradient steps of size `step` (default 2.5 eps / iters) from a
-    uniform random start, each projected on the ball and box; `restarts` independent runs.
-    `loss`: "ce" (the paper's baseline), "segpgd" or "cospgd"."""
+    """PGD (Madry et al. 2018): signed-gradient steps from a uniform random start, each
+    projected on the ball and box.
+
+    Args:
+        model, threat: as `APGD`.
+        iters: steps; step: their size (default 2.5 eps / iters).
+        loss: "ce" (the paper's baseline), "segpgd" or "cospgd".
+        restarts: independent runs (the lowest Dice kept)."""
 
     name = "pgd"
 

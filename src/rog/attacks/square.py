@@ -44,7 +44,14 @@ def cube_side(p: float, spatial: list[int]) -> list[int]:
 
 
 class Square(Attack):
-    """`queries`: model evaluations per instance. On a model with a `window_cache(x)`
+    """Square (Andriushchenko et al. 2020), the black-box member of the ensemble.
+
+    Args:
+        model, threat: as `APGD` (L-inf only).
+        queries: model evaluations per instance.
+        window_cache: see below.
+
+    On a model with a `window_cache(x)`
     (`rog.infer.SlidingWindow`: volume scope), `window_cache` keeps every window's logits so
     that a query re-runs only the windows its cube overlaps (same results; memory: the logits
     of every window). Default (None): on for CPU inputs, off for CUDA ones, where re-assembling

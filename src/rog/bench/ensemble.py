@@ -18,9 +18,19 @@ from rog.evaluate.metrics import dice_batch
 
 
 class Ensemble:
-    """`attacks`: names, or "standard" (APGD-CE, APGD-DLR, FAB-T, Square) / "plus"; `iters`
-    per gradient attack, `queries` for Square; `threshold`: the success threshold tau given to
-    FAB-T (default: half each instance's clean Dice)."""
+    """AutoAttack's ensemble for segmentation, in memory.
+
+    Args:
+        model: any module mapping `[B, C, D, H, W]` to logits `[B, K, D, H, W]`.
+        eps: on the /255 scale of each channel's range.
+        attacks: names, or "standard" (APGD-CE, APGD-DLR, FAB-T, Square) / "plus".
+        iters: per gradient attack; queries: for Square.
+        threshold: the success threshold tau given to FAB-T (default: half each instance's
+            clean Dice).
+
+    Calling it on x `[B, C, D, H, W]`, y `[B, D, H, W]` (or `[B, 1, ...]`) returns the
+    per-instance worst case like x; `info` holds "clean_dice", each attack's "dice",
+    "worst_case_dice" and "worst_attack"."""
 
     def __init__(self, model: nn.Module, eps: float = 8.0, attacks: str | list[str] = "standard", iters: int = 5,
                  queries: int = 500, norm: str = "linf", threshold: float | None = None,

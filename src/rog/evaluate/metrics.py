@@ -17,7 +17,12 @@ def dice_per_class(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tens
                    num_classes: int) -> np.ndarray:
     """Dice of foreground classes 1..K-1 between integer label maps of equal shape.
 
-    Returns `[K-1]` float64, NaN where both maps lack the class.
+    Args:
+        pred, ref: label maps of any equal shape (numpy or torch).
+        num_classes: K, background included.
+
+    Returns:
+        `[K-1]` float64, NaN where both maps lack the class.
     """
     pred, ref = torch.as_tensor(pred), torch.as_tensor(ref)
     if pred.shape != ref.shape:

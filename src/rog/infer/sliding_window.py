@@ -139,7 +139,14 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
                    pad_mode: str = "replicate", style: str = "monai") -> torch.Tensor:
     """Logits of `model` over a whole volume.
 
-    Takes `x: [B, C, D, H, W]`; returns `[B, K, D, H, W]` on `out_device` (default: the
+    Args:
+        model: a patch model, `[N, C, *patch]` -> `[N, K, *patch]`.
+        x: the volume `[B, C, D, H, W]`.
+        patch: window size; overlap in [0, 1); mode: "gaussian", "inverse_distance" or
+            "constant" weights; style: "monai" or "nnunet" tiling.
+
+    Returns:
+        `[B, K, D, H, W]` logits on `out_device` (default: the
     windows' device, or the CPU when the output would take over a quarter of the GPU's free
     memory). `mirror_axes`
     (spatial axes 0-2) averages the logits over every subset of flips (test-time

@@ -30,7 +30,16 @@ def available_models() -> list[str]:
 
 
 def build_model(plan: Plan, name: str | None = None) -> nn.Module:
-    """Build the model `name` (default: `plan.model`) for `plan`'s channels, classes and strides."""
+    """Build a model for `plan`'s channels, classes and strides.
+
+    Args:
+        plan: the task's `Plan` (its `width` sizes every registered model).
+        name: "rog", "dynunet" or "package.module:factory" (a callable taking the plan);
+            default `plan.model`.
+
+    Returns:
+        An `nn.Module` mapping `[B, C, D, H, W]` to logits `[B, K, D, H, W]`.
+    """
     name = name or plan.model
     if name in _REGISTRY:
         return _REGISTRY[name](plan)

@@ -56,7 +56,12 @@ def _steps(req: PredictRequest, models: list) -> dict | None:
 
 
 def predict(req: PredictRequest) -> PredictResult:
-    """Predict every case of `req`, recording the models and settings in rog_predict.json."""
+    """Predict every case of `req`, recording the models and settings in rog_predict.json.
+
+    Returns:
+        Each case's status ("ok", "kept" or the error), the seconds per stage, the
+        post-processing applied. A failing case never stops the others.
+    """
     from rog.devices import resolve_device
     from rog.infer.predictor import StageTimes, cases_from_input, predict_cases
     if not req.sources:

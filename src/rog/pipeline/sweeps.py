@@ -56,7 +56,18 @@ class SweepResult:
 
 
 def run_sweep(req: SweepRequest) -> SweepResult:
-    """Run the benchmark of `req` (sharded over torchrun's ranks where it runs under one)."""
+    """Run the benchmark of `req` (sharded over torchrun's ranks where it runs under one).
+
+    Args:
+        req: the model's source, the attack or corruption configuration, cases, output.
+
+    Returns:
+        The typed `Results` (None on torchrun ranks > 0) and the results folder.
+
+    Raises:
+        RogError subclasses naming the argument or file: an unusable model source, a results
+        folder of another configuration, cases preprocessed under another plan.
+    """
     if req.source.tool:
         return _tool_sweep(req)
     m = load_model(req.source, need_data=True)
