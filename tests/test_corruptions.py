@@ -152,7 +152,9 @@ def test_save_volumes_writes_what_broke_the_model_in_the_scans_geometry(ct_task,
                  "-o", str(tmp_path / "cor")]) in (0, 1)
     assert (tmp_path / "cor" / "volumes" / case / "noise_s3.nii.gz").is_file()
     assert (tmp_path / "cor" / "volumes" / case / "noise_s3_delta.nii.gz").is_file()
-    # a patch is not a case: refused in one line, nothing written
-    capsys.readouterr()
-    assert main(["attack", *model, "--eps", "8", "--attacks", "pgd", "--save-volumes", "-o", str(tmp_path / "p")]) == 2
-    assert "--scope volume" in capsys.readouterr().err and not (tmp_path / "p" / "volumes").exists()
+    # an attacked patch is written as its whole case, the patch put back where it was taken
+    assert main(["attack", *model, "--eps", "8", "--attacks", "pgd", "--iterations", "2", "--save-volumes",
+                 "-o", str(tmp_path / "p")]) in (0, 1)
+    patch_delta = np.asarray(nib.load(str(tmp_path / "p" / "volumes" / case / "eps8.0_delta.nii.gz")).dataobj)
+    assert patch_delta.shape == source.shape and 0 < np.abs(patch_delta).max() <= radius * (1 + 1e-4)
+    assert (tmp_path / "p" / "volumes" / case / "pred_eps8.0.nii.gz").is_file()

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
@@ -149,3 +150,20 @@ def test_tiling_and_weighting_names_are_checked_and_overlap_is_bounded():
         with pytest.raises(ValueError, match="overlap"):
             sliding_window(net, torch.zeros(1, 1, 12, 12, 12), (8, 8, 8), overlap=overlap)
     assert SlidingWindow(net, (8, 8, 8), style="nnunet").style is Tiling.NNUNET
+
+
+@pytest.mark.parametrize("shape", [(20, 18, 16), (8, 18, 6)])  # a volume larger than the patch, one smaller
+def test_a_centred_patch_pastes_back_where_it_was_taken(shape):
+    from rog.data.sampling import centred_origin, centred_patch, paste
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(2, *shape)).astype(np.float32)
+    label = np.zeros(shape, np.int64)
+    label[2:6, 4:9, 1:4] = 1
+    size = (10, 10, 10)
+    patch, _ = centred_patch(image, label, size)
+    origin = centred_origin(label, size)
+    np.testing.assert_array_equal(paste(image, patch, origin), image)  # the patch holds the volume's own voxels
+    inside = tuple(slice(max(o, 0), min(o + p, s)) for o, p, s in zip(origin, size, shape))
+    changed = paste(image, patch + 1, origin)
+    assert np.all(changed[(slice(None), *inside)] == image[(slice(None), *inside)] + 1)
+    assert np.sum(changed != image) == 2 * np.prod([s.stop - s.start for s in inside])

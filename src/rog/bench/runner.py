@@ -27,6 +27,7 @@ from rog.bench import checks, records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.sweep import Sweep
 from rog.evaluate.robustness import summarize
+from rog.infer.sliding_window import SlidingWindow
 from rog.messages import log
 from rog.results import AttackRecord, AttackSummary, Check, Meta, Results
 
@@ -83,8 +84,6 @@ class Benchmark(Sweep):
     def __init__(self, model: nn.Module, num_classes: int, config: BenchmarkConfig, out_dir: str | Path,
                  patch=None, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
                  window: dict | None = None, keep=None):
-        if keep is not None and config.scope != "volume":
-            raise rec.BenchError("--save-volumes writes whole cases: give --scope volume (a patch is not a case)")
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights,
                          volume=config.scope == "volume", window=window, keep=keep)
         self._logged: set[str] = set()
@@ -112,10 +111,7 @@ class Benchmark(Sweep):
                 worst[str(record.eps)] = (record.dice, x_adv)
         model = self.model_for(case)
         if self.keep is not None and worst:
-            with frozen(self.model), torch.no_grad():
-                self.keep.write(case.name, "clean", case.x, model(case.x))
-                for eps, (_, x_adv) in sorted(worst.items(), key=lambda kv: float(kv[0])):
-                    self.keep.write(case.name, f"eps{eps}", x_adv, model(x_adv))
+            self._keep(case, model, worst)
         if not (first and worst):
             return
         panels = self.out.read_qualitative()
@@ -124,6 +120,17 @@ class Benchmark(Sweep):
             panels.update({eps: rec.qualitative_slice(case.x, case.y, clean, model(x_adv).argmax(1), x_adv)
                            for eps, (_, x_adv) in worst.items()})
         self.out.write_qualitative(panels)
+
+    def _keep(self, case: BenchCase, model: nn.Module, worst: dict) -> None:
+        """Write the clean case and the worst attack per eps as whole cases: a patch is put back
+        into its case, and the whole case predicted through the sliding window."""
+        patch = self.config.scope == "patch"
+        whole = SlidingWindow(model, self.patch) if patch else model
+        with frozen(self.model), torch.no_grad():
+            for tag, x in [("clean", case.x)] + [(f"eps{e}", x) for e, (_, x) in
+                                                 sorted(worst.items(), key=lambda kv: float(kv[0]))]:
+                x = self.keep.placed(case.name, x, self.patch) if patch else x
+                self.keep.write(case.name, tag, x, whole(x))
 
     def _do(self, case: BenchCase, job: AttackJob, tau: float):
         threat = ThreatModel.exactly(job.eps, self.config.norm)  # --eps below 1 is allowed, with a note

@@ -42,6 +42,7 @@ class Sweep:
         self.config, self.num_classes, self.progress, self.keep = config, num_classes, progress, keep
         self.meta, self.weights = meta or Meta(), weights
         self.model = SlidingWindow(model, patch, **(window or {})) if volume else model
+        self.patch = patch
         self.out = ResultsDir(out_dir)
         self.rank, self.world = rank_and_world()
         self.shard = self.rank if self.world > 1 else None

@@ -2,7 +2,8 @@
 results folder, volumes/CASE/: `clean` (the clean input back in the scan's geometry and
 intensities), `TAG` (the attacked or corrupted input), `TAG_delta` (its difference from the
 clean input, in the scan's intensities), and the predictions on each (`pred_clean`,
-`pred_TAG`, label maps). TAG is `eps8.0` (the worst attack at that eps) or `noise_s3`."""
+`pred_TAG`, label maps). TAG is `eps8.0` (the worst attack at that eps) or `noise_s3`. An
+attacked patch is written as its whole case with the patch put back, predicted whole."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 
 from rog.data.io import Geometry, write_label, write_volume
 from rog.data.preprocess import invert_image, invert_to_label, load_case
+from rog.data.sampling import centred_origin, paste
 from rog.rundir import ResultsDir
 
 
@@ -21,6 +23,13 @@ class VolumeWriter:
     def __init__(self, results: ResultsDir, data_dir: str | Path):
         self.results, self.data_dir = results, Path(data_dir)
         self._clean: dict[str, np.ndarray] = {}
+
+    def placed(self, case: str, patch: torch.Tensor, size) -> torch.Tensor:
+        """The whole preprocessed case `[1, C, ...]` with `patch` `[1, C, *size]` (its
+        label-centred patch, `data.sampling.centred_patch`) put back where it was taken."""
+        image, label, _ = load_case(self.data_dir, case)
+        whole = paste(np.asarray(image, np.float32), patch[0].detach().cpu().numpy(), centred_origin(label, size))
+        return torch.from_numpy(whole)[None].to(patch.device)
 
     def has_clean(self, case: str) -> bool:
         return case in self._clean

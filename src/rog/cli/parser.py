@@ -47,7 +47,7 @@ def _model_source_arguments(s) -> None:
     _device(s)
     s.add_argument("--save-volumes", action="store_true", help="also write each case's attacked (worst attack per eps) "
                    "or corrupted input, its difference from the clean one and the predictions as NIfTI in the "
-                   "scan's geometry, under OUT/volumes/CASE/ (whole cases: attack --scope volume)")
+                   "scan's geometry, under OUT/volumes/CASE/ (an attacked patch is put back into its case)")
     g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
     g.add_argument("--nnunet", metavar="MODEL_DIR",
                    help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")

@@ -39,6 +39,28 @@ def centred_patch(image: np.ndarray, label: np.ndarray, size) -> tuple[np.ndarra
     return _crop(image, label, centre, size)
 
 
+def centred_origin(label: np.ndarray, size) -> np.ndarray:
+    """Where `centred_patch`'s patch starts, per axis, in the label's own voxel coordinates
+    (negative where the volume is smaller than the patch and was padded)."""
+    shape = np.array(label.shape)
+    pads = np.maximum(np.array(size) - shape, 0)
+    before = pads // 2
+    fg = np.argwhere(np.asarray(label) > 0)
+    centre = fg.mean(0) + before if len(fg) else (shape + pads - 1) / 2
+    starts = [int(np.clip(round(c - p / 2), 0, s - p)) for c, p, s in zip(centre, size, shape + pads)]
+    return np.array(starts) - before
+
+
+def paste(volume: np.ndarray, patch: np.ndarray, origin) -> np.ndarray:
+    """`volume` `[C, X, Y, Z]` with the part of `patch` `[C, x, y, z]` that lies inside it
+    written at `origin` (as `centred_origin` gives it); a copy."""
+    out = np.array(volume, copy=True)
+    inside = [(max(o, 0), min(o + p, s)) for o, p, s in zip(origin, patch.shape[1:], volume.shape[1:])]
+    out[(slice(None), *(slice(a, b) for a, b in inside))] = patch[
+        (slice(None), *(slice(a - o, b - o) for (a, b), o in zip(inside, origin)))]
+    return out
+
+
 def sample_patch(image: np.ndarray, label: np.ndarray, size, rng: np.random.Generator,
                  fg_prob: float = 0.5, class_voxels: dict[int, np.ndarray] | None = None):
     """Draw a `size` patch from image `[C, X, Y, Z]` and label `[X, Y, Z]`.

@@ -27,7 +27,7 @@ class SweepRequest:
     `max_cases`; `label` names the model in results and reports; `out` the results folder
     (default: WORKDIR/attacks/RUN-SCOPE for a run, else ./rog_SCOPE or ./rog_TOOL-KIND);
     `save_volumes`: also write the perturbed whole cases as images in each scan's geometry
-    (`rog.bench.volumes`; rog's own models, whole cases)."""
+    (`rog.bench.volumes`; rog's own models)."""
 
     source: ModelSource
     config: BenchmarkConfig | CorruptionConfig
