@@ -147,6 +147,9 @@ def test_save_volumes_writes_what_broke_the_model_in_the_scans_geometry(ct_task,
     radius = 8 / 255 * float(x.max() - x.min()) * std
     assert 0 < np.abs(delta).max() <= radius * (1 + 1e-4)
     np.testing.assert_allclose(adv - clean, delta, atol=1e-3)
+    box = (float(x.min()) * std + mean, float(x.max()) * std + mean)  # the case's range, in HU
+    inside_scan = adv[clean != 0]  # the crop removed only zeros: outside it both are 0
+    assert box[0] - 1e-2 <= inside_scan.min() and inside_scan.max() <= box[1] + 1e-2
     # corruptions: each corrupted volume beside the clean one
     assert main(["corrupt", *model, "--corruptions", "noise", "--severities", "3", "--save-volumes",
                  "-o", str(tmp_path / "cor")]) in (0, 1)
@@ -158,3 +161,10 @@ def test_save_volumes_writes_what_broke_the_model_in_the_scans_geometry(ct_task,
     patch_delta = np.asarray(nib.load(str(tmp_path / "p" / "volumes" / case / "eps8.0_delta.nii.gz")).dataobj)
     assert patch_delta.shape == source.shape and 0 < np.abs(patch_delta).max() <= radius * (1 + 1e-4)
     assert (tmp_path / "p" / "volumes" / case / "pred_eps8.0.nii.gz").is_file()
+    # the report links every saved volume, relative to the page
+    import re
+    assert main(["report", str(out), str(tmp_path / "cor"), "-o", str(tmp_path / "rep")]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    links = re.findall(r"<a href='([^']+)'>", html)
+    assert "Volumes that broke the models" in html and len(links) == 5 + 5
+    assert all((tmp_path / "rep" / link).is_file() for link in links)

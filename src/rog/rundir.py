@@ -144,6 +144,11 @@ class ResultsDir:
         """`--save-volumes`' image NAME of CASE (`rog.bench.volumes`)."""
         return self.path / "volumes" / case / f"{name}.nii.gz"
 
+    def volumes(self) -> dict[str, list[Path]]:
+        """The saved volumes per case (empty without `--save-volumes`)."""
+        root = self.path / "volumes"
+        return {d.name: sorted(d.glob("*.nii.gz")) for d in sorted(root.iterdir()) if d.is_dir()} if root.is_dir() else {}
+
     def read_qualitative(self) -> dict[str, dict[str, np.ndarray]]:
         """The report's qualitative arrays, {eps key: {name: array}} (empty when none)."""
         out: dict[str, dict[str, np.ndarray]] = {}

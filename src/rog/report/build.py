@@ -8,6 +8,7 @@ and imports no torch. The page itself is `rog.report.page`'s.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -162,7 +163,8 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     summary = ReportSummary()
     corruption = [(r.meta.label or f.path.name, r) for f, r in docs if r.kind == "corruption"]
     summary.corruptions = _corruptions(corruption, out, baseline)
-    corruption_html = page.corruptions(corruption, summary.corruptions, baseline)
+    corruption_html = page.corruptions(corruption, summary.corruptions, baseline) + page.volumes(
+        _volume_links(docs, out))
     entries = [Entry(r.meta.label or f.path.name, f, r, f.read_qualitative()) for f, r in docs if r.kind == "attack"]
     if not entries:
         summary.figures = ["dice_vs_severity.png"]
@@ -201,6 +203,13 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     write_text(out / "report.html", page.render(entries, summary, class_names, t_eps, eps_keys[t_eps], figs,
                                                 corruption_html))
     return summary
+
+
+def _volume_links(docs: list[tuple[ResultsDir, Results]], out: Path) -> dict:
+    """{"label (kind)": {case: [(file name, path relative to the report)]}} of the saved volumes."""
+    return {f"{r.meta.label or f.path.name} ({r.kind})": {case: [(p.name[:-len(".nii.gz")], os.path.relpath(p, out)) for p in files]
+                                          for case, files in vols.items()}
+            for f, r in docs if (vols := f.volumes())}
 
 
 def _corruptions(entries: list[tuple[str, Results]], out: Path, baseline: str | None) -> dict:

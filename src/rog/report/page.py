@@ -92,6 +92,19 @@ def across_seeds(seeds) -> str:
             "shows each seed's per-case worst-case Dice as points.</p>")
 
 
+def volumes(listing: dict) -> str:
+    """Links to the volumes `--save-volumes` wrote: {model: {case: [(file name, href)]}}."""
+    if not listing:
+        return ""
+    rows = "".join(f"<tr><td>{esc(model)}</td><td>{esc(case)}</td><td style='text-align:left'>"
+                   + " ".join(f"<a href='{esc(href)}'>{esc(name)}</a>" for name, href in files) + "</td></tr>"
+                   for model, cases in listing.items() for case, files in cases.items())
+    return ("<h2>Volumes that broke the models (NIfTI, in each scan's geometry)</h2><table><tr><th>model</th>"
+            f"<th>case</th><th>files</th></tr>{rows}</table><p>TAG: the worst attack at that eps, or a corruption "
+            "and severity; TAG_delta: its difference from the clean input in the scan's intensities; pred_TAG: "
+            "the whole-case prediction on it. Open them over the scan in any NIfTI viewer.</p>")
+
+
 def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: str, figs: list[str],
            tail: str = "") -> str:
     """The whole page: failed checks, seeds and learning, Dice under attack, PGD vs APGD-CE,
