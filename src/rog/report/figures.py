@@ -31,7 +31,7 @@ def dice_vs_eps(path: Path, models: dict[str, tuple[list, list, list]], class_na
     plt = _plt()
     cols = min(len(models), 3)
     rows = -(-len(models) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(models):]:
         ax.set_visible(False)
     aucs = {}
@@ -131,7 +131,8 @@ def dice_vs_severity(path: Path, summaries: dict[str, CorruptionSummary]) -> Non
     """Corruptions: mean Dice vs severity (0 = clean), one panel per model, one curve per
     corruption (ROOD-MRI's degradation curves)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.6), squeeze=False,
+                             layout="constrained")
     for ax, (name, s) in zip(axes[0], summaries.items()):
         for c, v in s.corruptions.items():
             levels = v.levels()
