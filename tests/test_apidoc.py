@@ -31,9 +31,16 @@ def test_the_entry_points_document_their_arguments_as_monai_does():
     from rog.evaluate.metrics import dice_per_class
     from rog.infer.sliding_window import sliding_window
     from rog.models.registry import build_model
+    from rog.corruptions import corrupt
+    from rog.evaluate.metrics import case_metrics, dice_batch
+    from rog.infer.predictor import predict_cases
+    from rog.pipeline.experiment import run_experiment
     from rog.pipeline.sweeps import run_sweep
-    for obj in (APGD, FAB, PGD, Square, Attack.__call__, Ensemble, dice_per_class, sliding_window, build_model,
-                run_sweep):
+    from rog.plan import make_plan
+    from rog.report.build import build_report
+    returns = (Attack.__call__, dice_per_class, dice_batch, case_metrics, sliding_window, build_model, run_sweep,
+               predict_cases, corrupt, make_plan, run_experiment, build_report)
+    for obj in (APGD, FAB, PGD, Square, Ensemble, *returns):
         assert "Args:" in obj.__doc__, obj
-    for obj in (Attack.__call__, dice_per_class, sliding_window, build_model, run_sweep):
+    for obj in returns:
         assert "Returns:" in obj.__doc__, obj

@@ -110,10 +110,19 @@ def seed_of(case: str, name: str, seed: int = 0) -> int:
 
 def corrupt(x: torch.Tensor, name: str, severity: int, spacing, lo: torch.Tensor, hi: torch.Tensor,
             foreground_sd: torch.Tensor, seed: int, strengths: list | None = None) -> torch.Tensor:
-    """The corrupted copy of one case. x `[C, X, Y, Z]` (model input units), lo/hi and
-    foreground_sd `[C]` (the case's channel range and foreground intensity sd), `spacing` in
-    mm per axis; returns a tensor like x. Deterministic in `seed`. `strengths`, if given,
-    receives each channel's realised artefact size (`Corruption.strength`)."""
+    """The corrupted copy of one case, deterministic in `seed`.
+
+    Args:
+        x: the case `[C, X, Y, Z]` in model input units.
+        name: a corruption of `CORRUPTIONS`; severity: 0 (identity) to 5.
+        spacing: mm per voxel axis.
+        lo, hi, foreground_sd: `[C]`, the case's channel range and foreground intensity sd.
+        seed: `seed_of(case, name, seed)`, shared by the severities.
+        strengths: if given, receives each channel's realised artefact size.
+
+    Returns:
+        A tensor like x.
+    """
     c = CORRUPTIONS[name]
     level = c.level(severity)
     tio = _tio()

@@ -203,8 +203,16 @@ def at_spacing(fingerprint: dict, spacing) -> dict:
 
 
 def make_plan(fingerprint: dict, model: str = "rog", width: int = 64, spacing=None) -> Plan:
-    """Build the Plan for a dataset from its fingerprint (see `rog.data.fingerprint`); `spacing`
-    (mm) overrides the median target spacing (`at_spacing`)."""
+    """Build the Plan for a dataset from its fingerprint (the paper's planning rules).
+
+    Args:
+        fingerprint: the dataset's statistics (`rog.data.fingerprint.compute_fingerprint`).
+        model: the registered model the plan names; width: its level-0 width.
+        spacing: target spacing in mm, one value or three, instead of the median (`at_spacing`).
+
+    Returns:
+        The `Plan`: patch sizes, strides, normalisation, batch size, model.
+    """
     if spacing is not None:
         fingerprint = at_spacing(fingerprint, spacing)
     classes = {k: c for k, c in fingerprint["classes"].items() if c["mean_volume_voxels"]}

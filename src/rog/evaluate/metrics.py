@@ -42,10 +42,15 @@ def mean_dice(per_class: np.ndarray) -> float:
 
 
 def dice_batch(pred: torch.Tensor, ref: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Mean foreground Dice per instance for label maps `[B, ...]`: returns `[B]`.
+    """Mean foreground Dice per instance.
 
-    Classes absent from both maps are left out of the mean; an instance where every class is
-    absent from both gets Dice 1 (nothing to find, nothing found).
+    Args:
+        pred, ref: label maps `[B, ...]` (or `[B, 1, ...]`) of equal shape.
+        num_classes: K, background included.
+
+    Returns:
+        `[B]`: classes absent from both maps are left out of the mean; an instance where every
+        class is absent from both gets Dice 1 (nothing to find, nothing found).
     """
     b = pred.shape[0]
     p = pred.reshape(b, -1)
@@ -103,8 +108,17 @@ def hd95_penalty(shape: Sequence[int], spacing: Sequence[float]) -> float:
 
 def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: Sequence[float],
                  tolerance_mm: float = 1.0) -> dict:
-    """{'dice', 'hd95', 'nsd', 'missed'}: each a list over foreground classes 1..K-1; 'missed'
-    marks classes present in exactly one of the maps (their HD95 is the penalty)."""
+    """Dice, HD95 and surface Dice of one case.
+
+    Args:
+        pred, ref: label maps `[X, Y, Z]` of equal shape.
+        num_classes: K, background included.
+        spacing: mm per voxel axis; tolerance_mm: the surface Dice tolerance.
+
+    Returns:
+        {'dice', 'hd95', 'nsd', 'missed'}, each a list over foreground classes 1..K-1; 'missed'
+        marks classes present in exactly one of the maps (their HD95 is the penalty).
+    """
     hd, nsd = surface_metrics(pred, ref, num_classes, spacing, tolerance_mm)
     missed = [bool((pred == k).any()) != bool((ref == k).any()) for k in range(1, num_classes)]
     return {"dice": dice_per_class(pred, ref, num_classes).tolist(), "hd95": hd.tolist(), "nsd": nsd.tolist(),

@@ -121,12 +121,21 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
                   progress: bool = True, times: StageTimes | None = None,
                   members: Sequence[tuple[nn.Module, Plan]] = (), probabilities: bool = False,
                   resume: bool = False) -> dict[str, str]:
-    """Predict each case into the predictions folder `out_dir` (`rog.rundir.PredictionsDir`:
-    NAME.nii.gz, with `probabilities` also NAME.npz). A failing case is reported by name and
-    the others still complete; `resume` skips cases whose files exist (written atomically, so
-    an existing file is a finished one). `members`: see `predict_case`. Returns {name: 'ok',
-    'kept' or the error message}; `times` collects the seconds of each stage (read and write
-    too) over all cases."""
+    """Predict each case into a predictions folder; a failing case never stops the others.
+
+    Args:
+        model, plan: the model and the plan that preprocesses its input.
+        cases: `rog.data.dataset.Case`s (image files in any geometry).
+        out_dir: the folder (`rog.rundir.PredictionsDir`: NAME.nii.gz, with `probabilities`
+            also NAME.npz).
+        overlap, mirror_axes: the sliding window's; steps: post-processing.
+        members: more (model, plan) pairs ensembled with this one (`predict_case`).
+        resume: skip cases whose files exist (written atomically: an existing file is finished).
+        times: collects the seconds of each stage (read and write too) over all cases.
+
+    Returns:
+        {name: 'ok', 'kept' or the error message}.
+    """
     times = times if times is not None else StageTimes()
     out = PredictionsDir(writable_dir(out_dir))
     model = model.to(device).eval()

@@ -57,7 +57,16 @@ class ExperimentResult:
 
 
 def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto") -> ExperimentResult:
-    """Run every stage of the experiment on the dataset folder `data` in `workdir`."""
+    """Run every stage of the experiment, skipping those whose output exists.
+
+    Args:
+        data: a dataset folder (MSD or nnU-Net v2); workdir: where its stages write.
+        s: the budgets (`Settings`; the demo's in `rog.demo`, the paper's `PAPER`).
+        device: "auto", "cpu", "cuda", ...
+
+    Returns:
+        The report's path and summary, or the dataset's problems (and nothing run).
+    """
     t0 = time.time()
     wd = Workdir(Path(workdir))
 

@@ -149,14 +149,22 @@ def _seed_groups(entries: list[Entry]) -> dict:
 def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8.0, panels: bool = True,
                  baseline: str | None = None, gain: tuple[str, str] | None = None,
                  reference: AtlasReference | None = None) -> ReportSummary:
-    """Write OUT/report.html, OUT/*.png and OUT/summary.json; returns the summary. Attack
-    results give the paper's figures; results of one model label from several training seeds
-    are also aggregated (mean +- sd over seeds, per-case points), and `gain` = (defended,
-    reference) labels states the first's AUC gain over the second with a paired bootstrap
-    interval over seeds and cases (`rog.evaluate.seeds.auc_gain`). Corruption results get a
-    section of their own, with corruption errors relative to the model labelled `baseline`
-    where given. `reference` (`rog.evaluate.atlas`) puts the atlas-transfer test Dice beside
-    each model's whole-case test Dice."""
+    """Write OUT/report.html, OUT/*.png and OUT/summary.json.
+
+    Args:
+        inputs: results folders (attack or corruption) or run folders (their results).
+        out: the report's folder; table_eps: the eps of the per-attack table and the panels.
+        panels: draw the qualitative figure.
+        baseline: the model label corruption errors are relative to (ImageNet-C's mCE).
+        gain: (defended, reference) labels: the first's AUC gain over the second with a
+            paired bootstrap interval over seeds and cases (`rog.evaluate.seeds.auc_gain`).
+        reference: the atlas-transfer reference (`rog.evaluate.atlas`), set beside each
+            model's whole-case test Dice.
+
+    Returns:
+        The `ReportSummary`. Results of one label from several training seeds are aggregated
+        (mean +- sd over seeds, per-case points).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     docs = [(f, _finished(f)) for f in _find_results(inputs)]
