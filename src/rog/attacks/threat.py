@@ -9,7 +9,7 @@ where the box is [0, 1] and the L-inf radius is eps / 255, exactly as in classif
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 
 import torch
 
@@ -35,13 +35,14 @@ class ThreatModel:
 
     eps: float | torch.Tensor
     norm: str = "linf"
+    exact: InitVar[bool] = False  # take an eps in (0, 1) as given (`exactly`)
 
-    def __post_init__(self):
+    def __post_init__(self, exact: bool):
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"unknown norm {self.norm!r}: 'linf' or 'l2'")
         if bool(torch.as_tensor(self.eps).lt(0).any()):
             raise ValueError("eps must be >= 0")
-        if not torch.is_tensor(self.eps) and 0 < self.eps < 1 and not getattr(self, "_exact", False):
+        if not torch.is_tensor(self.eps) and 0 < self.eps < 1 and not exact:
             raise ValueError(f"eps={self.eps:g} is on the /255 scale, so it would mean {self.eps:g}/255 of the "
                              f"range: for 8/255 give ThreatModel(8); for a fraction of the range "
                              f"ThreatModel.of_range({self.eps:g})")
@@ -50,10 +51,7 @@ class ThreatModel:
     def exactly(cls, eps: float, norm: str = "linf") -> "ThreatModel":
         """eps on the /255 scale taken as given, below 1 too (0.5: half of 1/255 of the range,
         8 HU on a 4000 HU CT range): for callers that asked for it knowingly."""
-        obj = cls.__new__(cls)
-        object.__setattr__(obj, "_exact", True)
-        obj.__init__(eps, norm)
-        return obj
+        return cls(eps, norm, exact=True)
 
     @classmethod
     def of_range(cls, fraction: float, norm: str = "linf") -> "ThreatModel":

@@ -117,7 +117,7 @@ class Sweep:
                     outputs.append(self._do(case, job, tau))
                     records.append(outputs[-1][0])
                     log.debug(f"{case.name} {' '.join(f'{k}={v}' for k, v in asdict(job).items())}: Dice "
-                              f"{getattr(records[-1], 'dice', None)}, {getattr(records[-1], 'seconds', None) or 0:.1f} s")
+                              f"{records[-1].dice}, {records[-1].seconds or 0:.1f} s")
                     bar.set_postfix(case=case.name, **asdict(job))
                 bar.update(cost[job])
             self._after_case(case, outputs, case.name == first)

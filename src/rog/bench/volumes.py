@@ -22,30 +22,39 @@ class VolumeWriter:
 
     def __init__(self, results: ResultsDir, data_dir: str | Path):
         self.results, self.data_dir = results, Path(data_dir)
-        self._clean: dict[str, np.ndarray] = {}
+        # the case being written (cases come one after another): its arrays, props and clean image
+        self._case: str | None = None
+        self._clean: np.ndarray | None = None
+
+    def _load(self, case: str) -> None:
+        if self._case != case:
+            self._case, self._clean = case, None
+            self._image_pre, self._label, self._props = load_case(self.data_dir, case)
 
     def placed(self, case: str, patch: torch.Tensor, size) -> torch.Tensor:
         """The whole preprocessed case `[1, C, ...]` with `patch` `[1, C, *size]` (its
         label-centred patch, `data.sampling.centred_patch`) put back where it was taken."""
-        image, label, _ = load_case(self.data_dir, case)
-        whole = paste(np.asarray(image, np.float32), patch[0].detach().cpu().numpy(), centred_origin(label, size))
+        self._load(case)
+        whole = paste(np.asarray(self._image_pre, np.float32), patch[0].detach().cpu().numpy(),
+                      centred_origin(self._label, size))
         return torch.from_numpy(whole)[None].to(patch.device)
 
     def has_clean(self, case: str) -> bool:
-        return case in self._clean
+        return self._case == case and self._clean is not None
 
     def write(self, case: str, tag: str, x: torch.Tensor, logits: torch.Tensor) -> None:
         """x `[1, C, ...]` (the model's input on the preprocessed grid) and its logits
         `[1, K, ...]` as TAG and pred_TAG; with TAG "clean" first, every other TAG also gets
         TAG_delta."""
-        props = load_case(self.data_dir, case)[2]
+        self._load(case)
+        props = self._props
         geometry = Geometry.from_dict(props["geometry"])
         image = invert_image(x[0].detach().cpu().numpy(), props)  # [C, X, Y, Z]
         if tag == "clean":
-            self._clean[case] = image
+            self._clean = image
         self._image(case, tag, image, geometry)
         if tag != "clean":
-            self._image(case, f"{tag}_delta", image - self._clean[case], geometry)
+            self._image(case, f"{tag}_delta", image - self._clean, geometry)
         probs = torch.softmax(logits[0].detach().float(), 0).cpu().numpy()
         write_label(self.results.volume(case, f"pred_{tag}"), invert_to_label(probs, props), geometry)
 

@@ -178,6 +178,11 @@ def case_done(out_dir: Path, name: str) -> bool:
     return (out_dir / f"{name}.json").is_file()
 
 
+def case_props(out_dir: str | Path, name: str) -> dict:
+    """A preprocessed case's properties (NAME.json: geometry, crop, intensities, split, plan)."""
+    return json.loads((Path(out_dir) / f"{name}.json").read_text())
+
+
 def plan_mismatch(props: dict, plan: Plan) -> str | None:
     """How a preprocessed case (its `props`) differs from what `plan` makes: the first field
     that differs, "no plan recorded" for cases preprocessed before plans were recorded, or None."""
@@ -194,7 +199,7 @@ def check_preprocessed(out_dir: str | Path, names: list[str], plan: Plan, where:
     out_dir = Path(out_dir)
     for name in names:
         if case_done(out_dir, name):
-            why = plan_mismatch(json.loads((out_dir / f"{name}.json").read_text()), plan)
+            why = plan_mismatch(case_props(out_dir, name), plan)
             if why:
                 raise PlanError(f"{out_dir / name}.json: preprocessed under another plan than {where} ({why}); "
                                 "run `rog preprocess` again with this plan, or give --data a folder made with it")
@@ -207,13 +212,13 @@ def labelled_cases(out_dir: str | Path, split: str = "training") -> list[str]:
     out_dir = Path(out_dir)
     names = sorted(p.name[: -len("_seg.npy")] for p in out_dir.glob("*_seg.npy"))
     return [n for n in names if case_done(out_dir, n)
-            and json.loads((out_dir / f"{n}.json").read_text()).get("split", "training") == split]
+            and case_props(out_dir, n).get("split", "training") == split]
 
 
 def load_case(out_dir: str | Path, name: str, mmap: bool = True):
     """Load a preprocessed case: (image `[C, x, y, z]`, label `[x, y, z]` or None, props)."""
     out_dir = Path(out_dir)
-    props = json.loads((out_dir / f"{name}.json").read_text())
+    props = case_props(out_dir, name)
     mode = "r" if mmap else None
     image = np.load(out_dir / f"{name}.npy", mmap_mode=mode)
     seg_path = out_dir / f"{name}_seg.npy"
@@ -244,7 +249,7 @@ def preprocess_dataset(ds: Dataset, plan: Plan, out_dir: str | Path, workers: in
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = [(c, "training") for c in ds.training] + [(c, "test") for c in (ds.test if include_test else [])]
     stale = {c.name: why for c, _ in cases if case_done(out_dir, c.name)
-             and (why := plan_mismatch(json.loads((out_dir / f"{c.name}.json").read_text()), plan))}
+             and (why := plan_mismatch(case_props(out_dir, c.name), plan))}
     if stale:
         name, why = next(iter(stale.items()))
         log.info(f"preprocessing {len(stale)} case(s) again: made under another plan ({name}: {why})")

@@ -22,10 +22,20 @@ def _pad_to(image: np.ndarray, label: np.ndarray, size, mode: str):
     return image, label, np.array([w[0] for w in widths])
 
 
+def _starts(centre, size, shape) -> list[int]:
+    """Start of a `size` window around `centre`, kept inside `shape`."""
+    return [int(np.clip(round(c - p / 2), 0, s - p)) for c, p, s in zip(centre, size, shape)]
+
+
 def _crop(image, label, centre, size):
-    starts = [int(np.clip(round(c - p / 2), 0, s - p)) for c, p, s in zip(centre, size, label.shape)]
-    sl = tuple(slice(s, s + p) for s, p in zip(starts, size))
+    sl = tuple(slice(s, s + p) for s, p in zip(_starts(centre, size, label.shape), size))
     return image[(slice(None), *sl)], label[sl]
+
+
+def _foreground_centre(label: np.ndarray) -> np.ndarray:
+    """The foreground's centre of mass (the volume's centre when there is none)."""
+    fg = np.argwhere(label > 0)
+    return fg.mean(0) if len(fg) else (np.array(label.shape) - 1) / 2
 
 
 def centred_patch(image: np.ndarray, label: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
@@ -33,22 +43,16 @@ def centred_patch(image: np.ndarray, label: np.ndarray, size) -> tuple[np.ndarra
     foreground centre of mass (the volume's centre when there is none). Where the volume is
     smaller than `size`, the image repeats its border voxels and the label is background:
     zero padding would insert the normalised mean intensity, which looks like tissue."""
-    image, label, offset = _pad_to(np.asarray(image), np.asarray(label), size, "edge")
-    fg = np.argwhere(label > 0)
-    centre = fg.mean(0) if len(fg) else (np.array(label.shape) - 1) / 2
-    return _crop(image, label, centre, size)
+    image, label, _ = _pad_to(np.asarray(image), np.asarray(label), size, "edge")
+    return _crop(image, label, _foreground_centre(label), size)
 
 
 def centred_origin(label: np.ndarray, size) -> np.ndarray:
     """Where `centred_patch`'s patch starts, per axis, in the label's own voxel coordinates
     (negative where the volume is smaller than the patch and was padded)."""
-    shape = np.array(label.shape)
-    pads = np.maximum(np.array(size) - shape, 0)
-    before = pads // 2
-    fg = np.argwhere(np.asarray(label) > 0)
-    centre = fg.mean(0) + before if len(fg) else (shape + pads - 1) / 2
-    starts = [int(np.clip(round(c - p / 2), 0, s - p)) for c, p, s in zip(centre, size, shape + pads)]
-    return np.array(starts) - before
+    label = np.asarray(label)
+    _, padded, before = _pad_to(label[None], label, size, "edge")  # the label padded as centred_patch pads it
+    return np.array(_starts(_foreground_centre(padded), size, padded.shape)) - before
 
 
 def paste(volume: np.ndarray, patch: np.ndarray, origin) -> np.ndarray:
