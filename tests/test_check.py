@@ -101,9 +101,9 @@ def test_structure_problems_of_both_layouts_are_listed(ct_task, tmp_path):
     assert "_0003.nii.gz: no channel of a case" in text
     assert "_0000.nii: file ending not the dataset's file_ending '.nii.gz'" in text
     assert "notes.txt: file ending" in text and "numTraining is 5 but 3 training case(s) are in imagesTr" in text
-    meta["file_ending"] = ".mha"
+    meta["file_ending"] = ".png"
     (root / "dataset.json").write_text(json.dumps(meta))
-    assert "file_ending '.mha': rog reads NIfTI" in "\n".join(map(str, check_dataset(root)))
+    assert "file_ending '.png': rog reads .nii.gz, .nii, .nrrd" in "\n".join(map(str, check_dataset(root)))
     # MSD: a case listed twice, and the count that says otherwise
     msd = tmp_path / "msd"
     shutil.copytree(ct_task, msd)

@@ -57,6 +57,7 @@ class Plan:
     width: int = 64
     num_scales: int = 4
     lattice_length: int = 2
+    ignore_label: int | None = None  # nnU-Net's ignore label (= num_classes): voxels no loss or metric counts
 
     @property
     def num_channels(self) -> int:
@@ -236,7 +237,7 @@ def make_plan(fingerprint: dict, model: str = "rog", width: int = 64, spacing=No
         target_spacing=list(fingerprint["target_spacing"]), normalization=norm,
         batch_size=batch, median_shape=list(fingerprint["median_shape"]),
         mean_object_voxels={k: c["mean_volume_voxels"] for k, c in classes.items()},
-        model=model, width=width, **sizes,
+        model=model, width=width, ignore_label=fingerprint.get("ignore_label"), **sizes,
     )
     plan.validate(f"plan for {plan.dataset}")
     return plan

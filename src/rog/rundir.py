@@ -7,9 +7,9 @@
         postprocessing.json, test_predictions/, test_eval.{json,csv}, tensorboard/
       attacks/NAME/           ResultsDir: one benchmark of one model
         results.json, results.csv (results.rankN.* while torchrun shards run), qualitative.npz,
-        volumes/CASE/*.nii.gz (--save-volumes)
+        volumes/CASE/NAME.nii.gz or the scan's format (--save-volumes)
     PREDICTIONS/              PredictionsDir: `rog predict -o`
-      NAME.nii.gz, NAME.npz (probabilities), rog_predict.json
+      NAME.nii.gz (or the input's format), NAME.npz (probabilities), rog_predict.json
 
 Every other module asks these classes for a path; none spells a file name of these folders.
 """
@@ -140,14 +140,15 @@ class ResultsDir:
     def qualitative(self) -> Path:
         return self.path / "qualitative.npz"
 
-    def volume(self, case: str, name: str) -> Path:
+    def volume(self, case: str, name: str, ending: str = ".nii.gz") -> Path:
         """`--save-volumes`' image NAME of CASE (`rog.bench.volumes`)."""
-        return self.path / "volumes" / case / f"{name}.nii.gz"
+        return self.path / "volumes" / case / f"{name}{ending}"
 
-    def volumes(self) -> dict[str, list[Path]]:
-        """The saved volumes per case (empty without `--save-volumes`)."""
+    def volumes(self) -> dict[str, dict[str, Path]]:
+        """The saved volumes per case, {case: {name: file}} (empty without `--save-volumes`)."""
+        from rog.data.formats import images_in  # SimpleITK only where volumes are listed
         root = self.path / "volumes"
-        return {d.name: sorted(d.glob("*.nii.gz")) for d in sorted(root.iterdir()) if d.is_dir()} if root.is_dir() else {}
+        return {d.name: images_in(d) for d in sorted(root.iterdir()) if d.is_dir()} if root.is_dir() else {}
 
     def read_qualitative(self) -> dict[str, dict[str, np.ndarray]]:
         """The report's qualitative arrays, {eps key: {name: array}} (empty when none)."""
@@ -188,7 +189,8 @@ class ResultsDir:
 
 @dataclass(frozen=True)
 class PredictionsDir:
-    """`rog predict`'s output folder: NAME.nii.gz label maps, NAME.npz probabilities (array
+    """`rog predict`'s output folder: label maps NAME + the image's ending (NAME/ for a DICOM
+    series), NAME.npz probabilities (array
     "probabilities" `[K, X, Y, Z]` in the image file's voxel order, and its "affine"; no
     pickle), and rog_predict.json, what made them."""
 
@@ -197,8 +199,8 @@ class PredictionsDir:
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
 
-    def label(self, name: str) -> Path:
-        return self.path / f"{name}.nii.gz"
+    def label(self, name: str, ending: str = ".nii.gz") -> Path:
+        return self.path / f"{name}{ending}"
 
     def probabilities(self, name: str) -> Path:
         return self.path / f"{name}.npz"
@@ -207,8 +209,9 @@ class PredictionsDir:
     def provenance(self) -> Path:
         return self.path / "rog_predict.json"
 
-    def finished(self, name: str, probabilities: bool = False) -> bool:
-        return self.label(name).is_file() and (not probabilities or self.probabilities(name).is_file())
+    def finished(self, name: str, ending: str = ".nii.gz", probabilities: bool = False) -> bool:
+        """Whether the case's files exist (each written atomically: existing means complete)."""
+        return self.label(name, ending).exists() and (not probabilities or self.probabilities(name).is_file())
 
     def write_probabilities(self, name: str, probs: np.ndarray, affine: np.ndarray) -> None:
         with atomic_path(self.probabilities(name)) as tmp:

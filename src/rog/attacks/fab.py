@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 
 from rog.attacks.base import Attack, gradient
+from rog.attacks.losses import scored
 
 
 def project_linf_hyperplane(u: torch.Tensor, w: torch.Tensor, c: torch.Tensor, steps: int = 40) -> torch.Tensor:
@@ -85,12 +86,13 @@ def distance_to_success(logits: torch.Tensor, y: torch.Tensor, target: torch.Ten
     foreground; an instance without any: every voxel) not yet flipped; g < 0 about when the
     voxels needed for Dice < tau have flipped. logits `[B, K, ...]`, y and target `[B, ...]`,
     tau `[B]`."""
+    yf, tf = y.flatten(1), target.flatten(1)
+    y, _ = scored(logits, y)
     h = (logits.gather(1, y.unsqueeze(1)) - logits.gather(1, target.unsqueeze(1))).flatten(1)
     b, v = h.shape
-    yf, tf = y.flatten(1), target.flatten(1)
     with torch.no_grad():
-        candidate = yf > 0
-        candidate |= ~candidate.any(1, keepdim=True)
+        candidate = (yf > 0) & (yf < logits.shape[1])  # labelled foreground, not ignored
+        candidate |= ~candidate.any(1, keepdim=True) & (yf < logits.shape[1])
         order, count = flips_needed(torch.where(candidate, h, float("inf")), yf, tf, num_classes, tau)
         flipped = ((h < 0) & candidate).sum(1)
         last = candidate.sum(1) - 1

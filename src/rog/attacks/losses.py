@@ -1,13 +1,28 @@
 """Voxel-wise attack losses for segmentation: each maps logits `[B, K, ...]` and labels
-`[B, ...]` to one loss per instance `[B]` (mean over voxels), to be MAXIMISED by the attack."""
+`[B, ...]` to one loss per instance `[B]` (mean over voxels), to be MAXIMISED by the attack.
+Voxels labelled K or above (nnU-Net v2's ignore label) add nothing to any loss, as they add
+nothing to the Dice the attack lowers."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
+def scored(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels `[B, ...]` with the ignored voxels set to class 0, so that gathers stay in range;
+    their weight `[B, ...]`, 1 where the voxel is scored, 0 where ignored)."""
+    keep = y < logits.shape[1]
+    return torch.where(keep, y, 0), keep.to(logits.dtype)
+
+
+def _mean(voxel: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # x * 1.0 is exact: with nothing ignored, the plain mean over voxels
+    return (voxel * weight).flatten(1).mean(1)
+
+
 def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y, reduction="none").flatten(1).mean(1)
+    y, w = scored(logits, y)
+    return _mean(F.cross_entropy(logits, y, reduction="none"), w)
 
 
 def _sorted(logits):
@@ -20,11 +35,12 @@ def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     there the margin is divided by the instance's mean margin size (`binary_margin_ratio`)."""
     if logits.shape[1] == 2:
         return binary_margin_ratio(logits, y)
+    y, w = scored(logits, y)
     z = _sorted(logits)
     zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
     top = z[:, -1]
     best_other = torch.where(logits.argmax(1) == y, z[:, -2], top)
-    return (-(zy - best_other) / (top - z[:, -3] + 1e-12)).flatten(1).mean(1)
+    return _mean(-(zy - best_other) / (top - z[:, -3] + 1e-12), w)
 
 
 def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -34,11 +50,12 @@ def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) ->
     k = logits.shape[1]
     if k == 2:
         return binary_margin_ratio(logits, y)
+    y, w = scored(logits, y)
     z = _sorted(logits)
     zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
     zt = logits.gather(1, target.unsqueeze(1)).squeeze(1)
     scale = z[:, -1] - (0.5 * (z[:, -3] + z[:, -4]) if k >= 4 else z[:, -3])
-    return (-(zy - zt) / (scale + 1e-12)).flatten(1).mean(1)
+    return _mean(-(zy - zt) / (scale + 1e-12), w)
 
 
 def binary_margin_ratio(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -48,31 +65,34 @@ def binary_margin_ratio(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Like DLR it is invariant to shifting and scaling the logits (m and s scale together), so a
     model cannot hide behind large logits as it can from CE; unlike a per-voxel m / |m| it has
     a gradient, largest at the voxels nearest the decision boundary (|m| small against s)."""
+    y, w = scored(logits, y)
     zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
-    m = 2 * zy - logits.sum(1)  # z_y - z_other with two classes
+    m = (2 * zy - logits.sum(1)) * w  # z_y - z_other with two classes; 0 where ignored
     # the normaliser is a scale, not a target: were it differentiated, raising a large margin
     # would raise s and so lower -m / (|m| + s) elsewhere, and the ascent would push some
     # correct voxels to larger margins (DLR's z_pi1 - z_pi3 is not detached, but it is a
     # voxel's own logits, not a mean over the instance)
     s = m.abs().flatten(1).mean(1).view(-1, *[1] * (m.ndim - 1)).detach()
-    return (-m / (m.abs() + s + 1e-12)).flatten(1).mean(1)
+    return _mean(-m / (m.abs() + s + 1e-12), w)
 
 
 def segpgd(logits: torch.Tensor, y: torch.Tensor, step: int, total: int) -> torch.Tensor:
     """SegPGD (Gu et al. 2022): CE weighted 1 - lambda on correct voxels and lambda on wrong
     ones, lambda = step / (2 total), shifting the attack's effort onto the voxels still right."""
     lam = step / (2.0 * total)
+    y, w = scored(logits, y)
     voxel = F.cross_entropy(logits, y, reduction="none")
     correct = (logits.argmax(1) == y).float()
-    return ((1 - lam) * correct * voxel + lam * (1 - correct) * voxel).flatten(1).mean(1)
+    return _mean((1 - lam) * correct * voxel + lam * (1 - correct) * voxel, w)
 
 
 def cospgd(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """CosPGD (Agnihotri et al. 2024): voxel CE weighted by the (detached) cosine similarity
     between the softmax output and the one-hot label."""
+    y, w = scored(logits, y)
     p = logits.softmax(1)
     cos = p.gather(1, y.unsqueeze(1)).squeeze(1) / p.norm(dim=1).clamp(min=1e-12)
-    return (cos.detach() * F.cross_entropy(logits, y, reduction="none")).flatten(1).mean(1)
+    return _mean(cos.detach() * F.cross_entropy(logits, y, reduction="none"), w)
 
 
 def correct_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -80,10 +100,11 @@ def correct_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     per labelled class, then over the classes present: `[B]`, to be lowered (Square's margin
     loss, voxel-wise and balanced like Dice, so neither the background's confidence nor
     voxels already wrong steer it)."""
+    yf = y.flatten(1)  # the ignored voxels (>= K) are in no class's mean below
+    y, _ = scored(logits, y)
     zy = logits.gather(1, y.unsqueeze(1)).squeeze(1)
     other = logits.scatter(1, y.unsqueeze(1), float("-inf")).max(1).values
     m = (zy - other).clamp(min=0).flatten(1)
-    yf = y.flatten(1)
     total = torch.zeros(m.shape[0], device=m.device, dtype=m.dtype)
     present = torch.zeros_like(total)
     for k in range(logits.shape[1]):

@@ -3,7 +3,9 @@ results folder, volumes/CASE/: `clean` (the clean input back in the scan's geome
 intensities), `TAG` (the attacked or corrupted input), `TAG_delta` (its difference from the
 clean input, in the scan's intensities), and the predictions on each (`pred_clean`,
 `pred_TAG`, label maps). TAG is `eps8.0` (the worst attack at that eps) or `noise_s3`. An
-attacked patch is written as its whole case with the patch put back, predicted whole."""
+attacked patch is written as its whole case with the patch put back, predicted whole. Each is
+written in the scan's own file format (NIfTI for a DICOM series, which holds no floats, and
+for cases preprocessed before the format was recorded)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,8 +58,12 @@ class VolumeWriter:
         if tag != "clean":
             self._image(case, f"{tag}_delta", image - self._clean, geometry)
         probs = torch.softmax(logits[0].detach().float(), 0).cpu().numpy()
-        write_label(self.results.volume(case, f"pred_{tag}"), invert_to_label(probs, props), geometry)
+        write_label(self._path(case, f"pred_{tag}"), invert_to_label(probs, props), geometry)
+
+    def _path(self, case: str, name: str) -> Path:
+        ending = self._props.get("format") or ".nii.gz"  # None (older cases) or a DICOM series: NIfTI
+        return self.results.volume(case, name, ending)
 
     def _image(self, case: str, name: str, image: np.ndarray, geometry: Geometry) -> None:
-        data = image[0] if len(image) == 1 else np.moveaxis(image, 0, -1)  # 4D NIfTI: channels last
-        write_volume(self.results.volume(case, name), data, np.asarray(geometry.affine))
+        data = image[0] if len(image) == 1 else np.moveaxis(image, 0, -1)  # 4D files: channels last
+        write_volume(self._path(case, name), data, np.asarray(geometry.affine), geometry.spacing)

@@ -55,4 +55,4 @@ def _check_case(ds: Dataset, case: Case, labelled: bool) -> list[Problem]:
         label, lgeom = read_label(case.label)
     except VolumeError as e:
         return out + [Problem(case.name, e.path, e.reason)]
-    return out + [Problem(case.name, str(case.label), p) for p in label_problems(label, lgeom, geom, ds.labels)]
+    return out + [Problem(case.name, str(case.label), p) for p in label_problems(label, lgeom, geom, ds.label_values)]

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rog.data import formats
 from rog.errors import RogError, read_json_object
 
 
@@ -40,6 +41,8 @@ class Dataset:
     training: list[Case]
     test: list[Case]
     problems: list[str] = field(default_factory=list)
+    # nnU-Net v2's "ignore" label (the highest value, = num_classes): voxels no loss or metric counts
+    ignore_label: int | None = None
 
     @property
     def num_channels(self) -> int:
@@ -48,6 +51,11 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def label_values(self) -> list[int]:
+        """Every value a label map may hold: the classes and the ignore label."""
+        return sorted(self.labels) + ([self.ignore_label] if self.ignore_label is not None else [])
 
 
 def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
@@ -131,20 +139,12 @@ def _inside(root: Path, rel: str, where: str, problems: list[str]) -> Path:
     return p
 
 
-def _case_name(path: str) -> str:
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
-
-
 def _test_label(root: Path, name: str, ending: str) -> Path | None:
     """A test case's reference label, where the folder has one (`labelsTs/`): the MSD ships
     none, rog's synthetic tasks and many private datasets do. Used to score and to attack
     held-out cases; never for training."""
     path = root / "labelsTs" / f"{name}{ending}"
-    return path if path.is_file() else None
+    return path if path.is_file() or (not ending and path.is_dir()) else None
 
 
 def _parse_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
@@ -161,15 +161,16 @@ def _parse_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
             problems.append(f"{meta_path}: training[{i}] needs 'image' and 'label'")
             continue
-        name = _case_name(entry["image"])
+        name = formats.stem(entry["image"])
         where = f"case {name}"
         training.append(Case(name, (_inside(root, entry["image"], where, problems),),
                              _inside(root, entry["label"], where, problems)))
     test = []
     for entry in meta.get("test", []) or []:
         rel = entry["image"] if isinstance(entry, dict) else entry
-        name = _case_name(rel)
-        test.append(Case(name, (_inside(root, rel, f"case {name}", problems),), _test_label(root, name, ".nii.gz")))
+        name = formats.stem(rel)
+        ending = Path(rel).name[len(name):]  # the test label is stored as the image is
+        test.append(Case(name, (_inside(root, rel, f"case {name}", problems),), _test_label(root, name, ending)))
     return Dataset(root, str(meta.get("name", root.name)), "msd", modalities, labels, training,
                    test, problems)
 
@@ -177,14 +178,17 @@ def _parse_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
 def _parse_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
     modalities = _channels(_require(meta, "channel_names", dict, meta_path), meta_path,
                            "channel_names")
-    raw_labels = _require(meta, "labels", dict, meta_path)
+    raw_labels = dict(_require(meta, "labels", dict, meta_path))
     if any(not isinstance(v, int) for v in raw_labels.values()):
         raise DatasetError(f"{meta_path}: region-based (list) labels are not supported")
+    ignore = raw_labels.pop("ignore", None) if isinstance(raw_labels, dict) else None
     labels = _check_labels({int(v): str(k) for k, v in raw_labels.items()}, meta_path)
+    if ignore is not None and ignore != len(labels):
+        raise DatasetError(f"{meta_path}: the 'ignore' label must be the highest value ({len(labels)}), got {ignore}")
     ending = str(meta.get("file_ending", ".nii.gz"))
     problems: list[str] = []
-    if ending not in (".nii.gz", ".nii"):
-        problems.append(f"{meta_path}: file_ending {ending!r}: rog reads NIfTI ('.nii.gz' or '.nii')")
+    if ending not in formats.ENDINGS:
+        problems.append(f"{meta_path}: file_ending {ending!r}: rog reads {', '.join(formats.ENDINGS)}")
 
     def cases(images_dir: str, labels_dir: str | None) -> list[Case]:
         """The cases of `images_dir` (CASE_XXXX files); files that fit no channel are problems."""
@@ -211,7 +215,7 @@ def _parse_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
         return out
 
     return Dataset(root, str(meta.get("name", root.name)), "nnunet", modalities, labels,
-                   cases("imagesTr", "labelsTr"), cases("imagesTs", None), problems)
+                   cases("imagesTr", "labelsTr"), cases("imagesTs", None), problems, ignore)
 
 
 def describe(path: str | Path) -> str:

@@ -102,7 +102,7 @@ def compute_fingerprint(ds: Dataset, seed: int = 0, workers: int = 1, progress: 
         }
     return {
         "dataset": ds.name, "layout": ds.layout, "modalities": ds.modalities,
-        "labels": {str(k): v for k, v in ds.labels.items()},
+        "labels": {str(k): v for k, v in ds.labels.items()}, "ignore_label": ds.ignore_label,
         "target_spacing": target.tolist(), "median_shape": np.median(shapes, axis=0).tolist(),
         "intensity": intensity, "classes": classes, "cases": per_case,
     }

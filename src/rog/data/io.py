@@ -1,4 +1,5 @@
-"""Read and write volumes with their geometry (affine, spacing, orientation) via nibabel.
+"""Read and write volumes with their geometry (affine, spacing, orientation) in any format
+`rog.data.formats` reads (NIfTI, NRRD, MetaImage, GIPL, DICOM series).
 
 Arrays are read in the file's own voxel order, channel first: images are `[C, X, Y, Z]`
 float32, label maps `[X, Y, Z]` integers, and predictions are written on the case's own grid.
@@ -8,8 +9,6 @@ prediction however its array is stored (as nnU-Net's transpose); directions are 
 """
 from __future__ import annotations
 
-import gzip
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from rog.atomic import atomic_path
+from rog.data import formats
 from rog.errors import RogError
 
 
@@ -43,12 +42,13 @@ class Geometry:
     orientation: str
 
     @classmethod
-    def from_nifti(cls, img: nib.Nifti1Image) -> "Geometry":
-        affine = np.asarray(img.affine, dtype=float)
+    def of(cls, affine: np.ndarray, shape, spacing) -> "Geometry":
+        """From a RAS affine `[4, 4]`, the spatial shape and the spacing in mm."""
+        affine = np.asarray(affine, dtype=float)
         return cls(
             affine=tuple(tuple(float(v) for v in row) for row in affine),
-            shape=tuple(int(s) for s in img.shape[:3]),
-            spacing=tuple(float(s) for s in img.header.get_zooms()[:3]),
+            shape=tuple(int(s) for s in shape[:3]),
+            spacing=tuple(float(s) for s in spacing[:3]),
             orientation="".join(nib.aff2axcodes(affine)),
         )
 
@@ -74,20 +74,17 @@ def canonical_axes(geometry: Geometry) -> tuple[int, int, int]:
     return tuple(int(a) for a in np.argsort(world))
 
 
-def _load(path: Path) -> nib.Nifti1Image:
-    if not path.is_file():
+def _read(path: Path, dtype) -> tuple[np.ndarray, Geometry]:
+    """Voxels channel-last and the geometry of one image file or DICOM folder."""
+    if not path.exists():
         raise VolumeError(path, "file not found")
+    if formats.ending(path) is None:
+        raise VolumeError(path, f"not an image rog reads ({', '.join(formats.ENDINGS)} or a DICOM series folder)")
     try:
-        return nib.load(str(path))
-    except Exception as e:  # nibabel raises many types for a bad header
-        raise VolumeError(path, f"unreadable ({e})") from e
-
-
-def _data(img: nib.Nifti1Image, path: Path, dtype) -> np.ndarray:
-    try:
-        return np.asarray(img.dataobj, dtype=dtype)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
-        raise VolumeError(path, f"unreadable voxel data, truncated or corrupt ({e})") from e
+        data, affine, spacing = formats.read(path, dtype)
+    except formats.FormatError as e:
+        raise VolumeError(path, str(e)) from e
+    return data, Geometry.of(affine, data.shape, spacing)
 
 
 def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]:
@@ -99,15 +96,13 @@ def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]:
     channels: list[np.ndarray] = []
     geometry: Geometry | None = None
     for p in map(Path, paths):
-        img = _load(p)
-        data = _data(img, p, np.float32)
+        data, g = _read(p, np.float32)
         if data.ndim == 3:
             data = data[None]
         elif data.ndim == 4:
             data = np.moveaxis(data, -1, 0)
         else:
             raise VolumeError(p, f"expected a 3D or 4D image, got shape {data.shape}")
-        g = Geometry.from_nifti(img)
         if geometry is not None and not geometry.same_grid(g):
             raise VolumeError(p, f"channel grid differs from {paths[0]}")
         geometry = geometry or g
@@ -121,36 +116,31 @@ def read_image(paths: Sequence[str | Path]) -> tuple[np.ndarray, Geometry]:
 def read_label(path: str | Path) -> tuple[np.ndarray, Geometry]:
     """Read a label map as `[X, Y, Z]` int16 with its geometry; non-integer values are an error."""
     path = Path(path)
-    img = _load(path)
-    data = _data(img, path, np.float64)
+    data, geometry = _read(path, np.float64)
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise VolumeError(path, f"expected a 3D label map, got shape {data.shape}")
     if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
         raise VolumeError(path, "label map holds non-integer values")
-    return data.astype(np.int16), Geometry.from_nifti(img)
+    return data.astype(np.int16), geometry
 
 
 def write_label(path: str | Path, label: np.ndarray, geometry: Geometry) -> None:
-    """Write `[X, Y, Z]` labels as uint8 NIfTI on `geometry`'s grid, atomically."""
+    """Write `[X, Y, Z]` labels as uint8 on `geometry`'s grid, atomically, in the format that
+    `path`'s ending names (none: a DICOM series folder)."""
     if tuple(label.shape) != tuple(geometry.shape):
         raise VolumeError(path, f"label shape {label.shape} does not match grid {geometry.shape}")
-    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), np.asarray(geometry.affine))  # no copy if uint8
-    img.header.set_zooms(geometry.spacing)
-    img.set_qform(np.asarray(geometry.affine), code=1)
-    img.set_sform(np.asarray(geometry.affine), code=1)
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+    write_volume(path, np.asarray(label, dtype=np.uint8), np.asarray(geometry.affine), geometry.spacing)
 
 
-def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None:
-    """Write an array (3D, or 4D channel-last) as NIfTI with `affine`, atomically."""
-    img = nib.Nifti1Image(data, np.asarray(affine))
-    img.set_qform(np.asarray(affine), code=1)
-    img.set_sform(np.asarray(affine), code=1)
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, spacing=None) -> None:
+    """Write an array (3D, or 4D channel-last) with the RAS `affine`, atomically, in the format
+    that `path`'s ending names."""
+    try:
+        formats.write(path, data, affine, spacing)
+    except formats.FormatError as e:
+        raise VolumeError(path, str(e)) from e
 
 
 def resample_world(data: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, shape, order: int = 0,

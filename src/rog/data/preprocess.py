@@ -19,6 +19,7 @@ from scipy import ndimage
 from rog.atomic import save_npy, write_json
 from rog.data.dataset import Case, Dataset
 from rog.data.fingerprint import nonzero_bbox
+from rog.data import formats
 from rog.data.io import Geometry, canonical_axes
 from rog.data.validate import read_case
 from rog.messages import log
@@ -232,6 +233,7 @@ def _preprocess_one(args: tuple[Dataset, Case, Plan, Path, str]) -> str:
     image, geom, label = read_case(ds, case)
     image, label, props = preprocess_arrays(image, label, geom, plan)
     props["name"], props["split"], props["preprocessing"] = case.name, split, plan.preprocessing()
+    props["format"] = formats.ending(case.images[0])  # volumes written back in it (`rog.bench.volumes`)
     save_npy(out_dir / f"{case.name}.npy", image)
     if label is not None:
         save_npy(out_dir / f"{case.name}_seg.npy", label)

@@ -61,7 +61,7 @@ def read_case(ds: Dataset, case: Case) -> tuple[np.ndarray, Geometry, np.ndarray
     if case.label is None:
         return image, geom, None
     label, lgeom = read_label(case.label)
-    problems = label_problems(label, lgeom, geom, ds.labels)
+    problems = label_problems(label, lgeom, geom, ds.label_values)
     if problems:
         raise VolumeError(case.label, problems[0])
     return image, geom, label

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rog.atomic import write_json, write_text
+from rog.data import formats
 from rog.data.dataset import load_dataset
 from rog.data.io import VolumeError, read_label
 from rog.data.validate import label_problems
@@ -20,9 +21,12 @@ from rog.rundir import PredictionsDir
 METRICS = ("dice", "hd95", "nsd")
 
 
-def _nifti_names(folder: Path) -> dict[str, Path]:
-    return {f.name: f for f in sorted(folder.iterdir())
-            if f.name.endswith((".nii.gz", ".nii")) and not f.name.startswith(".")}
+def _label_files(folder: Path) -> dict[str, Path]:
+    """{case name: label file or DICOM folder} of every image `rog.data.formats` reads: a
+    reference and a prediction pair by case name whatever their formats."""
+    if not folder.is_dir():
+        raise VolumeError(folder, "folder not found")
+    return formats.images_in(folder)
 
 
 def class_names(ref_dir: Path, pred_dir: Path, k: int) -> list[str]:
@@ -41,17 +45,30 @@ def class_names(ref_dir: Path, pred_dir: Path, k: int) -> list[str]:
     return [str(labels.get(c, f"class {c}")) for c in range(1, k)]
 
 
+def _ignore_aware_classes(ref_dir: Path) -> int | None:
+    """K from the nnU-Net dataset.json above the references when it declares an ignore label
+    (its voxels, valued K, are then not scored), else None."""
+    try:
+        ds = load_dataset(ref_dir.parent) if (ref_dir.parent / "dataset.json").is_file() else None
+    except RogError:
+        return None
+    return ds.num_classes if ds is not None and ds.ignore_label is not None else None
+
+
 def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, num_classes: int | None = None,
                      out: str | Path | None = None, tolerance_mm: float = 1.0) -> dict:
     """Per case and class Dice, HD95 and surface Dice for every reference with a prediction of
     the same file name. Writes `out`.json and `out`.csv when `out` is given. A swapped pair is
     refused: rog's predictions folder given as the references, or, without `num_classes`,
-    predictions that hold a label no reference has."""
+    predictions that hold a label no reference has. Reference voxels at the ignore label of the
+    nnU-Net dataset.json above the references are not scored."""
     ref_dir, pred_dir = Path(ref_dir), Path(pred_dir)
     if PredictionsDir(ref_dir).provenance.is_file():
         raise VolumeError(ref_dir, "holds rog's predictions, not references: the reference folder comes first, "
                           "as in nnU-Net (rog evaluate REFERENCE PREDICTION)")
-    preds, refs = _nifti_names(pred_dir), _nifti_names(ref_dir)
+    preds, refs = _label_files(pred_dir), _label_files(ref_dir)
+    if num_classes is None:
+        num_classes = _ignore_aware_classes(ref_dir)
     missing = sorted(set(refs) - set(preds))
     pairs = []
     for name in sorted(set(refs) & set(preds)):
@@ -62,7 +79,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, num_classes: int
             raise VolumeError(preds[name], f"{problems[0]} (reference {refs[name]})")
         pairs.append((name, pred, ref, rgeom.spacing))
     if not pairs:
-        raise VolumeError(pred_dir, f"no prediction matches a reference file name in {ref_dir}")
+        raise VolumeError(pred_dir, f"no prediction matches a reference case name in {ref_dir}")
     if num_classes is None:
         extra = set().union(*(np.unique(p).tolist() for _, p, _, _ in pairs)) - set().union(
             *(np.unique(r).tolist() for _, _, r, _ in pairs))

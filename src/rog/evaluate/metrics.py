@@ -3,6 +3,9 @@
 Dice follows nnU-Net's convention: NaN when prediction and reference are both empty for a
 class, and NaN values are excluded from means. HD95 and surface Dice are MONAI's, with the
 voxel spacing and sub-voxel surface elements (which match DeepMind's surface-distance).
+
+Reference voxels holding a value >= K (nnU-Net v2's ignore label, the highest value) are not
+scored: the prediction there counts for no class, as in nnU-Net's evaluation.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ def dice_per_class(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tens
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} differs from reference {tuple(ref.shape)}")
     out = np.empty(num_classes - 1)
+    scored = ref < num_classes
     for k in range(1, num_classes):
-        p, r = pred == k, ref == k
+        p, r = (pred == k) & scored, ref == k
         denom = int(p.sum() + r.sum())
         out[k - 1] = np.nan if denom == 0 else 2.0 * int((p & r).sum()) / denom
     return out
@@ -55,9 +59,10 @@ def dice_batch(pred: torch.Tensor, ref: torch.Tensor, num_classes: int) -> torch
     b = pred.shape[0]
     p = pred.reshape(b, -1)
     r = ref.reshape(b, -1)
+    scored = r < num_classes
     scores = []
     for k in range(1, num_classes):
-        pk, rk = p == k, r == k
+        pk, rk = (p == k) & scored, r == k
         inter = (pk & rk).sum(1).float()
         denom = (pk.sum(1) + rk.sum(1)).float()
         scores.append(torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.full_like(denom, float("nan"))))
@@ -69,6 +74,15 @@ def dice_batch(pred: torch.Tensor, ref: torch.Tensor, num_classes: int) -> torch
 def _onehot(label: np.ndarray, num_classes: int) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(label, dtype=np.int64))
     return torch.nn.functional.one_hot(t, num_classes).movedim(-1, 0)[None].float()
+
+
+def _scored(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both maps with the unscored reference voxels (>= K) set to background: surfaces are
+    measured between what is scored."""
+    ignored = np.asarray(ref) >= num_classes
+    if not ignored.any():
+        return pred, ref
+    return np.where(ignored, 0, pred), np.where(ignored, 0, ref)
 
 
 def surface_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: Sequence[float],
@@ -83,6 +97,7 @@ def surface_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing
     """
     from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
+    pred, ref = _scored(pred, ref, num_classes)
     p, r = _onehot(pred, num_classes), _onehot(ref, num_classes)
     spacing = [float(s) for s in spacing]
     with warnings.catch_warnings():
@@ -120,6 +135,7 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: S
         marks classes present in exactly one of the maps (their HD95 is the penalty).
     """
     hd, nsd = surface_metrics(pred, ref, num_classes, spacing, tolerance_mm)
-    missed = [bool((pred == k).any()) != bool((ref == k).any()) for k in range(1, num_classes)]
+    scored_pred, _ = _scored(pred, ref, num_classes)
+    missed = [bool((scored_pred == k).any()) != bool((ref == k).any()) for k in range(1, num_classes)]
     return {"dice": dice_per_class(pred, ref, num_classes).tolist(), "hd95": hd.tolist(), "nsd": nsd.tolist(),
             "missed": missed}

@@ -19,13 +19,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
-from rog.data.io import resample_world
+from rog.data import formats
+from rog.data.io import VolumeError, read_label, resample_world
 from rog.external.model import ExternalError, ExternalModel, InputMap
 
 SPATIAL = {"LoadImage", "EnsureChannelFirst", "Orientation", "Spacing", "EnsureType", "CastToType", "Identity",
@@ -210,21 +210,20 @@ class BundleModel(ExternalModel):
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         images, labels = Path(images), Path(labels)
-        files = sorted(images.glob("*.nii*")) if images.is_dir() else []
+        files = formats.images_in(images) if images.is_dir() else {}
         if not files:
-            raise ExternalError(f"{images}: no NIfTI image")
-        if names:
-            files = [f for f in files if f.name.split(".nii")[0] in names]
+            raise ExternalError(f"{images}: no image ({', '.join(formats.ENDINGS)} or DICOM series folder)")
+        references = formats.images_in(labels) if labels.is_dir() else {}
         out = []
-        for f in files[:max_cases]:
-            name = f.name.split(".nii")[0]
-            label = labels / f.name
-            if not label.is_file():
-                raise ExternalError(f"{label}: missing label of case {name}")
-            raw, affine, prepare = preprocess(self.spatial, self.intensity, f)
-            lab = nib.load(label)
-            y = resample_world(np.rint(np.asanyarray(lab.dataobj)).astype(np.int64), lab.affine, affine,
-                               raw.shape[1:])
+        for name in [n for n in files if not names or n in names][:max_cases]:
+            if name not in references:
+                raise ExternalError(f"{labels}: missing label of case {name}")
+            raw, affine, prepare = preprocess(self.spatial, self.intensity, files[name])
+            try:
+                lab, geometry = read_label(references[name])
+            except VolumeError as e:
+                raise ExternalError(str(e)) from e
+            y = resample_world(lab.astype(np.int64), np.asarray(geometry.affine), affine, raw.shape[1:])
             lo, hi = ThreatModel.channel_range(raw[None])
             out.append(BenchCase(name, raw[None].to(device), torch.from_numpy(y)[None].to(device), lo.to(device),
                                  hi.to(device), prepare.to(device)))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rog.atomic import writable_dir
+from rog.data import formats
 from rog.data.dataset import Case, load_dataset
 from rog.data.io import Geometry, VolumeError, write_label
 from rog.data.preprocess import invert_probabilities, invert_to_label, preprocess_arrays
@@ -88,13 +89,15 @@ def predict_case(model: nn.Module, image: np.ndarray, geometry: Geometry, plan: 
 
 
 def cases_from_input(path: str | Path) -> list[Case]:
-    """Cases to predict from a dataset folder (its test list), or a folder of NIfTI images:
-    nnU-Net per-channel files (`CASE_0000.nii.gz`, ...) or one (3D/4D) file per case. An
-    input with no image is an error, never an empty success."""
+    """Cases to predict from a dataset folder (its test list), or a folder of images in any
+    format `rog.data.formats` reads: nnU-Net per-channel files (`CASE_0000.nii.gz`, ...), one
+    (3D/4D) file per case, or one DICOM series folder per case. An input with no image is an
+    error, never an empty success."""
     path = Path(path)
     cases = _cases_in(path)
     if not cases:
-        raise VolumeError(path, "no image to predict (no NIfTI file, or an empty test list)")
+        raise VolumeError(path, f"no image to predict (no {', '.join(formats.ENDINGS)} file or DICOM series "
+                          "folder, or an empty test list)")
     return cases
 
 
@@ -103,17 +106,13 @@ def _cases_in(path: Path) -> list[Case]:
         return load_dataset(path).test
     if not path.is_dir():
         raise VolumeError(path, "input folder not found")
-    files = sorted(f for f in path.iterdir() if f.name.endswith((".nii.gz", ".nii")) and not f.name.startswith("."))
-    stems = {f: f.name[: -len(".nii.gz")] if f.name.endswith(".nii.gz") else f.name[:-4] for f in files}
-    per_channel = [f for f in files if stems[f].endswith("_0000")]
+    files = formats.images_in(path)
+    per_channel = [stem[:-5] for stem in files if stem.endswith("_0000")]
     if per_channel:
-        cases = []
-        for f in per_channel:
-            name = stems[f][:-5]
-            chans = sorted(g for g in files if stems[g].startswith(name + "_") and stems[g][len(name) + 1:].isdigit())
-            cases.append(Case(name, tuple(chans)))
-        return cases
-    return [Case(stems[f], (f,)) for f in files]
+        return [Case(name, tuple(f for stem, f in files.items()
+                                 if stem.startswith(name + "_") and stem[len(name) + 1:].isdigit()))
+                for name in per_channel]
+    return [Case(stem, (f,)) for stem, f in files.items()]
 
 
 def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str | Path, device="cpu",
@@ -126,8 +125,8 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
     Args:
         model, plan: the model and the plan that preprocesses its input.
         cases: `rog.data.dataset.Case`s (image files in any geometry).
-        out_dir: the folder (`rog.rundir.PredictionsDir`: NAME.nii.gz, with `probabilities`
-            also NAME.npz).
+        out_dir: the folder (`rog.rundir.PredictionsDir`: each label map in its image's format
+            and geometry, with `probabilities` also NAME.npz).
         overlap, mirror_axes: the sliding window's; steps: post-processing.
         members: more (model, plan) pairs ensembled with this one (`predict_case`).
         resume: skip cases whose files exist (written atomically: an existing file is finished).
@@ -142,7 +141,9 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
     members = [(m.to(device).eval(), p) for m, p in members]
     status = {}
     for case in progress_bar(cases, desc="predict", disable=not progress):
-        if resume and out.finished(case.name, probabilities):
+        ending = formats.ending(case.images[0])
+        ending = ".nii.gz" if ending is None else ending  # a missing image fails below, by name
+        if resume and out.finished(case.name, ending, probabilities):
             status[case.name] = "kept"
             continue
         try:
@@ -153,7 +154,7 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
             with times("write"):
                 if probs is not None:
                     out.write_probabilities(case.name, probs, geom.affine)
-                write_label(out.label(case.name), label, geom)  # last: its presence marks the case done
+                write_label(out.label(case.name, ending), label, geom)  # last: its presence marks the case done
             status[case.name] = "ok"
         except (VolumeError, ValueError) as e:
             status[case.name] = f"failed: {e}"

@@ -215,7 +215,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
 
 def _volume_links(docs: list[tuple[ResultsDir, Results]], out: Path) -> dict:
     """{"label (kind)": {case: [(file name, path relative to the report)]}} of the saved volumes."""
-    return {f"{r.meta.label or f.path.name} ({r.kind})": {case: [(p.name[:-len(".nii.gz")], os.path.relpath(p, out)) for p in files]
+    return {f"{r.meta.label or f.path.name} ({r.kind})": {case: [(name, os.path.relpath(p, out)) for name, p in files.items()]
                                           for case, files in vols.items()}
             for f, r in docs if (vols := f.volumes())}
 

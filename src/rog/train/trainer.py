@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from monai.losses import DiceCELoss
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
@@ -37,6 +36,7 @@ from rog.rundir import RunDir
 from rog.train.adversarial import FreeAT, pgd_examples
 from rog.train.data import TrainPatches, holdout_size, make_splits, read_split, validation_patches
 from rog.train.log import write_log
+from rog.train.loss import DiceCE
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Trainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                     amsgrad=True)
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=config.patience)
-        self.loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
+        self.loss_fn = DiceCE()
         self.free = FreeAT(config.eps, config.replays) if config.adv == "free" else None
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.epoch, self.history, self.best_dice = 0, [], -1.0
