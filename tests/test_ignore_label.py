@@ -140,3 +140,11 @@ def test_a_dataset_with_an_ignore_label_trains_and_evaluates_without_learning_it
         p = read_label(tmp_path / "p" / f"{case['case']}.nii.gz")[0]
         scored = label != 3
         np.testing.assert_allclose(case["dice"], dice_per_class(p[scored], label[scored], 3))
+
+
+def test_foreground_oversampling_never_centres_on_the_ignore_label():
+    from rog.data.sampling import class_locations
+    label = np.zeros((8, 8, 8), np.int8)
+    label[1:3], label[5:] = 1, 3
+    assert sorted(class_locations(label, ignore=3)) == [1]
+    assert sorted(class_locations(label)) == [1, 3]  # without one, every value above 0 is a class

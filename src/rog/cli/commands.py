@@ -189,8 +189,8 @@ def cmd_train(a) -> int:
     result = train_run(a.dataset, a.workdir, a.name, given, resume=a.resume, width=a.width,
                        postprocessing=not a.no_postprocessing, overwrite=a.overwrite)
     if int(os.environ.get("RANK", 0)) == 0:
-        print(f"trained {result.epochs} epoch(s); best validation Dice on centred patches "
-              f"{result.best_val_dice:.4f}")
+        by = "Dice on centred patches" if result.selected_by == "patch" else "clean and APGD-CE Dice, whole volumes"
+        print(f"trained {result.epochs} epoch(s); best validation {by} {result.best_val_dice:.4f}")
         if result.postprocessing:
             pp = result.postprocessing
             print(f"validation Dice on whole volumes (sliding window): {pp['dice_without']:.4f}, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from rog.cli import commands as c
+from rog.cli.training import adversarial_options
 from rog.cli.types import COUNT, EPS, POSITIVE_INT, Help, alias, fold, number, triple
 
 
@@ -146,15 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "nnU-Net's splits_final.json (--fold picks one); recorded in the run (default: seeded folds, or "
                    "a splits.json already in the run folder)")
     s.add_argument("--seed", type=COUNT, default=unset, help="(default 0)")
-    s.add_argument("--adv", choices=["free", "pgd"], default=unset, help="adversarial training (default: none)")
     s.add_argument("--augment", choices=["default", "corruptions"], default=unset,
                    help="'corruptions': also scanner artefacts on half the training patches (default: default)")
-    s.add_argument("--eps", type=EPS, default=unset, help="adversarial eps on the /255 range scale (default 8)")
-    s.add_argument("--replays", type=POSITIVE_INT, default=unset, help="Free AT minibatch replays m (default 5)")
-    s.add_argument("--no-divide-epochs", dest="divide_epochs", action="store_false", default=unset,
-                   help="Free AT: do not divide epochs by m (default: divide)")
-    s.add_argument("--pgd-steps", type=POSITIVE_INT, default=unset, help="PGD-AT steps (default 5)")
     s.add_argument("--init-from", default=unset, help="run directory to fine-tune from (default: none)")
+    adversarial_options(s, unset)
     s.add_argument("--precision", default=unset, choices=["fp32", "bf16", "fp16"], help="(default fp32)")
     _device(s, unset)
     s.add_argument("--workers", type=COUNT, default=unset, help="data loader worker processes (default 0)")

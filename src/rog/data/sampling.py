@@ -84,12 +84,14 @@ def sample_patch(image: np.ndarray, label: np.ndarray, size, rng: np.random.Gene
     return _crop(image, label, centre, size)
 
 
-def class_locations(label: np.ndarray, max_per_class: int = 10_000, seed: int = 0) -> dict[int, np.ndarray]:
-    """Up to `max_per_class` voxel coordinates `[N, 3]` of each foreground class."""
+def class_locations(label: np.ndarray, max_per_class: int = 10_000, seed: int = 0,
+                    ignore: int | None = None) -> dict[int, np.ndarray]:
+    """Up to `max_per_class` voxel coordinates `[N, 3]` of each foreground class (not of the
+    `ignore` label: foreground oversampling centres patches on what is learnt, as nnU-Net)."""
     rng = np.random.default_rng(seed)
     out = {}
     for k in np.unique(label):
-        if k <= 0:
+        if k <= 0 or k == ignore:
             continue
         idx = np.argwhere(label == k)
         if len(idx) > max_per_class:

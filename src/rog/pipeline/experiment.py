@@ -33,6 +33,13 @@ class Settings:
     batch_size: int | None = 2
     lr: float = 3e-3
     free_epochs: int = 20  # Free AT fine-tuning epochs before division by m
+    # the defence's recipe (`rog train`'s adversarial options; the defaults are plain Free AT)
+    free_lr: float | None = None  # fine-tuning learning rate (None: `lr`)
+    free_iterations: int | None = None  # per epoch (None: `iterations`)
+    free_warmup: float = 0.0
+    free_clean_weight: float = 0.0
+    free_trades: float = 0.0
+    free_select: str = "patch"
     eps: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0)
     iters: int = 5
     queries: int = 100
@@ -88,7 +95,9 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
         base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
                            patience=min(max(s.epochs // 4, 2), 50), seed=seed, device=device)
         runs = {"rog_clean": base,
-                "rog_free": replace(base, adv="free", epochs=s.free_epochs,
+                "rog_free": replace(base, adv="free", epochs=s.free_epochs, lr=s.free_lr or s.lr,
+                                    iterations=s.free_iterations or s.iterations, eps_warmup=s.free_warmup,
+                                    clean_weight=s.free_clean_weight, trades=s.free_trades, select=s.free_select,
                                     init_from=str(wd.run(f"rog_clean-s{seed}"))),
                 "dynunet": replace(base, model="dynunet")}
         for name, config in runs.items():

@@ -76,12 +76,13 @@ def train_run(dataset: str | Path, workdir: str | Path | None, name: str, option
             raise CheckpointError(f"{run.checkpoint('last')}: not found, nothing to resume")
         plan, config = Plan.load(run.plan), TrainConfig.from_dict(run.read_config(), str(run.config), **options)
     else:
+        config = TrainConfig(**options)  # options that cannot go together fail before any work
         if run.path.is_dir() and any(p != run.splits for p in run.path.iterdir()):  # a prepared split is no run
             if not overwrite:
                 raise CheckpointError(f"{run}: a run named {name!r} exists; --resume continues it, "
                                       "--overwrite deletes it and starts again")
             shutil.rmtree(run.path)
-        plan, config = ensure_plan(ds, wd), TrainConfig(**options)
+        plan = ensure_plan(ds, wd)
         if width:
             plan.width = width
     preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=progress)
@@ -90,13 +91,15 @@ def train_run(dataset: str | Path, workdir: str | Path | None, name: str, option
 
 @dataclass
 class TrainResult:
-    """What a training stage leaves: epochs run, the best validation Dice on centred patches,
-    and the post-processing decision (postprocessing.json: steps, whole-volume Dice without and
-    with them; None when not decided here)."""
+    """What a training stage leaves: epochs run, the best checkpoint's validation score (clean
+    Dice on centred patches, or with `--select robust` the mean of clean and attacked Dice on
+    whole volumes: `selected_by`), and the post-processing decision (postprocessing.json: steps,
+    whole-volume Dice without and with them; None when not decided here)."""
 
     epochs: int
     best_val_dice: float
     postprocessing: dict | None = None
+    selected_by: str = "patch"
 
 
 def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = False, progress: bool = True,
@@ -109,7 +112,7 @@ def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = 
 
     trainer = Trainer(plan, wd.preprocessed, wd.run(name), config, progress=progress)
     fitted = trainer.fit(resume=resume)
-    result = TrainResult(fitted["epochs"], fitted["best_val_dice"])
+    result = TrainResult(fitted["epochs"], fitted["best_val_dice"], selected_by=config.select)
     if postprocessing and trainer.rank == 0:
         load_weights(trainer.model, wd.run(name).checkpoint("best"))
         result.postprocessing = decide_for_run(trainer.model, plan, wd.preprocessed, wd.run(name), trainer.device,

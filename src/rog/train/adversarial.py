@@ -30,11 +30,13 @@ class FreeAT:
         self.last_ratio = 0.0  # |delta|_inf / radius of the last replay, for the log
 
     def step(self, x: torch.Tensor, y: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor,
-             train_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+             train_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scale: float = 1.0) -> float:
         """Replay the minibatch x `[B, C, ...]`, y `[B, ...]` whose cases span [case_lo, case_hi]
         (`[B, C]` each); `train_step(x_in, y)` runs forward, backward and the optimiser step and
-        returns the loss with `x_in` requiring grad. Returns the mean loss."""
+        returns the loss with `x_in` requiring grad. `scale`: the fraction of eps in use (the
+        warm-up's, `eps_scale`). Returns the mean loss."""
         lo, hi, radius = training_box(x, case_lo, case_hi, self.threat)
+        radius = radius * scale
         if self.delta is None or self.delta.shape != x.shape:
             self.delta = torch.zeros_like(x)
         total = 0.0
@@ -46,6 +48,16 @@ class FreeAT:
             self.delta = torch.maximum(torch.minimum(delta + radius * grad.sign(), radius), -radius)
             self.last_ratio = float((self.delta.abs() / radius.clamp(min=1e-12)).flatten(1).max(1).values.mean())
         return total / self.replays
+
+
+def eps_scale(update: int, total: int, warmup: float) -> float:
+    """The fraction of eps in use at update `update` (0-based) of `total`: it rises linearly
+    over the first `warmup` fraction of the run, from 1 / (warmup * total) at the first update
+    (never 0: the first batches are attacked a little) to 1; 1 throughout when `warmup` is 0.
+    A function of the update's index only, so a resumed run continues the same schedule."""
+    if warmup <= 0:
+        return 1.0
+    return min(1.0, (update + 1) / max(warmup * total, 1.0))
 
 
 def training_box(x: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor, threat: ThreatModel):

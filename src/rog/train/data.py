@@ -25,14 +25,15 @@ from rog.train.augment import augment, build_augmentation
 class TrainPatches(Dataset):
     """Item j: (image `[C, *patch]` float32, label `[*patch]` int64, case range `[2, C]`: the
     whole case's per-channel min and max, the benchmark's box, from which adversarial training
-    takes its radius). With `corruption_spacing`
+    takes its radius); foreground patches are centred on classes, never on `ignore_label`. With
+    `corruption_spacing`
     (the voxel spacing in mm) half the augmented patches also get one scanner artefact of
     `rog.corruptions` at a random severity 1-5 (`--augment corruptions`)."""
 
     def __init__(self, data_dir: str | Path, cases: list[str], crop_size, patch_size, items: int,
                  seed: int = 0, fg_prob: float = 0.5, augment_data: bool = True, rank: int = 0, world: int = 1,
-                 corruption_spacing=None):
-        self.corruption_spacing = corruption_spacing
+                 corruption_spacing=None, ignore_label: int | None = None):
+        self.corruption_spacing, self.ignore_label = corruption_spacing, ignore_label
         self.data_dir, self.cases = Path(data_dir), list(cases)
         self.crop_size, self.patch_size = list(crop_size), list(patch_size)
         self.seed, self.fg_prob, self.augment_data = seed, fg_prob, augment_data
@@ -53,7 +54,7 @@ class TrainPatches(Dataset):
             # the whole case's per-channel box, as the benchmark's (`[2, C]`: lo, hi)
             lo, hi = ThreatModel.channel_range(torch.tensor(np.asarray(image), dtype=torch.float32)[None])
             span = torch.stack([lo.flatten(), hi.flatten()])
-            self._cache[name] = (image, label, class_locations(np.asarray(label)), span)
+            self._cache[name] = (image, label, class_locations(np.asarray(label), ignore=self.ignore_label), span)
         return self._cache[name]
 
     def __getitem__(self, j: int):

@@ -8,7 +8,9 @@ from pathlib import Path
 from rog.atomic import atomic_path, write_text
 from rog.rundir import RunDir
 
-COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "adv_ratio"]
+COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "adv_ratio", "eps_scale",
+           # `--select robust` (rog.train.selection): checkpoint_best is the epoch of the best score
+           "val_whole_dice", "val_robust_dice", "selection_score"]
 
 
 def write_log(run: RunDir, history: list[dict]) -> None:

@@ -26,17 +26,17 @@ from rog.atomic import write_json
 from rog.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from rog.data.preprocess import check_preprocessed, labelled_cases
 from rog.devices import init_distributed, resolve_device
-from rog.errors import refuse_unknown_keys
+from rog.errors import UsageError, refuse_unknown_keys
 from rog.evaluate.metrics import dice_batch
 from rog.messages import log
 from rog.models.registry import build_model
 from rog.plan import Plan
 from rog.progress import progress_bar
 from rog.rundir import RunDir
-from rog.train.adversarial import FreeAT, pgd_examples
+from rog.train.adversarial import FreeAT, eps_scale, pgd_examples
 from rog.train.data import TrainPatches, holdout_size, make_splits, read_split, validation_patches
 from rog.train.log import write_log
-from rog.train.loss import DiceCE
+from rog.train.loss import DiceCE, adversarial_loss
 
 
 @dataclass
@@ -59,6 +59,12 @@ class TrainConfig:
     replays: int = 5  # Free AT's m
     divide_epochs: bool = True  # Free AT: epochs / m, so the cost equals clean training
     pgd_steps: int = 5
+    # adversarial runs (rog.train.adversarial, rog.train.loss, rog.train.selection)
+    eps_warmup: float = 0.0  # fraction of the run's updates over which eps rises linearly to `eps`
+    clean_weight: float = 0.0  # loss = w L(clean) + (1 - w) L(adversarial); 0: adversarial only
+    trades: float = 0.0  # > 0: loss = L(clean) + trades * KL(p_clean || p_adversarial) instead
+    select: str = "patch"  # checkpoint_best by "patch" (clean centred patches) or "robust" (whole volumes)
+    select_iters: int = 3  # "robust": APGD-CE iterations at `eps`
     init_from: str | None = None  # a run directory whose best weights start this run
     precision: str = "fp32"  # fp32, bf16 (CPU or CUDA) or fp16 (CUDA)
     device: str = "auto"
@@ -72,6 +78,17 @@ class TrainConfig:
         device); an unknown key is refused, named, as in a plan."""
         refuse_unknown_keys({**saved, **override}, cls, where)
         return cls(**{**saved, **override})
+
+    def __post_init__(self):
+        if self.clean_weight and self.trades:
+            raise UsageError("--clean-weight and --trades are two objectives: give one")
+        if not 0 <= self.clean_weight < 1 or not 0 <= self.eps_warmup <= 1:
+            raise UsageError("--clean-weight must be in [0, 1) and --eps-warmup in [0, 1]")
+        if self.select not in ("patch", "robust"):
+            raise UsageError(f"--select {self.select!r}: 'patch' or 'robust'")
+        defended = self.eps_warmup or self.clean_weight or self.trades or self.select != "patch"
+        if defended and self.adv is None:
+            raise UsageError("--eps-warmup, --clean-weight, --trades and --select robust need --adv")
 
 
 class Trainer:
@@ -152,10 +169,18 @@ class Trainer:
         return int(state["iteration"]), state.get("partial") or {}
 
     # ---- loop ---------------------------------------------------------------------------
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, x_clean: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimiser step on x `[B, C, ...]` (adversarial where `x_clean`, the same batch
+        unperturbed, is given and the objective needs it); returns the loss."""
+        cfg = self.config
         self.opt.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.loss_fn(self.net(x), y.unsqueeze(1))
+            if x_clean is not None and (cfg.clean_weight or cfg.trades):
+                # one forward pass over both halves: the normalisation is per instance
+                clean, adv = self.net(torch.cat([x_clean, x])).chunk(2)
+                loss = adversarial_loss(self.loss_fn, clean, adv, y.unsqueeze(1), cfg.clean_weight, cfg.trades)
+            else:
+                loss = self.loss_fn(self.net(x), y.unsqueeze(1))
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
@@ -190,8 +215,15 @@ class Trainer:
         iters = cfg.iterations or max(1, math.ceil(len(split["train"]) / batch))
         data = TrainPatches(self.data_dir, split["train"], self.plan.crop_size, self.plan.patch_size,
                             iters * batch, cfg.seed, rank=self.rank, world=self.world,
-                            corruption_spacing=self.plan.target_spacing if cfg.augment == "corruptions" else None)
+                            corruption_spacing=self.plan.target_spacing if cfg.augment == "corruptions" else None,
+                            ignore_label=self.plan.ignore_label)
         val = validation_patches(self.data_dir, split["val"], self.plan.patch_size)
+        selection = None
+        if cfg.select == "robust":
+            from rog.train.selection import RobustSelection  # the benchmark's machinery, only here
+            selection = RobustSelection(self.data_dir, split["val"], self.plan, cfg.eps, cfg.select_iters, self.device)
+            if self.rank == 0:
+                log.info(selection.rule())
         writer = self._tensorboard()
         lr0 = cfg.lr
         per_rank = max(batch // self.world, 1)
@@ -207,15 +239,19 @@ class Trainer:
                                 num_workers=cfg.workers)
             t0 = time.perf_counter()
             sums = {"loss": partial.get("loss", 0.0), "n": partial.get("n", 0)}
+            scale = eps_scale(self.epoch * full + start_it, self.max_epochs * full, cfg.eps_warmup)
             for it, (x, y, span) in enumerate(loader, start=start_it):
                 x, y = x.to(self.device), y.to(self.device)
                 case_lo, case_hi = span[:, 0].to(self.device), span[:, 1].to(self.device)
+                scale = eps_scale(self.epoch * full + it, self.max_epochs * full, cfg.eps_warmup)
                 if self.free is not None:
-                    loss = self.free.step(x, y, case_lo, case_hi, self._train_step)
+                    loss = self.free.step(x, y, case_lo, case_hi,
+                                          lambda x_in, y_in, clean=x: self._train_step(x_in, y_in, clean), scale)
+                elif cfg.adv == "pgd":  # a fresh random start per batch, reproducible on resume
+                    seed = int(np.random.SeedSequence([cfg.seed, self.epoch, it]).generate_state(1)[0])
+                    x_adv = pgd_examples(self.model, x, y, case_lo, case_hi, cfg.eps * scale, cfg.pgd_steps, seed)
+                    loss = float(self._train_step(x_adv, y, x))
                 else:
-                    if cfg.adv == "pgd":  # a fresh random start per batch, reproducible on resume
-                        seed = int(np.random.SeedSequence([cfg.seed, self.epoch, it]).generate_state(1)[0])
-                        x = pgd_examples(self.model, x, y, case_lo, case_hi, cfg.eps, cfg.pgd_steps, seed)
                     loss = float(self._train_step(x, y))
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"epoch {self.epoch + 1}: training loss became {loss}; "
@@ -234,10 +270,15 @@ class Trainer:
             row = {"epoch": self.epoch, "train_loss": sums["loss"] / max(sums["n"], 1), "val_loss": val_loss,
                    "val_dice": val_dice, "lr": self.opt.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t0,
-                   "adv_ratio": self.free.last_ratio if self.free is not None else ""}
+                   "adv_ratio": self.free.last_ratio if self.free is not None else "",
+                   "eps_scale": scale if cfg.adv else ""}
+            score = val_dice
+            if selection is not None:
+                row["val_whole_dice"], row["val_robust_dice"] = selection(self.model)
+                score = row["selection_score"] = (row["val_whole_dice"] + row["val_robust_dice"]) / 2
             self.history.append(row)
-            if val_dice > self.best_dice:
-                self.best_dice = val_dice
+            if score > self.best_dice:
+                self.best_dice = score
                 self._save("best")
             self._save("last")
             if self.rank == 0:

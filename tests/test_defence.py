@@ -1,0 +1,136 @@
+"""Adversarial fine-tuning options: eps warm-up, the clean/adversarial mix, TRADES's term, and
+the robust checkpoint selection; each changes training as documented and resumes exactly."""
+import csv
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rog.checkpoint import load_checkpoint
+from rog.cli import main
+from rog.errors import UsageError
+from rog.pipeline.stages import run_preprocessing
+from rog.train.adversarial import FreeAT, eps_scale
+from rog.train.loss import DiceCE, adversarial_loss, consistency
+from rog.train.trainer import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def prepared(ct_task, tmp_path_factory):
+    wd, plan, _ = run_preprocessing(ct_task, tmp_path_factory.mktemp("work"), workers=1)
+    plan.width = 4
+    return wd, plan
+
+
+def _rows(run_dir):
+    with open(run_dir / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eps_warm_up_rises_linearly_then_holds():
+    assert [eps_scale(u, 10, 0.0) for u in range(3)] == [1.0, 1.0, 1.0]
+    assert [eps_scale(u, 10, 0.5) for u in range(7)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0])
+    assert eps_scale(0, 10, 1.0) == pytest.approx(0.1)  # never 0: the first batch is attacked a little
+
+
+def test_free_at_keeps_its_perturbation_inside_the_warmed_up_radius():
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(1, 3, 3, padding=1)
+    x, y = torch.rand(2, 1, 8, 8, 8), torch.randint(0, 3, (2, 8, 8, 8))
+    lo, hi = torch.zeros(2, 1), torch.ones(2, 1)
+
+    def step(x_in, y_in):
+        loss = F.cross_entropy(model(x_in), y_in)
+        loss.backward()
+        return loss.detach()
+
+    free = FreeAT(8, replays=3)
+    free.step(x, y, lo, hi, step, scale=0.25)
+    assert free.delta.abs().max() == pytest.approx(0.25 * 8 / 255, rel=1e-5)  # the full step, at a quarter radius
+
+
+def test_the_mix_and_trades_are_the_documented_objectives():
+    torch.manual_seed(1)
+    clean, adv = torch.randn(2, 3, 6, 6, 6), torch.randn(2, 3, 6, 6, 6)
+    y = torch.randint(0, 3, (2, 1, 6, 6, 6))
+    loss = DiceCE()
+    assert torch.equal(adversarial_loss(loss, clean, adv, y), loss(adv, y))  # no clean term: Free AT as before
+    mixed = adversarial_loss(loss, clean, adv, y, clean_weight=0.3)
+    torch.testing.assert_close(mixed, 0.3 * loss(clean, y) + 0.7 * loss(adv, y))
+    # TRADES's term is PyTorch's KL divergence, voxel-wise, mean over voxels
+    reference = F.kl_div(adv.log_softmax(1), clean.log_softmax(1), log_target=True, reduction="none").sum(1).mean()
+    torch.testing.assert_close(consistency(clean, adv, y), reference)
+    assert consistency(clean, clean, y) == 0
+    torch.testing.assert_close(adversarial_loss(loss, clean, adv, y, trades=2.0), loss(clean, y) + 2 * reference)
+
+
+def test_options_that_cannot_go_together_are_one_line_errors(ct_task, tmp_path, capsys):
+    with pytest.raises(UsageError, match="two objectives"):
+        TrainConfig(adv="free", clean_weight=0.5, trades=1.0)
+    with pytest.raises(UsageError, match="need --adv"):
+        TrainConfig(trades=1.0)
+    assert main(["train", str(ct_task), "-w", str(tmp_path), "--select", "robust"]) == 2
+    assert capsys.readouterr().err.strip() == ("rog train: error: --eps-warmup, --clean-weight, --trades and "
+                                               "--select robust need --adv")
+
+
+def test_the_mix_trains_on_both_halves(prepared, tmp_path, monkeypatch):
+    """With a clean weight the network sees the clean batch and its perturbed copy in one pass."""
+    wd, plan = prepared
+    seen = []
+    trainer = Trainer(plan, wd.preprocessed, tmp_path / "mix", TrainConfig(
+        epochs=1, iterations=1, batch_size=2, device="cpu", adv="free", replays=2, clean_weight=0.5,
+        divide_epochs=False), progress=False)
+    forward = trainer.net.forward
+    monkeypatch.setattr(trainer.net, "forward", lambda x: seen.append(x.detach().clone()) or forward(x))
+    trainer.fit()
+    train = [x for x in seen if x.shape[0] == 4]  # validation passes are one case each
+    assert len(train) == 2  # one pass per replay
+    assert torch.equal(train[0][:2], train[1][:2])  # the clean half, the same in both replays
+    assert not torch.equal(train[1][:2], train[1][2:])  # the second replay's other half is perturbed
+
+
+def test_a_warmed_up_mixed_run_resumes_exactly(prepared, tmp_path, monkeypatch):
+    wd, plan = prepared
+    cfg = TrainConfig(epochs=3, iterations=2, batch_size=2, device="cpu", adv="free", replays=2, eps_warmup=0.5,
+                      clean_weight=0.3, divide_epochs=False)
+    Trainer(plan, wd.preprocessed, tmp_path / "a", cfg, progress=False).fit()
+    # the same run, stopped during its third epoch's validation (after two finished epochs), then resumed
+    calls, validate = [], Trainer._validate
+
+    def stop_at_the_third(self, val):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return validate(self, val)
+
+    monkeypatch.setattr(Trainer, "_validate", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(plan, wd.preprocessed, tmp_path / "b", cfg, progress=False).fit()
+    monkeypatch.setattr(Trainer, "_validate", validate)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["epoch"] == 2
+    Trainer(plan, wd.preprocessed, tmp_path / "b", cfg, progress=False).fit(resume=True)
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt"), load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    scales = [float(r["eps_scale"]) for r in _rows(tmp_path / "a")]
+    assert scales == pytest.approx([2 / 3, 1.0, 1.0])  # each epoch's last update: 2 of 3 warm-up updates, then 1
+
+
+def test_robust_selection_keeps_the_epoch_with_the_best_score(prepared, tmp_path, capsys):
+    wd, plan = prepared
+    cfg = TrainConfig(epochs=3, iterations=2, batch_size=2, device="cpu", adv="free", replays=1,
+                      select="robust", select_iters=2, lr=3e-2)
+    Trainer(plan, wd.preprocessed, tmp_path / "r", cfg, progress=False).fit()
+    assert "checkpoint_best: the highest mean of clean Dice and Dice under APGD-CE (2 iterations, eps 8/255)" \
+        in capsys.readouterr().out
+    recorded = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (recorded["select"], recorded["select_iters"]) == ("robust", 2)
+    rows = _rows(tmp_path / "r")
+    scores = [float(r["selection_score"]) for r in rows]
+    for r in rows:  # the score is the mean of the whole-volume clean and attacked Dice, the attack never helps
+        assert float(r["selection_score"]) == pytest.approx((float(r["val_whole_dice"]) + float(r["val_robust_dice"])) / 2)
+        assert float(r["val_robust_dice"]) <= float(r["val_whole_dice"]) + 1e-9
+    assert len(set(scores)) > 1  # epochs that differ, so the choice means something
+    best = load_checkpoint(tmp_path / "r" / "checkpoint_best.pt")
+    assert best["epoch"] == 1 + max(range(len(scores)), key=lambda i: (scores[i], -i))
