@@ -19,15 +19,16 @@ from pathlib import Path
 from rog.demo import NUCLEI
 from rog.pipeline.experiment import run_experiment
 
-# each: the demo's settings with the fine-tuning changed (plain Free AT is the demo's own)
+# each: the demo's settings with the fine-tuning changed ("free_lr1e-3" is the demo's own since issue 27)
 RECIPES = {
-    "free": {},
+    "free": {"free_lr": None},  # the demo's Free AT before issue 27: fine-tuning at the clean training's lr 1e-2
+    "free_lr3e-3": {"free_lr": 3e-3},
     "free_lr1e-3": {"free_lr": 1e-3},
-    "free_lr1e-3_warm_mix": {"free_lr": 1e-3, "free_warmup": 0.3, "free_clean_weight": 0.5},
     "free_warm_mix": {"free_warmup": 0.3, "free_clean_weight": 0.5},
+    "free_lr1e-3_warm_mix": {"free_lr": 1e-3, "free_warmup": 0.3, "free_clean_weight": 0.5},
     "trades": {"free_lr": 1e-3, "free_warmup": 0.3, "free_trades": 1.0},
-    "free_lr1e-3_warm_mix_robust": {"free_lr": 1e-3, "free_warmup": 0.3, "free_clean_weight": 0.5,
-                                    "free_select": "robust", "free_iterations": 4, "free_epochs": 25},
+    # the same 100 updates in 5 epochs of 4 iterations, so that the selection has 5 epochs to choose from
+    "free_lr1e-3_robust": {"free_lr": 1e-3, "free_select": "robust", "free_iterations": 4, "free_epochs": 25},
 }
 SHARED = ["data", "fingerprint.json", "plan.json", "preprocessed", "atlas_transfer.json"]
 

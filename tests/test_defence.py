@@ -122,7 +122,7 @@ def test_robust_selection_keeps_the_epoch_with_the_best_score(prepared, tmp_path
     cfg = TrainConfig(epochs=3, iterations=2, batch_size=2, device="cpu", adv="free", replays=1,
                       select="robust", select_iters=2, lr=3e-2)
     Trainer(plan, wd.preprocessed, tmp_path / "r", cfg, progress=False).fit()
-    assert "checkpoint_best: the highest mean of clean Dice and Dice under APGD-CE (2 iterations, eps 8/255)" \
+    assert "best checkpoint: the highest mean of clean Dice and Dice under APGD-CE (2 iterations, eps 8/255)" \
         in capsys.readouterr().out
     recorded = json.loads((tmp_path / "r" / "config.json").read_text())
     assert (recorded["select"], recorded["select_iters"]) == ("robust", 2)

@@ -23,7 +23,7 @@ def adversarial_options(s, unset) -> None:
                    help="loss = clean loss + BETA * KL(clean || adversarial prediction), TRADES; instead of "
                    "--clean-weight (default 0: off)")
     g.add_argument("--select", choices=["patch", "robust"], default=unset,
-                   help="checkpoint_best by 'patch' (clean Dice of centred validation patches) or 'robust' (mean "
+                   help="the best checkpoint by 'patch' (clean Dice of centred validation patches) or 'robust' (mean "
                    "of clean and APGD-CE Dice on whole validation volumes) (default: patch)")
     g.add_argument("--select-iters", type=POSITIVE_INT, default=unset,
                    help="--select robust: APGD-CE iterations at --eps (default 3)")

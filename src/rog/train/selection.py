@@ -31,7 +31,7 @@ class RobustSelection:
 
     def rule(self) -> str:
         """The rule in words, for the run's log."""
-        return (f"checkpoint_best: the highest mean of clean Dice and Dice under APGD-CE ({self.iters} iterations, "
+        return (f"best checkpoint: the highest mean of clean Dice and Dice under APGD-CE ({self.iters} iterations, "
                 f"eps {self.eps:g}/255) on {len(self.cases)} whole validation volume(s)")
 
     def __call__(self, model: nn.Module) -> tuple[float, float]:
