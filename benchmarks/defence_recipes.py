@@ -27,6 +27,9 @@ RECIPES = {
     "free_warm_mix": {"free_warmup": 0.3, "free_clean_weight": 0.5},
     "free_lr1e-3_warm_mix": {"free_lr": 1e-3, "free_warmup": 0.3, "free_clean_weight": 0.5},
     "trades": {"free_lr": 1e-3, "free_warmup": 0.3, "free_trades": 1.0},
+    # PGD-AT (5 steps) for comparison: epochs are not divided by m, so 10 epochs of 10 batches, the
+    # same 100 optimiser updates as Free AT's, each after 5 attack steps (about 6x the compute)
+    "pgd_lr1e-3": {"free_lr": 1e-3, "free_adv": "pgd"},
     # the same 100 updates in 5 epochs of 4 iterations, so that the selection has 5 epochs to choose from
     "free_lr1e-3_robust": {"free_lr": 1e-3, "free_select": "robust", "free_iterations": 4, "free_epochs": 25},
 }

@@ -34,6 +34,7 @@ class Settings:
     lr: float = 3e-3
     free_epochs: int = 20  # Free AT fine-tuning epochs before division by m
     # the defence's recipe (`rog train`'s adversarial options; the defaults are plain Free AT)
+    free_adv: str = "free"  # or "pgd": PGD-AT in the defended model's place, for comparison
     free_lr: float | None = None  # fine-tuning learning rate (None: `lr`)
     free_iterations: int | None = None  # per epoch (None: `iterations`)
     free_warmup: float = 0.0
@@ -95,7 +96,7 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
         base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
                            patience=min(max(s.epochs // 4, 2), 50), seed=seed, device=device)
         runs = {"rog_clean": base,
-                "rog_free": replace(base, adv="free", epochs=s.free_epochs, lr=s.free_lr or s.lr,
+                "rog_free": replace(base, adv=s.free_adv, epochs=s.free_epochs, lr=s.free_lr or s.lr,
                                     iterations=s.free_iterations or s.iterations, eps_warmup=s.free_warmup,
                                     clean_weight=s.free_clean_weight, trades=s.free_trades, select=s.free_select,
                                     init_from=str(wd.run(f"rog_clean-s{seed}"))),
@@ -130,7 +131,7 @@ def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     if run.postprocessing.is_file():
         stage(f"{name}: trained already ({run}), skipped")
         return
-    what = {"free": "Free AT fine-tuning", None: "training"}[config.adv]
+    what = {"free": "Free AT fine-tuning", "pgd": "PGD-AT fine-tuning", None: "training"}[config.adv]
     stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
     result = train_and_decide(plan, wd, name, config, resume=run.checkpoint("last").is_file())
     log.info(f"    best validation Dice {result.best_val_dice:.3f} after {result.epochs} epoch(s)")
