@@ -109,6 +109,13 @@ def test_results_folder_refuses_other_cases_or_weights_and_records_the_panels(ne
     with pytest.raises(BenchError, match="different model weights"):
         Benchmark(net, 3, cfg, tmp_path, progress=False, weights="xyz").run(cases[:2])
     assert (tmp_path / "results.json").read_bytes() == before  # nothing overwritten
+    # two models without a checkpoint (factories with their own weights) are told apart by name
+    from rog.results import Meta, ModelInfo
+    named = lambda name: Meta(model=ModelInfo(name, 1, 0.0, [16, 16, 16]))  # noqa: E731
+    Benchmark(net, 3, cfg, tmp_path / "f", progress=False, meta=named("pkg.a:factory")).run(cases[:2])
+    with pytest.raises(BenchError, match=r"written by another model \(pkg.a:factory, not pkg.b:factory\)"):
+        Benchmark(net, 3, cfg, tmp_path / "f", progress=False, meta=named("pkg.b:factory")).run(cases[:2])
+    assert ResultsDir(tmp_path / "f").read().provenance.model == "pkg.a:factory"
     panels = ResultsDir(tmp_path).read_qualitative()
     assert set(panels) == {"8.0", "16.0"}  # the worst attack on the first case, per eps
     p = panels["16.0"]

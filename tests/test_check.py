@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -113,3 +114,21 @@ def test_structure_problems_of_both_layouts_are_listed(ct_task, tmp_path):
     text = "\n".join(map(str, check_dataset(msd)))
     assert f"training case name(s) ['{meta['training'][0]['image'].split('/')[-1][:-7]}'] appear more than once" in text
     assert f"numTraining is {meta['numTraining']} but {len(meta['training'])} training case(s) are listed" in text
+
+
+def test_a_case_name_in_both_training_and_test_is_refused(ct_task, tmp_path, capsys):
+    """Preprocessed cases are stored by name: a training and a test case of one name would
+    overwrite each other (which survived depended on timing)."""
+    import shutil
+    root = tmp_path / "dup"
+    shutil.copytree(ct_task, root)
+    meta = json.loads((root / "dataset.json").read_text())
+    first = meta["training"][0]["image"]
+    shutil.copy(root / first, root / "imagesTs" / Path(first).name)
+    meta["test"].append(f"./imagesTs/{Path(first).name}")
+    (root / "dataset.json").write_text(json.dumps(meta))
+    name = Path(first).name[: -len(".nii.gz")]
+    assert any(f"case name(s) ['{name}'] in both the training and the test cases" in str(p)
+               for p in check_dataset(root))
+    assert main(["preprocess", str(root), "-w", str(tmp_path / "w")]) == 2
+    assert f"['{name}'] in both the training and the test cases" in capsys.readouterr().err

@@ -108,3 +108,15 @@ def test_dynunet_is_configured_the_nnunet_way():
     model = build_model(plan, "dynunet")
     widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
     assert max(widths) == 320
+
+
+def test_a_model_factory_that_cannot_be_imported_is_one_line(tmp_path, capsys):
+    from rog.cli import main
+    from rog.plan import plan_for
+    plan_for(1, 3).save(tmp_path / "plan.json")
+    (tmp_path / "in").mkdir()
+    code = main(["predict", "--model", "nosuch.module:factory", "--plan", str(tmp_path / "plan.json"),
+                 "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "--model nosuch.module:factory: cannot import the factory (No module named 'nosuch')" in err

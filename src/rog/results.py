@@ -182,6 +182,7 @@ class Provenance:
     config: dict
     cases: list | None = None
     weights: str | None = None  # sha256 of the checkpoint
+    model: str | None = None  # the model's name (registered, package.module:factory, the tool's), with or without weights
 
     def mismatch(self, current: "Provenance") -> str | None:
         """Why results written under this provenance may not be continued under `current`."""
@@ -190,6 +191,8 @@ class Provenance:
                                    (self.weights, current.weights, "model weights")):
             if mine != theirs:
                 return f"written with a different {what}"
+        if self.model is not None and current.model is not None and self.model != current.model:
+            return f"written by another model ({self.model}, not {current.model})"  # older folders name none
         return None
 
 

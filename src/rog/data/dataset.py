@@ -86,6 +86,9 @@ def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             ds.problems.append(f"{meta_path}: {split} case name(s) {twice[:5]} appear more than once")
+    both = sorted({c.name for c in ds.training} & {c.name for c in ds.test})
+    if both:  # preprocessed cases are stored by name: one would overwrite the other
+        ds.problems.append(f"{meta_path}: case name(s) {both[:5]} in both the training and the test cases")
     if strict and ds.problems:
         raise DatasetError("\n".join(ds.problems))
     return ds

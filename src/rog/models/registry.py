@@ -13,6 +13,7 @@ from typing import Callable
 
 from torch import nn
 
+from rog.errors import RogError
 from rog.plan import Plan
 
 _REGISTRY: dict[str, Callable[[Plan], nn.Module]] = {}
@@ -27,6 +28,10 @@ def register_model(name: str):
 
 def available_models() -> list[str]:
     return sorted(_REGISTRY)
+
+
+class ModelError(RogError, ValueError):
+    """A model name or factory that gives no model; the message names it."""
 
 
 def build_model(plan: Plan, name: str | None = None) -> nn.Module:
@@ -48,12 +53,12 @@ def build_model(plan: Plan, name: str | None = None) -> nn.Module:
         try:
             factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
-            raise ValueError(f"cannot import model factory {name!r}: {e}") from e
+            raise ModelError(f"--model {name}: cannot import the factory ({e})") from e
         model = factory(plan)
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model factory {name!r} returned {type(model).__name__}, not nn.Module")
+            raise ModelError(f"--model {name}: the factory returned {type(model).__name__}, not an nn.Module")
         return model
-    raise ValueError(f"unknown model {name!r}; registered: {available_models()} or 'package.module:factory'")
+    raise ModelError(f"--model {name}: unknown model; registered: {available_models()} or 'package.module:factory'")
 
 
 def count_parameters(model: nn.Module) -> int:
