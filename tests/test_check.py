@@ -7,6 +7,7 @@ import numpy as np
 
 from rog.cli import main
 from rog.data.check import check_dataset
+from rog.data.dataset import load_dataset
 
 
 def _write(path, data, affine):
@@ -132,3 +133,17 @@ def test_a_case_name_in_both_training_and_test_is_refused(ct_task, tmp_path, cap
                for p in check_dataset(root))
     assert main(["preprocess", str(root), "-w", str(tmp_path / "w")]) == 2
     assert f"['{name}'] in both the training and the test cases" in capsys.readouterr().err
+
+
+def test_an_evaluation_only_dataset_is_accepted_where_nothing_is_trained(ct_task, tmp_path, capsys):
+    root = tmp_path / "evalonly"
+    shutil.copytree(ct_task, root)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["training"], meta["numTraining"] = [], 0
+    (root / "dataset.json").write_text(json.dumps(meta))
+    assert check_dataset(root) == [] and main(["check", str(root)]) == 0
+    assert all(c.label is not None for c in load_dataset(root).test)  # labelled: it can be attacked and scored
+    capsys.readouterr()
+    assert main(["plan", str(root), "-w", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the training list is empty: a plan needs training cases" in err

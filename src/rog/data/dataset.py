@@ -61,8 +61,9 @@ class Dataset:
 def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
     """Parse `path/dataset.json` (MSD v1 or nnU-Net v2).
 
-    With `strict`, structural problems (paths leaving the folder, empty training list) raise
-    `DatasetError`; otherwise they are listed in `Dataset.problems` for `rog check`.
+    With `strict`, structural problems (paths leaving the folder, no case at all) raise
+    `DatasetError`; otherwise they are listed in `Dataset.problems` for `rog check`. A dataset
+    of test cases only (evaluation-only) is no problem: only planning needs training cases.
     """
     root = dataset_folder(path).resolve()
     meta_path = root / "dataset.json"
@@ -75,8 +76,8 @@ def load_dataset(path: str | Path, strict: bool = True) -> Dataset:
         ds = _parse_msd(root, meta, meta_path)
     else:
         raise DatasetError(f"{meta_path}: neither MSD v1 ('modality') nor nnU-Net v2 ('channel_names')")
-    if not ds.training:
-        ds.problems.append(f"{meta_path}: the training list is empty")
+    if not ds.training and not ds.test:  # test cases alone are an evaluation-only dataset: fine
+        ds.problems.append(f"{meta_path}: the training list is empty and there is no test case")
     declared = meta.get("numTraining")
     if isinstance(declared, int) and declared != len(ds.training):
         ds.problems.append(f"{meta_path}: numTraining is {declared} but {len(ds.training)} training case(s) are "

@@ -70,6 +70,10 @@ def _case_stats(args: tuple[Dataset, Case, int]) -> dict:
 
 def compute_fingerprint(ds: Dataset, seed: int = 0, workers: int = 1, progress: bool = True) -> dict:
     """Compute the fingerprint of `ds`'s training cases (see module doc). Pure: writes nothing."""
+    if not ds.training:
+        raise DatasetError(f"{ds.root / 'dataset.json'}: the training list is empty: a plan needs training cases "
+                           "(a dataset of test cases alone can be predicted, attacked and evaluated with a model "
+                           "trained elsewhere)")
     jobs = [(ds, c, seed * 100_003 + i) for i, c in enumerate(ds.training)]
     if workers > 1:
         with worker_pool(workers) as pool:
