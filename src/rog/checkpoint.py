@@ -2,10 +2,13 @@
 
 A run directory (`rog.rundir.RunDir`) holds the plan the model was built from, the training
 config (including the model name) and the best and last checkpoints. Checkpoints are written
-atomically and read with `weights_only=True`: loading one never runs pickled code.
+atomically and read with `weights_only=True`: loading one never runs pickled code. A
+TorchScript archive (a whole model, `torch.jit.save`) is loaded by `torch.jit.load`, which runs
+TorchScript's own restricted code, not pickled Python.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -49,6 +52,25 @@ def _model_weights(state: dict) -> dict:
     return weights
 
 
+def is_torchscript(path: str | Path) -> bool:
+    """Whether `path` is a TorchScript archive (its zip holds TorchScript's code/ and
+    constants.pkl; a `torch.save` state dict holds neither)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def load_torchscript(path: str | Path) -> nn.Module:
+    """The whole model a TorchScript archive holds, on the CPU, in eval mode."""
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as e:  # noqa: BLE001 - TorchScript's own error, with the file named
+        raise CheckpointError(f"{path}: unreadable TorchScript model ({str(e).strip().splitlines()[0]})") from e
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict (bare, or under 'model') into `model`; mismatches name the file."""
     weights = _model_weights(load_checkpoint(path))
@@ -73,12 +95,21 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, Plan,
     return model.eval(), plan, config
 
 
-def load_external(model_spec: str, checkpoint: str | Path | None, plan_path: str | Path) -> tuple[nn.Module, Plan]:
-    """Any registered or `package.module:factory` model with optional weights, for attacks and
-    prediction on models rog did not train."""
+def load_external(model_spec: str | None, checkpoint: str | Path | None,
+                  plan_path: str | Path) -> tuple[nn.Module, Plan]:
+    """Any registered or `package.module:factory` model with optional weights (a state dict),
+    or, without `model_spec`, the TorchScript model `checkpoint`, for attacks and prediction on
+    models rog did not train."""
     from rog.models.registry import build_model
 
     plan = Plan.load(plan_path)
+    scripted = checkpoint is not None and Path(checkpoint).is_file() and is_torchscript(checkpoint)
+    if scripted != (model_spec is None):
+        raise CheckpointError(f"{checkpoint}: a TorchScript file is the whole model: give it without --model"
+                              if scripted else "--model (a registered name or package.module:factory) or a "
+                              "TorchScript --checkpoint: give one")
+    if scripted:
+        return load_torchscript(checkpoint), plan
     model = build_model(plan, model_spec)
     if checkpoint:
         load_weights(model, checkpoint)

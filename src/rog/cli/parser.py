@@ -38,7 +38,7 @@ def _model_source_arguments(s) -> None:
     s.add_argument("--max-cases", type=POSITIVE_INT, default=None, help="evaluate at most this many cases")
     s.add_argument("--seed", type=COUNT, default=0, help="seed of the attacks' or corruptions' random draws")
     s.add_argument("--model", help="instead of a run: registered name or package.module:factory")
-    s.add_argument("--checkpoint", help="weights for --model")
+    s.add_argument("--checkpoint", help="weights for --model (a state dict), or a TorchScript model file (then no --model)")
     s.add_argument("--plan", help="plan.json for --model")
     s.add_argument("--data", help="preprocessed folder (default: the run's work directory)")
     s.add_argument("--name", dest="label", help="the model's name in results and reports (default: the run's name)")
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-i", "--input", required=True, help="dataset folder (its test list) or folder of NIfTI images")
     s.add_argument("-o", "--output", required=True, help="output folder")
     s.add_argument("--model", help="instead of runs: registered name or package.module:factory")
-    s.add_argument("--checkpoint", help="weights for --model")
+    s.add_argument("--checkpoint", help="weights for --model (a state dict), or a TorchScript model file (then no --model)")
     s.add_argument("--plan", help="plan.json for --model")
     s.add_argument("--postprocess", default="auto", choices=["auto", "on", "off"],
                    help="auto: the run's decision (an ensemble's where its runs agree)")

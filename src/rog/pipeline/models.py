@@ -57,16 +57,18 @@ def load_model(source: ModelSource, need_data: bool = False) -> RogModel:
     """The rog model of `source` (a run, or --model with --plan); `need_data`: a preprocessed
     folder is required (the run's work directory, or --data)."""
     from rog.checkpoint import load_external, load_run
-    if source.model:
+    if source.model or (source.checkpoint and not source.run):  # a TorchScript file is a whole model
+        what = "--model" if source.model else "--checkpoint"
         if not source.plan:
-            raise UsageError("--model needs --plan (and usually --checkpoint)")
+            raise UsageError(f"{what} needs --plan (and --model usually --checkpoint)")
         if need_data and not source.data:
-            raise UsageError("--model needs --data (a preprocessed folder)")
+            raise UsageError(f"{what} needs --data (a preprocessed folder)")
         network, plan = load_external(source.model, source.checkpoint, source.plan)
+        name = source.model or f"torchscript:{Path(source.checkpoint).name}"
         return RogModel(network, plan, None, Path(source.data) if source.data else None,
-                        Path(source.checkpoint) if source.checkpoint else None, source.model)
+                        Path(source.checkpoint) if source.checkpoint else None, name)
     if not source.run:
-        raise UsageError("give a run directory, or --model with --plan")
+        raise UsageError("give a run directory, or --model (or a TorchScript --checkpoint) with --plan")
     network, plan, _ = load_run(source.run)
     run = RunDir(source.run)
     return RogModel(network, plan, run, Path(source.data) if source.data else run.workdir.preprocessed,
