@@ -239,6 +239,7 @@ class Trainer:
                                 num_workers=cfg.workers)
             t0 = time.perf_counter()
             sums = {"loss": partial.get("loss", 0.0), "n": partial.get("n", 0)}
+            # the epoch's log row names its eps scale even when a resumed epoch has no batch left
             scale = eps_scale(self.epoch * full + start_it, self.max_epochs * full, cfg.eps_warmup)
             for it, (x, y, span) in enumerate(loader, start=start_it):
                 x, y = x.to(self.device), y.to(self.device)
