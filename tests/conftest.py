@@ -18,6 +18,22 @@ def mri_task(tmp_path_factory):
                      seed=5, size=(24, 32))
 
 
+@pytest.fixture(scope="session")
+def prepared(ct_task, tmp_path_factory):
+    """`ct_task` planned and preprocessed once: (its `Workdir`, the plan at width 4)."""
+    from rog.pipeline.stages import run_preprocessing
+    wd, plan, _ = run_preprocessing(ct_task, tmp_path_factory.mktemp("work"), workers=1)
+    plan.width = 4
+    return wd, plan
+
+
+def log_rows(run_dir) -> list[dict]:
+    """A training run's log.csv rows."""
+    import csv
+    with open(run_dir / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

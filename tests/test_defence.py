@@ -1,6 +1,5 @@
 """Adversarial fine-tuning options: eps warm-up, the clean/adversarial mix, TRADES's term, and
 the robust checkpoint selection; each changes training as documented and resumes exactly."""
-import csv
 import json
 
 import pytest
@@ -10,22 +9,10 @@ import torch.nn.functional as F
 from rog.checkpoint import load_checkpoint
 from rog.cli import main
 from rog.errors import UsageError
-from rog.pipeline.stages import run_preprocessing
 from rog.train.adversarial import FreeAT, eps_scale
 from rog.train.loss import DiceCE, adversarial_loss, consistency
 from rog.train.trainer import TrainConfig, Trainer
-
-
-@pytest.fixture(scope="module")
-def prepared(ct_task, tmp_path_factory):
-    wd, plan, _ = run_preprocessing(ct_task, tmp_path_factory.mktemp("work"), workers=1)
-    plan.width = 4
-    return wd, plan
-
-
-def _rows(run_dir):
-    with open(run_dir / "log.csv") as f:
-        return list(csv.DictReader(f))
+from tests.conftest import log_rows
 
 
 def test_eps_warm_up_rises_linearly_then_holds():
@@ -113,7 +100,7 @@ def test_a_warmed_up_mixed_run_resumes_exactly(prepared, tmp_path, monkeypatch):
     Trainer(plan, wd.preprocessed, tmp_path / "b", cfg, progress=False).fit(resume=True)
     a, b = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt"), load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    scales = [float(r["eps_scale"]) for r in _rows(tmp_path / "a")]
+    scales = [float(r["eps_scale"]) for r in log_rows(tmp_path / "a")]
     assert scales == pytest.approx([2 / 3, 1.0, 1.0])  # each epoch's last update: 2 of 3 warm-up updates, then 1
 
 
@@ -126,7 +113,7 @@ def test_robust_selection_keeps_the_epoch_with_the_best_score(prepared, tmp_path
         in capsys.readouterr().out
     recorded = json.loads((tmp_path / "r" / "config.json").read_text())
     assert (recorded["select"], recorded["select_iters"]) == ("robust", 2)
-    rows = _rows(tmp_path / "r")
+    rows = log_rows(tmp_path / "r")
     scores = [float(r["selection_score"]) for r in rows]
     for r in rows:  # the score is the mean of the whole-volume clean and attacked Dice, the attack never helps
         assert float(r["selection_score"]) == pytest.approx((float(r["val_whole_dice"]) + float(r["val_robust_dice"])) / 2)

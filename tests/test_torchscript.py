@@ -9,7 +9,6 @@ import torch
 from rog.atomic import file_hash
 from rog.cli import main
 from rog.data.io import read_label, write_volume
-from rog.pipeline.stages import run_preprocessing
 from rog.rundir import PredictionsDir, ResultsDir
 from tests.test_predictor import Oracle, _identity_plan
 
@@ -42,8 +41,8 @@ def test_a_torchscript_model_predicts_from_its_file_alone(tmp_path, scripted, ca
     assert err.count("\n") == 0 and "oracle.pt: a TorchScript file is the whole model: give it without --model" in err
 
 
-def test_a_torchscript_model_is_attacked_and_named_in_the_results(ct_task, tmp_path, scripted):
-    wd, _, _ = run_preprocessing(ct_task, tmp_path / "w", workers=1)
+def test_a_torchscript_model_is_attacked_and_named_in_the_results(prepared, tmp_path, scripted):
+    wd, _ = prepared
     out = tmp_path / "res"
     assert main(["attack", "--checkpoint", str(scripted), "--plan", str(wd.plan), "--data", str(wd.preprocessed),
                  "--eps", "8", "--attacks", "pgd", "--iterations", "1", "--max-cases", "1", "--device", "cpu",

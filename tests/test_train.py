@@ -1,4 +1,3 @@
-import csv
 import json
 import os
 import signal
@@ -16,19 +15,7 @@ from rog.models import ROG
 from rog.train.adversarial import FreeAT
 from rog.train.data import TrainPatches, make_splits
 from rog.train.trainer import TrainConfig, Trainer
-from rog.pipeline.stages import run_preprocessing
-
-
-@pytest.fixture(scope="module")
-def prepared(ct_task, tmp_path_factory):
-    wd, plan, _ = run_preprocessing(ct_task, tmp_path_factory.mktemp("work"), workers=1)
-    plan.width = 4
-    return wd, plan
-
-
-def _rows(run_dir):
-    with open(run_dir / "log.csv") as f:
-        return list(csv.DictReader(f))
+from tests.conftest import log_rows
 
 
 def test_training_writes_log_curves_and_checkpoints(prepared, tmp_path, capsys):
@@ -39,7 +26,7 @@ def test_training_writes_log_curves_and_checkpoints(prepared, tmp_path, capsys):
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert any(line.startswith("train: 100%") and "4/4" in line and "epoch=2/2" in line for line in bar), bar
     run = tmp_path / "run"
-    assert result["epochs"] == 2 and [r["epoch"] for r in _rows(run)] == ["1", "2"]
+    assert result["epochs"] == 2 and [r["epoch"] for r in log_rows(run)] == ["1", "2"]
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     split = json.loads((run / "splits.json").read_text())
     assert set(split["train"]).isdisjoint(split["val"]) and len(split["val"]) >= 1
@@ -125,7 +112,7 @@ def test_free_at_training_logs_a_real_perturbation(prepared, tmp_path):
     wd, plan = prepared
     cfg = TrainConfig(epochs=2, iterations=2, batch_size=2, device="cpu", adv="free", replays=2)
     Trainer(plan, wd.preprocessed, tmp_path / "free", cfg, progress=False).fit()
-    rows = _rows(tmp_path / "free")
+    rows = log_rows(tmp_path / "free")
     assert len(rows) == 1  # epochs divided by m = 2
     assert float(rows[0]["adv_ratio"]) > 0.5
 
@@ -158,7 +145,7 @@ def test_resume_after_kill_minus_9_and_checkpoints_never_corrupt(ct_task, prepar
     assert killed_at["epoch"] >= 1
     done = subprocess.run(cmd + ["--epochs", str(killed_at["epoch"] + 2), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = _rows(run_root / "runs" / "rog")
+    rows = log_rows(run_root / "runs" / "rog")
     assert [int(r["epoch"]) for r in rows] == list(range(1, killed_at["epoch"] + 3))
     assert load_checkpoint(ckpt)["epoch"] == killed_at["epoch"] + 2
     assert not [p for p in ckpt.parent.iterdir() if p.name.startswith(".")]  # no temp files left

@@ -185,7 +185,7 @@ def _parse_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
     raw_labels = dict(_require(meta, "labels", dict, meta_path))
     if any(not isinstance(v, int) for v in raw_labels.values()):
         raise DatasetError(f"{meta_path}: region-based (list) labels are not supported")
-    ignore = raw_labels.pop("ignore", None) if isinstance(raw_labels, dict) else None
+    ignore = raw_labels.pop("ignore", None)
     labels = _check_labels({int(v): str(k) for k, v in raw_labels.items()}, meta_path)
     if ignore is not None and ignore != len(labels):
         raise DatasetError(f"{meta_path}: the 'ignore' label must be the highest value ({len(labels)}), got {ignore}")

@@ -84,11 +84,14 @@ def read(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
 
     Returns:
         (voxels `[X, Y, Z]` or `[X, Y, Z, C]` as `dtype`, in any memory layout; RAS affine
-        `[4, 4]`; spacing in mm). Raises `FormatError` on unreadable data.
+        `[4, 4]`; spacing in mm). Raises `FormatError` on a file of another kind, a folder
+        without exactly one DICOM series, or unreadable data.
     """
     path = Path(path)
     if path.name.lower().endswith(NIFTI):
         return _read_nifti(path, dtype)
+    if not path.is_dir() and ending(path) is None:  # a folder's series are looked for once, below
+        raise FormatError(f"not an image rog reads ({', '.join(ENDINGS)} or a DICOM series folder)")
     with _locale_kept():
         try:
             if path.is_dir():

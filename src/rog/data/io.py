@@ -78,8 +78,6 @@ def _read(path: Path, dtype) -> tuple[np.ndarray, Geometry]:
     """Voxels channel-last and the geometry of one image file or DICOM folder."""
     if not path.exists():
         raise VolumeError(path, "file not found")
-    if formats.ending(path) is None:
-        raise VolumeError(path, f"not an image rog reads ({', '.join(formats.ENDINGS)} or a DICOM series folder)")
     try:
         data, affine, spacing = formats.read(path, dtype)
     except formats.FormatError as e:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from rog.atomic import save_npy, write_json
+from rog.data import formats
 from rog.data.dataset import Case, Dataset
 from rog.data.fingerprint import nonzero_bbox
-from rog.data import formats
 from rog.data.io import Geometry, canonical_axes
 from rog.data.validate import read_case
 from rog.messages import log

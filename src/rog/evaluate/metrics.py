@@ -134,8 +134,8 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: S
         {'dice', 'hd95', 'nsd', 'missed'}, each a list over foreground classes 1..K-1; 'missed'
         marks classes present in exactly one of the maps (their HD95 is the penalty).
     """
+    pred, ref = _scored(pred, ref, num_classes)  # once: the metrics below then find nothing to mask
     hd, nsd = surface_metrics(pred, ref, num_classes, spacing, tolerance_mm)
-    scored_pred, _ = _scored(pred, ref, num_classes)
-    missed = [bool((scored_pred == k).any()) != bool((ref == k).any()) for k in range(1, num_classes)]
+    missed = [bool((pred == k).any()) != bool((ref == k).any()) for k in range(1, num_classes)]
     return {"dice": dice_per_class(pred, ref, num_classes).tolist(), "hd95": hd.tolist(), "nsd": nsd.tolist(),
             "missed": missed}
