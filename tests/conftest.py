@@ -34,6 +34,28 @@ def log_rows(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def interrupted_then_resumed(plan, data_dir, run_dir, config, monkeypatch, stop_at: int) -> dict:
+    """Train `config` into `run_dir`, interrupted (Ctrl-C) in its `stop_at`-th validation, so
+    after `stop_at - 1` finished epochs, then resumed to the end; returns the last checkpoint."""
+    from rog.checkpoint import load_checkpoint
+    from rog.train.trainer import Trainer
+    calls, validate = [], Trainer._validate
+
+    def interrupted(self, val):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return validate(self, val)
+
+    monkeypatch.setattr(Trainer, "_validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(plan, data_dir, run_dir, config, progress=False).fit()
+    monkeypatch.setattr(Trainer, "_validate", validate)
+    assert load_checkpoint(run_dir / "checkpoint_last.pt")["epoch"] == stop_at - 1
+    Trainer(plan, data_dir, run_dir, config, progress=False).fit(resume=True)
+    return load_checkpoint(run_dir / "checkpoint_last.pt")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

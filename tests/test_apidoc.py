@@ -38,7 +38,8 @@ def test_the_entry_points_document_their_arguments_as_monai_does():
     from rog.pipeline.sweeps import run_sweep
     from rog.plan import make_plan
     from rog.report.build import build_report
-    returns = (Attack.__call__, dice_per_class, dice_batch, case_metrics, sliding_window, build_model, run_sweep,
+    from rog.artefacts import make_artefact, worst_artefact
+    returns = (make_artefact, worst_artefact, Attack.__call__, dice_per_class, dice_batch, case_metrics, sliding_window, build_model, run_sweep,
                predict_cases, corrupt, make_plan, run_experiment, build_report)
     for obj in (APGD, FAB, PGD, Square, Ensemble, *returns):
         assert "Args:" in obj.__doc__, obj

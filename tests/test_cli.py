@@ -57,7 +57,7 @@ def test_every_option_is_documented_with_its_default():
                 no_default.append(f"{name} {action.option_strings}")
         parser.format_help()  # every help text renders
     assert not missing and not no_default, (missing, no_default)
-    assert len(_parsers()) == 15  # rog and its 14 commands
+    assert len(_parsers()) == 16  # rog and its 15 commands
 
 
 def test_renamed_options_keep_their_old_spelling_hidden():
@@ -100,7 +100,7 @@ def test_version_debug_and_quiet_work_anywhere(tmp_path, capsys, monkeypatch):
 
 def test_a_failed_validity_check_is_printed_and_sets_the_exit_code(capsys):
     from types import SimpleNamespace
-    from rog.cli.commands import _checks
+    from rog.cli.sweeps import _checks
     from rog.results import Check
     ok = SimpleNamespace(results=SimpleNamespace(checks=[Check("deterministic model", "pass", "fine")]), out="o")
     assert _checks(ok) == 0 and capsys.readouterr().err == ""

@@ -12,7 +12,7 @@ from rog.errors import UsageError
 from rog.train.adversarial import FreeAT, eps_scale
 from rog.train.loss import DiceCE, adversarial_loss, consistency
 from rog.train.trainer import TrainConfig, Trainer
-from tests.conftest import log_rows
+from tests.conftest import interrupted_then_resumed, log_rows
 
 
 def test_eps_warm_up_rises_linearly_then_holds():
@@ -84,21 +84,8 @@ def test_a_warmed_up_mixed_run_resumes_exactly(prepared, tmp_path, monkeypatch):
                       clean_weight=0.3, divide_epochs=False)
     Trainer(plan, wd.preprocessed, tmp_path / "a", cfg, progress=False).fit()
     # the same run, stopped during its third epoch's validation (after two finished epochs), then resumed
-    calls, validate = [], Trainer._validate
-
-    def stop_at_the_third(self, val):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return validate(self, val)
-
-    monkeypatch.setattr(Trainer, "_validate", stop_at_the_third)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(plan, wd.preprocessed, tmp_path / "b", cfg, progress=False).fit()
-    monkeypatch.setattr(Trainer, "_validate", validate)
-    assert load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["epoch"] == 2
-    Trainer(plan, wd.preprocessed, tmp_path / "b", cfg, progress=False).fit(resume=True)
-    a, b = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt"), load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
+    b = interrupted_then_resumed(plan, wd.preprocessed, tmp_path / "b", cfg, monkeypatch, stop_at=3)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     scales = [float(r["eps_scale"]) for r in log_rows(tmp_path / "a")]
     assert scales == pytest.approx([2 / 3, 1.0, 1.0])  # each epoch's last update: 2 of 3 warm-up updates, then 1

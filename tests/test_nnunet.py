@@ -75,6 +75,22 @@ def test_attack_lowers_dice_stays_in_the_raw_ball_and_resumes(nnunet_model, tmp_
     assert "nnU-Net Dataset001_Synth" in (tmp_path / "report" / "report.html").read_text()
 
 
+def test_worst_case_artefacts_run_on_the_nnunet_model_in_its_raw_intensities(nnunet_model, tmp_path, capsys):
+    model_dir, raw = nnunet_model
+    out = tmp_path / "art"
+    code = main(["artefact", "--nnunet", str(model_dir), "--fold", "0", "--images", str(raw / "imagesTs"),
+                 "--labels", str(raw / "labelsTs"), "--artefacts", "bias", "--severities", "3", "--draws", "2",
+                 "--iterations", "2", "--restarts", "1", "-o", str(out)])
+    doc = json.loads((out / "results.json").read_text())
+    assert code == (1 if any(c["status"] == "fail" for c in doc["checks"]) else 0)
+    assert doc["kind"] == "artefact" and doc["meta"]["label"].startswith("nnU-Net Dataset001_Synth")
+    clean = {c: v["dice"] for c, v in doc["clean"].items()}
+    assert len(doc["records"]) == len(clean) == 2
+    for r in doc["records"]:  # the worst case never above clean, its parameters in bound, the input finite
+        assert r["dice"] <= clean[r["case"]] + 1e-9 and r["in_bound"] and r["finite"]
+        assert len(r["parameters"]["coefficients"]) == 20
+
+
 def test_cases_hold_raw_intensities_and_normalise_inside_the_model(nnunet_model):
     from rog.external.nnunet import load_nnunet
     model_dir, raw = nnunet_model

@@ -11,12 +11,14 @@ from pathlib import Path
 # module -> public names, in reading order
 API = {
     "rog.attacks": ["ThreatModel", "Attack", "APGD", "FAB", "Square", "PGD", "SegPGD", "CosPGD"],
-    "rog.bench": ["Ensemble", "Benchmark", "BenchmarkConfig", "CorruptionSweep", "CorruptionConfig", "BenchCase"],
-    "rog.results": ["Results", "AttackRecord", "CorruptionRecord", "AttackSummary", "EpsSummary",
-                    "CorruptionSummary", "Meta", "Check"],
+    "rog.bench": ["Ensemble", "Benchmark", "BenchmarkConfig", "CorruptionSweep", "CorruptionConfig", "ArtefactSweep",
+                  "ArtefactConfig", "BenchCase"],
+    "rog.results": ["Results", "AttackRecord", "CorruptionRecord", "ArtefactRecord", "AttackSummary", "EpsSummary",
+                    "CorruptionSummary", "ArtefactSummary", "Meta", "Check"],
     "rog.infer.sliding_window": ["SlidingWindow", "sliding_window"],
     "rog.infer.predictor": ["predict_case", "predict_cases"],
     "rog.corruptions": ["corrupt"],
+    "rog.artefacts": ["make_artefact", "worst_artefact", "Outcome"],
     "rog.evaluate.metrics": ["dice_per_class", "dice_batch", "case_metrics"],
     "rog.models.registry": ["build_model"],
     "rog.plan": ["Plan", "make_plan"],

@@ -81,16 +81,22 @@ CORRUPTIONS = {c.name: c for c in (
 )}
 
 
-def expand(names: list[str]) -> list[str]:
-    """Corruption names, "all" for every one; an unknown name is a ValueError naming it."""
+def expand_names(names: list[str], known, what: str) -> list[str]:
+    """`names` with "all" replaced by every one of `known`, each once, in order; an unknown
+    name is a ValueError naming it and the `what` it is not."""
     out: list[str] = []
     for n in names:
-        for c in (list(CORRUPTIONS) if n == "all" else [n]):
-            if c not in CORRUPTIONS:
-                raise ValueError(f"unknown corruption {c!r}; choose from {list(CORRUPTIONS)} or 'all'")
+        for c in (list(known) if n == "all" else [n]):
+            if c not in known:
+                raise ValueError(f"unknown {what} {c!r}; choose from {list(known)} or 'all'")
             if c not in out:
                 out.append(c)
     return out
+
+
+def expand(names: list[str]) -> list[str]:
+    """Corruption names, "all" for every one; an unknown name is a ValueError naming it."""
+    return expand_names(names, CORRUPTIONS, "corruption")
 
 
 def foreground_sd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

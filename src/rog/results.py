@@ -1,7 +1,7 @@
 """The results document of a benchmark (`results.json`): typed, versioned, and the one module
 that spells its keys.
 
-The attack benchmark and the corruption sweep write a `Results`; the report, the CLI and the
+The attack benchmark, the corruption sweep and the worst-case artefact sweep write a `Results`; the report, the CLI and the
 demo read one; every other module uses the attributes, so renaming a field is an error where
 it is used, not a silently missing number. This module imports no torch (the report renders
 without it).
@@ -134,6 +134,28 @@ class CorruptionRecord:
 
 
 @dataclass
+class ArtefactRecord:
+    """One case x artefact x severity: the worst artefact of that size found by random draws
+    and by the search on its parameters (`rog.artefacts`)."""
+
+    case: str
+    artefact: str
+    severity: int
+    dice: float  # the worst case: the lower of the search's and the worst draw's
+    dice_per_class: list  # at the worst case
+    random_dice: float  # mean over the draws (what `rog corrupt` estimates)
+    random_worst: float  # the worst draw
+    search_dice: float
+    by: str  # "search", "random" (the search kept the worst draw) or "none" (nothing lowered Dice)
+    parameters: dict  # the worst artefact's physical parameters
+    draws: int
+    iterations: int
+    seconds: float
+    in_bound: bool  # the search's parameters within their bound
+    finite: bool
+
+
+@dataclass
 class EpsSummary:
     """One eps of an attack summary: worst case over the attacks per case, then the mean."""
 
@@ -176,6 +198,32 @@ class CorruptionSummary:
 
 
 @dataclass
+class ArtefactStats:
+    """One artefact's mean Dice per severity key ("3"): the per-case worst case, the search
+    alone, the mean random draw and the worst draw; the share of cases it does not break
+    (Dice >= tau); the worst-case curve's area over severities 0..5 relative to clean Dice."""
+
+    worst: dict
+    search: dict
+    random: dict
+    random_worst: dict
+    robust_accuracy: dict
+    relative_auc: float | None
+
+    def levels(self) -> list[str]:
+        """Severity keys in increasing order."""
+        return sorted(self.worst, key=int)
+
+
+@dataclass
+class ArtefactSummary:
+    tau: float
+    clean_dice: float
+    artefacts: dict  # artefact name -> ArtefactStats
+    worst_case: dict  # severity key -> mean over cases of the worst artefact's worst case
+
+
+@dataclass
 class Provenance:
     """What produced a results folder; it is continued only under the same."""
 
@@ -196,15 +244,18 @@ class Provenance:
         return None
 
 
-KINDS = {"attack": (AttackRecord, AttackSummary), "corruption": (CorruptionRecord, CorruptionSummary)}
+KINDS = {"attack": (AttackRecord, AttackSummary), "corruption": (CorruptionRecord, CorruptionSummary),
+         "artefact": (ArtefactRecord, ArtefactSummary)}
 # the dict-valued field of each summary and the dataclass of its values
-_SUMMARY_DICTS = {AttackSummary: {"eps": EpsSummary}, CorruptionSummary: {"corruptions": CorruptionStats}}
+_SUMMARY_DICTS = {AttackSummary: {"eps": EpsSummary}, CorruptionSummary: {"corruptions": CorruptionStats},
+                  ArtefactSummary: {"artefacts": ArtefactStats}}
 
 
 @dataclass
 class Results:
     """One benchmark of one model: `kind` "attack" (records per case x attack x eps x budget)
-    or "corruption" (per case x corruption x severity). `summary` and `checks` exist once the
+    or "corruption" (per case x corruption x severity) or "artefact" (per case x artefact x
+    severity, worst case). `summary` and `checks` exist once the
     run has finished; `threat` and `attack_configs` only for attacks."""
 
     kind: str
@@ -216,7 +267,7 @@ class Results:
     complete: bool
     meta: Meta
     provenance: Provenance
-    summary: AttackSummary | CorruptionSummary | None = None
+    summary: AttackSummary | CorruptionSummary | ArtefactSummary | None = None
     checks: list = field(default_factory=list)
     threat: dict | None = None
     attack_configs: dict = field(default_factory=dict)
@@ -264,4 +315,6 @@ class Results:
 # the columns of results.csv per kind (the JSON holds every field)
 CSV_COLUMNS = {"attack": ["case", "attack", "eps", "budget", "dice", "broken", "norm", "seconds", "in_ball", "in_box",
                           "finite", "found", "skipped"],
-               "corruption": ["case", "corruption", "severity", "dice", "seconds", "finite"]}
+               "corruption": ["case", "corruption", "severity", "dice", "seconds", "finite"],
+               "artefact": ["case", "artefact", "severity", "dice", "random_dice", "random_worst", "search_dice", "by",
+                            "draws", "iterations", "seconds", "in_bound", "finite"]}

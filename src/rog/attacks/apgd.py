@@ -22,9 +22,12 @@ class APGD(Attack):
         threat: the `ThreatModel` (eps on the /255 scale of each channel's range).
         iters: iterations per run.
         loss: "ce", "dlr" or "dlr-targeted" (one run per target rank, a voxel's target being
-            its `rank`-th most likely class on the clean input). On binary tasks both DLR
-            losses become `losses.binary_margin_ratio` (DLR needs a third logit).
+            its `rank`-th most likely class on the clean input), or "dice" (`losses.soft_dice`).
+            On binary tasks both DLR losses become `losses.binary_margin_ratio` (DLR needs a
+            third logit).
         restarts: runs from random starts after the first.
+        starts: points `[B, ...]` in the box where the first runs start instead of random ones
+            (`rog.artefacts` starts from the worst random draw of an artefact).
 
     Shapes: as `Attack.__call__`."""
 
@@ -32,12 +35,13 @@ class APGD(Attack):
     RHO = 0.75
 
     def __init__(self, model, threat, iters: int = 100, loss: str = "ce", restarts: int = 1,
-                 target_ranks: int = 9, num_classes=None, seed: int = 0):
+                 target_ranks: int = 9, num_classes=None, seed: int = 0, starts: list | None = None):
         super().__init__(model, threat, num_classes, seed)
-        if loss not in ("ce", "dlr", "dlr-targeted"):
+        if loss not in ("ce", "dlr", "dlr-targeted", "dice"):
             raise ValueError(f"unknown APGD loss {loss!r}")
         self.iters, self.loss, self.restarts, self.target_ranks = iters, loss, restarts, target_ranks
-        self.name = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t"}[loss]
+        self._starts = list(starts or [])  # a tensor per run, not a hyper-parameter of the results
+        self.name = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t", "dice": "apgd-dice"}[loss]
 
     def perturb(self, u0, y, forward, tracker, logits0):
         runs = 0
@@ -48,16 +52,18 @@ class APGD(Attack):
             for rank in ranks:
                 target = order[:, -rank]
                 for _ in range(self.restarts):
-                    self._single_run(u0, y, forward, tracker, lambda z: losses.dlr_targeted(z, y, target))
+                    self._single_run(u0, y, forward, tracker, lambda z: losses.dlr_targeted(z, y, target),
+                                     self._starts[runs] if runs < len(self._starts) else None)
                     runs += 1
         else:
-            loss_fn = {"ce": losses.ce, "dlr": losses.dlr}[self.loss]
+            loss_fn = {"ce": losses.ce, "dlr": losses.dlr, "dice": losses.soft_dice}[self.loss]
             for _ in range(self.restarts):
-                self._single_run(u0, y, forward, tracker, lambda z: loss_fn(z, y))
+                self._single_run(u0, y, forward, tracker, lambda z: loss_fn(z, y),
+                                 self._starts[runs] if runs < len(self._starts) else None)
                 runs += 1
         self.info["iterations"] = self.iters * runs
 
-    def _single_run(self, u0, y, forward, tracker, loss_fn):
+    def _single_run(self, u0, y, forward, tracker, loss_fn, start: torch.Tensor | None = None):
         n = self.iters
         b = u0.shape[0]
         view = (-1, *[1] * (u0.ndim - 1))
@@ -65,7 +71,7 @@ class APGD(Attack):
         period_min = max(int(0.06 * n), 1)
         decrease = max(int(0.03 * n), 1)
 
-        u = self.random_start(u0)
+        u = self.random_start(u0) if start is None else self.threat.project(start, u0)
         logits, loss, grad = gradient(forward, u, loss_fn)
         tracker.update(u, logits)
         step = torch.full((b,), 2.0 * self.threat.radius, device=u0.device, dtype=u0.dtype)

@@ -132,10 +132,21 @@ class Attack:
         u0 = ((x.detach() - lo) / scale).clamp(0, 1)
 
         self._lo, self._scale = lo, scale
+        best = self.search(u0, y, lambda u: self.model(self.input_of(u)))
+        # returned as found, never clipped here: the attacks project their own iterates, and
+        # the benchmark's ball/box/finite check must see any that did not
+        # (as a change of x: exact where x is, so the ball holds to the last bit)
+        return x.detach() + (best - u0) * scale
 
-        def forward(u: torch.Tensor) -> torch.Tensor:
-            return self.model(self.input_of(u))
+    def search(self, u0: torch.Tensor, y: torch.Tensor, forward: Forward) -> torch.Tensor:
+        """Run the attack from the points `u0` `[B, ...]` of the box [0, 1] (any shape after the
+        batch axis: `rog.artefacts` searches artefact parameters this way), `forward` mapping
+        such points to logits `[B, K, D, H, W]` for labels y `[B, D, H, W]`.
 
+        Returns:
+            The lowest-Dice point evaluated, like u0 (u0 itself where nothing lowered Dice);
+            `self.info` as `__call__` describes it.
+        """
         with frozen(self.model):
             with torch.no_grad():
                 logits0 = forward(u0)
@@ -144,14 +155,11 @@ class Attack:
             if reason:
                 raise ValueError(reason)
             tracker = DiceTracker(u0, logits0, y, k)
-            self.generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            self.generator = torch.Generator(device=u0.device).manual_seed(self.seed)
             self.info = {"clean_dice": tracker.clean_dice.tolist()}
             self.perturb(u0, y, forward, tracker, logits0)
             self.info["dice"] = tracker.best_dice.tolist()
-        # returned as found, never clipped here: the attacks project their own iterates, and
-        # the benchmark's ball/box/finite check must see any that did not
-        # (as a change of x: exact where x is, so the ball holds to the last bit)
-        return x.detach() + (tracker.best_u - u0) * scale
+        return tracker.best_u
 
     def perturb(self, u0, y, forward: Forward, tracker: DiceTracker, logits0: torch.Tensor) -> None:
         raise NotImplementedError

@@ -13,7 +13,7 @@ from torch import nn
 
 from rog.attacks.base import frozen
 from rog.attacks.registry import QUERY_BASED
-from rog.results import AttackRecord, AttackSummary, Check, CorruptionRecord, CorruptionSummary
+from rog.results import ArtefactRecord, AttackRecord, AttackSummary, Check, CorruptionRecord
 
 
 def _result(name, ok, detail, warn=False) -> Check:
@@ -136,26 +136,47 @@ def iterations_converged(records: list[AttackRecord], tol: float = 0.05) -> Chec
 
 
 def severity_zero(agreements: dict[str, float], tol: float = 1e-3) -> Check:
-    """Each corruption at severity 0 (its identity parameter, same code path) must give the
+    """Each corruption (or artefact) at severity 0 (its identity parameter, same code path) must give the
     clean prediction: `agreements` is the share of voxels per corruption equal to it."""
     bad = {k: v for k, v in agreements.items() if v < 1 - tol}
     return _result("severity 0 is clean", not bad,
-                   f"every corruption at severity 0 reproduces the clean prediction (min agreement "
+                   f"each one at severity 0 reproduces the clean prediction (min agreement "
                    f"{min(agreements.values()):.4f})" if not bad else
                    f"severity 0 changes the prediction for {sorted(bad)}: the corruption path alters clean inputs")
 
 
-def monotone_in_severity(summary: CorruptionSummary, tol: float = 0.02) -> Check:
+def monotone_in_severity(clean_dice: float, curves: dict[str, dict], tol: float = 0.02) -> Check:
     """Mean Dice should not rise with severity beyond noise (a warning: some corruptions are
-    not monotone for every model, but a large rise suggests a broken transform)."""
+    not monotone for every model, but a large rise suggests a broken transform). `curves`:
+    name -> {severity key: mean Dice} (a corruption's, or an artefact's worst case)."""
     rises = []
-    for name, c in summary.corruptions.items():
-        levels = c.levels()
-        dice = [summary.clean_dice] + [c.severity[s] for s in levels]
+    for name, curve in curves.items():
+        levels = sorted(curve, key=int)
+        dice = [clean_dice] + [curve[s] for s in levels]
         rises += [f"{name} {a}->{b}" for a, b, da, db in zip(["0", *levels], levels, dice, dice[1:]) if db > da + tol]
     return _result("Dice falls with severity", not rises,
                    f"mean Dice never rises by more than {tol} with severity" if not rises else
                    "mean Dice rises with severity: " + ", ".join(rises), warn=True)
+
+
+def artefacts_in_bound(records: list[ArtefactRecord]) -> Check:
+    """Every searched artefact within its severity's bound, and every worst input finite."""
+    bad = [f"{r.case}/{r.artefact}/{r.severity}" for r in records if not (r.in_bound and r.finite)]
+    return _result("artefacts in bound and finite", not bad,
+                   f"artefacts outside their bound or non-finite inputs: {bad[:5]}" if bad else
+                   f"all {len(records)} searched artefacts within their severity's bound, inputs finite")
+
+
+def draws_not_stronger(pairs: list[tuple[str, float, float]], draws: int, tol: float = 0.02) -> Check:
+    """Fresh random draws (another seed than the search's starts) must not find a lower Dice
+    than the search by more than `tol`: where they do, the search is too weak for that
+    artefact and its worst case overestimates robustness. `pairs`: (what, search Dice, the
+    fresh draws' lowest Dice)."""
+    bad = [f"{w}: draw {d:.3f} < search {s:.3f}" for w, s, d in pairs if d < s - tol]
+    return _result("random draws not stronger", not bad,
+                   f"{draws} fresh draws per artefact never beat the search by more than {tol} "
+                   f"({len(pairs)} case x artefact pairs at the highest severity)" if not bad else
+                   "; ".join(bad[:5]) + ": the search misses what random draws find")
 
 
 def corrupted_finite(records: list[CorruptionRecord]) -> Check:

@@ -30,9 +30,15 @@ class CorruptionConfig:
             self.corruptions = expand(self.corruptions)
         except ValueError as e:
             raise BenchError(f"corruptions (--corruptions): {e}") from e
-        self.severities = sorted({int(s) for s in self.severities})
-        if not self.severities or not all(1 <= s <= 5 for s in self.severities):
-            raise BenchError(f"severities (--severities) {self.severities}: each must be 1, 2, 3, 4 or 5")
+        self.severities = checked_severities(self.severities)
+
+
+def checked_severities(severities) -> list[int]:
+    """Severities sorted, each once; a BenchError naming --severities unless each is 1 to 5."""
+    out = sorted({int(s) for s in severities})
+    if not out or not all(1 <= s <= 5 for s in out):
+        raise BenchError(f"severities (--severities) {out}: each must be 1, 2, 3, 4 or 5")
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,5 +100,6 @@ class CorruptionSweep(Sweep):
             clean = model(first.x).argmax(1)
             agreement = {c: float((model(self._corrupted(first, c, 0)).argmax(1) == clean).float().mean())
                          for c in self.config.corruptions}
-        return [checks.severity_zero(agreement), checks.monotone_in_severity(summary),
+        curves = {n: c.severity for n, c in summary.corruptions.items()}
+        return [checks.severity_zero(agreement), checks.monotone_in_severity(summary.clean_dice, curves),
                 checks.determinism(model, first.x), checks.corrupted_finite(records)]

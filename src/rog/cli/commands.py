@@ -77,8 +77,8 @@ def cmd_summary(a) -> int:
     return 0
 
 
-def _source(a, run=None):
-    """The `ModelSource` of the model options of `predict`, `attack` and `corrupt` (`run`: this
+def source_of(a, run=None):
+    """The `ModelSource` of the model options of `predict`, `attack`, `corrupt` and `artefact` (`run`: this
     run folder instead of the argument's)."""
     from rog.pipeline.models import ModelSource
     if run is not None:
@@ -91,7 +91,7 @@ def cmd_predict(a) -> int:
     from rog.pipeline.predict import PredictRequest, predict
     if a.runs and a.model:
         raise UsageError("give run directories or --model, not both")
-    sources = [_source(a, run) for run in a.runs] if a.runs else [_source(a)]
+    sources = [source_of(a, run) for run in a.runs] if a.runs else [source_of(a)]
     r = predict(PredictRequest(sources, a.input, a.output, a.postprocess, a.overlap, a.tta, a.device,
                                a.save_probabilities, a.resume))
     if a.verbose:
@@ -117,63 +117,6 @@ def cmd_evaluate(a) -> int:
               f"{', '.join(s['missing_predictions'])}", file=sys.stderr)
         return 1
     return 0
-
-
-def _sweep(a, config):
-    """Run `rog attack` / `rog corrupt` with `config`; None on torchrun ranks > 0."""
-    from rog.pipeline.sweeps import SweepRequest, run_sweep
-    result = run_sweep(SweepRequest(_source(a), config, a.cases, a.max_cases, a.label, a.out, a.device,
-                                    save_volumes=a.save_volumes))
-    r = result.results
-    if r is not None:
-        print(f"{len(r.clean)} case(s): {r.meta.cases_source_text}; clean Dice {r.summary.clean_dice:.4f}")
-    return result
-
-
-def _checks(result) -> int:
-    """Print every validity check; a failed one also on stderr, and the exit code is then 1 (the
-    results are written, but may overestimate robustness)."""
-    for c in result.results.checks:
-        print(f"check {c.status.upper():>7}: {c.name}: {c.detail}")
-    print(f"results in {result.out}")
-    failed = [c for c in result.results.checks if c.status == "fail"]
-    for c in failed:
-        print(f"rog: warning: validity check failed: {c.name}: {c.detail}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def cmd_attack(a) -> int:
-    small = [e for e in a.eps if e < 1]
-    if small:
-        print(f"rog attack: note: eps is on the /255 scale of each channel's range: --eps {small[0]:g} means "
-              f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
-    from rog.bench import BenchmarkConfig
-    scope = a.scope or ("volume" if a.nnunet or a.bundle else "patch")
-    result = _sweep(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=scope,
-                                       norm=a.norm, seed=a.seed))
-    if result.results is None:
-        return 0  # a non-zero rank: rank 0 merges and reports
-    s = result.results.summary
-    print(f"success threshold tau = {s.tau:.4f}")
-    for eps, e in s.eps_items():
-        print(f"eps {float(eps):>5g}/255: worst-case Dice {e.worst_case_dice:.4f}, "
-              f"robust accuracy {e.robust_accuracy:.3f}")
-    return _checks(result)
-
-
-def cmd_corrupt(a) -> int:
-    from rog.bench import CorruptionConfig
-    result = _sweep(a, config := CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed))
-    if result.results is None:
-        return 0
-    s = result.results.summary
-    print(f"{'corruption':<11} " + " ".join(f"{'sev ' + str(v):>7}" for v in config.severities)
-          + f"  {'mean':>6}  rel. AUC")
-    for name, c in s.corruptions.items():
-        cells = " ".join(f"{c.severity[str(v)]:>7.4f}" for v in config.severities)
-        print(f"{name:<11} {cells}  {c.mean_dice:>6.4f}  {c.relative_auc:.3f}")
-    print(f"mean corruption Dice {s.mean_corruption_dice:.4f}")
-    return _checks(result)
 
 
 def cmd_train(a) -> int:
@@ -206,6 +149,8 @@ def cmd_report(a) -> int:
     for name, m in summary.corruptions.items():
         print(f"{name}: mean corruption Dice {m.mean_corruption_dice:.4f}"
               + (f", mCE {m.mce:.2f}" if m.mce is not None else ""))
+    for name, m in summary.artefacts.items():
+        print(f"{name}: worst-case artefact Dice " + ", ".join(f"severity {k} {v:.4f}" for k, v in m.worst_case.items()))
     print(f"report written to {Path(a.out) / 'report.html'}")
     return 0
 
@@ -217,10 +162,12 @@ def _experiment(result) -> int:
         return 1
     s = result.summary
     for name, g in s.seeds.groups.items():
-        c = s.corruptions.get(name)
+        c, art = s.corruptions.get(name), s.artefacts.get(name)
+        top = max(art.worst_case, key=int) if art else None
         print(f"    {name:<10} clean Dice {g.clean_dice.text()}  worst-case Dice at 8/255 "
               f"{g.eps['8.0'].text() if '8.0' in g.eps else 'n/a'}  AUC {g.auc_worst_case.text()}"
-              + (f"  mean corruption Dice {c.mean_corruption_dice:.3f}" if c else ""))
+              + (f"  mean corruption Dice {c.mean_corruption_dice:.3f}" if c else "")
+              + (f"  worst artefact at severity {top}: Dice {art.worst_case[top]:.3f}" if art else ""))
     if s.seeds.gain:
         print("    " + s.seeds.gain.text)
     print(f"done: open {result.report}")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 
 from rog.cli import commands as c
+from rog.cli.sweep_options import sweep_parsers
 from rog.cli.training import adversarial_options
-from rog.cli.types import COUNT, EPS, POSITIVE_INT, Help, alias, fold, number, triple
+from rog.cli.types import COUNT, EPS, POSITIVE_INT, Help, alias, device_option, number, triple
 
 
 def _common(s) -> None:
@@ -21,44 +22,8 @@ def _common(s) -> None:
                    help="details: each attack's or corruption's result as it comes, predict's seconds per stage")
 
 
-def _device(s, default="auto") -> None:
-    s.add_argument("--device", default=default,
-                   help="'auto' (CUDA, else Apple's mps, else the CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
-
-
 def _workdir(s) -> None:
     s.add_argument("-w", "--workdir", default=None, help="work directory (default: ./rog_work/<dataset name>)")
-
-
-def _model_source_arguments(s) -> None:
-    """The model, data and case options that `attack` and `corrupt` share."""
-    s.add_argument("run", nargs="?", help="run directory (or --model with --plan and --data)")
-    s.add_argument("--cases", nargs="*", metavar="NAME", help="case names (default: the labelled test cases, else "
-                   "the run's held-out split, else its validation split)")
-    s.add_argument("--max-cases", type=POSITIVE_INT, default=None, help="evaluate at most this many cases")
-    s.add_argument("--seed", type=COUNT, default=0, help="seed of the attacks' or corruptions' random draws")
-    s.add_argument("--model", help="instead of a run: registered name or package.module:factory")
-    s.add_argument("--checkpoint", help="weights for --model (a state dict), or a TorchScript model file (then no --model)")
-    s.add_argument("--plan", help="plan.json for --model")
-    s.add_argument("--data", help="preprocessed folder (default: the run's work directory)")
-    s.add_argument("--name", dest="label", help="the model's name in results and reports (default: the run's name)")
-    alias(s, "--label", "label")
-    s.add_argument("-o", "--out", default=None, help="results folder (default: WORKDIR/attacks/RUN-SCOPE for a run, "
-                   "else ./rog_SCOPE)")
-    _device(s)
-    s.add_argument("--save-volumes", action="store_true", help="also write each case's attacked (worst attack per eps) "
-                   "or corrupted input, its difference from the clean one and the predictions as NIfTI in the "
-                   "scan's geometry, under OUT/volumes/CASE/ (an attacked patch is put back into its case)")
-    g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
-    g.add_argument("--nnunet", metavar="MODEL_DIR",
-                   help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
-    g.add_argument("--fold", type=fold, default=0, help="fold to load: 0-4 or 'all'")
-    g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet or --bundle)")
-    g.add_argument("--labels", help="raw label maps CASE.ext (with --nnunet or --bundle)")
-    g.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (logits averaged, as nnU-Net)")
-    g = s.add_argument_group("a MONAI bundle")
-    g.add_argument("--bundle", metavar="DIR", help="bundle folder (configs/inference.json, models/model.pt); "
-                   "images and labels with --images/--labels (NIfTI, same file names)")
 
 
 def _version() -> str:
@@ -152,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", default=unset, help="run directory to fine-tune from (default: none)")
     adversarial_options(s, unset)
     s.add_argument("--precision", default=unset, choices=["fp32", "bf16", "fp16"], help="(default fp32)")
-    _device(s, unset)
+    device_option(s, unset)
     s.add_argument("--workers", type=COUNT, default=unset, help="data loader worker processes (default 0)")
     s.add_argument("--save-every", type=COUNT, default=unset,
                    help="also checkpoint every N iterations (default 0: at epoch ends only)")
@@ -180,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write NAME.npz: class probabilities [K, X, Y, Z] in the image's voxel order, and its affine")
     s.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases already predicted (only with the same models and settings)")
-    _device(s)
+    device_option(s)
 
     s = command("evaluate", c.cmd_evaluate, "Dice, HD95 and surface Dice of predictions against references "
                 "(reference folder first, as nnU-Net)")
@@ -191,24 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=number(float, 0, lo_open=True), default=1.0, help="surface Dice tolerance in mm")
     s.add_argument("-o", "--out", default=None, help="output path stem (default: PREDICTION/summary)")
 
-    s = command("attack", c.cmd_attack, "robustness benchmark: AutoAttack for 3D segmentation")
-    s.add_argument("--eps", type=EPS, nargs="+", default=[4, 8, 12, 16], help="on the /255 scale, in (0, 255]")
-    s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' or 'plus'")
-    s.add_argument("--iterations", dest="iters", type=POSITIVE_INT, nargs="+", default=[5],
-                   help="iterations of the gradient attacks (one run per value)")
-    alias(s, "--iters", "iters", type=POSITIVE_INT, nargs="+")
-    s.add_argument("--queries", type=POSITIVE_INT, nargs="+", default=[500],
-                   help="queries of Square, the black-box attack (one run per value)")
-    s.add_argument("--scope", default=None, choices=["patch", "volume"],
-                   help="patch (default) or volume: whole cases through the sliding window (always with --nnunet)")
-    s.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model")
-    _model_source_arguments(s)
-
-    s = command("corrupt", c.cmd_corrupt, "robustness to scanner artefacts: corruptions x severities (TorchIO)")
-    s.add_argument("--corruptions", nargs="+", default=["all"],
-                   help="noise, blur, bias, motion, ghosting, spike, gamma, anisotropy, or 'all'")
-    s.add_argument("--severities", type=number(int, 1, 5), nargs="+", default=[1, 2, 3, 4, 5], help="1 to 5")
-    _model_source_arguments(s)
+    sweep_parsers(command)
 
     s = command("report", c.cmd_report, "HTML report with the paper's figures and tables")
     s.add_argument("inputs", nargs="+", help="results folders (attack or corruption) or run folders")
@@ -230,5 +178,5 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("run-paper", c.cmd_run_paper, "the paper's experiment with its settings on a real MSD task")
     s.add_argument("dataset", help="dataset folder (MSD or nnU-Net v2 dataset.json)")
     _workdir(s)
-    _device(s)
+    device_option(s)
     return p

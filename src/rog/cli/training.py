@@ -9,7 +9,9 @@ def adversarial_options(s, unset) -> None:
     """Add the options to the `train` sub-parser `s`; `unset`: argparse.SUPPRESS, so that an
     option not given keeps TrainConfig's default (or the run's own on --resume)."""
     g = s.add_argument_group("adversarial training")
-    g.add_argument("--adv", choices=["free", "pgd"], default=unset, help="adversarial training (default: none)")
+    g.add_argument("--adv", choices=["free", "pgd", "artefact"], default=unset,
+                   help="adversarial training: Free AT, PGD-AT (L-inf), or Free-style against worst-case scanner "
+                   "artefacts (default: none)")
     g.add_argument("--eps", type=EPS, default=unset, help="adversarial eps on the /255 range scale (default 8)")
     g.add_argument("--replays", type=POSITIVE_INT, default=unset, help="Free AT minibatch replays m (default 5)")
     g.add_argument("--no-divide-epochs", dest="divide_epochs", action="store_false", default=unset,
@@ -25,5 +27,9 @@ def adversarial_options(s, unset) -> None:
     g.add_argument("--select", choices=["patch", "robust"], default=unset,
                    help="the best checkpoint by 'patch' (clean Dice of centred validation patches) or 'robust' (mean "
                    "of clean and APGD-CE Dice on whole validation volumes) (default: patch)")
+    g.add_argument("--artefacts", nargs="+", default=unset,
+                   help="--adv artefact: the artefacts drawn per batch (default: bias gamma blur noise motion)")
+    g.add_argument("--artefact-severity", type=number(int, 1, 5), default=unset,
+                   help="--adv artefact: severities drawn from 1 to this (default 5)")
     g.add_argument("--select-iters", type=POSITIVE_INT, default=unset,
                    help="--select robust: APGD-CE iterations at --eps (default 3)")

@@ -51,6 +51,12 @@ def alias(s, old: str, dest: str, **kw) -> None:
     s.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kw)
 
 
+def device_option(s, default="auto") -> None:
+    """The `--device` option of a sub-parser `s`."""
+    s.add_argument("--device", default=default,
+                   help="'auto' (CUDA, else Apple's mps, else the CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
 class Help(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's default in its help, except where there is none to show (None, False,
     or unset: a value that comes from elsewhere, which the help then names)."""

@@ -1,7 +1,8 @@
 """The paper's experiment on any dataset folder (`rog demo`, `rog run-paper`): check, plan,
 preprocess; per training seed ROG clean, ROG fine-tuned with Free AT and the DynUNet
-baseline, their test scores and attack sweeps; the corruption sweep on the first seed's
-models; the atlas-transfer reference; the report. Each stage prints where it is and is
+baseline, their test scores and attack sweeps; the corruption sweep (and, where the settings
+name artefacts, the worst-case artefact sweep) on the first seed's models; the atlas-transfer
+reference; the report. Each stage prints where it is and is
 skipped when its output exists, so an interrupted experiment resumes."""
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rog.bench import BenchmarkConfig, CorruptionConfig
+from rog.bench import ArtefactConfig, BenchmarkConfig, CorruptionConfig
 from rog.data.check import check_dataset
 from rog.data.dataset import load_dataset
 from rog.data.preprocess import preprocess_dataset
@@ -34,7 +35,7 @@ class Settings:
     lr: float = 3e-3
     free_epochs: int = 20  # Free AT fine-tuning epochs before division by m
     # the defence's recipe (`rog train`'s adversarial options; the defaults are plain Free AT)
-    free_adv: str = "free"  # or "pgd": PGD-AT in the defended model's place, for comparison
+    free_adv: str = "free"  # or "pgd" / "artefact": PGD-AT or artefact training in its place, for comparison
     free_lr: float | None = None  # fine-tuning learning rate (None: `lr`)
     free_iterations: int | None = None  # per epoch (None: `iterations`)
     free_warmup: float = 0.0
@@ -47,6 +48,11 @@ class Settings:
     attack_cases: int | None = None
     corruptions: tuple[str, ...] = ("all",)
     severities: tuple[int, ...] = (1, 3, 5)
+    # the worst-case artefact sweep (`rog artefact`) on the first seed's models: () for none;
+    # at `severities`, with this many random draws and APGD iterations (one run, from the worst draw)
+    artefacts: tuple[str, ...] = ()
+    artefact_draws: int = 5
+    artefact_iters: int = 5
     seeds: int = 1  # each model trained with seeds 0 .. seeds-1
     spacing: float | None = None  # target spacing override in mm (None: the median spacing)
 
@@ -106,12 +112,18 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
             _test(wd, ds, f"{name}-s{seed}", stage)
         attack = BenchmarkConfig(eps=list(s.eps), attacks=["standard", "pgd"], iters=[s.iters], queries=[s.queries])
         corruption = CorruptionConfig(corruptions=list(s.corruptions), severities=list(s.severities))
+        artefact = ArtefactConfig(artefacts=list(s.artefacts), severities=list(s.severities), draws=s.artefact_draws,
+                                  iters=s.artefact_iters, restarts=1) if s.artefacts else None
         for name in runs:
             results.append(_sweep(wd, name, seed, attack, s, stage, device,
                                   f"attack sweep eps {list(s.eps)} (standard ensemble + PGD)"))
             if seed == 0:  # the artefact sweep is not part of the seed study: one seed keeps the budget
                 results.append(_sweep(wd, name, seed, corruption, s, stage, device,
                                       f"corruption sweep {list(s.corruptions)} at severities {list(s.severities)}"))
+                if artefact:
+                    results.append(_sweep(wd, name, seed, artefact, s, stage, device,
+                                          f"worst-case artefacts {list(s.artefacts)} at severities "
+                                          f"{list(s.severities)}"))
     fresh = not wd.atlas_transfer.is_file()
     if fresh:
         stage(f"atlas-transfer reference (the training labels' majority vote through world coordinates) -> "
@@ -131,7 +143,8 @@ def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     if run.postprocessing.is_file():
         stage(f"{name}: trained already ({run}), skipped")
         return
-    what = {"free": "Free AT fine-tuning", "pgd": "PGD-AT fine-tuning", None: "training"}[config.adv]
+    tuning = dict(free="Free AT", pgd="PGD-AT", artefact="artefact-adversarial")  # --adv's modes, not results keys
+    what = f"{tuning[config.adv]} fine-tuning" if config.adv else "training"
     stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
     result = train_and_decide(plan, wd, name, config, resume=run.checkpoint("last").is_file())
     log.info(f"    best validation Dice {result.best_val_dice:.3f} after {result.epochs} epoch(s)")
@@ -158,7 +171,7 @@ def _sweep(wd: Workdir, name: str, seed: int, config, s: Settings, stage, device
     req = SweepRequest(ModelSource(run=run.path), config, max_cases=s.attack_cases, label=name, device=device)
     out = wd.results(f"{run.name}-{req.folder}")
     if out.finished():
-        stage(f"{run.name}: {'attack' if req.attack else 'corruption'} results exist, skipped")
+        stage(f"{run.name}: {req.kind} results exist, skipped")
         return out.path
     stage(f"{run.name}: {what} -> {out}")
     run_sweep(replace(req, out=out.path))

@@ -1,12 +1,13 @@
-"""One benchmark of one model (`rog attack`, `rog corrupt`, the demo's sweeps): choose the
-cases, describe the model for the report, load the cases and run the attacks or the
-corruptions into a results folder."""
+"""One benchmark of one model (`rog attack`, `rog corrupt`, `rog artefact`, the demo's
+sweeps): choose the cases, describe the model for the report, load the cases and run the
+attacks, the corruptions or the worst-case artefact search into a results folder."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from rog.atomic import file_hash, writable_dir
+from rog.bench.artefact import ArtefactConfig, ArtefactSweep
 from rog.bench.cases import SOURCES, default_cases, load_bench_cases
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.bench.runner import Benchmark, BenchmarkConfig
@@ -22,15 +23,15 @@ from rog.rundir import ResultsDir
 
 @dataclass
 class SweepRequest:
-    """A benchmark of `source`'s model: `config` is a `BenchmarkConfig` (attacks) or a
-    `CorruptionConfig` (scanner artefacts); `cases` (default: `rog.bench.cases`), at most
+    """A benchmark of `source`'s model: `config` is a `BenchmarkConfig` (attacks), a
+    `CorruptionConfig` (random scanner artefacts) or an `ArtefactConfig` (worst-case ones); `cases` (default: `rog.bench.cases`), at most
     `max_cases`; `label` names the model in results and reports; `out` the results folder
     (default: WORKDIR/attacks/RUN-SCOPE for a run, else ./rog_SCOPE or ./rog_TOOL-KIND);
     `save_volumes`: also write the perturbed whole cases as images in each scan's geometry
     (`rog.bench.volumes`; rog's own models)."""
 
     source: ModelSource
-    config: BenchmarkConfig | CorruptionConfig
+    config: BenchmarkConfig | CorruptionConfig | ArtefactConfig
     cases: list[str] | None = None
     max_cases: int | None = None
     label: str | None = None
@@ -44,9 +45,15 @@ class SweepRequest:
         return isinstance(self.config, BenchmarkConfig)
 
     @property
+    def kind(self) -> str:
+        """The results' kind: "attack", "corruption" or "artefact"."""
+        return {BenchmarkConfig: "attack", CorruptionConfig: "corruption", ArtefactConfig: "artefact"}[
+            type(self.config)]
+
+    @property
     def folder(self) -> str:
-        """The default results folder's suffix: the attack scope, or "corruptions"."""
-        return self.config.scope if self.attack else "corruptions"
+        """The default results folder's suffix: the attack scope, "corruptions" or "artefacts"."""
+        return self.config.scope if self.attack else self.kind + "s"
 
 
 @dataclass
@@ -90,10 +97,12 @@ def run_sweep(req: SweepRequest) -> SweepResult:
 
 
 def _sweep(req: SweepRequest, net, num_classes: int, patch, spacing, out: Path, **common):
-    """The attack benchmark or the corruption sweep of `req` on `net` (a patch network)."""
+    """The attack benchmark, the corruption sweep or the artefact sweep of `req` on `net` (a
+    patch network)."""
     if req.attack:
         return Benchmark(net, num_classes, req.config, out, patch, progress=req.progress, **common)
-    return CorruptionSweep(net, num_classes, req.config, out, patch, spacing, progress=req.progress, **common)
+    sweep = CorruptionSweep if req.kind == "corruption" else ArtefactSweep
+    return sweep(net, num_classes, req.config, out, patch, spacing, progress=req.progress, **common)
 
 
 def _rog_meta(m: RogModel, source: str, label: str | None) -> Meta:
@@ -123,7 +132,7 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
     model = load_tool_model(req.source)
     device = resolve_device(req.device)
     cases = model.load_cases(req.source.images, req.source.labels, req.cases, req.max_cases, device)
-    out = writable_dir(req.out or f"rog_{tool}-{'attack' if req.attack else 'corruption'}")
+    out = writable_dir(req.out or f"rog_{tool}-{req.kind}")
     init_distributed()
     meta = Meta(label=req.label or model.name, cases_source="folders", cases_source_text=SOURCES["folders"],
                 model=row(model.network, model.name, model.num_channels, model.patch),

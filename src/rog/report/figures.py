@@ -8,7 +8,7 @@ import numpy as np
 from rog.atomic import atomic_path
 from rog.evaluate.robustness import auc
 from rog.evaluate.seeds import SeedGroup
-from rog.results import CorruptionSummary
+from rog.results import ArtefactSummary, CorruptionSummary
 
 
 def _plt():
@@ -98,12 +98,14 @@ def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> 
     return aucs
 
 
-def qualitative(path: Path, panels: list[tuple[str, dict]], num_classes: int) -> None:
+def qualitative(path: Path, panels: list[tuple[str, dict]], num_classes: int, what: str = "adversarial") -> None:
     """Figure 5: per model (row title, arrays), image slice, ground truth, clean and adversarial
     predictions and the perturbation: the 2-D arrays the benchmark recorded in
-    qualitative.npz (`bench.records.qualitative_slice`)."""
+    qualitative.npz (`bench.records.qualitative_slice`). `what` names the perturbed input
+    ("adversarial", or "worst artefact" for the artefact sweep's panels)."""
     plt = _plt()
-    cols = ["image", "ground truth", "clean prediction", "adversarial prediction", "perturbation"]
+    cols = ["image", "ground truth", "clean prediction", f"{what} prediction",
+            "perturbation" if what == "adversarial" else "its change"]
     fig, axes = plt.subplots(len(panels), 5, figsize=(13, 2.6 * len(panels)), squeeze=False)
     for r, (title, p) in enumerate(panels):
         row = axes[r]
@@ -127,20 +129,39 @@ def qualitative(path: Path, panels: list[tuple[str, dict]], num_classes: int) ->
     _save(fig, path)
 
 
-def dice_vs_severity(path: Path, summaries: dict[str, CorruptionSummary]) -> None:
-    """Corruptions: mean Dice vs severity (0 = clean), one panel per model, one curve per
-    corruption (ROOD-MRI's degradation curves)."""
+def _severity_panels(path: Path, summaries: dict, draw, ylabel: str) -> None:
+    """One panel per model of mean Dice vs severity: `draw(ax, summary)` plots its curves."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.6), squeeze=False,
                              layout="constrained")
     for ax, (name, s) in zip(axes[0], summaries.items()):
-        for c, v in s.corruptions.items():
-            levels = v.levels()
-            ax.plot([0, *map(int, levels)], [s.clean_dice, *(v.severity[k] for k in levels)], marker="o", label=c)
+        draw(ax, s)
         ax.set_title(name)
         ax.set_xlabel("severity")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("mean Dice")
+    axes[0][0].set_ylabel(ylabel)
     _save(fig, path)
+
+
+def dice_vs_severity(path: Path, summaries: dict[str, CorruptionSummary]) -> None:
+    """Corruptions: mean Dice vs severity (0 = clean), one panel per model, one curve per
+    corruption (ROOD-MRI's degradation curves)."""
+    def draw(ax, s: CorruptionSummary):
+        for c, v in s.corruptions.items():
+            levels = v.levels()
+            ax.plot([0, *map(int, levels)], [s.clean_dice, *(v.severity[k] for k in levels)], marker="o", label=c)
+    _severity_panels(path, summaries, draw, "mean Dice")
+
+
+def random_vs_worst(path: Path, summaries: dict[str, ArtefactSummary]) -> None:
+    """Worst-case artefacts: mean Dice vs severity (0 = clean), one panel per model, per
+    artefact the mean random draw (dashed) and the worst case (solid) in one colour; tau dotted."""
+    def draw(ax, s: ArtefactSummary):
+        for i, (a, v) in enumerate(s.artefacts.items()):
+            x = [0, *map(int, v.levels())]
+            ax.plot(x, [s.clean_dice, *(v.random[k] for k in v.levels())], "--", color=f"C{i}", alpha=0.7)
+            ax.plot(x, [s.clean_dice, *(v.worst[k] for k in v.levels())], "-", color=f"C{i}", marker="o", label=a)
+        ax.axhline(s.tau, color="grey", lw=0.8, ls=":")
+    _severity_panels(path, summaries, draw, "mean Dice (dashed: random draw; solid: worst case)")

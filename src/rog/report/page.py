@@ -48,6 +48,39 @@ def corruptions(entries: list, scores: dict, baseline: str | None) -> str:
             f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
 
 
+def artefacts(entries: list, worst: dict, panels: bool) -> str:
+    """The section on worst-case artefacts: (name, `Results`) pairs of the artefact sweep, and
+    per name the worst artefact's parameters at the highest severity ({artefact: (case, by,
+    parameters)}); `panels`: the slices of the worst artefacts were drawn."""
+    if not entries:
+        return ""
+    rows = []
+    for name, r in entries:
+        s = r.summary
+        for a, v in s.artefacts.items():
+            cells = "".join(f"<td>{fmt(v.random[k])} / {fmt(v.random_worst[k])} / <b>{fmt(v.worst[k])}</b> "
+                            f"({fmt(v.robust_accuracy[k], 2)})</td>" for k in v.levels())
+            rows.append(f"<tr><td>{esc(name)}</td><td>{fmt(s.clean_dice)}</td><td>{esc(a)}</td>{cells}"
+                        f"<td>{fmt(v.relative_auc, 2)}</td></tr>")
+    levels = next(iter(entries[0][1].summary.artefacts.values())).levels()
+    params = "".join(f"<tr><td>{esc(name)}</td><td>{esc(a)}</td><td>{esc(case)}</td><td>{esc(by)}</td>"
+                     f"<td style='text-align:left'><code>{esc(json.dumps(p))}</code></td></tr>"
+                     for name, per in worst.items() for a, (case, by, p) in per.items())
+    checks = "".join(_check_rows(name, r.checks) for name, r in entries)
+    return ("<h2>Worst-case scanner artefacts</h2><img src='artefacts.png' alt='random vs worst-case artefacts'>"
+            "<table><tr><th>model</th><th>clean</th><th>artefact</th>"
+            + "".join(f"<th>severity {k}</th>" for k in levels) + f"<th>worst-case rel. AUC</th></tr>{''.join(rows)}"
+            "</table><p>Cells: mean Dice under a random draw / the worst of the random draws / <b>the worst case</b> "
+            "(search or draw, per case) (share of cases not broken, Dice >= tau). The search: APGD on the artefact's "
+            "parameters, its first run from the worst draw, inside the box of physical sizes <code>rog corrupt</code> "
+            "uses at that severity (<code>rog.artefacts</code>); whole cases through the sliding window; "
+            f"configuration <code>{esc(json.dumps(entries[0][1].config))}</code>. "
+            "The worst artefact at the highest severity, per model and artefact:</p>"
+            f"<table><tr><th>model</th><th>artefact</th><th>case</th><th>found by</th><th>parameters</th></tr>{params}"
+            "</table>" + ("<img src='artefact_panels.png' alt='worst artefacts'>" if panels else "")
+            + f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
+
+
 def learning(learn) -> str:
     """What learning adds: the models' clean test Dice beside the atlas-transfer reference."""
     if not learn:

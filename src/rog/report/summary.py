@@ -59,6 +59,7 @@ class ReportSummary:
     learning: Learning | None = None
     figures: list = field(default_factory=list)
     corruptions: dict = field(default_factory=dict)  # model name -> CorruptionScores
+    artefacts: dict = field(default_factory=dict)  # model name -> `rog.results.ArtefactSummary`
     table_eps: float | None = None
 
     def to_json(self) -> dict:

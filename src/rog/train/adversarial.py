@@ -1,4 +1,5 @@
-"""Adversarial training steps: Free AT (Shafahi et al. 2019) and PGD-AT (Madry et al. 2018).
+"""Adversarial training steps: Free AT (Shafahi et al. 2019), PGD-AT (Madry et al. 2018), and
+Free-style training against worst-case scanner artefacts (`rog.artefacts`).
 
 Both use the benchmark's threat model (`rog.attacks.ThreatModel`) with the benchmark's radius:
 eps / 255 of the whole case's per-channel range (`case_lo`, `case_hi`, which `TrainPatches`
@@ -9,7 +10,9 @@ Free AT replays each minibatch `replays` times; each replay takes one optimiser 
 perturbed batch and one signed-gradient step of size eps on a perturbation buffer that is
 carried across minibatches. The public code's step, `(eps_abs // 2) * sign(grad)`, rounds to
 zero on z-scored data; here the step is the radius itself and is never zero for eps > 0.
-PGD-AT's examples come from the benchmark's own `PGD` attack.
+PGD-AT's examples come from the benchmark's own `PGD` attack. Artefact training (`ArtefactAT`)
+replays each minibatch as Free AT does, with an artefact's parameters in place of the
+perturbation: a signed-gradient step on them per replay, inside the severity's bound.
 """
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from rog.artefacts.models import make_artefact
+from rog.artefacts.search import apply
 from rog.attacks import PGD, ThreatModel
+from rog.corruptions import foreground_sd
 
 
 class FreeAT:
@@ -50,6 +56,41 @@ class FreeAT:
         return total / self.replays
 
 
+class ArtefactAT:
+    """Free-style training against worst-case artefacts: each minibatch gets one artefact of
+    `kinds` at a severity drawn from 1..`max_severity` (both seeded by the batch, so a resumed
+    run draws the same), parameters starting from a random draw; each of `replays` replays
+    takes one optimiser step on the batch under the artefact and one step of `step` (in the
+    parameters' [-1, 1] units) along the sign of their gradient, which the same backward pass
+    gives. Parameters are not carried across minibatches: another batch may get another kind."""
+
+    def __init__(self, kinds: list[str], max_severity: int, replays: int, spacing, step: float = 0.5):
+        self.kinds, self.max_severity, self.replays = list(kinds), max_severity, replays
+        self.spacing, self.step_size = [float(v) for v in spacing], step
+        self.last = ""  # the last batch's artefact and severity, for the log
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor,
+             train_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seed: int) -> float:
+        """Replay the minibatch x `[B, C, ...]`, y `[B, ...]` whose cases span [case_lo, case_hi]
+        (`[B, C]` each); `train_step(x_in, y)` runs forward, backward and the optimiser step and
+        returns the loss. `seed` draws the artefact. Returns the mean loss."""
+        g = torch.Generator().manual_seed(seed)
+        kind = self.kinds[int(torch.randint(len(self.kinds), (1,), generator=g))]
+        severity = int(torch.randint(1, self.max_severity + 1, (1,), generator=g))
+        lo, hi = training_range(x, case_lo, case_hi)
+        unit = torch.stack([foreground_sd(xi, yi) for xi, yi in zip(x, y)]) / (hi - lo).flatten(1).clamp(min=1e-12)
+        art = make_artefact(kind, severity, self.spacing, unit)
+        t = art.draw(x.shape[0], tuple(x.shape[1:]), g).to(x)
+        self.last = f"{kind} s{severity}"
+        total = 0.0
+        for _ in range(self.replays):
+            t = t.detach().requires_grad_(True)
+            total += float(train_step(apply(art, x, t, lo, hi), y))
+            grad = t.grad if t.grad is not None else torch.zeros_like(t)
+            t = (t + self.step_size * grad.sign()).clamp(-1, 1)
+        return total / self.replays
+
+
 def eps_scale(update: int, total: int, warmup: float) -> float:
     """The fraction of eps in use at update `update` (0-based) of `total`: it rises linearly
     over the first `warmup` fraction of the run, from 1 / (warmup * total) at the first update
@@ -65,9 +106,16 @@ def training_box(x: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor, 
     [case_lo, case_hi] (`[B, C]`): the radius is the threat's on the case's range; the box is
     the case's range widened to the patch's."""
     shape = (*x.shape[:2], *([1] * (x.ndim - 2)))
-    case_lo, case_hi = case_lo.to(x).view(shape), case_hi.to(x).view(shape)
+    lo, hi = training_range(x, case_lo, case_hi)
+    return lo, hi, threat.radius_of(case_lo.to(x).view(shape), case_hi.to(x).view(shape))
+
+
+def training_range(x: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor):
+    """(lo, hi), each `[B, C, 1, 1, 1]`: the range of the cases (`[B, C]`) of the patches x
+    `[B, C, ...]`, widened to the patches' own where augmentation stretched them."""
+    shape = (*x.shape[:2], *([1] * (x.ndim - 2)))
     lo, hi = ThreatModel.channel_range(x)
-    return torch.minimum(lo, case_lo), torch.maximum(hi, case_hi), threat.radius_of(case_lo, case_hi)
+    return torch.minimum(lo, case_lo.to(x).view(shape)), torch.maximum(hi, case_hi.to(x).view(shape))
 
 
 def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor,

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from rog.models.registry import build_model
 from rog.plan import Plan
 from rog.progress import progress_bar
 from rog.rundir import RunDir
-from rog.train.adversarial import FreeAT, eps_scale, pgd_examples
+from rog.train.adversarial import ArtefactAT, FreeAT, eps_scale, pgd_examples
 from rog.train.data import TrainPatches, holdout_size, make_splits, read_split, validation_patches
 from rog.train.log import write_log
 from rog.train.loss import DiceCE, adversarial_loss
@@ -53,7 +53,7 @@ class TrainConfig:
     split: str | None = None  # a split file (train/val[/test] lists, or nnU-Net's splits_final.json), else seeded folds
     seed: int = 0
     model: str | None = None  # default: the plan's
-    adv: str | None = None  # None, "free" or "pgd"
+    adv: str | None = None  # None, "free", "pgd" or "artefact"
     augment: str = "default"  # or "corruptions": also scanner artefacts (rog.corruptions) on half the patches
     eps: float = 8.0  # /255 of the whole case's channel range, as the benchmark
     replays: int = 5  # Free AT's m
@@ -65,6 +65,8 @@ class TrainConfig:
     trades: float = 0.0  # > 0: loss = L(clean) + trades * KL(p_clean || p_adversarial) instead
     select: str = "patch"  # checkpoint_best by "patch" (clean centred patches) or "robust" (whole volumes)
     select_iters: int = 3  # "robust": APGD-CE iterations at `eps`
+    artefacts: list = field(default_factory=lambda: ["bias", "gamma", "blur", "noise", "motion"])  # --adv artefact
+    artefact_severity: int = 5  # --adv artefact: severities drawn from 1..this
     init_from: str | None = None  # a run directory whose best weights start this run
     precision: str = "fp32"  # fp32, bf16 (CPU or CUDA) or fp16 (CUDA)
     device: str = "auto"
@@ -89,6 +91,14 @@ class TrainConfig:
         defended = self.eps_warmup or self.clean_weight or self.trades or self.select != "patch"
         if defended and self.adv is None:
             raise UsageError("--eps-warmup, --clean-weight, --trades and --select robust need --adv")
+        if self.adv == "artefact":
+            from rog.artefacts import expand
+            try:
+                self.artefacts = expand(list(self.artefacts))
+            except ValueError as e:
+                raise UsageError(f"--artefacts: {e}") from e
+            if not 1 <= self.artefact_severity <= 5 or self.eps_warmup:
+                raise UsageError("--adv artefact: --artefact-severity must be 1 to 5, and --eps-warmup does not apply")
 
 
 class Trainer:
@@ -111,6 +121,8 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=config.patience)
         self.loss_fn = DiceCE()
         self.free = FreeAT(config.eps, config.replays) if config.adv == "free" else None
+        self.artefact_at = ArtefactAT(config.artefacts, config.artefact_severity, config.replays,
+                                      plan.target_spacing) if config.adv == "artefact" else None
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.epoch, self.history, self.best_dice = 0, [], -1.0
 
@@ -141,7 +153,7 @@ class Trainer:
 
     @property
     def max_epochs(self) -> int:
-        if self.free is not None and self.config.divide_epochs:
+        if (self.free is not None or self.artefact_at is not None) and self.config.divide_epochs:
             return max(1, math.ceil(self.config.epochs / self.config.replays))
         return self.config.epochs
 
@@ -245,11 +257,14 @@ class Trainer:
                 x, y = x.to(self.device), y.to(self.device)
                 case_lo, case_hi = span[:, 0].to(self.device), span[:, 1].to(self.device)
                 scale = eps_scale(self.epoch * full + it, self.max_epochs * full, cfg.eps_warmup)
+                # a fresh draw per batch (PGD's random start, the artefact), reproducible on resume
+                seed = int(np.random.SeedSequence([cfg.seed, self.epoch, it]).generate_state(1)[0])
+                replay = lambda x_in, y_in, clean=x: self._train_step(x_in, y_in, clean)  # noqa: E731
                 if self.free is not None:
-                    loss = self.free.step(x, y, case_lo, case_hi,
-                                          lambda x_in, y_in, clean=x: self._train_step(x_in, y_in, clean), scale)
-                elif cfg.adv == "pgd":  # a fresh random start per batch, reproducible on resume
-                    seed = int(np.random.SeedSequence([cfg.seed, self.epoch, it]).generate_state(1)[0])
+                    loss = self.free.step(x, y, case_lo, case_hi, replay, scale)
+                elif self.artefact_at is not None:
+                    loss = self.artefact_at.step(x, y, case_lo, case_hi, replay, seed)
+                elif cfg.adv == "pgd":
                     x_adv = pgd_examples(self.model, x, y, case_lo, case_hi, cfg.eps * scale, cfg.pgd_steps, seed)
                     loss = float(self._train_step(x_adv, y, x))
                 else:
@@ -272,7 +287,7 @@ class Trainer:
                    "val_dice": val_dice, "lr": self.opt.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t0,
                    "adv_ratio": self.free.last_ratio if self.free is not None else "",
-                   "eps_scale": scale if cfg.adv else ""}
+                   "eps_scale": scale if cfg.adv in ("free", "pgd") else ""}
             score = val_dice
             if selection is not None:
                 row["val_whole_dice"], row["val_robust_dice"] = selection(self.model)

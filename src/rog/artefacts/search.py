@@ -1,0 +1,99 @@
+"""The worst artefact of a given size: random draws and APGD on the artefact's parameters.
+
+An artefact of `rog.artefacts.models` at severity s is a map of parameters t in [-1, 1]^P.
+The search runs the benchmark's APGD (`rog.attacks.APGD`, CE loss, its step-size schedule and
+restarts) on those parameters, the box [-1, 1]^P taking the place of the eps-ball: in APGD's
+coordinates v = (t + 1) / 2 the box is [0, 1]^P, the ball of radius 1/2 around the identity
+v = 1/2 covers it, and APGD's random start is a uniform draw in it. The random baseline draws
+t as `rog.corruptions` does at that severity; the search's first run starts from the worst
+draw, its other restarts from uniform draws in the box (few parameters that move every voxel
+at once make a rugged loss, and a soft-Dice ascent from one random point can miss the corner
+a draw sits on: gamma's and blur's). APGD keeps the lowest-Dice point it evaluated, the
+identity included, so the search never reports a Dice above the clean one nor above the worst
+draw; whether fresh draws beat it is the benchmark's validity check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rog.artefacts.models import Artefact
+from rog.attacks.apgd import APGD
+from rog.attacks.base import frozen, label_map
+from rog.attacks.threat import ThreatModel
+from rog.evaluate.metrics import dice_batch
+
+# the L-inf ball of APGD's coordinates that covers the box [0, 1]^P from its centre
+WHOLE_BOX = ThreatModel(127.5)
+
+
+@dataclass
+class Outcome:
+    """What one search on one case found. `t`: the worst parameters `[P]`; `by`: "search",
+    "random" or "none" (neither lowered Dice below the clean case's)."""
+
+    dice: float  # the worst case: min over the search and the draws
+    random_dice: float  # mean over the draws (what `rog corrupt` estimates)
+    random_worst: float  # the lowest draw
+    search_dice: float
+    t: torch.Tensor
+    by: str
+    draws: int
+    iterations: int
+    in_bound: bool  # the search's parameters within [-1, 1]
+
+
+def apply(artefact: Artefact, x: torch.Tensor, t: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The corrupted model input: x `[B, C, X, Y, Z]` in model units with the box lo, hi
+    `[B, C, 1, 1, 1]`, t `[B, P]` -> like x. The artefact acts on the range-normalised
+    intensities, which are mapped back (not clipped)."""
+    span = (hi - lo).clamp(min=1e-12)
+    return lo + artefact((x - lo) / span, t) * span
+
+
+def worst_artefact(model: nn.Module, artefact: Artefact, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor,
+                   hi: torch.Tensor, num_classes: int, draws: int = 10, iters: int = 10, restarts: int = 1,
+                   seed: int = 0, loss: str = "dice") -> Outcome:
+    """Search one case for the artefact that lowers its Dice most.
+
+    Args:
+        model: `[1, C, X, Y, Z]` -> logits `[1, K, X, Y, Z]` (a whole-case model).
+        artefact: the artefact at the severity searched.
+        x: the case `[1, C, X, Y, Z]`; y: its labels `[1, X, Y, Z]` (or `[1, 1, ...]`).
+        lo, hi: the case's channel range `[1, C, 1, 1, 1]`.
+        draws: random draws (one where the artefact draws one value, gamma and blur).
+        iters, restarts: APGD's budget (the first run from the worst draw); 0 iterations:
+            draws only.
+        loss: APGD's loss ("dice", soft Dice, by default; "ce").
+        seed: seeds the draws and the search's random starts.
+
+    Returns:
+        The `Outcome`.
+    """
+    y = label_map(y, x)
+    shape = tuple(x.shape[1:])
+    g = torch.Generator().manual_seed(seed)
+    samples = artefact.draw(1 if artefact.deterministic else draws, shape, g).to(x)
+    with frozen(model), torch.no_grad():
+        clean = dice_batch(model(x).argmax(1), y, num_classes)[0]
+        drawn = torch.stack([dice_batch(model(apply(artefact, x, t[None], lo, hi)).argmax(1), y, num_classes)[0]
+                             for t in samples])
+    best_draw = int(drawn.argmin())
+    search_dice, t_search, done = float(clean), torch.zeros(samples.shape[1]).to(x), 0
+    if iters > 0:
+        apgd = APGD(model, WHOLE_BOX, iters=iters, loss=loss, restarts=restarts, num_classes=num_classes, seed=seed,
+                    starts=[(samples[best_draw:best_draw + 1] + 1) / 2])
+        v = apgd.search(torch.full((1, samples.shape[1]), 0.5).to(x), y,
+                        lambda v: model(apply(artefact, x, 2 * v - 1, lo, hi)))
+        t_search, search_dice, done = (2 * v - 1)[0], apgd.info["dice"][0], apgd.info["iterations"]
+    random_worst = float(drawn[best_draw])
+    if min(search_dice, random_worst) >= float(clean):
+        by, t = "none", torch.zeros_like(t_search)
+    elif search_dice < random_worst:
+        by, t = "search", t_search
+    else:  # the search kept its start (or ran no iteration)
+        by, t = "random", samples[best_draw]
+    return Outcome(min(search_dice, random_worst), float(drawn.mean()), random_worst, search_dice, t.detach(), by,
+                   len(samples), done, bool(t_search.abs().max() <= 1 + 1e-6))

@@ -1,0 +1,74 @@
+"""The options of the benchmark commands (`rog attack`, `rog corrupt`, `rog artefact`): the
+model, data and case options they share, and each one's own."""
+from __future__ import annotations
+
+from rog.cli import sweeps as s_
+from rog.cli.types import COUNT, EPS, POSITIVE_INT, alias, device_option, fold, number
+
+
+def _model_source_arguments(s) -> None:
+    """The model, data and case options that `attack`, `corrupt` and `artefact` share."""
+    s.add_argument("run", nargs="?", help="run directory (or --model with --plan and --data)")
+    s.add_argument("--cases", nargs="*", metavar="NAME", help="case names (default: the labelled test cases, else "
+                   "the run's held-out split, else its validation split)")
+    s.add_argument("--max-cases", type=POSITIVE_INT, default=None, help="evaluate at most this many cases")
+    s.add_argument("--seed", type=COUNT, default=0, help="seed of the attacks' or corruptions' random draws")
+    s.add_argument("--model", help="instead of a run: registered name or package.module:factory")
+    s.add_argument("--checkpoint", help="weights for --model (a state dict), or a TorchScript model file (then no --model)")
+    s.add_argument("--plan", help="plan.json for --model")
+    s.add_argument("--data", help="preprocessed folder (default: the run's work directory)")
+    s.add_argument("--name", dest="label", help="the model's name in results and reports (default: the run's name)")
+    alias(s, "--label", "label")
+    s.add_argument("-o", "--out", default=None, help="results folder (default: WORKDIR/attacks/RUN-SCOPE for a run, "
+                   "else ./rog_SCOPE)")
+    device_option(s)
+    s.add_argument("--save-volumes", action="store_true", help="also write each case's attacked (worst attack per eps) "
+                   "or corrupted input, its difference from the clean one and the predictions as NIfTI in the "
+                   "scan's geometry, under OUT/volumes/CASE/ (an attacked patch is put back into its case)")
+    g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
+    g.add_argument("--nnunet", metavar="MODEL_DIR",
+                   help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
+    g.add_argument("--fold", type=fold, default=0, help="fold to load: 0-4 or 'all'")
+    g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet or --bundle)")
+    g.add_argument("--labels", help="raw label maps CASE.ext (with --nnunet or --bundle)")
+    g.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (logits averaged, as nnU-Net)")
+    g = s.add_argument_group("a MONAI bundle")
+    g.add_argument("--bundle", metavar="DIR", help="bundle folder (configs/inference.json, models/model.pt); "
+                   "images and labels with --images/--labels (NIfTI, same file names)")
+
+
+def sweep_parsers(command) -> None:
+    """Add `attack`, `corrupt` and `artefact` through `command(name, fn, help)`, which makes a
+    sub-parser with the options every command takes."""
+    s = command("attack", s_.cmd_attack, "robustness benchmark: AutoAttack for 3D segmentation")
+    s.add_argument("--eps", type=EPS, nargs="+", default=[4, 8, 12, 16], help="on the /255 scale, in (0, 255]")
+    s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' or 'plus'")
+    s.add_argument("--iterations", dest="iters", type=POSITIVE_INT, nargs="+", default=[5],
+                   help="iterations of the gradient attacks (one run per value)")
+    alias(s, "--iters", "iters", type=POSITIVE_INT, nargs="+")
+    s.add_argument("--queries", type=POSITIVE_INT, nargs="+", default=[500],
+                   help="queries of Square, the black-box attack (one run per value)")
+    s.add_argument("--scope", default=None, choices=["patch", "volume"],
+                   help="patch (default) or volume: whole cases through the sliding window (always with --nnunet)")
+    s.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model")
+    _model_source_arguments(s)
+
+    s = command("corrupt", s_.cmd_corrupt, "robustness to scanner artefacts: corruptions x severities (TorchIO)")
+    s.add_argument("--corruptions", nargs="+", default=["all"],
+                   help="noise, blur, bias, motion, ghosting, spike, gamma, anisotropy, or 'all'")
+    s.add_argument("--severities", type=number(int, 1, 5), nargs="+", default=[1, 2, 3, 4, 5], help="1 to 5")
+    _model_source_arguments(s)
+
+    s = command("artefact", s_.cmd_artefact, "the worst scanner artefact of each size: a gradient search on the "
+                "artefact's parameters beside random draws of the same severity")
+    s.add_argument("--artefacts", nargs="+", default=["all"],
+                   help="bias, gamma, blur, noise, motion, chain (all of them at once), or 'all'")
+    s.add_argument("--severities", type=number(int, 1, 5), nargs="+", default=[1, 3, 5],
+                   help="1 to 5, the scale of rog corrupt")
+    s.add_argument("--draws", type=POSITIVE_INT, default=10, help="random draws per case, artefact and severity")
+    s.add_argument("--iterations", dest="iters", type=COUNT, default=10,
+                   help="APGD iterations on the artefact's parameters per restart (0: draws only)")
+    s.add_argument("--restarts", type=POSITIVE_INT, default=2,
+                   help="APGD runs: the first from the worst draw, the others from uniform draws")
+    s.add_argument("--loss", default="dice", choices=["dice", "ce"], help="the search's loss: soft Dice or CE")
+    _model_source_arguments(s)

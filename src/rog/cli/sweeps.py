@@ -1,0 +1,81 @@
+"""The benchmark commands, `rog attack`, `rog corrupt` and `rog artefact`: each builds its
+configuration, runs `rog.pipeline.sweeps` and prints the summary and the validity checks."""
+from __future__ import annotations
+
+import sys
+
+from rog.cli.commands import source_of
+
+
+def _sweep(a, config):
+    """Run `rog attack`, `rog corrupt` or `rog artefact` with `config`; None on torchrun ranks > 0."""
+    from rog.pipeline.sweeps import SweepRequest, run_sweep
+    result = run_sweep(SweepRequest(source_of(a), config, a.cases, a.max_cases, a.label, a.out, a.device,
+                                    save_volumes=a.save_volumes))
+    r = result.results
+    if r is not None:
+        print(f"{len(r.clean)} case(s): {r.meta.cases_source_text}; clean Dice {r.summary.clean_dice:.4f}")
+    return result
+
+
+def _checks(result) -> int:
+    """Print every validity check; a failed one also on stderr, and the exit code is then 1 (the
+    results are written, but may overestimate robustness)."""
+    for c in result.results.checks:
+        print(f"check {c.status.upper():>7}: {c.name}: {c.detail}")
+    print(f"results in {result.out}")
+    failed = [c for c in result.results.checks if c.status == "fail"]
+    for c in failed:
+        print(f"rog: warning: validity check failed: {c.name}: {c.detail}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_attack(a) -> int:
+    small = [e for e in a.eps if e < 1]
+    if small:
+        print(f"rog attack: note: eps is on the /255 scale of each channel's range: --eps {small[0]:g} means "
+              f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
+    from rog.bench import BenchmarkConfig
+    scope = a.scope or ("volume" if a.nnunet or a.bundle else "patch")
+    result = _sweep(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=scope,
+                                       norm=a.norm, seed=a.seed))
+    if result.results is None:
+        return 0  # a non-zero rank: rank 0 merges and reports
+    s = result.results.summary
+    print(f"success threshold tau = {s.tau:.4f}")
+    for eps, e in s.eps_items():
+        print(f"eps {float(eps):>5g}/255: worst-case Dice {e.worst_case_dice:.4f}, "
+              f"robust accuracy {e.robust_accuracy:.3f}")
+    return _checks(result)
+
+
+def cmd_corrupt(a) -> int:
+    from rog.bench import CorruptionConfig
+    result = _sweep(a, config := CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed))
+    if result.results is None:
+        return 0
+    s = result.results.summary
+    print(f"{'corruption':<11} " + " ".join(f"{'sev ' + str(v):>7}" for v in config.severities)
+          + f"  {'mean':>6}  rel. AUC")
+    for name, c in s.corruptions.items():
+        cells = " ".join(f"{c.severity[str(v)]:>7.4f}" for v in config.severities)
+        print(f"{name:<11} {cells}  {c.mean_dice:>6.4f}  {c.relative_auc:.3f}")
+    print(f"mean corruption Dice {s.mean_corruption_dice:.4f}")
+    return _checks(result)
+
+
+def cmd_artefact(a) -> int:
+    from rog.bench.artefact import ArtefactConfig
+    config = ArtefactConfig(artefacts=a.artefacts, severities=a.severities, draws=a.draws, iters=a.iters,
+                            restarts=a.restarts, loss=a.loss, seed=a.seed)
+    result = _sweep(a, config)
+    if result.results is None:
+        return 0
+    s = result.results.summary
+    print(f"success threshold tau = {s.tau:.4f}; mean Dice: random draw / worst of {config.draws} draws / "
+          "worst case (search or draw)")
+    for name, st in s.artefacts.items():
+        cells = "  ".join(f"sev {v}: {st.random[v]:.3f} / {st.random_worst[v]:.3f} / {st.worst[v]:.3f}"
+                          for v in st.levels())
+        print(f"{name:<7} {cells}")
+    return _checks(result)
