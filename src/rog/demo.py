@@ -24,10 +24,12 @@ SYNTHETIC_QUICK = Settings(cases=6, size=(24, 32), epochs=6, iterations=4, free_
 # Free AT fine-tunes at the paper's lr 1e-3, not the short clean training's 1e-2: at 1e-2 it cost
 # 0.15 whole-case test Dice; at 1e-3 it keeps the clean Dice and gains more AUC (issue 27,
 # docs/benchmarks.md, `benchmarks/defence_recipes.py`)
-# the worst-case artefacts: the four that random draws leave standing and a search breaks (issue 26,
-# docs/benchmarks.md); gamma and blur draw their bound already, the search adds little there
+# the worst-case artefacts: those that random draws leave standing and the gradient search breaks
+# (issue 26, docs/benchmarks.md). Not gamma and blur (random draws take their bound already) nor
+# motion (on DynUNet fresh random draws beat the search by up to 0.04, and the check says so
+# every run: `rog artefact` has it, the demo's report would show a failure that is the search's)
 NUCLEI = Settings(width=8, spacing=2.0, epochs=25, iterations=10, batch_size=4, lr=1e-2, free_epochs=10,
-                  free_lr=1e-3, queries=25, seeds=3, artefacts=("bias", "noise", "motion", "chain"))
+                  free_lr=1e-3, queries=25, seeds=3, artefacts=("bias", "noise", "chain"))
 # one seed: the quick run must fit 3 minutes on the slower 2-core machine (an EPYC without
 # AVX-512 took 5 min 16 s with two); the seed study is the full demo's
 NUCLEI_QUICK = replace(NUCLEI, epochs=5, iterations=6, free_epochs=5, eps=(8.0, 16.0), queries=10, seeds=1,

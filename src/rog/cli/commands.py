@@ -155,6 +155,14 @@ def cmd_report(a) -> int:
     return 0
 
 
+def _artefact_means(summary) -> str:
+    """'0.412 / 0.123 / 0.010 at severities 1 / 3 / 5': each severity's worst case, mean over
+    the artefacts, of an `ArtefactSummary`."""
+    levels = sorted({k for a in summary.artefacts.values() for k in a.worst}, key=int)
+    means = [sum(a.worst[k] for a in summary.artefacts.values()) / len(summary.artefacts) for k in levels]
+    return " / ".join(f"{m:.3f}" for m in means) + " at severities " + " / ".join(levels)
+
+
 def _experiment(result) -> int:
     """Print an experiment's outcome: the dataset's problems, or each model's figures."""
     if result.problems:
@@ -163,11 +171,10 @@ def _experiment(result) -> int:
     s = result.summary
     for name, g in s.seeds.groups.items():
         c, art = s.corruptions.get(name), s.artefacts.get(name)
-        top = max(art.worst_case, key=int) if art else None
         print(f"    {name:<10} clean Dice {g.clean_dice.text()}  worst-case Dice at 8/255 "
               f"{g.eps['8.0'].text() if '8.0' in g.eps else 'n/a'}  AUC {g.auc_worst_case.text()}"
               + (f"  mean corruption Dice {c.mean_corruption_dice:.3f}" if c else "")
-              + (f"  worst artefact at severity {top}: Dice {art.worst_case[top]:.3f}" if art else ""))
+              + (f"  worst-case artefact Dice {_artefact_means(art)}" if art else ""))
     if s.seeds.gain:
         print("    " + s.seeds.gain.text)
     print(f"done: open {result.report}")
