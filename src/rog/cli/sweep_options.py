@@ -22,8 +22,8 @@ def _model_source_arguments(s) -> None:
     s.add_argument("-o", "--out", default=None, help="results folder (default: WORKDIR/attacks/RUN-SCOPE for a run, "
                    "else ./rog_SCOPE)")
     device_option(s)
-    s.add_argument("--save-volumes", action="store_true", help="also write each case's attacked (worst attack per eps) "
-                   "or corrupted input, its difference from the clean one and the predictions as NIfTI in the "
+    s.add_argument("--save-volumes", action="store_true", help="also write each case's attacked (worst attack per eps), "
+                   "corrupted or worst-artefact input, its difference from the clean one and the predictions as NIfTI in the "
                    "scan's geometry, under OUT/volumes/CASE/ (an attacked patch is put back into its case)")
     g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
     g.add_argument("--nnunet", metavar="MODEL_DIR",
