@@ -73,7 +73,12 @@ class Artefact:
 
     def describe(self, t: torch.Tensor, shape) -> dict:
         """The physical parameters of one vector t `[P]` for volumes of `shape`, for records."""
-        return {"largest |t|": float(t.abs().max()) if t.numel() else 0.0}
+        raise NotImplementedError
+
+
+def _rounded(values: torch.Tensor) -> list[float]:
+    """A record's numbers: `values` as a flat list, 4 decimals."""
+    return [round(v, 4) for v in values.flatten().tolist()]
 
 
 def bias_basis(shape) -> torch.Tensor:
@@ -96,7 +101,7 @@ class Bias(Artefact):
         return u * torch.exp(torch.einsum("bcn,nxyz->bcxyz", self.level * t, basis))
 
     def describe(self, t, shape):
-        return {"coefficients": [round(v, 4) for v in (self.level * t).tolist()]}
+        return {"coefficients": _rounded(self.level * t)}
 
 
 class Gamma(Artefact):
@@ -115,7 +120,7 @@ class Gamma(Artefact):
         return u.sign() * u.abs().clamp(min=1e-12) ** gamma
 
     def describe(self, t, shape):
-        return {"log_gamma": [round(v, 4) for v in (self.level * t).tolist()]}
+        return {"log_gamma": _rounded(self.level * t)}
 
 
 def symmetric_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
@@ -155,7 +160,7 @@ class Blur(Artefact):
         return out.reshape(u.shape)
 
     def describe(self, t, shape):
-        return {"sd_mm": [round(v, 4) for v in (self.level * t.abs()).tolist()]}
+        return {"sd_mm": _rounded(self.level * t.abs())}
 
 
 class Noise(Artefact):
@@ -177,8 +182,8 @@ class Noise(Artefact):
     def describe(self, t, shape):
         n = NOISE_PEAK * t.view(shape[0], -1)
         rms = n.pow(2).mean(-1).sqrt()
-        return {"rms_sd": [round(v, 4) for v in (self.level * rms.clamp(max=1.0)).tolist()],
-                "peak_sd": [round(v, 4) for v in (self.level * (n.abs().max(-1).values / rms.clamp(min=1.0))).tolist()]}
+        return {"rms_sd": _rounded(self.level * rms.clamp(max=1.0)),
+                "peak_sd": _rounded(self.level * (n.abs().max(-1).values / rms.clamp(min=1.0)))}
 
 
 def rotation(degrees: torch.Tensor) -> torch.Tensor:
@@ -246,8 +251,7 @@ class Motion(Artefact):
 
     def describe(self, t, shape):
         m = (self.level * t).view(shape[0], len(MOTION_TIMES), 6)
-        return {"degrees": [round(v, 4) for v in m[..., :3].abs().amax((1, 2)).tolist()],
-                "mm": [round(v, 4) for v in m[..., 3:].abs().amax((1, 2)).tolist()]}
+        return {"degrees": _rounded(m[..., :3].abs().amax((1, 2))), "mm": _rounded(m[..., 3:].abs().amax((1, 2)))}
 
 
 MODELS = {m.name: m for m in (Bias, Gamma, Blur, Noise, Motion)}
@@ -280,7 +284,8 @@ class Chain(Artefact):
 
     def describe(self, t, shape):
         parts = self._split(t.view(shape[0], -1), shape[1:])
-        return {f"{p.name}.{k}": v for p, tp in zip(self.parts, parts) for k, v in p.describe(tp.flatten(), shape).items()}
+        return {f"{p.name}.{k}": v for p, tp in zip(self.parts, parts)
+                for k, v in p.describe(tp.flatten(), shape).items()}
 
 
 ARTEFACTS = (*MODELS, "chain")

@@ -8,5 +8,5 @@ from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.bench.ensemble import Ensemble
 from rog.bench.runner import Benchmark, BenchmarkConfig
 
-__all__ = ["ArtefactConfig", "ArtefactSweep", "Benchmark", "BenchmarkConfig", "BenchCase", "CorruptionConfig", "CorruptionSweep", "Ensemble",
-           "default_cases", "load_bench_cases"]
+__all__ = ["ArtefactConfig", "ArtefactSweep", "Benchmark", "BenchmarkConfig", "BenchCase", "CorruptionConfig",
+           "CorruptionSweep", "Ensemble", "default_cases", "load_bench_cases"]

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from torch import nn
 
 from rog.artefacts.models import expand, make_artefact
 from rog.artefacts.search import apply, worst_artefact
@@ -18,11 +16,11 @@ from rog.bench import records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.corruption import checked_severities
 from rog.bench.records import BenchError, dice_score
-from rog.bench.sweep import Sweep
+from rog.bench.sweep import WholeCaseSweep
 from rog.corruptions import foreground_sd, seed_of
 from rog.evaluate.artefact import summarize_artefacts
 from rog.evaluate.metrics import dice_batch
-from rog.results import ArtefactRecord, ArtefactSummary, Check, Meta
+from rog.results import ArtefactRecord, ArtefactSummary, Check
 
 FRESH_DRAWS = 10  # the validity check's draws, seeded apart from the search's
 
@@ -66,18 +64,11 @@ class ArtefactJob:
         return self.draws + 3 * self.passes  # a backward pass costs about two forward ones
 
 
-class ArtefactSweep(Sweep):
+class ArtefactSweep(WholeCaseSweep):
     """Every case x artefact x severity of `config` through the sliding window (patch size
     `patch`; `spacing` in mm per axis of the model input): `run(cases)` returns the `Results`."""
 
     kind = "artefact"
-
-    def __init__(self, model: nn.Module, num_classes: int, config: ArtefactConfig, out_dir: str | Path,
-                 patch, spacing, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
-                 window: dict | None = None, keep=None):
-        super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
-                         window=window, keep=keep)
-        self.spacing = [float(s) for s in spacing]
 
     def _jobs(self) -> list[ArtefactJob]:
         c = self.config
@@ -107,11 +98,7 @@ class ArtefactSweep(Sweep):
                                 found.random_dice, found.random_worst, found.search_dice, found.by,
                                 art.describe(found.t, tuple(case.x.shape[1:])), found.draws, found.iterations,
                                 time.perf_counter() - t0, found.in_bound, bool(torch.isfinite(x).all()))
-        if self.keep is not None:
-            with frozen(self.model), torch.no_grad():
-                if not self.keep.has_clean(case.name):
-                    self.keep.write(case.name, "clean", case.x, model(case.x))
-                self.keep.write(case.name, f"{job.artefact}_s{job.severity}", x, logits)
+        self._keep_input(case, f"{job.artefact}_s{job.severity}", x, logits)
         return record, x
 
     def _after_case(self, case: BenchCase, outputs, first: bool) -> None:

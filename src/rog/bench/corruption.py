@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from torch import nn
 
 from rog.attacks.base import frozen
 from rog.bench import checks
 from rog.bench.cases import BenchCase
 from rog.bench.records import BenchError, dice_score
-from rog.bench.sweep import Sweep
+from rog.bench.sweep import WholeCaseSweep
 from rog.corruptions import corrupt, expand, foreground_sd, seed_of
 from rog.evaluate.corruption import summarize_corruptions
-from rog.results import Check, CorruptionRecord, CorruptionSummary, Meta
+from rog.results import Check, CorruptionRecord, CorruptionSummary
 
 
 @dataclass
@@ -50,19 +48,11 @@ class CorruptionJob:
         return 1  # one whole-case forward pass each
 
 
-class CorruptionSweep(Sweep):
+class CorruptionSweep(WholeCaseSweep):
     """Every case x corruption x severity of `config` through the sliding window (patch size
     `patch`, `spacing` in mm per axis of the model input): `run(cases)` returns the `Results`."""
 
     kind = "corruption"
-
-    def __init__(self, model: nn.Module, num_classes: int, config: CorruptionConfig, out_dir: str | Path,
-                 patch, spacing, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
-                 window: dict | None = None, keep=None):
-        """`spacing`: mm per voxel axis of the model input (the plan's target spacing)."""
-        super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
-                         window=window, keep=keep)
-        self.spacing = [float(s) for s in spacing]
 
     def _jobs(self) -> list[CorruptionJob]:
         return [CorruptionJob(c, s) for c in self.config.corruptions for s in self.config.severities]
@@ -83,11 +73,7 @@ class CorruptionSweep(Sweep):
         score = dice_score(logits.argmax(1), case.y, self.num_classes)
         record = CorruptionRecord(case.name, job.corruption, job.severity, score.dice, score.dice_per_class,
                                   time.perf_counter() - t0, bool(torch.isfinite(x).all()))
-        if self.keep is not None:
-            with frozen(self.model), torch.no_grad():
-                if not self.keep.has_clean(case.name):
-                    self.keep.write(case.name, "clean", case.x, self.model_for(case)(case.x))
-                self.keep.write(case.name, f"{job.corruption}_s{job.severity}", x, logits)
+        self._keep_input(case, f"{job.corruption}_s{job.severity}", x, logits)
         return record, None
 
     def _summarize(self, records, clean, tau) -> CorruptionSummary:

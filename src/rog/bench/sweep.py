@@ -142,3 +142,26 @@ class Sweep:
         self._complete(results)
         self.out.write(results, shard)
         write_text(self.out.csv(shard), rec.to_csv(results.records, CSV_COLUMNS[self.kind]))
+
+
+class WholeCaseSweep(Sweep):
+    """A sweep that perturbs whole cases on the model input's grid (`spacing` mm per voxel
+    axis, the plan's target spacing) and runs them through the sliding window: the corruption
+    and the worst-case artefact sweeps."""
+
+    def __init__(self, model: nn.Module, num_classes: int, config, out_dir: str | Path, patch, spacing,
+                 progress: bool = True, meta: Meta | None = None, weights: str | None = None,
+                 window: dict | None = None, keep=None):
+        super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
+                         window=window, keep=keep)
+        self.spacing = [float(s) for s in spacing]
+
+    def _keep_input(self, case: BenchCase, tag: str, x: torch.Tensor, logits: torch.Tensor) -> None:
+        """With `--save-volumes`, write the perturbed case `x` and its `logits` as `tag` (and the
+        clean case once)."""
+        if self.keep is None:
+            return
+        with frozen(self.model), torch.no_grad():
+            if not self.keep.has_clean(case.name):
+                self.keep.write(case.name, "clean", case.x, self.model_for(case)(case.x))
+            self.keep.write(case.name, tag, x, logits)

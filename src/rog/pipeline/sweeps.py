@@ -21,11 +21,14 @@ from rog.results import Meta, Results
 from rog.rundir import ResultsDir
 
 
+SWEEPS = {BenchmarkConfig: Benchmark, CorruptionConfig: CorruptionSweep, ArtefactConfig: ArtefactSweep}
+
+
 @dataclass
 class SweepRequest:
     """A benchmark of `source`'s model: `config` is a `BenchmarkConfig` (attacks), a
-    `CorruptionConfig` (random scanner artefacts) or an `ArtefactConfig` (worst-case ones); `cases` (default: `rog.bench.cases`), at most
-    `max_cases`; `label` names the model in results and reports; `out` the results folder
+    `CorruptionConfig` (random scanner artefacts) or an `ArtefactConfig` (worst-case ones);
+    `cases` (default: `rog.bench.cases`), at most `max_cases`; `label` names the model in results and reports; `out` the results folder
     (default: WORKDIR/attacks/RUN-SCOPE for a run, else ./rog_SCOPE or ./rog_TOOL-KIND);
     `save_volumes`: also write the perturbed whole cases as images in each scan's geometry
     (`rog.bench.volumes`; rog's own models)."""
@@ -45,10 +48,14 @@ class SweepRequest:
         return isinstance(self.config, BenchmarkConfig)
 
     @property
+    def sweep(self) -> type:
+        """The sweep that runs `config`: `Benchmark`, `CorruptionSweep` or `ArtefactSweep`."""
+        return SWEEPS[type(self.config)]
+
+    @property
     def kind(self) -> str:
         """The results' kind: "attack", "corruption" or "artefact"."""
-        return {BenchmarkConfig: "attack", CorruptionConfig: "corruption", ArtefactConfig: "artefact"}[
-            type(self.config)]
+        return self.sweep.kind
 
     @property
     def folder(self) -> str:
@@ -101,8 +108,7 @@ def _sweep(req: SweepRequest, net, num_classes: int, patch, spacing, out: Path, 
     patch network)."""
     if req.attack:
         return Benchmark(net, num_classes, req.config, out, patch, progress=req.progress, **common)
-    sweep = CorruptionSweep if req.kind == "corruption" else ArtefactSweep
-    return sweep(net, num_classes, req.config, out, patch, spacing, progress=req.progress, **common)
+    return req.sweep(net, num_classes, req.config, out, patch, spacing, progress=req.progress, **common)
 
 
 def _rog_meta(m: RogModel, source: str, label: str | None) -> Meta:

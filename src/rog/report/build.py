@@ -171,11 +171,11 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     summary = ReportSummary()
     corruption = [(r.meta.label or f.path.name, r) for f, r in docs if r.kind == "corruption"]
     summary.corruptions = _corruptions(corruption, out, baseline)
-    artefact = [(f, r) for f, r in docs if r.kind == "artefact"]
-    summary.artefacts = {r.meta.label or f.path.name: r.summary for f, r in artefact}
+    artefact = [(r.meta.label or f.path.name, f, r) for f, r in docs if r.kind == "artefact"]
+    summary.artefacts = {name: r.summary for name, _, r in artefact}
     worst, artefact_figs = _artefacts(artefact, out, panels)
     corruption_html = (page.corruptions(corruption, summary.corruptions, baseline)
-                       + page.artefacts([(r.meta.label or f.path.name, r) for f, r in artefact], worst,
+                       + page.artefacts([(name, r) for name, _, r in artefact], worst,
                                         "artefact_panels.png" in artefact_figs)
                        + page.volumes(_volume_links(docs, out)))
     tail_figs = (["dice_vs_severity.png"] if corruption else []) + artefact_figs
@@ -237,25 +237,24 @@ def _corruptions(entries: list[tuple[str, Results]], out: Path, baseline: str | 
                                    corruption_errors(r.summary, base)[1] if base else None) for name, r in entries}
 
 
-def _artefacts(docs: list[tuple[ResultsDir, Results]], out: Path, panels: bool) -> tuple[dict, list[str]]:
-    """Draw the artefact sweeps' figures (Dice vs severity, random and worst case; with
+def _artefacts(docs: list[tuple[str, ResultsDir, Results]], out: Path, panels: bool) -> tuple[dict, list[str]]:
+    """Draw the (label, folder, results) artefact sweeps' figures (Dice vs severity, random and worst case; with
     `panels`, the slices of each worst artefact at the highest severity); return per label
     {artefact: (case, found by, parameters)} of the lowest-Dice case at the highest severity,
     and the figures' file names."""
     if not docs:
         return {}, []
-    label = lambda f, r: r.meta.label or f.path.name  # noqa: E731
-    figures.random_vs_worst(out / "artefacts.png", {label(f, r): r.summary for f, r in docs})
+    figures.random_vs_worst(out / "artefacts.png", {name: r.summary for name, _, r in docs})
     worst, rows = {}, []
-    for f, r in docs:
+    for name, f, r in docs:
         top = max(int(k) for v in r.summary.artefacts.values() for k in v.worst)
         at_top = [x for x in r.records if x.severity == top]
-        worst[label(f, r)] = {a: (w.case, w.by, w.parameters) for a in r.summary.artefacts
-                              if (w := min((x for x in at_top if x.artefact == a), key=lambda x: x.dice, default=None))}
-        rows += [(f"{label(f, r)}: {k}", p) for k, p in f.read_qualitative().items()]
+        worst[name] = {a: (w.case, w.by, w.parameters) for a in r.summary.artefacts
+                       if (w := min((x for x in at_top if x.artefact == a), key=lambda x: x.dice, default=None))}
+        rows += [(f"{name}: {k}", p) for k, p in f.read_qualitative().items()]
     if not (panels and rows):
         return worst, ["artefacts.png"]
-    figures.qualitative(out / "artefact_panels.png", rows, docs[0][1].num_classes, "worst artefact")
+    figures.qualitative(out / "artefact_panels.png", rows, docs[0][2].num_classes, "worst artefact")
     return worst, ["artefacts.png", "artefact_panels.png"]
 
 

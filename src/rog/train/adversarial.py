@@ -67,7 +67,7 @@ class ArtefactAT:
     def __init__(self, kinds: list[str], max_severity: int, replays: int, spacing, step: float = 0.5):
         self.kinds, self.max_severity, self.replays = list(kinds), max_severity, replays
         self.spacing, self.step_size = [float(v) for v in spacing], step
-        self.last = ""  # the last batch's artefact and severity, for the log
+        self.last = ""  # the last batch's artefact and severity ("bias s3"), for inspection
 
     def step(self, x: torch.Tensor, y: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor,
              train_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seed: int) -> float:
