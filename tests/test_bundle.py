@@ -71,19 +71,20 @@ def test_clean_prediction_agrees_with_the_bundles_own_inference(bundle):
     net.eval()
     cases = model.load_cases(task / "imagesTs", task / "labelsTs")
     assert len(cases) == 2
-    ours = torch.nn.Sequential(SlidingWindow(model.network, model.patch, **model.window))
+    ours = SlidingWindow(model.network, model.patch, **model.window)
     for case in cases:
         with torch.no_grad():
             reference = inferer(pre({"image": str(task / "imagesTs" / f"{case.name}.nii.gz")})["image"][None],
                                 net).argmax(1)
-            mine = ours(case.prepare(case.x)).argmax(1)
+            mine = case.around(ours)(case.x).argmax(1)
         assert mine.shape == reference.shape == case.y.shape
         assert (torch.bincount(reference.flatten(), minlength=3) / reference.numel() > 0.01).sum() >= 2
         agreement = float((mine == reference).float().mean())
         print(f"bundle agreement {case.name}: {agreement:.5f} of {reference.numel()} voxels")  # docs/benchmarks.md
         assert agreement >= 0.999
         # raw Hounsfield units outside, the bundle's [0, 1] scaling inside the model
-        assert case.lo.min() < -500 and 0 <= case.prepare(case.x).min() and case.prepare(case.x).max() <= 1
+        scaled = case.around(torch.nn.Identity())(case.x)
+        assert case.lo.min() < -500 and 0 <= scaled.min() and scaled.max() <= 1
 
 
 def test_attack_on_a_bundle_lowers_dice_inside_the_raw_ball(bundle, tmp_path):

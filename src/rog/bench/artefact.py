@@ -81,7 +81,7 @@ class ArtefactSweep(WholeCaseSweep):
     def artefact(self, case: BenchCase, name: str, severity: int):
         """The artefact `name` at `severity` for `case` (its noise unit: foreground sd / range)."""
         unit = foreground_sd(case.x[0], case.y[0]) / (case.hi - case.lo).flatten().clamp(min=1e-12)
-        return make_artefact(name, severity, self.spacing, unit)
+        return make_artefact(name, severity, self.spacing_of(case), unit)
 
     def _do(self, case: BenchCase, job: ArtefactJob, tau: float):
         c = self.config

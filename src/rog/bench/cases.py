@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,16 +34,19 @@ SOURCES = {
 @dataclass
 class BenchCase:
     """One case ready to attack: x `[1, C, ...]`, y `[1, ...]`, box lo/hi `[1, C, 1, 1, 1]`.
-    `prepare`: a differentiable per-case input map run before the model (an external tool's
-    intensity normalisation with this case's constants, `rog.external`), so that x stays in
-    the scanner's intensities, where the threat model measures eps."""
+    `around`: where x is a scan as stored rather than the model's input, `around(model)` is
+    the tool's deployed inference of this case around the whole-volume model, a
+    differentiable map x -> logits on y's grid (`rog.external`), so that eps, the box and the
+    Dice live on the scan. `spacing`: mm per voxel axis of x, where cases differ in it (None:
+    the sweep's)."""
 
     name: str
     x: torch.Tensor
     y: torch.Tensor
     lo: torch.Tensor
     hi: torch.Tensor
-    prepare: nn.Module | None = None
+    around: Callable[[nn.Module], nn.Module] | None = None
+    spacing: list[float] | None = None
 
 
 def default_cases(data_dir: str | Path, run: RunDir | None = None) -> tuple[list[str], str]:

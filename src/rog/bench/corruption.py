@@ -61,7 +61,7 @@ class CorruptionSweep(WholeCaseSweep):
         return r.corruption, r.severity
 
     def _corrupted(self, case: BenchCase, name: str, severity: int) -> torch.Tensor:
-        x = corrupt(case.x[0], name, severity, self.spacing, case.lo.flatten(), case.hi.flatten(),
+        x = corrupt(case.x[0], name, severity, self.spacing_of(case), case.lo.flatten(), case.hi.flatten(),
                     foreground_sd(case.x[0], case.y[0]), seed_of(case.name, name, self.config.seed))
         return x[None]
 

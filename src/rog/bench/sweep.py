@@ -41,7 +41,8 @@ class Sweep:
         images (`--save-volumes`), or None."""
         self.config, self.num_classes, self.progress, self.keep = config, num_classes, progress, keep
         self.meta, self.weights = meta or Meta(), weights
-        self.model = SlidingWindow(model, patch, **(window or {})) if volume else model
+        # a user's model without a window takes whole cases as they are (`rog.external.raw`)
+        self.model = SlidingWindow(model, patch, **(window or {})) if volume and patch else model
         self.patch = patch
         self.out = ResultsDir(out_dir)
         self.rank, self.world = rank_and_world()
@@ -73,8 +74,8 @@ class Sweep:
         """Called after each case with the records and perturbed inputs made for it."""
 
     def model_for(self, case: BenchCase) -> nn.Module:
-        """The model as `case` is fed to it: its `prepare` map first, where it has one."""
-        return self.model if case.prepare is None else nn.Sequential(case.prepare, self.model)
+        """The model as `case` is fed to it: inside the case's deployed pipeline where it has one."""
+        return self.model if case.around is None else case.around(self.model)
 
     # ---- the shared loop -------------------------------------------------------------------
     def _load_previous(self, provenance: Provenance) -> list:
@@ -145,16 +146,20 @@ class Sweep:
 
 
 class WholeCaseSweep(Sweep):
-    """A sweep that perturbs whole cases on the model input's grid (`spacing` mm per voxel
-    axis, the plan's target spacing) and runs them through the sliding window: the corruption
-    and the worst-case artefact sweeps."""
+    """A sweep that perturbs whole cases (`spacing` mm per voxel axis: the plan's target
+    spacing, or each case's own where a case is a scan as stored) and runs them through the
+    sliding window: the corruption and the worst-case artefact sweeps."""
 
     def __init__(self, model: nn.Module, num_classes: int, config, out_dir: str | Path, patch, spacing,
                  progress: bool = True, meta: Meta | None = None, weights: str | None = None,
                  window: dict | None = None, keep=None):
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
                          window=window, keep=keep)
-        self.spacing = [float(s) for s in spacing]
+        self.spacing = None if spacing is None else [float(s) for s in spacing]
+
+    def spacing_of(self, case: BenchCase) -> list[float]:
+        """mm per voxel axis of `case.x`: the case's own (a scan as stored), else the sweep's."""
+        return self.spacing if case.spacing is None else case.spacing
 
     def _keep_input(self, case: BenchCase, tag: str, x: torch.Tensor, logits: torch.Tensor) -> None:
         """With `--save-volumes`, write the perturbed case `x` and its `logits` as `tag` (and the

@@ -29,9 +29,15 @@ def _model_source_arguments(s) -> None:
     g.add_argument("--nnunet", metavar="MODEL_DIR",
                    help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
     g.add_argument("--fold", type=fold, default=0, help="fold to load: 0-4 or 'all'")
-    g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet or --bundle)")
-    g.add_argument("--labels", help="raw label maps CASE.ext (with --nnunet or --bundle)")
+    g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet, --bundle, or --model/"
+                   "--checkpoint without --plan: your model on the scans as stored)")
+    g.add_argument("--labels", help="raw label maps CASE.ext (with --images)")
     g.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (logits averaged, as nnU-Net)")
+    g = s.add_argument_group("your model on the scans as stored (--model package.module:factory called with no "
+                             "argument, or a TorchScript --checkpoint; --images, --labels)")
+    g.add_argument("--window", type=POSITIVE_INT, nargs=3, metavar=("X", "Y", "Z"), default=None,
+                   help="sliding-window patch in voxels (default: each case through the model whole)")
+    g.add_argument("--overlap", type=number(float, 0, 0.99), default=0.5, help="overlap of the sliding windows")
     g = s.add_argument_group("a MONAI bundle")
     g.add_argument("--bundle", metavar="DIR", help="bundle folder (configs/inference.json, models/model.pt); "
                    "images and labels with --images/--labels (NIfTI, same file names)")
@@ -49,7 +55,7 @@ def sweep_parsers(command) -> None:
     s.add_argument("--queries", type=POSITIVE_INT, nargs="+", default=[500],
                    help="queries of Square, the black-box attack (one run per value)")
     s.add_argument("--scope", default=None, choices=["patch", "volume"],
-                   help="patch (default) or volume: whole cases through the sliding window (always with --nnunet)")
+                   help="patch (default) or volume: whole cases through the sliding window (always with --images)")
     s.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model")
     _model_source_arguments(s)
 

@@ -36,7 +36,7 @@ def cmd_attack(a) -> int:
         print(f"rog attack: note: eps is on the /255 scale of each channel's range: --eps {small[0]:g} means "
               f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
     from rog.bench import BenchmarkConfig
-    scope = a.scope or ("volume" if a.nnunet or a.bundle else "patch")
+    scope = a.scope or ("volume" if a.nnunet or a.bundle or a.images else "patch")
     result = _sweep(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=scope,
                                        norm=a.norm, seed=a.seed))
     if result.results is None:

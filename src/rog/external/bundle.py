@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,10 @@ def preprocess(spatial, intensity, image: Path) -> tuple[torch.Tensor, np.ndarra
     return raw, affine, IntensityMap(steps, raw == 0).fit_residual(raw, torch.as_tensor(theirs["image"]))
 
 
+def _prepared(prepare: IntensityMap, model: torch.nn.Module) -> torch.nn.Module:
+    return torch.nn.Sequential(prepare, model)
+
+
 @dataclass
 class BundleModel(ExternalModel):
     """A MONAI bundle's model: its spatial transforms (run as the bundle does) and intensity
@@ -226,5 +231,5 @@ class BundleModel(ExternalModel):
             y = resample_world(lab.astype(np.int64), np.asarray(geometry.affine), affine, raw.shape[1:])
             lo, hi = ThreatModel.channel_range(raw[None])
             out.append(BenchCase(name, raw[None].to(device), torch.from_numpy(y)[None].to(device), lo.to(device),
-                                 hi.to(device), prepare.to(device)))
+                                 hi.to(device), around=partial(_prepared, prepare.to(device))))
         return out

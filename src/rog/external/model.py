@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rog.bench.cases import BenchCase
+from rog.data import formats
 from rog.errors import RogError
 
 
@@ -55,7 +56,9 @@ class ExternalModel(ABC):
     class_names: list[str]  # foreground classes, label 1 first
     spacing: list[float]  # mm per voxel axis of the network's input
     window: dict  # `SlidingWindow` options of the tool's own inference: mirror_axes, tiling, ...
-    weights: Path  # the checkpoint file, hashed into the results' provenance
+    weights: Path | None  # the checkpoint file, hashed into the results' provenance
+    # each loaded case's image files (`load_cases` fills it), for `save_volume`
+    scan_files: dict[str, list[Path]] = field(default_factory=dict, init=False)
 
     @property
     def num_classes(self) -> int:
@@ -65,8 +68,18 @@ class ExternalModel(ABC):
     def load_cases(self, images: str | Path, labels: str | Path, names: list[str] | None = None,
                    max_cases: int | None = None, device: torch.device | str = "cpu") -> list[BenchCase]:
         """The labelled cases of the `images` and `labels` folders (`names` only, at most
-        `max_cases`), preprocessed by the tool: x in raw intensities `[1, C, ...]`, y `[1, ...]`,
-        `prepare` = the tool's normalisation of that case."""
+        `max_cases`) with x in raw intensities `[1, C, ...]`, y `[1, ...]` and `around`, the
+        tool's processing of that case around the whole-volume model."""
+
+    def volume_ending(self, case: str) -> str:
+        """The file ending `save_volume` writes for `case`: its scan's own (NIfTI for DICOM)."""
+        end = formats.ending(self.scan_files[case][0])
+        return ".nii.gz" if end in (None, formats.DICOM) else end
+
+    def save_volume(self, case: str, path: Path, data: np.ndarray, label: bool) -> None:
+        """Write `data` (an image `[C, ...]` or a label map `[...]` on the grid of `case`'s x) to
+        `path` in the scan's geometry (`--save-volumes`)."""
+        raise ExternalError(f"{self.name}: --save-volumes is not available for this kind of model")
 
     def predict(self, files: list[Path], device: torch.device | str = "cpu") -> np.ndarray:
         """One case's channel files -> its label map in the files' own geometry and axis order,

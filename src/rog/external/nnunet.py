@@ -3,35 +3,28 @@
 A model folder is `.../DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION` with `dataset.json`,
 `plans.json` and `fold_F/checkpoint_final.pth`. The network is built by nnU-Net's own code
 (the trainer's `build_network_architecture`, as `nnUNetPredictor` does) and the checkpoint is
-read with `weights_only=True`. Cases go through nnU-Net's own preprocessing functions in its
-order (reader, transpose, crop to the non-zero box, resampling to the configuration's
-spacing) except the intensity normalisation, which becomes a differentiable per-case input
-map (`Normalisation`) with the constants nnU-Net computes on the cropped image: the attack
-then perturbs the image in the scanner's intensities and eps is /255 of the case's raw
-range, the same threat whatever a model's normalisation. nnU-Net normalises before it
-resamples and the map runs after resampling; the two differ where CT clipping or the
-non-zero mask meets the resampling (cubic overshoot at the body's edge). That residual,
-nnU-Net's input minus the map's output on the clean case, is kept as a fixed per-case
-offset (`Normalisation.residual`), so the clean input the network sees is nnU-Net's own and
-the perturbation still passes through the clip and the mask.
+read with `weights_only=True`. Cases are the scans as nnU-Net's reader gives them (raw
+intensities, voxels as stored) with their labels as stored; the model of a case is nnU-Net's
+whole inference as one differentiable function of the scan (`rog.external.nnunet_scan`), so
+eps, the box and the Dice are those of the scan, and the clean prediction is nnU-Net's own.
 """
 from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
-from rog.external.model import ExternalError, ExternalModel, InputMap
+from rog.external.model import ExternalError, ExternalModel
+from rog.external.nnunet_scan import Deployment, ScanPipeline
 
 CHECKPOINT = "checkpoint_final.pth"
-SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization")
 
 
 def _nnunet():
@@ -39,44 +32,6 @@ def _nnunet():
         import nnunetv2  # noqa: F401
     except ImportError as e:
         raise ExternalError("nnunetv2 is not installed: pip install 'rog[nnunet]' (under your torch constraint)") from e
-
-
-class Normalisation(InputMap):
-    """nnU-Net's intensity normalisation of one case as a differentiable map `[B, C, ...]` ->
-    `[B, C, ...]`: per channel clip to [lo, hi] (CT; +-inf otherwise), then (x - mean) / std;
-    channels normalised over the non-zero mask (`masked`) are 0 outside `mask` `[*spatial]`;
-    plus the residual (see the module's note)."""
-
-    def __init__(self, mean, std, lo, hi, masked, mask: torch.Tensor | None):
-        super().__init__()
-        view = (1, -1, 1, 1, 1)
-        for name, v in (("mean", mean), ("std", std), ("lo", lo), ("hi", hi)):
-            self.register_buffer(name, torch.tensor(v, dtype=torch.float32).view(view))
-        self.register_buffer("outside", None if mask is None else
-                             (~mask.bool())[None, None] & torch.tensor(masked).view(view))
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        z = (torch.clamp(x, self.lo, self.hi) - self.mean) / self.std
-        return z if self.outside is None else z.masked_fill(self.outside, 0.0)
-
-
-def _normalisation(data: np.ndarray, seg: np.ndarray, configuration, intensity: dict) -> tuple[list, ...]:
-    """Per-channel (mean, std, lo, hi, masked) as nnU-Net's normalisers compute them on the
-    cropped image `data` `[C, ...]` (seg `[1, ...]`: -1 outside the non-zero mask)."""
-    out = []
-    for c, scheme in enumerate(configuration.normalization_schemes):
-        masked = bool(configuration.use_mask_for_norm[c])
-        if scheme == "ZScoreNormalization":
-            v = data[c][seg[0] >= 0] if masked else data[c]
-            out.append((float(v.mean()), max(float(v.std()), 1e-8), -np.inf, np.inf, masked))
-        elif scheme == "CTNormalization":
-            p = intensity[str(c)]
-            out.append((p["mean"], max(p["std"], 1e-8), p["percentile_00_5"], p["percentile_99_5"], False))
-        elif scheme == "NoNormalization":
-            out.append((0.0, 1.0, -np.inf, np.inf, False))
-        else:
-            raise ExternalError(f"normalisation {scheme}: not supported (supported: {', '.join(SCHEMES)})")
-    return tuple(zip(*out))
 
 
 def _load_checkpoint(path: Path) -> dict:
@@ -128,12 +83,17 @@ def load_nnunet(model_dir: str | Path, fold: int | str, tta: bool = False, check
     network.eval()
     names = {int(v): k for k, v in dataset_json["labels"].items()}
     mirror = state.get("inference_allowed_mirroring_axes") if tta else None
+    try:
+        deployment = Deployment.of(plans, configuration)
+    except ValueError as e:
+        raise ExternalError(f"{d / 'plans.json'}: {e}") from e
     return NnUNetModel(
         name=f"nnU-Net {d.parent.name}/{d.name} fold {fold}", network=network, patch=list(configuration.patch_size),
         num_channels=channels, class_names=[names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)],
         spacing=list(configuration.spacing), weights=ckpt,
         window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet"},
-        plans=plans, configuration=configuration, dataset_json=dataset_json, labels=labels)
+        plans=plans, configuration=configuration, dataset_json=dataset_json, labels=labels,
+        deployment=deployment)
 
 
 def case_files(images: Path, labels: Path | None, dataset_json: dict, channels: int,
@@ -163,78 +123,68 @@ def case_files(images: Path, labels: Path | None, dataset_json: dict, channels: 
     return out
 
 
-def nnunet_normalised(data: np.ndarray, seg: np.ndarray | None, configuration, plans) -> np.ndarray:
-    """nnU-Net's own normalisation of a cropped case `[C, ...]` (its input before resampling).
-    nnU-Net offers it only as the private `DefaultPreprocessor._normalize`: this is the one
-    call of it, and `tests/test_nnunet.py` pins its signature against the installed nnunetv2
-    (checked with 2.8.1), so a change there fails a test, not a benchmark."""
-    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
-    return DefaultPreprocessor(verbose=False)._normalize(data, seg, configuration,
-                                                         plans.foreground_intensity_properties_per_channel)
-
-
-def preprocess(plans, configuration, files: list[Path], label: Path | None):
-    """nnU-Net's preprocessing of one case without its normalisation: (data `[C, ...]` float32
-    raw intensities on the network's grid, seg `[1, ...]` (-1 outside the non-zero mask),
-    properties for nnU-Net's export, the case's `Normalisation`)."""
-    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
-    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+def read_case(plans, files: list[Path], label: Path | None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """One case through nnU-Net's reader: (image `[C, ...]` float32 raw intensities, label
+    `[...]` or None, properties with the spacing in the same axis order)."""
     rw = plans.image_reader_writer_class()
     try:
         data, props = rw.read_images([str(f) for f in files])
-        seg = rw.read_seg(str(label))[0] if label else None
+        seg = rw.read_seg(str(label))[0][0] if label else None
     except Exception as e:  # noqa: BLE001 - the reader's own error, with the file named
         raise ExternalError(f"{files[0] if label is None else label}: unreadable ({type(e).__name__}: {e})") from e
-    if seg is not None and seg.shape[1:] != data.shape[1:]:
-        raise ExternalError(f"{label}: shape {seg.shape[1:]} differs from the image's {data.shape[1:]}")
-    data = data.astype(np.float32)
-    order = [0, *[i + 1 for i in plans.transpose_forward]]
-    data = data.transpose(order)
-    seg = seg.transpose(order) if seg is not None else None
-    spacing = [props["spacing"][i] for i in plans.transpose_forward]
-    props["shape_before_cropping"] = data.shape[1:]
-    data, seg, bbox = crop_to_nonzero(data, seg)
-    props["bbox_used_for_cropping"] = bbox
-    props["shape_after_cropping_and_before_resampling"] = data.shape[1:]
-    constants = _normalisation(data, seg, configuration, plans.foreground_intensity_properties_per_channel)
-    # nnU-Net's own normalised input (normalise, then resample), for the residual
-    theirs = nnunet_normalised(data.copy(), seg, configuration, plans)
-    shape = compute_new_shape(data.shape[1:], spacing, configuration.spacing)
-    theirs = configuration.resampling_fn_data(theirs, shape, spacing, configuration.spacing)
-    data = np.ascontiguousarray(configuration.resampling_fn_data(data, shape, spacing, configuration.spacing), np.float32)
-    seg = configuration.resampling_fn_seg(seg, shape, spacing, configuration.spacing)
-    mask = torch.from_numpy(seg[0] >= 0) if any(constants[4]) else None
-    norm = Normalisation(*constants, mask=mask).fit_residual(torch.from_numpy(data), torch.from_numpy(theirs))
-    return data, seg, props, norm
+    if seg is not None and seg.shape != data.shape[1:]:
+        raise ExternalError(f"{label}: shape {seg.shape} differs from the image's {data.shape[1:]}")
+    return np.ascontiguousarray(data, np.float32), seg, props
 
 
 @dataclass
 class NnUNetModel(ExternalModel):
-    """An nnU-Net v2 model: its plans, configuration, dataset.json and label manager."""
+    """An nnU-Net v2 model: its plans, configuration, dataset.json, label manager, and the
+    `Deployment` its predictor applies to every case."""
 
     plans: object = None
     configuration: object = None
     dataset_json: dict | None = None
     labels: object = None
+    deployment: Deployment | None = None
+    _geometry: dict = field(default_factory=dict, init=False)  # each written case's scan geometry
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         out = []
         for name, files, label in case_files(Path(images), Path(labels), self.dataset_json, self.num_channels,
                                              names)[:max_cases]:
-            data, seg, _, prepare = preprocess(self.plans, self.configuration, files, label)
-            lo, hi = ThreatModel.channel_range(torch.from_numpy(data)[None])
-            y = torch.from_numpy(np.maximum(seg[0], 0).astype(np.int64))[None]
-            out.append(BenchCase(name, torch.from_numpy(data)[None].to(device), y.to(device), lo.to(device),
-                                 hi.to(device), prepare.to(device)))
+            data, seg, props = read_case(self.plans, files, label)
+            x = torch.from_numpy(data)[None]
+            lo, hi = ThreatModel.channel_range(x)
+            y = torch.from_numpy(seg.astype(np.int64))[None]
+            spacing = [float(s) for s in props["spacing"]]
+            out.append(BenchCase(name, x.to(device), y.to(device), lo.to(device), hi.to(device),
+                                 around=partial(ScanPipeline, spacing=spacing, deployment=self.deployment),
+                                 spacing=spacing))
+            self.scan_files[name] = files
         return out
 
+    def save_volume(self, case, path, data, label) -> None:
+        # nnU-Net's SimpleITK reader gives the voxels in reversed index order: put them back in
+        # the file's order and write them on the file's own grid
+        from rog.bench.volumes import write_image
+        from rog.data.io import read_image, write_label
+        reader = self.plans.image_reader_writer_class.__name__
+        if reader != "SimpleITKIO":
+            raise ExternalError(f"--save-volumes: nnU-Net reads this dataset with {reader}; only its SimpleITKIO "
+                                "reader's voxel order is known to rog")
+        if case not in self._geometry:
+            self._geometry[case] = read_image(self.scan_files[case][:1])[1]
+        geometry = self._geometry[case]
+        if label:
+            write_label(path, data.transpose(2, 1, 0), geometry)
+        else:
+            write_image(path, data.transpose(0, 3, 2, 1), geometry)
+
     def predict(self, files: list[Path], device="cpu") -> np.ndarray:
-        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
         from rog.infer.sliding_window import SlidingWindow
-        data, _, props, prepare = preprocess(self.plans, self.configuration, files, None)
-        model = nn.Sequential(prepare, SlidingWindow(self.network, self.configuration.patch_size,
-                                                    **self.window)).to(device)
+        data, _, props = read_case(self.plans, files, None)
+        window = SlidingWindow(self.network, self.configuration.patch_size, **self.window)
+        model = ScanPipeline(window, props["spacing"], self.deployment).to(device)
         with torch.no_grad():
-            logits = model(torch.from_numpy(data)[None].to(device))[0].cpu()
-        return np.asarray(convert_predicted_logits_to_segmentation_with_correct_shape(
-            logits, self.plans, self.configuration, self.labels, props, return_probabilities=False))
+            return model(torch.from_numpy(data)[None].to(device))[0].argmax(0).cpu().numpy()

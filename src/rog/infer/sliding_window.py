@@ -75,9 +75,9 @@ def _importance_map(patch: tuple[int, ...], mode: str, sigma_scale: float, style
         w = torch.exp(-0.5 * sum((c / (sigma_scale * p)) ** 2 for c, p in zip(coords, patch)))
     else:  # the inverse distance (`checked` admits no other mode)
         w = 1.0 / torch.sqrt(sum(c ** 2 for c in coords)).clamp(min=1.0)  # the paper's weighting
-    w = w / w.max()
-    # a floor of 1e-3 (as MONAI): far window corners keep a say where no window is centred,
-    # and the weights survive half precision, where 1e-10 would underflow
+    # not scaled to max 1 (MONAI's Gaussian is not: an even patch has no voxel at its centre),
+    # so MONAI's floor of 1e-3 acts on the same voxels: far window corners keep a say where no
+    # window is centred, and the weights survive half precision, where 1e-10 would underflow
     return w.clamp(min=1e-3, max=1.0).float()
 
 
@@ -96,7 +96,7 @@ def _nnunet_gaussian(patch: tuple[int, ...], sigma_scale: float) -> torch.Tensor
 def importance_map(patch: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125,
                    style: str = "monai") -> torch.Tensor:
     """Per-voxel window weights `[*patch]`: Gaussian with sigma = sigma_scale * patch (MONAI's
-    floor of 1e-3 and max 1; `style` "nnunet": nnU-Net's own construction), inverse distance
+    `compute_importance_map`, floor 1e-3; `style` "nnunet": nnU-Net's own construction), inverse distance
     to the centre (the paper), or constant."""
     style, mode = checked(style, mode)
     return _importance_map(tuple(int(p) for p in patch), mode, float(sigma_scale), style).clone()

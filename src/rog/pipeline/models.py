@@ -1,6 +1,6 @@
 """Where a command's model comes from, and loading it: a run directory; a registered or
 `package.module:factory` model with its plan, weights and preprocessed data; an nnU-Net v2
-model folder; a MONAI bundle."""
+model folder; a MONAI bundle; a user's model on the scans as stored."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +18,10 @@ class ModelSource:
     """One of: `run` (a run directory); `model` (registered name or `package.module:factory`)
     with `plan`, optional `checkpoint` and `data` (a preprocessed folder); `nnunet` (a trained
     configuration folder, `fold`, `tta`: mirroring) or `bundle` (a MONAI bundle folder), each
-    with `images` and `labels` folders that the tool preprocesses itself."""
+    with `images` and `labels` folders that the tool preprocesses itself; or `model` /
+    `checkpoint` with `images` and `labels` and no plan: the user's model on the scans as
+    stored (`rog.external.raw`), through a sliding window of `window` (None: whole cases) and
+    `overlap`."""
 
     run: str | Path | None = None
     model: str | None = None
@@ -31,13 +34,25 @@ class ModelSource:
     bundle: str | Path | None = None
     images: str | Path | None = None
     labels: str | Path | None = None
+    window: list[int] | None = None
+    overlap: float = 0.5
 
     @property
     def tool(self) -> str | None:
-        """"nnunet" or "bundle" for another tool's model, None for rog's own."""
+        """"nnunet" or "bundle" for another tool's model, "raw" for a user's model on the scans
+        as stored, None for rog's own."""
         if self.nnunet and self.bundle:
             raise UsageError("give --nnunet or --bundle, not both")
-        return "nnunet" if self.nnunet else "bundle" if self.bundle else None
+        if self.nnunet or self.bundle:
+            return "nnunet" if self.nnunet else "bundle"
+        if self.images and (self.model or self.checkpoint) and not self.run:
+            if self.plan or self.data:
+                raise UsageError("--images: the model takes the scans as stored; --plan and --data are for a model "
+                                 "on rog's preprocessed cases (give one or the other)")
+            return "raw"
+        if self.window:
+            raise UsageError("--window: for a model given with --model or --checkpoint and --images")
+        return None
 
 
 @dataclass
@@ -76,9 +91,13 @@ def load_model(source: ModelSource, need_data: bool = False) -> RogModel:
 
 
 def load_tool_model(source: ModelSource):
-    """The `rog.external.ExternalModel` of an nnU-Net model folder or a MONAI bundle."""
+    """The `rog.external.ExternalModel` of an nnU-Net model folder, a MONAI bundle or a user's
+    model on raw scans."""
     if not (source.images and source.labels):
-        raise UsageError(f"--{source.tool} needs --images and --labels")
+        raise UsageError(f"--{source.tool if source.tool != 'raw' else 'images'} needs --images and --labels")
+    if source.tool == "raw":
+        from rog.external.raw import load_raw
+        return load_raw(source.model, source.checkpoint, source.window, source.overlap)
     if source.tool == "nnunet":
         from rog.external.nnunet import load_nnunet
         return load_nnunet(source.nnunet, source.fold, tta=source.tta)

@@ -11,7 +11,7 @@ from rog.bench.artefact import ArtefactConfig, ArtefactSweep
 from rog.bench.cases import SOURCES, default_cases, load_bench_cases
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.bench.runner import Benchmark, BenchmarkConfig
-from rog.bench.volumes import VolumeWriter
+from rog.bench.volumes import ScanWriter, VolumeWriter
 from rog.data.preprocess import check_preprocessed
 from rog.devices import init_distributed, resolve_device
 from rog.errors import UsageError
@@ -31,7 +31,7 @@ class SweepRequest:
     `cases` (default: `rog.bench.cases`), at most `max_cases`; `label` names the model in results and reports; `out` the results folder
     (default: WORKDIR/attacks/RUN-SCOPE for a run, else ./rog_SCOPE or ./rog_TOOL-KIND);
     `save_volumes`: also write the perturbed whole cases as images in each scan's geometry
-    (`rog.bench.volumes`; rog's own models)."""
+    (`rog.bench.volumes`; rog's own models, nnU-Net's and users' models on raw scans)."""
 
     source: ModelSource
     config: BenchmarkConfig | CorruptionConfig | ArtefactConfig
@@ -125,25 +125,26 @@ def _rog_meta(m: RogModel, source: str, label: str | None) -> Meta:
 
 
 def _tool_sweep(req: SweepRequest) -> SweepResult:
-    """`run_sweep` for an nnU-Net model folder or a MONAI bundle: the tool's own preprocessing
-    of the images and labels folders, whole cases through rog's sliding window with the tool's
-    patch size, mirroring and tiling. Results go to `out`, else ./rog_TOOL-KIND."""
+    """`run_sweep` for an nnU-Net model folder, a MONAI bundle or a user's model on raw scans:
+    the cases of the images and labels folders, whole, through the tool's processing and rog's
+    sliding window with the tool's patch size, mirroring and tiling. Results go to `out`, else
+    ./rog_TOOL-KIND."""
     tool = req.source.tool
-    if req.save_volumes:
-        raise UsageError(f"--save-volumes: for rog's own models (--{tool} cases are preprocessed by the tool, "
-                         "whose inverse rog does not have)")
+    flag = "--images" if tool == "raw" else f"--{tool}"
+    if req.save_volumes and tool == "bundle":
+        raise UsageError("--save-volumes: not yet with --bundle (its cases live on the bundle's grid)")
     if req.attack and req.config.scope == "patch":
-        raise UsageError("--scope patch: nnU-Net and MONAI bundle models are attacked on whole cases (--scope "
-                         "volume, their default)")
+        raise UsageError(f"--scope patch: {flag} models are attacked on whole cases (--scope volume, their default)")
     model = load_tool_model(req.source)
     device = resolve_device(req.device)
     cases = model.load_cases(req.source.images, req.source.labels, req.cases, req.max_cases, device)
     out = writable_dir(req.out or f"rog_{tool}-{req.kind}")
     init_distributed()
     meta = Meta(label=req.label or model.name, cases_source="folders", cases_source_text=SOURCES["folders"],
-                model=row(model.network, model.name, model.num_channels, model.patch),
+                model=row(model.network, model.name, model.num_channels, model.patch or cases[0].x.shape[2:]),
                 class_names=model.class_names)
     net = model.network.to(device)  # after counting: the FLOP count runs on the CPU
+    keep = ScanWriter(ResultsDir(out), model) if req.save_volumes else None
     sweep = _sweep(req, net, model.num_classes, model.patch, model.spacing, out, meta=meta,
-                   weights=file_hash(model.weights), window=model.window)
+                   weights=file_hash(model.weights) if model.weights else None, window=model.window, keep=keep)
     return SweepResult(sweep.run(cases), out)

@@ -1,0 +1,124 @@
+"""nnU-Net's inference on one scan as one differentiable function of the scan's voxels.
+
+`ScanPipeline(model, spacing, deployment)` maps the raw image as nnU-Net's reader gives it,
+x `[1, C, *shape]`, to logits `[1, K, *shape]` in the same geometry, doing what nnU-Net's
+predictor does, in its order: transpose, crop to the non-zero box, normalise (CT clip and
+z-score, or z-score inside the non-zero mask), resample to the configuration's spacing, the
+sliding window (`model`), resample the logits back, put them into the uncropped volume
+(background outside the box, as nnU-Net's `revert_cropping_on_probabilities`), transpose back.
+Every constant nnU-Net computes from the case is computed from x on every call: the
+normalisation's mean and std (differentiable), the non-zero mask and its box (piecewise
+constant in x: recomputed, no gradient, as for any mask), the resampled shape. So a
+perturbed scan goes through exactly what the deployed tool would run on it, and eps and the
+Dice live on the scan as stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from rog.external.resample import nnunet_resampling
+
+SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization")
+# the foreground logits outside the crop box: softmax gives background 1 to float precision,
+# nnU-Net's probabilities there, while the loss terms of those voxels stay finite and constant
+OUTSIDE = -100.0
+
+
+@dataclass(frozen=True)
+class ChannelNorm:
+    """One channel's normalisation: `scheme` of `SCHEMES`; `masked`: z-score statistics over
+    the non-zero mask, voxels outside it left as they are (0); CT's `mean`, `std`, clip `lo`/`hi`."""
+
+    scheme: str
+    masked: bool = False
+    mean: float = 0.0
+    std: float = 1.0
+    lo: float = -np.inf
+    hi: float = np.inf
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x `[B, *spatial]` one channel of the cropped case, mask `[*spatial]` bool."""
+        if self.scheme == "NoNormalization":
+            return x
+        if self.scheme == "CTNormalization":
+            return (x.clamp(self.lo, self.hi) - self.mean) / max(self.std, 1e-8)
+        v = x[:, mask] if self.masked else x.flatten(1)
+        mean, std = v.mean(1), v.std(1, correction=0).clamp(min=1e-8)
+        z = (x - mean.view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1)
+        return torch.where(mask, z, x) if self.masked else z
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What nnU-Net's predictor does to every case of one configuration: axis order
+    (`transpose_forward`), per-channel normalisation, the network's spacing (in transposed
+    order), and the configured resampling of images and of logits (function name, kwargs)."""
+
+    transpose: tuple[int, ...]
+    norms: tuple[ChannelNorm, ...]
+    spacing: tuple[float, ...]
+    data: tuple[str, dict]
+    logits: tuple[str, dict]
+
+    @classmethod
+    def of(cls, plans, configuration) -> "Deployment":
+        """From nnU-Net's `PlansManager` and `ConfigurationManager`; ValueError for what it cannot run."""
+        conf = configuration.configuration
+        intensity = plans.foreground_intensity_properties_per_channel
+        norms = []
+        for c, scheme in enumerate(configuration.normalization_schemes):
+            if scheme not in SCHEMES:
+                raise ValueError(f"normalisation {scheme}: not supported (supported: {', '.join(SCHEMES)})")
+            p = intensity.get(str(c), {}) if scheme == "CTNormalization" else {}
+            norms.append(ChannelNorm(scheme, bool(configuration.use_mask_for_norm[c]) and scheme == SCHEMES[0],
+                                     p.get("mean", 0.0), p.get("std", 1.0), p.get("percentile_00_5", -np.inf),
+                                     p.get("percentile_99_5", np.inf)))
+        for key in ("resampling_fn_data", "resampling_fn_probabilities"):  # refused at load, not mid-benchmark
+            nnunet_resampling(conf[key], conf[f"{key}_kwargs"], (2, 2, 2), (3, 3, 3), (1, 1, 1), (1, 1, 1))
+        return cls(tuple(plans.transpose_forward), tuple(norms), tuple(float(s) for s in configuration.spacing),
+                   (conf["resampling_fn_data"], conf["resampling_fn_data_kwargs"]),
+                   (conf["resampling_fn_probabilities"], conf["resampling_fn_probabilities_kwargs"]))
+
+    def crop_box(self, x: torch.Tensor) -> tuple[tuple[slice, ...], torch.Tensor]:
+        """nnU-Net's `crop_to_nonzero` of the transposed case x `[1, C, *shape]`: (the box's
+        slices, the hole-filled non-zero mask inside it `[*box]`)."""
+        from scipy.ndimage import binary_fill_holes
+        mask = binary_fill_holes((x[0] != 0).any(0).cpu().numpy())
+        if not mask.any():  # an all-zero image: nnU-Net's bbox of an empty mask is the whole volume
+            box = tuple(slice(0, n) for n in mask.shape)
+        else:
+            box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
+        return box, torch.from_numpy(np.ascontiguousarray(mask[box])).to(x.device)
+
+
+class ScanPipeline(nn.Module):
+    """nnU-Net's inference of one case around a whole-volume `model` (logits on the network's
+    grid), as a function x `[1, C, *shape]` -> logits `[1, K, *shape]` (the module's note);
+    `spacing`: the case's voxel size in mm in the reader's axis order."""
+
+    def __init__(self, model: nn.Module, spacing, deployment: Deployment):
+        super().__init__()
+        self.model, self.deployment = model, deployment
+        self.spacing = [float(spacing[a]) for a in deployment.transpose]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+        d = self.deployment
+        x = x.permute(0, 1, *[2 + a for a in d.transpose])
+        box, mask = d.crop_box(x)
+        crop = x[(slice(None), slice(None), *box)]
+        z = torch.stack([norm(crop[:, c], mask) for c, norm in enumerate(d.norms)], 1)
+        shape = tuple(crop.shape[2:])
+        new = tuple(int(s) for s in compute_new_shape(shape, self.spacing, d.spacing))
+        z = nnunet_resampling(*d.data, shape, new, self.spacing, d.spacing)(z)
+        logits = self.model(z)
+        logits = nnunet_resampling(*d.logits, new, shape, d.spacing, self.spacing)(logits)
+        outside = torch.full((1, logits.shape[1], 1, 1, 1), OUTSIDE, dtype=logits.dtype, device=logits.device)
+        outside[:, 0] = 0.0
+        pad = [p for b, n in zip(box[::-1], x.shape[:1:-1]) for p in (b.start, n - b.stop)]
+        full = torch.nn.functional.pad(logits - outside, pad) + outside
+        return full.permute(0, 1, *[2 + int(a) for a in np.argsort(d.transpose)])

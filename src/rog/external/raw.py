@@ -1,0 +1,118 @@
+"""A user's own model benchmarked on the scans as stored: `--model package.module:factory`
+(the factory called with no argument; weights from a state-dict `--checkpoint`) or a
+TorchScript `--checkpoint`, with `--images` and `--labels` folders. No rog preprocessing is
+forced on it: the model takes each scan's raw intensities on the scan's own voxel grid (in the
+file's voxel order), and returns logits on the same grid; rog adds only a sliding window where
+`--window` is given (MONAI's tiling and Gaussian weights, zero padding as MONAI's inferer),
+else each case goes through the model whole."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rog.attacks.threat import ThreatModel
+from rog.bench.cases import BenchCase
+from rog.checkpoint import is_torchscript, load_torchscript, load_weights
+from rog.data import formats
+from rog.bench.volumes import write_image
+from rog.data.io import read_image, read_label, write_label
+from rog.errors import RogError
+from rog.external.model import ExternalError, ExternalModel
+from rog.models.registry import ModelError
+
+
+def _factory_model(spec: str) -> nn.Module:
+    import importlib
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ModelError(f"--model {spec}: with --images, give a factory as package.module:factory")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ModelError(f"--model {spec}: cannot import the factory ({e})") from e
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"--model {spec}: the factory returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_raw(spec: str | None, checkpoint: str | Path | None, window: list[int] | None = None,
+             overlap: float = 0.5) -> "RawModel":
+    """The user model `spec` (package.module:factory) with optional state-dict `checkpoint`, or
+    the TorchScript model `checkpoint` alone; `window`: the sliding window's patch (None: whole
+    cases), `overlap` its overlap."""
+    scripted = checkpoint is not None and Path(checkpoint).is_file() and is_torchscript(checkpoint)
+    if spec is None and not scripted:
+        raise ExternalError(f"{checkpoint}: not a TorchScript model file (a state dict needs --model)"
+                            if checkpoint else "--images with --model package.module:factory or a TorchScript "
+                            "--checkpoint: give one")
+    if spec is not None and scripted:
+        raise ExternalError(f"{checkpoint}: a TorchScript file is the whole model: give it without --model")
+    network = load_torchscript(checkpoint) if scripted else _factory_model(spec)
+    if checkpoint and not scripted:
+        load_weights(network, checkpoint)
+    name = spec or f"torchscript:{Path(checkpoint).name}"
+    options = {"overlap": float(overlap), "pad_mode": "constant"}
+    return RawModel(name=name, network=network.eval(), patch=list(window) if window else None, num_channels=0,
+                    class_names=[], spacing=None, window=options, weights=Path(checkpoint) if checkpoint else None)
+
+
+@dataclass
+class RawModel(ExternalModel):
+    """A user model on raw scans; `num_channels` and `class_names` are learnt from the first
+    case loaded (the channels its images have, the classes one forward pass gives)."""
+
+    _geometry: dict = field(default_factory=dict, init=False)  # each loaded case's scan geometry
+
+    def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
+        from rog.infer.predictor import cases_from_input
+        try:
+            found = cases_from_input(images)
+        except RogError as e:
+            raise ExternalError(str(e)) from e
+        references = formats.images_in(labels) if Path(labels).is_dir() else {}
+        if not references:
+            raise ExternalError(f"{labels}: no label map ({', '.join(formats.ENDINGS)} or DICOM series folder)")
+        out = []
+        for case in [c for c in found if not names or c.name in names][:max_cases]:
+            if case.name not in references:
+                raise ExternalError(f"{labels}: missing label of case {case.name}")
+            image, geometry = read_image(case.images)
+            label, _ = read_label(references[case.name])
+            if label.shape != image.shape[1:]:
+                raise ExternalError(f"{references[case.name]}: shape {label.shape} differs from the image's "
+                                    f"{image.shape[1:]}")
+            self._learn(image.shape[0], case.images[0])
+            x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
+            lo, hi = ThreatModel.channel_range(x)
+            y = torch.from_numpy(label.astype(np.int64))[None]
+            out.append(BenchCase(case.name, x.to(device), y.to(device), lo.to(device), hi.to(device),
+                                 spacing=[float(s) for s in geometry.spacing]))
+            self.scan_files[case.name], self._geometry[case.name] = list(case.images), geometry
+        if names and len(out) < len(names[:max_cases]):
+            raise ExternalError(f"{images}: no case named {sorted(set(names) - {c.name for c in out})[0]}")
+        return out
+
+    def save_volume(self, case, path, data, label) -> None:
+        geometry = self._geometry[case]
+        write_label(path, data, geometry) if label else write_image(path, data, geometry)
+
+    def _learn(self, channels: int, first: Path) -> None:
+        """Channels from the first case, classes from one forward pass; later cases must agree."""
+        if self.num_channels:
+            if channels != self.num_channels:
+                raise ExternalError(f"{first}: {channels} channel(s), the other cases have {self.num_channels}")
+            return
+        self.num_channels = channels
+        shape = self.patch or [16, 16, 16]
+        try:
+            with torch.no_grad():
+                k = self.network(torch.zeros(1, channels, *shape)).shape[1]
+        except Exception as e:  # noqa: BLE001 - the user's model failing on the data's channels, named
+            raise ExternalError(f"{self.name}: fails on a [1, {channels}, {', '.join(map(str, shape))}] input "
+                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        self.class_names = [f"class {i}" for i in range(1, k)]
