@@ -27,6 +27,8 @@ def test_demo_quick_produces_a_complete_report(demo):
         assert data.startswith(PNG) and len(data) > 1000
     for src in re.findall(r"src='([^']+)'", html):
         assert (report / src).is_file(), src
+    # the demo attacks label-centred patches: the report says so, and why
+    assert "perturbation on: a label-centred patch of each case on rog&#x27;s preprocessed grid" in html
     models = {"rog_clean", "rog_free", "dynunet"}
     assert set(summary["models"]) == {f"{m}@s{s}" for m in models for s in (0, 1)}
     # two training seeds per model, aggregated, and the gain stated from the numbers

@@ -109,7 +109,8 @@ def test_attack_lowers_dice_stays_in_the_raw_ball_and_resumes(nnunet_model, tmp_
     (name, entry), = summary["models"].items()
     assert name.startswith("nnU-Net Dataset001_Synth/nnUNetTrainer__nnUNetPlans__3d_fullres fold 0")
     assert entry["parameters"] > 1000 and entry["gflops"] > 0 and "8.0" in entry["eps"]
-    assert "nnU-Net Dataset001_Synth" in (tmp_path / "report" / "report.html").read_text()
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "nnU-Net Dataset001_Synth" in html and "perturbation on: the scan as stored" in html
 
 
 def test_worst_case_artefacts_run_on_the_nnunet_model_in_its_raw_intensities(nnunet_model, tmp_path, capsys):

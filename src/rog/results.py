@@ -277,6 +277,16 @@ class Results:
     def finished(self) -> bool:
         return self.summary is not None
 
+    @property
+    def perturbed(self) -> str:
+        """Where the perturbation lives, in words, for the report."""
+        if self.meta.cases_source == "folders":  # another tool's or a user's model on raw scans
+            return "the scan as stored, through the model's whole deployed pipeline; Dice against the label as stored"
+        if self.config.get("scope") == "patch":
+            return ("a label-centred patch of each case on rog's preprocessed grid (the paper's protocol: "
+                    "for training-time evaluation and speed)")
+        return "whole cases on rog's preprocessed grid"
+
     def measured(self) -> list:
         """The records with measurements (skipped attacks left out)."""
         return [r for r in self.records if not getattr(r, "skipped", None)]

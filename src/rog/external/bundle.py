@@ -1,97 +1,69 @@
-"""MONAI bundles as benchmark models.
+"""MONAI bundles as benchmark models, the threat on the scan as stored.
 
-A bundle folder holds `configs/inference.json` (with `network_def`, `preprocessing` and a
-`SlidingWindowInferer` as `inferer`), `models/model.pt` (the weights, read with
-`weights_only=True`) and optionally `configs/metadata.json` (class names). The network,
-transforms and inferer come from the config through `monai.bundle.ConfigParser`. Cases go
-through the bundle's own loading and spatial transforms; its intensity transforms
-(`INTENSITY`) become a differentiable per-case map run inside the model, so attacks perturb
-the image in the scanner's intensities. Their constants are the ones MONAI computes on the
-case, and what moving them after the spatial transforms changes (none, when the bundle lists
-them last) is kept as a fixed residual, so the clean input the network sees is the bundle's
-own. Labels are resampled onto the network's grid by nearest neighbour through world
-coordinates. A transform outside `SPATIAL` and `INTENSITY` is refused by name, rather than
-let it change the intensities eps is measured on.
+A bundle folder holds `configs/inference.json` (with `network_def`, `preprocessing`, a
+`SlidingWindowInferer` as `inferer` and optionally `postprocessing`), `models/model.pt` (the
+weights, read with `weights_only=True`) and optionally `configs/metadata.json` (class names).
+Everything comes from the config through `monai.bundle.ConfigParser`. A case is the image
+as the bundle's loading transforms give it (`LOADING`: the scan's raw intensities in the
+file's voxel order, with its affine) and its label as stored. The model of a case
+(`BundlePipeline`) runs the bundle's own remaining transforms (`INSIDE`: reorientation,
+resampling, padding, intensity scaling), which MONAI computes with differentiable torch
+operations on a tensor that requires gradients, then the sliding window, then MONAI's own
+inverse of those transforms on the output, so the prediction is back on the scan's grid; the
+output is inverted as probabilities where the bundle's postprocessing applies a softmax
+before its `Invertd` (as MONAI's bundles do), as logits otherwise. A transform outside
+`LOADING` and `INSIDE` is refused by name rather than let it change what eps measures.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
 from rog.data import formats
-from rog.data.io import VolumeError, read_label, resample_world
-from rog.external.model import ExternalError, ExternalModel, InputMap
+from rog.data.io import VolumeError, read_label
+from rog.external.model import ExternalError, ExternalModel
 
-SPATIAL = {"LoadImage", "EnsureChannelFirst", "Orientation", "Spacing", "EnsureType", "CastToType", "Identity",
-           "SpatialPad", "DivisiblePad", "CenterSpatialCrop", "Resize"}
-INTENSITY = {"ScaleIntensityRange", "NormalizeIntensity", "ScaleIntensity"}
+LOADING = {"LoadImage", "EnsureChannelFirst"}
+INSIDE = {"Orientation", "Spacing", "EnsureType", "CastToType", "Identity", "SpatialPad", "DivisiblePad",
+          "CenterSpatialCrop", "Resize", "ScaleIntensityRange", "NormalizeIntensity", "ScaleIntensity"}
 
 
 def _kind(transform) -> str:
     return type(transform).__name__.removesuffix("d")
 
 
-class IntensityMap(InputMap):
-    """A bundle's intensity transforms on one case, `[B, C, ...]` -> `[B, C, ...]`: a sequence
-    of (scale, shift, lo, hi, keep-zeros) steps, each x -> clamp(x * scale + shift, lo, hi)
-    per channel (voxels that were 0 in the clean case kept as they are where the step says
-    so, as `NormalizeIntensity(nonzero=True)`), plus the residual."""
+class BundlePipeline(nn.Module):
+    """A bundle's inference of one case around a whole-volume `model`: x `[1, C, *shape]` (the
+    scan as loaded) -> `[1, K, *shape]` on the same grid. `template`: the clean case as the
+    loading transforms give it (a MetaTensor `[C, *shape]`, its affine and metadata);
+    `inside`: the bundle's other preprocessing transforms (a `Compose`); `probabilities`:
+    invert softmax probabilities and return their log (softmax of it gives them back)."""
 
-    def __init__(self, steps: list[tuple], zero: torch.Tensor):
+    def __init__(self, model: nn.Module, template, inside, probabilities: bool):
         super().__init__()
-        self.steps = steps
-        self.register_buffer("zero", zero[None])
+        self.model, self.template, self.inside, self.probabilities = model, template, inside, probabilities
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        for scale, shift, lo, hi, keep_zeros in self.steps:
-            y = torch.clamp(x * scale.to(x) + shift.to(x), lo, hi)
-            x = torch.where(self.zero, x, y) if keep_zeros else y
-        return x
-
-
-def _step(transform, x: torch.Tensor) -> tuple:
-    """The per-channel affine step (with its clip) that `transform` applies to the case x
-    `[C, ...]` (constants computed on x as MONAI does)."""
-    kind, c = _kind(transform), x.shape[0]
-    t = getattr(transform, "scaler", None) or getattr(transform, "normalizer", None) or transform
-    view = (1, c, *([1] * (x.ndim - 1)))
-    if kind == "ScaleIntensityRange":
-        scale = 1.0 / (t.a_max - t.a_min)
-        shift = -t.a_min * scale
-        if t.b_min is not None and t.b_max is not None:
-            scale, shift = scale * (t.b_max - t.b_min), shift * (t.b_max - t.b_min) + t.b_min
-        lo, hi = (min(t.b_min, t.b_max), max(t.b_min, t.b_max)) if t.clip and t.b_min is not None else (-np.inf, np.inf)
-        return torch.full(view, scale), torch.full(view, shift), lo, hi, False
-    if kind == "NormalizeIntensity":
-        if t.subtrahend is not None or t.divisor is not None:
-            raise ExternalError(f"{type(transform).__name__} with fixed subtrahend/divisor: not supported")
-        groups = [x[i] for i in range(c)] if t.channel_wise else [x]
-        stats = []
-        for g in groups:
-            v = g[g != 0] if t.nonzero else g.flatten()
-            mean, std = (float(v.mean()), float(v.std(unbiased=False))) if v.numel() else (0.0, 1.0)
-            stats.append((mean, std if std != 0 else 1.0))
-        stats = stats if t.channel_wise else stats * c
-        scale = torch.tensor([1 / s for _, s in stats]).view(view)
-        shift = torch.tensor([-m / s for m, s in stats]).view(view)
-        return scale, shift, -np.inf, np.inf, bool(t.nonzero)
-    if kind == "ScaleIntensity":
-        if t.factor is not None or t.minv is None or t.maxv is None:
-            raise ExternalError(f"{type(transform).__name__} with a factor: not supported")
-        groups = [x[i] for i in range(c)] if t.channel_wise else [x]
-        ranges = [(float(g.min()), float(g.max())) for g in groups]
-        ranges = ranges if t.channel_wise else ranges * c
-        scale = torch.tensor([(t.maxv - t.minv) / (b - a) if b > a else 0.0 for a, b in ranges]).view(view)
-        shift = torch.tensor([t.minv - a * s for (a, _), s in zip(ranges, scale.flatten().tolist())]).view(view)
-        return scale, shift, -np.inf, np.inf, False
-    raise ExternalError(f"{type(transform).__name__}: not an intensity transform rog can run inside the model")
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x as a MetaTensor carrying the case's metadata (MetaTensor's constructor would cut
+        # the graph; arithmetic with one keeps it)
+        image = self.template * 0 + x[0]
+        z = self.inside({"image": image})["image"]
+        out = self.model(z.as_tensor()[None])[0]
+        if self.probabilities:
+            out = out.softmax(0)
+        carrier = z.detach()[:1] * 0  # z's record of the transforms applied, for their inverse
+        back = self.inside.inverse({"image": carrier + out})["image"].as_tensor()
+        if self.probabilities:
+            back = back.clamp_min(torch.finfo(back.dtype).tiny).log()
+        return back[None]
 
 
 def _parse(bundle: Path, config: str):
@@ -106,7 +78,9 @@ def _parse(bundle: Path, config: str):
         raise ExternalError(f"{cfg}: unreadable ({type(e).__name__}: {e})") from e
     parser["bundle_root"] = str(bundle)
     out = {}
-    for key in ("network_def", "preprocessing", "inferer"):
+    for key in ("network_def", "preprocessing", "inferer", "postprocessing"):
+        if key == "postprocessing" and key not in parser:
+            continue
         try:
             out[key] = parser.get_parsed_content(key)
         except Exception as e:  # noqa: BLE001 - the config's own error, with the key named
@@ -114,10 +88,23 @@ def _parse(bundle: Path, config: str):
     return out
 
 
+def _inverts_probabilities(post) -> bool:
+    """Whether the bundle's postprocessing applies a softmax before it inverts the preprocessing."""
+    softmax = False
+    for t in list(getattr(post, "transforms", [post])) if post is not None else []:
+        if _kind(t) == "Activations" and any(getattr(t, "softmax", None) or
+                                             getattr(getattr(t, "activation", None), "softmax", [False])):
+            softmax = True
+        if _kind(t) == "Invert":
+            return softmax
+    return False
+
+
 def load_bundle(bundle_dir: str | Path, config: str = "configs/inference.json",
                 weights: str = "models/model.pt") -> ExternalModel:
     """The model of the MONAI bundle at `bundle_dir`."""
     from monai.inferers import SlidingWindowInferer
+    from monai.transforms import Compose
     d = Path(bundle_dir)
     parts = _parse(d, config)
     wts = d / weights
@@ -138,11 +125,13 @@ def load_bundle(bundle_dir: str | Path, config: str = "configs/inference.json",
         raise ExternalError(f"{d / config}: inferer {type(inferer).__name__}: only SlidingWindowInferer is supported")
     transforms = list(getattr(parts["preprocessing"], "transforms", [parts["preprocessing"]]))
     for t in transforms:
-        if _kind(t) not in SPATIAL | INTENSITY:
+        if _kind(t) not in LOADING | INSIDE:
             raise ExternalError(f"{d / config}: preprocessing transform {type(t).__name__} is not supported "
-                                f"(spatial: {', '.join(sorted(SPATIAL))}; intensity: {', '.join(sorted(INTENSITY))})")
-    spatial = [t for t in transforms if _kind(t) in SPATIAL]
-    intensity = [t for t in transforms if _kind(t) in INTENSITY]
+                                f"(loading: {', '.join(sorted(LOADING))}; run inside the model: "
+                                f"{', '.join(sorted(INSIDE))})")
+    n = next((i for i, t in enumerate(transforms) if _kind(t) not in LOADING), len(transforms))
+    if any(_kind(t) in LOADING for t in transforms[n:]):
+        raise ExternalError(f"{d / config}: LoadImage and EnsureChannelFirst must come before the other transforms")
     names, channels = _metadata(d)
     overlap = inferer.overlap if np.isscalar(inferer.overlap) else float(inferer.overlap[0])
     mode = str(getattr(inferer.mode, "value", inferer.mode))
@@ -151,12 +140,11 @@ def load_bundle(bundle_dir: str | Path, config: str = "configs/inference.json",
         with torch.no_grad():
             k = network(torch.zeros(1, channels or 1, *patch)).shape[1]
         names = [f"class {i}" for i in range(1, k)]
-    from monai.transforms import Compose
     return BundleModel(
         name=f"MONAI bundle {d.name}", network=network, patch=patch, num_channels=channels or 1,
-        class_names=names, spacing=_spacing(spatial), weights=wts,
-        window={"overlap": float(overlap), "mode": mode, "pad_mode": "constant"},
-        spatial=Compose(spatial), intensity=intensity)
+        class_names=names, weights=wts, window={"overlap": float(overlap), "mode": mode, "pad_mode": "constant"},
+        loading=Compose(transforms[:n]), inside=Compose(transforms[n:]),
+        probabilities=_inverts_probabilities(parts.get("postprocessing")))
 
 
 def _metadata(d: Path) -> tuple[list[str] | None, int | None]:
@@ -174,44 +162,15 @@ def _metadata(d: Path) -> tuple[list[str] | None, int | None]:
         return None, None
 
 
-def _spacing(spatial) -> list[float]:
-    """The network grid's voxel size in mm: the bundle's Spacing transform's pixdim (else 1 mm)."""
-    for t in spatial:
-        if _kind(t) == "Spacing":
-            pixdim = getattr(getattr(t, "spacing_transform", t), "pixdim", None)
-            if pixdim is not None:
-                return [float(v) for v in np.broadcast_to(np.asarray(pixdim, float), (3,))]
-    return [1.0, 1.0, 1.0]
-
-
-def preprocess(spatial, intensity, image: Path) -> tuple[torch.Tensor, np.ndarray, IntensityMap]:
-    """The bundle's preprocessing of one image: (raw intensities on the network grid `[C, ...]`,
-    that grid's affine, the case's `IntensityMap`)."""
-    try:
-        d = spatial({"image": str(image)})
-    except Exception as e:  # noqa: BLE001 - MONAI's reader error, with the file named
-        raise ExternalError(f"{image}: cannot be read by the bundle's transforms ({type(e).__name__})") from e
-    raw = torch.as_tensor(d["image"]).float().contiguous()
-    affine = np.asarray(d["image"].affine, float)
-    theirs = {"image": d["image"].clone()}
-    steps = []
-    for t in intensity:
-        steps.append(_step(t, torch.as_tensor(theirs["image"]).float()))
-        theirs = t(theirs)
-    return raw, affine, IntensityMap(steps, raw == 0).fit_residual(raw, torch.as_tensor(theirs["image"]))
-
-
-def _prepared(prepare: IntensityMap, model: torch.nn.Module) -> torch.nn.Module:
-    return torch.nn.Sequential(prepare, model)
-
-
 @dataclass
 class BundleModel(ExternalModel):
-    """A MONAI bundle's model: its spatial transforms (run as the bundle does) and intensity
-    transforms (run inside the model, per case)."""
+    """A MONAI bundle's model: its loading transforms (run when a case is loaded), its other
+    preprocessing transforms (run inside the model, inverted on the output) and whether it
+    inverts probabilities."""
 
-    spatial: object = None
-    intensity: list = field(default_factory=list)
+    loading: object = None
+    inside: object = None
+    probabilities: bool = False
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         images, labels = Path(images), Path(labels)
@@ -223,13 +182,22 @@ class BundleModel(ExternalModel):
         for name in [n for n in files if not names or n in names][:max_cases]:
             if name not in references:
                 raise ExternalError(f"{labels}: missing label of case {name}")
-            raw, affine, prepare = preprocess(self.spatial, self.intensity, files[name])
             try:
-                lab, geometry = read_label(references[name])
+                template = self.loading({"image": str(files[name])})["image"].float()
+            except Exception as e:  # noqa: BLE001 - MONAI's reader error, with the file named
+                raise ExternalError(f"{files[name]}: cannot be read by the bundle's transforms ({type(e).__name__})") from e
+            try:
+                label, geometry = read_label(references[name])
             except VolumeError as e:
                 raise ExternalError(str(e)) from e
-            y = resample_world(lab.astype(np.int64), np.asarray(geometry.affine), affine, raw.shape[1:])
-            lo, hi = ThreatModel.channel_range(raw[None])
-            out.append(BenchCase(name, raw[None].to(device), torch.from_numpy(y)[None].to(device), lo.to(device),
-                                 hi.to(device), around=partial(_prepared, prepare.to(device))))
+            if template.ndim != 4 or tuple(template.shape[1:]) != label.shape:
+                raise ExternalError(f"{references[name]}: shape {label.shape} differs from the loaded image's "
+                                    f"{tuple(template.shape[1:])} (the bundle must load [C, *shape] in the file's order)")
+            x = template.as_tensor().clone()[None]
+            lo, hi = ThreatModel.channel_range(x)
+            out.append(BenchCase(name, x.to(device), torch.from_numpy(label.astype(np.int64))[None].to(device),
+                                 lo.to(device), hi.to(device), spacing=[float(s) for s in geometry.spacing],
+                                 around=partial(BundlePipeline, template=template.to(device), inside=self.inside,
+                                                probabilities=self.probabilities)))
+            self.scan_files[name], self.scan_geometry[name] = [files[name]], geometry
         return out

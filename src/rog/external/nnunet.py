@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -90,7 +90,7 @@ def load_nnunet(model_dir: str | Path, fold: int | str, tta: bool = False, check
     return NnUNetModel(
         name=f"nnU-Net {d.parent.name}/{d.name} fold {fold}", network=network, patch=list(configuration.patch_size),
         num_channels=channels, class_names=[names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)],
-        spacing=list(configuration.spacing), weights=ckpt,
+        weights=ckpt,
         window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet"},
         plans=plans, configuration=configuration, dataset_json=dataset_json, labels=labels,
         deployment=deployment)
@@ -147,7 +147,6 @@ class NnUNetModel(ExternalModel):
     dataset_json: dict | None = None
     labels: object = None
     deployment: Deployment | None = None
-    _geometry: dict = field(default_factory=dict, init=False)  # each written case's scan geometry
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         out = []
@@ -167,19 +166,14 @@ class NnUNetModel(ExternalModel):
     def save_volume(self, case, path, data, label) -> None:
         # nnU-Net's SimpleITK reader gives the voxels in reversed index order: put them back in
         # the file's order and write them on the file's own grid
-        from rog.bench.volumes import write_image
-        from rog.data.io import read_image, write_label
+        from rog.data.io import read_image
         reader = self.plans.image_reader_writer_class.__name__
         if reader != "SimpleITKIO":
             raise ExternalError(f"--save-volumes: nnU-Net reads this dataset with {reader}; only its SimpleITKIO "
                                 "reader's voxel order is known to rog")
-        if case not in self._geometry:
-            self._geometry[case] = read_image(self.scan_files[case][:1])[1]
-        geometry = self._geometry[case]
-        if label:
-            write_label(path, data.transpose(2, 1, 0), geometry)
-        else:
-            write_image(path, data.transpose(0, 3, 2, 1), geometry)
+        if case not in self.scan_geometry:
+            self.scan_geometry[case] = read_image(self.scan_files[case][:1])[1]
+        super().save_volume(case, path, data.transpose(2, 1, 0) if label else data.transpose(0, 3, 2, 1), label)
 
     def predict(self, files: list[Path], device="cpu") -> np.ndarray:
         from rog.infer.sliding_window import SlidingWindow

@@ -7,7 +7,7 @@ file's voxel order), and returns logits on the same grid; rog adds only a slidin
 else each case goes through the model whole."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,7 @@ from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
 from rog.checkpoint import is_torchscript, load_torchscript, load_weights
 from rog.data import formats
-from rog.bench.volumes import write_image
-from rog.data.io import read_image, read_label, write_label
+from rog.data.io import read_image, read_label
 from rog.errors import RogError
 from rog.external.model import ExternalError, ExternalModel
 from rog.models.registry import ModelError
@@ -58,15 +57,13 @@ def load_raw(spec: str | None, checkpoint: str | Path | None, window: list[int] 
     name = spec or f"torchscript:{Path(checkpoint).name}"
     options = {"overlap": float(overlap), "pad_mode": "constant"}
     return RawModel(name=name, network=network.eval(), patch=list(window) if window else None, num_channels=0,
-                    class_names=[], spacing=None, window=options, weights=Path(checkpoint) if checkpoint else None)
+                    class_names=[], window=options, weights=Path(checkpoint) if checkpoint else None)
 
 
 @dataclass
 class RawModel(ExternalModel):
     """A user model on raw scans; `num_channels` and `class_names` are learnt from the first
     case loaded (the channels its images have, the classes one forward pass gives)."""
-
-    _geometry: dict = field(default_factory=dict, init=False)  # each loaded case's scan geometry
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         from rog.infer.predictor import cases_from_input
@@ -92,14 +89,10 @@ class RawModel(ExternalModel):
             y = torch.from_numpy(label.astype(np.int64))[None]
             out.append(BenchCase(case.name, x.to(device), y.to(device), lo.to(device), hi.to(device),
                                  spacing=[float(s) for s in geometry.spacing]))
-            self.scan_files[case.name], self._geometry[case.name] = list(case.images), geometry
+            self.scan_files[case.name], self.scan_geometry[case.name] = list(case.images), geometry
         if names and len(out) < len(names[:max_cases]):
             raise ExternalError(f"{images}: no case named {sorted(set(names) - {c.name for c in out})[0]}")
         return out
-
-    def save_volume(self, case, path, data, label) -> None:
-        geometry = self._geometry[case]
-        write_label(path, data, geometry) if label else write_image(path, data, geometry)
 
     def _learn(self, channels: int, first: Path) -> None:
         """Channels from the first case, classes from one forward pass; later cases must agree."""

@@ -131,8 +131,6 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
     ./rog_TOOL-KIND."""
     tool = req.source.tool
     flag = "--images" if tool == "raw" else f"--{tool}"
-    if req.save_volumes and tool == "bundle":
-        raise UsageError("--save-volumes: not yet with --bundle (its cases live on the bundle's grid)")
     if req.attack and req.config.scope == "patch":
         raise UsageError(f"--scope patch: {flag} models are attacked on whole cases (--scope volume, their default)")
     model = load_tool_model(req.source)
@@ -145,6 +143,6 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
                 class_names=model.class_names)
     net = model.network.to(device)  # after counting: the FLOP count runs on the CPU
     keep = ScanWriter(ResultsDir(out), model) if req.save_volumes else None
-    sweep = _sweep(req, net, model.num_classes, model.patch, model.spacing, out, meta=meta,
+    sweep = _sweep(req, net, model.num_classes, model.patch, None, out, meta=meta,  # cases carry their spacing
                    weights=file_hash(model.weights) if model.weights else None, window=model.window, keep=keep)
     return SweepResult(sweep.run(cases), out)

@@ -195,7 +195,8 @@ def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: 
     parts.append("</table><h2>Threat model, hyper-parameters, runtime</h2>")
     for x in entries:
         r = x.results
-        parts.append(f"<h3>{esc(x.name)}</h3><p>threat: <code>{esc(json.dumps(r.threat))}</code><br>"
+        parts.append(f"<h3>{esc(x.name)}</h3><p>perturbation on: {esc(r.perturbed)}<br>"
+                     f"threat: <code>{esc(json.dumps(r.threat))}</code><br>"
                      f"configuration: <code>{esc(json.dumps(r.config))}</code>; cases {len(x.cases)} "
                      f"({esc(r.meta.cases_source_text)}); tau {r.tau:.3f}</p>")
         if x.skipped():
