@@ -1,10 +1,11 @@
-"""Time per APGD iteration on an nnU-Net model, the threat on the scan as stored (nnU-Net's
-whole inference as one differentiable function: crop, normalisation, resampling, the
-nnU-Net-style sliding window, resampling back), against one forward + input-gradient pass of
-the network alone (its sliding window on its own grid, the input nnU-Net would give it), the
-floor an iteration cannot beat. Builds an nnU-Net folder offline (`nnunet_model.build`)
-unless --model-dir is given.
-Usage: python benchmarks/external_apgd.py [--model-dir DIR --images DIR --labels DIR] [--iters 10] [--repeats 5]"""
+"""Time per APGD iteration with the threat on the scan as stored (the model's whole inference
+as one differentiable function: crop, normalisation, resampling, the sliding window,
+resampling back), against one forward + input-gradient pass of the network alone (its
+sliding window on its own grid, the input its pipeline would give it), the floor an iteration
+cannot beat. The model: an nnU-Net folder (built offline by `nnunet_model.build` unless
+--model-dir is given) or, with --run, a rog run.
+Usage: python benchmarks/external_apgd.py [--model-dir DIR | --run RUN] [--images DIR --labels DIR]
+       [--iters 10] [--repeats 5]"""
 from __future__ import annotations
 
 import sys
@@ -19,22 +20,24 @@ from common import median_times, parser, report  # noqa: E402
 from rog.attacks import APGD, ThreatModel  # noqa: E402
 from rog.attacks.base import frozen  # noqa: E402
 from rog.external.nnunet import load_nnunet  # noqa: E402
+from rog.external.raw import load_run_on_scans  # noqa: E402
 from rog.infer.sliding_window import SlidingWindow  # noqa: E402
 
 p = parser(__doc__)
 p.add_argument("--model-dir")
+p.add_argument("--run", help="a rog run directory instead of an nnU-Net model (needs --images and --labels)")
 p.add_argument("--images")
 p.add_argument("--labels")
 p.add_argument("--size", type=int, nargs=2, default=[64, 80], help="in-plane size of the built task's cases")
 p.add_argument("--iters", type=int, default=10)
 a = p.parse_args()
-if a.model_dir:
-    model_dir, images, labels = Path(a.model_dir), Path(a.images), Path(a.labels)
+if a.model_dir or a.run:
+    images, labels = Path(a.images), Path(a.labels)
 else:
     from nnunet_model import build
     model_dir, raw = build(Path(tempfile.mkdtemp()), size=tuple(a.size))
     images, labels = raw / "imagesTs", raw / "labelsTs"
-ext = load_nnunet(model_dir, 0)
+ext = load_run_on_scans(a.run) if a.run else load_nnunet(a.model_dir or model_dir, 0)
 case = ext.load_cases(images, labels, max_cases=1, device=a.device)[0]
 network = SlidingWindow(ext.network, ext.patch, **ext.window).to(a.device)
 model = case.around(network)
@@ -67,7 +70,7 @@ def apgd():
 with frozen(network):
     t = median_times({"network": network_alone, "pipeline": pipeline, "apgd": apgd}, a.device, a.repeats)
 per_iter = t["apgd"] / a.iters
-report("APGD-CE iteration on the scan vs forward + input gradient of the network alone, nnU-Net model",
+report(f"APGD-CE iteration on the scan vs forward + input gradient of the network alone, {ext.name}",
        [{"scan_voxels": "x".join(map(str, case.x.shape[2:])), "grid_voxels": "x".join(map(str, grid.shape[2:])),
          "patch": "x".join(map(str, ext.patch)), "network_fwd_grad_s": t["network"],
          "pipeline_fwd_grad_s": t["pipeline"], "apgd_iter_s": per_iter,

@@ -11,7 +11,7 @@ pytest.importorskip("nnunetv2", reason="the nnunetv2 extra is not installed (scr
 from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape  # noqa: E402
 
 from rog.external.nnunet_scan import OUTSIDE, ChannelNorm, Deployment, ScanPipeline  # noqa: E402
-from rog.external.resample import SUPPORTED, nnunet_resampling  # noqa: E402
+from rog.infer.resample import SUPPORTED, nnunet_resampling  # noqa: E402
 
 DATA = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
 LOGITS = {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rog.external.resample import nnunet_resampling
+from rog.infer.resample import nnunet_resampling
 
 SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization")
 # the foreground logits outside the crop box: softmax gives background 1 to float precision,

@@ -1,13 +1,16 @@
-"""A user's own model benchmarked on the scans as stored: `--model package.module:factory`
-(the factory called with no argument; weights from a state-dict `--checkpoint`) or a
-TorchScript `--checkpoint`, with `--images` and `--labels` folders. No rog preprocessing is
-forced on it: the model takes each scan's raw intensities on the scan's own voxel grid (in the
-file's voxel order), and returns logits on the same grid; rog adds only a sliding window where
-`--window` is given (MONAI's tiling and Gaussian weights, zero padding as MONAI's inferer),
-else each case goes through the model whole."""
+"""Models benchmarked on the scans as stored, read by rog (`--images` and `--labels` folders):
+- a user's own model (`RawModel`): `--model package.module:factory` (the factory called with
+  no argument; weights from a state-dict `--checkpoint`) or a TorchScript `--checkpoint`. No
+  rog preprocessing is forced on it: it takes each scan's raw intensities on the scan's own
+  voxel grid (in the file's voxel order) and returns logits on the same grid; rog adds only a
+  sliding window where `--window` is given (MONAI's tiling and Gaussian weights, zero padding
+  as MONAI's inferer), else each case goes through it whole;
+- a rog run (`RunOnScans`): each case through rog's own whole inference of the scan
+  (`rog.infer.scan.RogScan`: the run's preprocessing, sliding window and inverse)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +91,15 @@ class RawModel(ExternalModel):
             lo, hi = ThreatModel.channel_range(x)
             y = torch.from_numpy(label.astype(np.int64))[None]
             out.append(BenchCase(case.name, x.to(device), y.to(device), lo.to(device), hi.to(device),
-                                 spacing=[float(s) for s in geometry.spacing]))
+                                 spacing=[float(s) for s in geometry.spacing], around=self.around(geometry)))
             self.scan_files[case.name], self.scan_geometry[case.name] = list(case.images), geometry
         if names and len(out) < len(names[:max_cases]):
             raise ExternalError(f"{images}: no case named {sorted(set(names) - {c.name for c in out})[0]}")
         return out
+
+    def around(self, geometry):
+        """The processing of a case around the network: none (the model takes the scan)."""
+        return None
 
     def _learn(self, channels: int, first: Path) -> None:
         """Channels from the first case, classes from one forward pass; later cases must agree."""
@@ -109,3 +116,29 @@ class RawModel(ExternalModel):
             raise ExternalError(f"{self.name}: fails on a [1, {channels}, {', '.join(map(str, shape))}] input "
                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
         self.class_names = [f"class {i}" for i in range(1, k)]
+
+
+@dataclass
+class RunOnScans(RawModel):
+    """A rog run on raw scans: its network, with its plan's preprocessing and inverse around it."""
+
+    plan: object = None
+
+    def around(self, geometry):
+        from rog.infer.scan import RogScan
+        return partial(RogScan, geometry=geometry, plan=self.plan)
+
+    def _learn(self, channels: int, first: Path) -> None:
+        if channels != self.num_channels:
+            raise ExternalError(f"{first}: {channels} channel(s), the run's plan takes {self.num_channels}")
+
+
+def load_run_on_scans(run: str | Path) -> RunOnScans:
+    """The rog run at `run`, for its scans as stored."""
+    from rog.checkpoint import load_run
+    from rog.rundir import RunDir
+    network, plan, _ = load_run(run)
+    return RunOnScans(name=RunDir(run).name, network=network.eval(), patch=list(plan.val_patch_size),
+                      num_channels=plan.num_channels,
+                      class_names=[plan.labels.get(str(k), f"class {k}") for k in range(1, plan.num_classes)],
+                      window={}, weights=RunDir(run).weights(), plan=plan)

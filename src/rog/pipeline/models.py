@@ -40,7 +40,8 @@ class ModelSource:
     @property
     def tool(self) -> str | None:
         """"nnunet" or "bundle" for another tool's model, "raw" for a user's model on the scans
-        as stored, None for rog's own."""
+        as stored, "run" for a rog run on the scans as stored (a run with --images), None for
+        rog's own on its preprocessed cases."""
         if self.nnunet and self.bundle:
             raise UsageError("give --nnunet or --bundle, not both")
         if self.nnunet or self.bundle:
@@ -50,6 +51,8 @@ class ModelSource:
                 raise UsageError("--images: the model takes the scans as stored; --plan and --data are for a model "
                                  "on rog's preprocessed cases (give one or the other)")
             return "raw"
+        if self.images and self.run:
+            return "run"
         if self.window:
             raise UsageError("--window: for a model given with --model or --checkpoint and --images")
         return None
@@ -94,10 +97,14 @@ def load_tool_model(source: ModelSource):
     """The `rog.external.ExternalModel` of an nnU-Net model folder, a MONAI bundle or a user's
     model on raw scans."""
     if not (source.images and source.labels):
-        raise UsageError(f"--{source.tool if source.tool != 'raw' else 'images'} needs --images and --labels")
+        raise UsageError(f"--{source.tool if source.tool in ('nnunet', 'bundle') else 'images'} needs --images and "
+                         "--labels")
     if source.tool == "raw":
         from rog.external.raw import load_raw
         return load_raw(source.model, source.checkpoint, source.window, source.overlap)
+    if source.tool == "run":
+        from rog.external.raw import load_run_on_scans
+        return load_run_on_scans(source.run)
     if source.tool == "nnunet":
         from rog.external.nnunet import load_nnunet
         return load_nnunet(source.nnunet, source.fold, tta=source.tta)

@@ -130,7 +130,7 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
     sliding window with the tool's patch size, mirroring and tiling. Results go to `out`, else
     ./rog_TOOL-KIND."""
     tool = req.source.tool
-    flag = "--images" if tool == "raw" else f"--{tool}"
+    flag = f"--{tool}" if tool in ("nnunet", "bundle") else "--images"
     if req.attack and req.config.scope == "patch":
         raise UsageError(f"--scope patch: {flag} models are attacked on whole cases (--scope volume, their default)")
     model = load_tool_model(req.source)
