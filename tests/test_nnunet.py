@@ -111,6 +111,7 @@ def test_attack_lowers_dice_stays_in_the_raw_ball_and_resumes(nnunet_model, tmp_
     assert entry["parameters"] > 1000 and entry["gflops"] > 0 and "8.0" in entry["eps"]
     html = (tmp_path / "report" / "report.html").read_text()
     assert "nnU-Net Dataset001_Synth" in html and "perturbation on: the scan as stored" in html
+    assert "Volumes that broke the models" in html and "eps8.0.nii.gz" in html  # --save-volumes, linked
 
 
 def test_worst_case_artefacts_run_on_the_nnunet_model_in_its_raw_intensities(nnunet_model, tmp_path, capsys):
