@@ -61,8 +61,3 @@ class ExternalModel(ABC):
         from rog.bench.volumes import write_image
         geometry = self.scan_geometry[case]
         write_label(path, data, geometry) if label else write_image(path, data, geometry)
-
-    def predict(self, files: list[Path], device: torch.device | str = "cpu") -> np.ndarray:
-        """One case's channel files -> its label map in the files' own geometry and axis order,
-        through rog's sliding window and the tool's export (the clean-agreement check)."""
-        raise ExternalError(f"{self.name}: no prediction in the tool's own geometry for this kind of model")

@@ -174,11 +174,3 @@ class NnUNetModel(ExternalModel):
         if case not in self.scan_geometry:
             self.scan_geometry[case] = read_image(self.scan_files[case][:1])[1]
         super().save_volume(case, path, data.transpose(2, 1, 0) if label else data.transpose(0, 3, 2, 1), label)
-
-    def predict(self, files: list[Path], device="cpu") -> np.ndarray:
-        from rog.infer.sliding_window import SlidingWindow
-        data, _, props = read_case(self.plans, files, None)
-        window = SlidingWindow(self.network, self.configuration.patch_size, **self.window)
-        model = ScanPipeline(window, props["spacing"], self.deployment).to(device)
-        with torch.no_grad():
-            return model(torch.from_numpy(data)[None].to(device))[0].argmax(0).cpu().numpy()
