@@ -23,8 +23,8 @@ def _model_source_arguments(s) -> None:
                    "else ./rog_SCOPE)")
     device_option(s)
     s.add_argument("--save-volumes", action="store_true", help="also write each case's attacked (worst attack per eps), "
-                   "corrupted or worst-artefact input, its difference from the clean one and the predictions as NIfTI in the "
-                   "scan's geometry, under OUT/volumes/CASE/ (an attacked patch is put back into its case)")
+                   "corrupted or worst-artefact input, its difference from the clean one and the predictions as images in the "
+                   "scan's own format and geometry, under OUT/volumes/CASE/ (an attacked patch is put back into its case)")
     g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
     g.add_argument("--nnunet", metavar="MODEL_DIR",
                    help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
