@@ -56,7 +56,8 @@ def test_the_attacked_function_is_nnunets_predictor_on_the_perturbed_scan(nnunet
     ours, theirs = load_nnunet(model_dir, 0, tta=which == "ct"), _predictor(model_dir, mirroring=which == "ct")
     reader = theirs.plans_manager.image_reader_writer_class()
     rng = np.random.default_rng(0)
-    for case in ours.load_cases(raw / "imagesTs", raw / "labelsTs"):
+    # one CT case (mirroring makes it the slow one), both MR cases
+    for case in ours.load_cases(raw / "imagesTs", raw / "labelsTs", max_cases=1 if which == "ct" else None):
         files = sorted((raw / "imagesTs").glob(f"{case.name}_*.nii.gz"))
         model = case.around(SlidingWindow(ours.network, ours.patch, **ours.window))
         span = case.hi - case.lo
@@ -182,14 +183,21 @@ def test_cases_are_the_scans_as_stored(nnunet_model):
     assert np.array_equal(case.y[0].numpy(), label)
 
 
-@pytest.mark.parametrize("problem", ["not_a_model", "missing_fold", "channels"])
+@pytest.mark.parametrize("problem", ["not_a_model", "missing_fold", "channels", "reader"])
 def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys, problem):
+    import shutil
     model_dir, raw = nnunet_model
-    images, folder, fold = raw / "imagesTs", model_dir, "0"
+    images, folder, fold, extra = raw / "imagesTs", model_dir, "0", []
     if problem == "not_a_model":
         folder = raw
     elif problem == "missing_fold":
         fold = "3"
+    elif problem == "reader":  # --save-volumes with a reader whose voxel order rog does not know
+        folder = tmp_path / "model"
+        shutil.copytree(model_dir, folder)
+        plans = json.loads((folder / "plans.json").read_text())
+        (folder / "plans.json").write_text(json.dumps({**plans, "image_reader_writer": "NibabelIO"}))
+        extra = ["--save-volumes"]
     else:  # a second channel the model does not take
         images = tmp_path / "images"
         images.mkdir()
@@ -198,10 +206,11 @@ def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys
             (images / f.name.replace("_0000", "_0001")).write_bytes(f.read_bytes())
     out = tmp_path / "out"
     code = main(["attack", "--nnunet", str(folder), "--fold", fold, "--images", str(images), "--labels",
-                 str(raw / "labelsTs"), "--eps", "8", "--attacks", "pgd", "--iters", "1", "-o", str(out)])
+                 str(raw / "labelsTs"), "--eps", "8", "--attacks", "pgd", "--iters", "1", "-o", str(out), *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0]
     expected = {"not_a_model": "not an nnU-Net model folder", "missing_fold": "fold_3/checkpoint_final.pth: missing",
-                "channels": "more channels than the model's 1"}[problem]
+                "channels": "more channels than the model's 1",
+                "reader": "--save-volumes: nnU-Net reads this dataset with NibabelIO"}[problem]
     assert expected in err[0], err[0]
     assert not (out / "results.json").exists()

@@ -55,6 +55,10 @@ class ExternalModel(ABC):
         end = formats.ending(self.scan_files[case][0])
         return ".nii.gz" if end in (None, formats.DICOM) else end
 
+    def check_save_volumes(self) -> None:
+        """Raise an `ExternalError` if `save_volume` cannot write this model's cases (checked
+        before a benchmark starts, so a refusal loses no work)."""
+
     def save_volume(self, case: str, path: Path, data: np.ndarray, label: bool) -> None:
         """Write `data` (an image `[C, ...]` or a label map `[...]` on the grid of `case`'s x) to
         `path` in the scan's geometry (`--save-volumes`)."""

@@ -163,14 +163,16 @@ class NnUNetModel(ExternalModel):
             self.scan_files[name] = files
         return out
 
-    def save_volume(self, case, path, data, label) -> None:
-        # nnU-Net's SimpleITK reader gives the voxels in reversed index order: put them back in
-        # the file's order and write them on the file's own grid
-        from rog.data.io import read_image
+    def check_save_volumes(self) -> None:
         reader = self.plans.image_reader_writer_class.__name__
         if reader != "SimpleITKIO":
             raise ExternalError(f"--save-volumes: nnU-Net reads this dataset with {reader}; only its SimpleITKIO "
                                 "reader's voxel order is known to rog")
+
+    def save_volume(self, case, path, data, label) -> None:
+        # nnU-Net's SimpleITK reader gives the voxels in reversed index order: put them back in
+        # the file's order and write them on the file's own grid
+        from rog.data.io import read_image
         if case not in self.scan_geometry:
             self.scan_geometry[case] = read_image(self.scan_files[case][:1])[1]
         super().save_volume(case, path, data.transpose(2, 1, 0) if label else data.transpose(0, 3, 2, 1), label)

@@ -134,6 +134,8 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
     if req.attack and req.config.scope == "patch":
         raise UsageError(f"--scope patch: {flag} models are attacked on whole cases (--scope volume, their default)")
     model = load_tool_model(req.source)
+    if req.save_volumes:
+        model.check_save_volumes()
     device = resolve_device(req.device)
     cases = model.load_cases(req.source.images, req.source.labels, req.cases, req.max_cases, device)
     out = writable_dir(req.out or f"rog_{tool}-{req.kind}")
