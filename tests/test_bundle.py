@@ -165,3 +165,14 @@ def test_bad_bundles_are_named_in_one_line(bundle, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_probabilities_are_inverted_where_the_bundle_inverts_after_a_softmax():
+    from monai.transforms import Activations, Activationsd, Compose, Identity, Invertd
+    from rog.external.bundle import _inverts_probabilities
+    invert = Invertd(keys="pred", transform=Compose([Identity()]), orig_keys="image")
+    assert _inverts_probabilities(Compose([Activationsd(keys="pred", softmax=True), invert]))
+    assert _inverts_probabilities(Compose([Activations(softmax=True), invert]))  # the array transform too
+    assert not _inverts_probabilities(Compose([invert, Activationsd(keys="pred", softmax=True)]))  # logits inverted
+    assert not _inverts_probabilities(Compose([Activationsd(keys="pred", sigmoid=True), invert]))
+    assert not _inverts_probabilities(None)

@@ -92,9 +92,8 @@ def _inverts_probabilities(post) -> bool:
     """Whether the bundle's postprocessing applies a softmax before it inverts the preprocessing."""
     softmax = False
     for t in list(getattr(post, "transforms", [post])) if post is not None else []:
-        if _kind(t) == "Activations" and any(getattr(t, "softmax", None) or
-                                             getattr(getattr(t, "activation", None), "softmax", [False])):
-            softmax = True
+        if _kind(t) == "Activations":  # Activationsd holds one flag per key, Activations one
+            softmax = softmax or bool(np.any(t.softmax))
         if _kind(t) == "Invert":
             return softmax
     return False
