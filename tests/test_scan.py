@@ -101,5 +101,6 @@ def test_rog_attack_on_a_runs_scans_with_one_command(ct_task, run, tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert code == (1 if any(c["status"] == "fail" for c in doc["checks"]) else 0)
     assert doc["config"]["scope"] == "volume" and doc["meta"]["cases_source"] == "folders"
+    assert doc["meta"]["seed"] == 0 and doc["meta"]["run"] == str(run.path.resolve())  # grouped with its seeds
     rec, = doc["records"]
     assert rec["in_ball"] and rec["in_box"] and rec["dice"] <= doc["clean"][rec["case"]]["dice"]
