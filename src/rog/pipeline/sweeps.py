@@ -111,13 +111,13 @@ def _sweep(req: SweepRequest, net, num_classes: int, patch, spacing, out: Path, 
     return req.sweep(net, num_classes, req.config, out, patch, spacing, progress=req.progress, **common)
 
 
-def _run_meta(run: str | Path) -> dict:
-    """What `Meta` records of a rog run beyond its model: its folder, test scores and training
-    seed (so the report groups a run's seeds on the scans as on its preprocessed cases)."""
+def _add_run(meta: Meta, run: str | Path) -> None:
+    """Record in `meta` a rog run's folder, test scores and training seed (so the report groups
+    a run's seeds on the scans as on its preprocessed cases)."""
     from rog.train.trainer import TrainConfig
     r = RunDir(run)
-    return {"run": str(r.path.resolve()), "test": r.read_test_eval(),
-            "seed": TrainConfig.from_dict(r.read_config(), str(r.config)).seed}
+    meta.run, meta.test = str(r.path.resolve()), r.read_test_eval()
+    meta.seed = TrainConfig.from_dict(r.read_config(), str(r.config)).seed
 
 
 def _rog_meta(m: RogModel, source: str, label: str | None) -> Meta:
@@ -151,7 +151,9 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
     init_distributed()
     meta = Meta(label=req.label or model.name, cases_source="folders", cases_source_text=SOURCES["folders"],
                 model=row(model.network, model.name, model.num_channels, model.patch or cases[0].x.shape[2:]),
-                class_names=model.class_names, **(_run_meta(req.source.run) if tool == "run" else {}))
+                class_names=model.class_names)
+    if tool == "run":
+        _add_run(meta, req.source.run)
     net = model.network.to(device)  # after counting: the FLOP count runs on the CPU
     keep = ScanWriter(ResultsDir(out), model) if req.save_volumes else None
     sweep = _sweep(req, net, model.num_classes, model.patch, None, out, meta=meta,  # cases carry their spacing
