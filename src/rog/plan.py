@@ -68,6 +68,11 @@ class Plan:
         return len(self.labels)
 
     @property
+    def class_names(self) -> list[str]:
+        """Foreground class names, label 1 first ("class K" where the labels name none)."""
+        return [self.labels.get(str(k), f"class {k}") for k in range(1, self.num_classes)]
+
+    @property
     def total_stride(self) -> list[int]:
         """Per-axis product of all downsamplings of the network (input size must divide by it)."""
         extra = 2 ** (self.num_scales - 2)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from rog.infer.resample import nnunet_resampling
+from rog.infer.scan import uncrop
 
 SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization")
 # the foreground logits outside the crop box: softmax gives background 1 to float precision,
@@ -86,12 +87,10 @@ class Deployment:
     def crop_box(self, x: torch.Tensor) -> tuple[tuple[slice, ...], torch.Tensor]:
         """nnU-Net's `crop_to_nonzero` of the transposed case x `[1, C, *shape]`: (the box's
         slices, the hole-filled non-zero mask inside it `[*box]`)."""
-        from scipy.ndimage import binary_fill_holes
-        mask = binary_fill_holes((x[0] != 0).any(0).cpu().numpy())
-        if not mask.any():  # an all-zero image: nnU-Net's bbox of an empty mask is the whole volume
-            box = tuple(slice(0, n) for n in mask.shape)
-        else:
-            box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
+        from acvl_utils.cropping_and_padding.bounding_boxes import get_bbox_from_mask
+        from nnunetv2.preprocessing.cropping.cropping import create_nonzero_mask
+        mask = create_nonzero_mask(x[0].detach().cpu().numpy())  # nnU-Net's own: non-zero, holes filled
+        box = tuple(slice(lo, hi) for lo, hi in get_bbox_from_mask(mask))
         return box, torch.from_numpy(np.ascontiguousarray(mask[box])).to(x.device)
 
 
@@ -117,8 +116,5 @@ class ScanPipeline(nn.Module):
         z = nnunet_resampling(*d.data, shape, new, self.spacing, d.spacing)(z)
         logits = self.model(z)
         logits = nnunet_resampling(*d.logits, new, shape, d.spacing, self.spacing)(logits)
-        outside = torch.full((1, logits.shape[1], 1, 1, 1), OUTSIDE, dtype=logits.dtype, device=logits.device)
-        outside[:, 0] = 0.0
-        pad = [p for b, n in zip(box[::-1], x.shape[:1:-1]) for p in (b.start, n - b.stop)]
-        full = torch.nn.functional.pad(logits - outside, pad) + outside
+        full = uncrop(logits, box, x.shape[2:], [0.0] + [OUTSIDE] * (logits.shape[1] - 1))
         return full.permute(0, 1, *[2 + int(a) for a in np.argsort(d.transpose)])

@@ -140,5 +140,5 @@ def load_run_on_scans(run: str | Path) -> RunOnScans:
     network, plan, _ = load_run(run)
     return RunOnScans(name=f"{RunDir(run).name} (on scans)", network=network.eval(), patch=list(plan.val_patch_size),
                       num_channels=plan.num_channels,
-                      class_names=[plan.labels.get(str(k), f"class {k}") for k in range(1, plan.num_classes)],
+                      class_names=plan.class_names,
                       window={}, weights=RunDir(run).weights(), plan=plan)

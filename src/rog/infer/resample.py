@@ -44,18 +44,21 @@ def _line(n_in: int, n_out: int, order: int, engine: str) -> np.ndarray:
     return np.stack(columns, 1)
 
 
-def _sparse(m: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    keep = np.abs(m) > TAIL
-    rows, cols = np.nonzero(keep)
+@lru_cache(maxsize=64)
+def _operator(n_in: int, n_out: int, order: int, engine: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`_line` as a sparse matrix on `device` (kept: an attack applies the same ones every step)."""
+    m = _line(n_in, n_out, order, engine)
+    rows, cols = np.nonzero(np.abs(m) > TAIL)
     index = torch.from_numpy(np.stack([rows, cols]))
-    return torch.sparse_coo_tensor(index, torch.from_numpy(m[keep]), m.shape, check_invariants=False).to(
-        like.device, like.dtype).coalesce()
+    values = torch.from_numpy(m[rows, cols])
+    return torch.sparse_coo_tensor(index, values, m.shape, check_invariants=False).to(device, dtype).coalesce()
 
 
-def _apply(x: torch.Tensor, m: np.ndarray, dim: int) -> torch.Tensor:
-    """The matrix `m` `[n_out, n_in]` applied along dimension `dim` of x."""
+def _apply(x: torch.Tensor, line: tuple, dim: int) -> torch.Tensor:
+    """The 1-D map `line` = (n_in, n_out, order, engine) applied along dimension `dim` of x."""
+    m = _operator(*line, x.dtype, x.device)
     moved = x.movedim(dim, 0)
-    out = torch.sparse.mm(_sparse(m, x), moved.reshape(moved.shape[0], -1))
+    out = torch.sparse.mm(m, moved.reshape(moved.shape[0], -1))
     return out.reshape(m.shape[0], *moved.shape[1:]).movedim(0, dim)
 
 
@@ -84,7 +87,7 @@ class Resampling:
         plane = [a for a in range(3) if a != self.axis]
         out = x
         for a in plane:
-            out = _apply(out, _line(self.shape[a], self.new[a], self.order, self.engine), 2 + a)
+            out = _apply(out, (self.shape[a], self.new[a], self.order, self.engine), 2 + a)
         clip = self.engine == "skimage"
         if self.axis is None:
             return _clip_to_input(out, x, (2, 3, 4)) if clip else out
@@ -92,8 +95,7 @@ class Resampling:
             out = _clip_to_input(out, x, tuple(2 + a for a in plane))  # resized slice by slice
         a = self.axis
         if self.shape[a] != self.new[a]:
-            along = _line(self.shape[a], self.new[a], self.order_z, "nnunet-z" if clip else "zoom")
-            out = _apply(out, along, 2 + a)
+            out = _apply(out, (self.shape[a], self.new[a], self.order_z, "nnunet-z" if clip else "zoom"), 2 + a)
         return out
 
 

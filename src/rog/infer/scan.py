@@ -19,10 +19,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rog.data.fingerprint import nonzero_bbox
 from rog.data.io import Geometry, canonical_axes
 from rog.data.preprocess import through_plane_axis
 from rog.infer.resample import Resampling
 from rog.plan import Plan
+
+
+def uncrop(t: torch.Tensor, box: tuple[slice, ...], shape, fill) -> torch.Tensor:
+    """`t` `[1, K, *box]` put back where `box` was cut from a volume of spatial `shape`, with
+    `fill[k]` for class k everywhere else: `[1, K, *shape]`, differentiable in `t`."""
+    outside = torch.tensor(fill, dtype=t.dtype, device=t.device).view(1, -1, 1, 1, 1)
+    pad = [p for b, n in zip(box[::-1], tuple(shape)[::-1]) for p in (b.start, n - b.stop)]
+    return F.pad(t - outside, pad) + outside
 
 
 def _normalise(x: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -52,9 +61,7 @@ class RogScan(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 1, *[2 + a for a in self.axes])
-        nonzero = (x[0] != 0).any(0).detach().cpu().numpy()
-        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(nonzero)) if nonzero.any() \
-            else tuple(slice(0, n) for n in nonzero.shape)
+        box = tuple(slice(lo, hi) for lo, hi in nonzero_bbox(x[0].detach().cpu().numpy()))  # as preprocessing
         crop = x[(slice(None), slice(None), *box)]
         shape = tuple(crop.shape[2:])
         target = np.array(self.plan.target_spacing, float)
@@ -64,9 +71,7 @@ class RogScan(nn.Module):
         logits = self.model(z)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # softmax in float32 at least
         probs = F.interpolate(logits.softmax(1), size=shape, mode="trilinear", align_corners=False)
-        outside = torch.zeros((1, probs.shape[1], 1, 1, 1), dtype=probs.dtype, device=probs.device)
-        outside[:, 0] = 1.0  # background outside the box, as `invert_probabilities`
-        pad = [p for b, n in zip(box[::-1], x.shape[:1:-1]) for p in (b.start, n - b.stop)]
-        full = F.pad(probs - outside, pad) + outside
+        # background outside the box, as `invert_probabilities`
+        full = uncrop(probs, box, x.shape[2:], [1.0] + [0.0] * (probs.shape[1] - 1))
         full = full.clamp_min(torch.finfo(full.dtype).tiny).log()
         return full.permute(0, 1, *[2 + int(a) for a in np.argsort(self.axes)])

@@ -21,7 +21,8 @@ class ModelSource:
     with `images` and `labels` folders that the tool preprocesses itself; or `model` /
     `checkpoint` with `images` and `labels` and no plan: the user's model on the scans as
     stored (`rog.external.raw`), through a sliding window of `window` (None: whole cases) and
-    `overlap`."""
+    `overlap`; or `run` with `images` and `labels`: the run on the scans as stored, through its
+    whole `rog predict` pipeline (`rog.infer.scan`)."""
 
     run: str | Path | None = None
     model: str | None = None

@@ -111,26 +111,25 @@ def _sweep(req: SweepRequest, net, num_classes: int, patch, spacing, out: Path, 
     return req.sweep(net, num_classes, req.config, out, patch, spacing, progress=req.progress, **common)
 
 
-def _add_run(meta: Meta, run: str | Path) -> None:
+def _add_run(meta: Meta, run: RunDir):
     """Record in `meta` a rog run's folder, test scores and training seed (so the report groups
-    a run's seeds on the scans as on its preprocessed cases)."""
+    a run's seeds, on its preprocessed cases or on the scans); returns the run's `TrainConfig`."""
     from rog.train.trainer import TrainConfig
-    r = RunDir(run)
-    meta.run, meta.test = str(r.path.resolve()), r.read_test_eval()
-    meta.seed = TrainConfig.from_dict(r.read_config(), str(r.config)).seed
+    config = TrainConfig.from_dict(run.read_config(), str(run.config))
+    meta.run, meta.test, meta.seed = str(run.path.resolve()), run.read_test_eval(), config.seed
+    return config
 
 
 def _rog_meta(m: RogModel, source: str, label: str | None) -> Meta:
     """The report's description of a rog model: label, run, data, model summary, class names,
     the run's test scores and training seed, where the cases come from."""
-    from rog.train.trainer import TrainConfig
-    config = TrainConfig.from_dict(m.run.read_config(), str(m.run.config)) if m.run else None
+    meta = Meta(data=str(m.data.resolve()), cases_source=source, cases_source_text=SOURCES[source],
+                class_names=m.plan.class_names)
+    config = _add_run(meta, m.run) if m.run else None
     name = m.name or (config and config.model) or m.plan.model
-    return Meta(label=label or (m.run.name if m.run else name), run=str(m.run.path.resolve()) if m.run else None,
-                data=str(m.data.resolve()), cases_source=source, cases_source_text=SOURCES[source],
-                model=model_row(m.network, m.plan, name),
-                class_names=[m.plan.labels.get(str(k), f"class {k}") for k in range(1, m.plan.num_classes)],
-                test=m.run.read_test_eval() if m.run else None, seed=config.seed if config else None)
+    meta.label = label or (m.run.name if m.run else name)
+    meta.model = model_row(m.network, m.plan, name)
+    return meta
 
 
 def _tool_sweep(req: SweepRequest) -> SweepResult:
@@ -153,7 +152,7 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
                 model=row(model.network, model.name, model.num_channels, model.patch or cases[0].x.shape[2:]),
                 class_names=model.class_names)
     if tool == "run":
-        _add_run(meta, req.source.run)
+        _add_run(meta, RunDir(req.source.run))
     net = model.network.to(device)  # after counting: the FLOP count runs on the CPU
     keep = ScanWriter(ResultsDir(out), model) if req.save_volumes else None
     sweep = _sweep(req, net, model.num_classes, model.patch, None, out, meta=meta,  # cases carry their spacing
