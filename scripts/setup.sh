@@ -18,6 +18,14 @@ trap 'rm -f "$constraint"' EXIT
 extras="test"
 if [ "${1:-}" = "--test" ]; then extras="test,nnunet"; fi
 "$PY" -m pip install --quiet -c "$constraint" -e ".[$extras]"
+# timm (nnU-Net's Primus architectures) pulls PyPI's torchvision, built against PyPI's CUDA torch:
+# beside a CPU torch its operators do not load ("operator torchvision::nms does not exist") and
+# every import of it fails. rog imports none of it, so a torchvision that cannot load is removed,
+# not left to break what imports it; one that loads (a GPU user's) stays.
+if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is None)" \
+    && ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
+    "$PY" -m pip uninstall --quiet -y torchvision
+fi
 # torchattacks is the reference APGD the tests compare against. Its metadata asks for
 # torchvision, which it never imports and which would replace the CPU torch: no deps.
 "$PY" -m pip install --quiet --no-deps "torchattacks>=3.5"

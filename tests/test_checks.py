@@ -68,6 +68,33 @@ def test_gradient_check_fails_on_one_masked_instance(segmenter3):
         assert result.status == "fail" and "c1" in result.detail and "c0" not in result.detail
 
 
+def test_gradient_check_fails_on_a_half_dead_gradient():
+    # a backward pass in half precision, as nnU-Net-style half sums had: the mean loss's
+    # per-voxel gradients below 6e-8 flush to zero, the larger ones survive; a 20x48x48
+    # volume's mean puts most of them below (a clinical scan's puts nearly all)
+    torch.manual_seed(0)
+    net = nn.Conv3d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([-20.0, 20.0]).view(2, 1, 1, 1, 1))
+        net.bias.copy_(torch.tensor([10.0, -10.0]))
+
+    class HalfBackward(nn.Module):
+        def forward(self, x):
+            return net(x).half().float()
+
+    x = torch.rand(1, 1, 20, 48, 48)
+    y = (x[:, 0] > 0.5).long()
+    y[:, ::5] = 1 - y[:, ::5]
+    sound = checks.input_gradients([("c0", net, x, y)])
+    assert sound.status == "pass" and "none flushed" in sound.detail
+    half = checks.input_gradients([("c0", net, x, y), ("c1", HalfBackward(), x, y)])
+    assert half.status == "fail" and "c1: half-dead" in half.detail and "c0" not in half.detail
+    # the gradient is neither zero nor non-finite: the old check passed it
+    xg = x.clone().requires_grad_(True)
+    g = torch.autograd.grad(nn.functional.cross_entropy(HalfBackward()(xg), y), xg)[0]
+    assert bool(torch.isfinite(g).all()) and bool((g != 0).any()) and float((g == 0).float().mean()) > 0.3
+
+
 def test_logits_check_fails_on_probabilities(segmenter3):
     x = _cases(1)[0].x
     assert checks.logits_not_probabilities(segmenter3, x).status == "pass"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rog.cli import main
+from rog.infer.sliding_window import tile
 
 nnunetv2 = pytest.importorskip("nnunetv2", reason="the nnunetv2 extra is not installed (scripts/setup.sh --test installs it)")
 
@@ -30,12 +31,34 @@ def nnunet_mr(tmp_path_factory):
     return build(tmp_path_factory.mktemp("nnunet_mr"), size=(28, 34), kind="mri")
 
 
-def _predictor(model_dir, mirroring=True):
+def _predictor(model_dir, mirroring=True, folds=(0,)):
+    """nnU-Net's predictor with its defaults (`folds` None: every fold it finds)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     theirs = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
                              perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    theirs.initialize_from_trained_model_folder(str(model_dir), use_folds=(0,))
+    theirs.initialize_from_trained_model_folder(str(model_dir), use_folds=folds)
     return theirs
+
+
+@pytest.fixture(scope="module")
+def nnunet_folds(nnunet_model, tmp_path_factory):
+    """The CT model folder with five folds: fold 0's weights and four variations of them (as
+    five trainings would differ), plus a fold_all that nnU-Net's default leaves out. Mirroring
+    is allowed along one axis (2 passes per window, not 8: the test's cost)."""
+    import shutil
+    model_dir, raw = nnunet_model
+    folder = tmp_path_factory.mktemp("folds") / "Dataset001_Synth" / model_dir.name
+    shutil.copytree(model_dir, folder)
+    state = torch.load(model_dir / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    state["inference_allowed_mirroring_axes"] = (2,)
+    torch.save(state, folder / "fold_0" / "checkpoint_final.pth")
+    g = torch.Generator().manual_seed(5)
+    for fold in (1, 2, 3, 4, "all"):
+        weights = {k: v + 0.05 * v.std().nan_to_num() * torch.randn(v.shape, generator=g) if v.is_floating_point()
+                   and v.numel() > 1 else v for k, v in state["network_weights"].items()}
+        (folder / f"fold_{fold}").mkdir()
+        torch.save({**state, "network_weights": weights}, folder / f"fold_{fold}" / "checkpoint_final.pth")
+    return folder, raw
 
 
 def _write_like(x: np.ndarray, reference: Path, out: Path) -> Path:
@@ -50,16 +73,15 @@ def _write_like(x: np.ndarray, reference: Path, out: Path) -> Path:
 @pytest.mark.parametrize("which", ["ct", "mr"])
 def test_the_attacked_function_is_nnunets_predictor_on_the_perturbed_scan(nnunet_model, nnunet_mr, which, tmp_path):
     from rog.external.nnunet import load_nnunet
-    from rog.infer.sliding_window import SlidingWindow
     model_dir, raw = nnunet_model if which == "ct" else nnunet_mr
-    # mirroring on the CT model; the MR model without, as `rog attack` runs by default
-    ours, theirs = load_nnunet(model_dir, 0, tta=which == "ct"), _predictor(model_dir, mirroring=which == "ct")
+    # mirroring on the CT model, as `rog attack` runs by default; the MR model without (--disable-tta)
+    ours, theirs = load_nnunet(model_dir, [0], tta=which == "ct"), _predictor(model_dir, mirroring=which == "ct")
     reader = theirs.plans_manager.image_reader_writer_class()
     rng = np.random.default_rng(0)
     # one CT case (mirroring makes it the slow one), both MR cases
     for case in ours.load_cases(raw / "imagesTs", raw / "labelsTs", max_cases=1 if which == "ct" else None):
         files = sorted((raw / "imagesTs").glob(f"{case.name}_*.nii.gz"))
-        model = case.around(SlidingWindow(ours.network, ours.patch, **ours.window))
+        model = case.around(tile(ours.network, ours.patch, **ours.window))
         span = case.hi - case.lo
         noise = torch.from_numpy(rng.choice([-8 / 255, 8 / 255], size=case.x.shape)).float()
         for x in (case.x, torch.minimum(torch.maximum(case.x + noise * span, case.lo), case.hi)):
@@ -79,14 +101,79 @@ def test_the_attacked_function_is_nnunets_predictor_on_the_perturbed_scan(nnunet
             assert (case.x == 0).any() and (x != 0).sum() > (case.x != 0).sum()
 
 
+def test_the_default_deployment_is_nnunets_five_fold_mirrored_ensemble(nnunet_folds, tmp_path):
+    # nnUNetv2_predict's defaults: every fold found (fold_all left out), mirroring on; rog's
+    # defaults load the same, and the attacked function is that ensemble on a perturbed scan
+    from rog.external.nnunet import load_nnunet
+    model_dir, raw = nnunet_folds
+    ours, theirs = load_nnunet(model_dir), _predictor(model_dir, mirroring=True, folds=None)
+    assert ours.folds == [0, 1, 2, 3, 4] and len(theirs.list_of_parameters) == 5
+    assert ours.window["mirror_axes"] == (2,) and ours.name.endswith("folds 0,1,2,3,4")
+    assert ours.inference()["folds"] == [0, 1, 2, 3, 4] and "averaged" in ours.inference()["text"]
+    reader = theirs.plans_manager.image_reader_writer_class()
+    (case,) = ours.load_cases(raw / "imagesTs", raw / "labelsTs", max_cases=1)
+    model = case.around(tile(ours.network, ours.patch, **ours.window))
+    noise = torch.from_numpy(np.random.default_rng(1).choice([-8 / 255, 8 / 255], size=case.x.shape)).float()
+    x = torch.minimum(torch.maximum(case.x + noise * (case.hi - case.lo), case.lo), case.hi)
+    files = sorted((raw / "imagesTs").glob(f"{case.name}_*.nii.gz"))
+    written = [_write_like(x[0, c].numpy(), f, tmp_path / f.name) for c, f in enumerate(files)]
+    data, props = reader.read_images([str(f) for f in written])
+    seg, probabilities = theirs.predict_single_npy_array(data, props, None, None, True)
+    xg = x.clone().requires_grad_(True)
+    logits = model(xg)
+    mine = logits.detach().softmax(1)[0].numpy()
+    diff, agreement = np.abs(mine - probabilities).max(), (mine.argmax(0) == seg).mean()
+    print(f"5 folds, mirrored, {case.name}: probabilities within {diff:.1e}, labels {agreement:.5f}")
+    assert len(np.unique(seg)) == ours.num_classes and diff < 5e-3 and agreement >= 0.999
+    # the ensemble's gradient reaches the scan (zero where CT's clipping holds a voxel, the air,
+    # and on the slices the nearest-neighbour resampling along z skips); that it is the folds'
+    # mean gradient is `FoldMean`'s test in test_sliding_window.py
+    grad = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, case.y.long()), xg)[0]
+    assert bool(torch.isfinite(grad).all()) and float((grad != 0).float().mean()) > 0.2
+
+
+def test_trainers_are_found_without_importing_every_trainer_module(nnunet_model, tmp_path, monkeypatch):
+    # nnU-Net's own lookup imports every trainer module, Primus's among them (timm, then
+    # torchvision); rog imports the one that defines the trainer
+    from rog.external.model import ExternalError
+    from rog.external.nnunet import trainer_class
+    primus = "nnunetv2.training.nnUNetTrainer.primus.primus_trainers"
+    monkeypatch.delitem(sys.modules, primus, raising=False)
+    ckpt = tmp_path / "checkpoint_final.pth"
+    found = trainer_class("nnUNetTrainerNoMirroring", ckpt)
+    assert found.__name__ == "nnUNetTrainerNoMirroring" and primus not in sys.modules
+    with pytest.raises(ExternalError, match="trainer nnUNetTrainerNoSuch is not among nnU-Net's trainers"):
+        trainer_class("nnUNetTrainerNoSuch", ckpt)
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    (ext / "mine.py").write_text("import package_that_is_not_installed\n\nclass MyTrainer:\n    pass\n")
+    (ext / "good.py").write_text("from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n\n"
+                                 "class GoodTrainer(nnUNetTrainer):\n    pass\n")
+    monkeypatch.setenv("nnUNet_extTrainer", str(ext))
+    assert trainer_class("GoodTrainer", ckpt).__name__ == "GoodTrainer"
+    with pytest.raises(ExternalError, match="module mine cannot be imported .*package_that_is_not_installed"):
+        trainer_class("MyTrainer", ckpt)
+
+
+def test_torchvision_is_absent_or_loads():
+    # the set-up never leaves a torchvision built for another torch (timm imports it)
+    import importlib.util
+    if importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401 - the import is the test
+        assert hasattr(torch.ops.torchvision, "nms")
+
+
 def test_attack_lowers_dice_stays_in_the_raw_ball_and_resumes(nnunet_model, tmp_path, capsys):
     model_dir, raw = nnunet_model
     out = tmp_path / "att"
     args = ["attack", "--nnunet", str(model_dir), "--fold", "0", "--images", str(raw / "imagesTs"),
             "--labels", str(raw / "labelsTs"), "--eps", "8", "--attacks", "apgd-ce", "--iterations", "2", "-o", str(out),
-            "--save-volumes"]
+            "--save-volumes", "--disable-tta"]
     code = main(args)
     doc = json.loads((out / "results.json").read_text())
+    said = capsys.readouterr().out.splitlines()
+    assert "as nnUNetv2_predict: fold 0, mirroring off, tile step 0.5" in said[0]  # the first line says what runs
+    assert doc["meta"]["deployment"]["folds"] == [0] and doc["meta"]["deployment"]["mirror_axes"] is None
     # a briefly trained toy model may fail the large-eps check: the exit code says so
     failed = any(c["status"] == "fail" for c in doc["checks"])
     assert code == (1 if failed else 0)
@@ -118,7 +205,7 @@ def test_attack_lowers_dice_stays_in_the_raw_ball_and_resumes(nnunet_model, tmp_
 def test_worst_case_artefacts_run_on_the_nnunet_model_in_its_raw_intensities(nnunet_model, tmp_path, capsys):
     model_dir, raw = nnunet_model
     out = tmp_path / "art"
-    code = main(["artefact", "--nnunet", str(model_dir), "--fold", "0", "--images", str(raw / "imagesTs"),
+    code = main(["artefact", "--nnunet", str(model_dir), "--fold", "0", "--disable-tta", "--images", str(raw / "imagesTs"),
                  "--labels", str(raw / "labelsTs"), "--artefacts", "bias", "--severities", "3", "--draws", "2",
                  "--iterations", "2", "--restarts", "1", "-o", str(out)])
     doc = json.loads((out / "results.json").read_text())
@@ -133,7 +220,7 @@ def test_worst_case_artefacts_run_on_the_nnunet_model_in_its_raw_intensities(nnu
 
 def _clean_dice_is_nnunets_own_evaluation(model_dir, raw, clean: dict, out: Path) -> None:
     """The results' clean Dice per case and class equal nnU-Net's evaluation of its own
-    predictor's output on the same files (without mirroring, as `rog attack` without --tta)."""
+    predictor's output on the same files (without mirroring, as `rog attack --disable-tta`)."""
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
     theirs = _predictor(model_dir, mirroring=False)
     theirs.predict_from_files(str(raw / "imagesTs"), str(out), save_probabilities=False, overwrite=True,
@@ -173,7 +260,7 @@ def test_cases_are_the_scans_as_stored(nnunet_model):
     import SimpleITK as sitk
     from rog.external.nnunet import load_nnunet
     model_dir, raw = nnunet_model
-    model = load_nnunet(model_dir, 0)
+    model = load_nnunet(model_dir, [0])
     (case,) = model.load_cases(raw / "imagesTs", raw / "labelsTs", ["synthct_004"])
     image = sitk.ReadImage(str(raw / "imagesTs" / "synthct_004_0000.nii.gz"))
     assert np.array_equal(case.x[0, 0].numpy(), sitk.GetArrayFromImage(image).astype(np.float32))
@@ -183,7 +270,7 @@ def test_cases_are_the_scans_as_stored(nnunet_model):
     assert np.array_equal(case.y[0].numpy(), label)
 
 
-@pytest.mark.parametrize("problem", ["not_a_model", "missing_fold", "channels", "reader"])
+@pytest.mark.parametrize("problem", ["not_a_model", "missing_fold", "channels", "reader", "preprocessor"])
 def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys, problem):
     import shutil
     model_dir, raw = nnunet_model
@@ -198,6 +285,12 @@ def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys
         plans = json.loads((folder / "plans.json").read_text())
         (folder / "plans.json").write_text(json.dumps({**plans, "image_reader_writer": "NibabelIO"}))
         extra = ["--save-volumes"]
+    elif problem == "preprocessor":  # a custom preprocessor: its processing is not the one rog reproduces
+        folder = tmp_path / "model"
+        shutil.copytree(model_dir, folder)
+        plans = json.loads((folder / "plans.json").read_text())
+        plans["configurations"]["3d_fullres"]["preprocessor_name"] = "MyPreprocessor"
+        (folder / "plans.json").write_text(json.dumps(plans))
     else:  # a second channel the model does not take
         images = tmp_path / "images"
         images.mkdir()
@@ -211,6 +304,7 @@ def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0]
     expected = {"not_a_model": "not an nnU-Net model folder", "missing_fold": "fold_3/checkpoint_final.pth: missing",
                 "channels": "more channels than the model's 1",
-                "reader": "--save-volumes: nnU-Net reads this dataset with NibabelIO"}[problem]
+                "reader": "--save-volumes: nnU-Net reads this dataset with NibabelIO",
+                "preprocessor": "preprocessor MyPreprocessor: rog reproduces nnU-Net's DefaultPreprocessor only"}[problem]
     assert expected in err[0], err[0]
     assert not (out / "results.json").exists()

@@ -33,6 +33,20 @@ def test_resampling_is_nnunets_own(shape, new, spacing, new_spacing, kwargs):
     assert np.abs(ours.numpy() - theirs).max() < 1e-5 * np.abs(theirs).max()
 
 
+def test_a_missing_resampling_key_takes_nnunets_default():
+    # no force_separate_z in the kwargs: nnU-Net's function defaults to False (one 3-D
+    # spline), not to None (separate z chosen by anisotropy, as on this 1x1x4 mm case)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 9, 10, 6)).astype(np.float32)
+    kwargs = {"is_seg": False, "order": 3, "order_z": 0}
+    shape, new, spacing, new_spacing = (9, 10, 6), (9, 10, 12), (1.0, 1.0, 4.0), (1.0, 1.0, 2.0)
+    theirs = resample_data_or_seg_to_shape(x, new, spacing, new_spacing, **kwargs)
+    ours = nnunet_resampling(SUPPORTED, kwargs, shape, new, spacing, new_spacing)
+    assert ours.axis is None
+    assert np.abs(ours(torch.from_numpy(x)[None])[0].numpy() - theirs).max() < 1e-5 * np.abs(theirs).max()
+    assert nnunet_resampling(SUPPORTED, {**kwargs, "force_separate_z": None}, shape, new, spacing, new_spacing).axis == 2
+
+
 def test_resampling_other_than_nnunets_default_is_refused():
     with pytest.raises(ValueError, match="only nnU-Net's default"):
         nnunet_resampling("resample_torch_fornnunet", DATA, (4, 4, 4), (5, 5, 5), (1, 1, 1), (1, 1, 1))

@@ -174,3 +174,63 @@ def test_a_centred_patch_pastes_back_where_it_was_taken(shape):
     changed = paste(image, patch + 1, origin)
     assert np.all(changed[(slice(None), *inside)] == image[(slice(None), *inside)] + 1)
     assert np.sum(changed != image) == 2 * np.prod([s.stop - s.start for s in inside])
+
+
+def _pointwise_case(shape, seed=0):
+    """A confident 1x1x1 conv segmenter, a volume and a label that it gets wrong on one slice in 7."""
+    torch.manual_seed(seed)
+    net = torch.nn.Conv3d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([-4.0, 4.0]).view(2, 1, 1, 1, 1))
+        net.bias.copy_(torch.tensor([2.0, -2.0]))
+    net.requires_grad_(False)
+    x = torch.rand(1, 1, *shape)
+    y = (x[:, 0] > 0.5).long()
+    y[:, ::7] = 1 - y[:, ::7]
+    return net, x, y
+
+
+@pytest.mark.parametrize("voxels", [3e7, 3e8])
+def test_nnunet_tiling_keeps_the_gradient_of_a_clinical_size_scan(voxels):
+    # The gradient of a loss averaged over N voxels is (p - y) / N per voxel: a 12x40x40 volume
+    # whose mean loss is scaled by its N / `voxels` has, voxel for voxel, the gradient of a
+    # `voxels`-voxel scan (3e7: a 512x512x122 CT), where half-precision sums flush it to zero.
+    # A pointwise network's whole-volume logits are its full-volume pass: the fp32 reference.
+    net, x, y = _pointwise_case((12, 40, 40))
+    scale = x[0, 0].numel() / voxels
+    xg = x.clone().requires_grad_(True)
+    out = sliding_window(net, xg, (8, 16, 16), 0.5, style="nnunet")
+    grad = torch.autograd.grad(torch.nn.functional.cross_entropy(out, y) * scale, xg)[0].double()
+    xr = x.clone().requires_grad_(True)
+    ref = torch.autograd.grad(torch.nn.functional.cross_entropy(net(xr), y) * scale, xr)[0].double()
+    assert bool((ref != 0).all())
+    assert int((grad == 0).sum()) == 0  # no voxel zeroed that fp32 keeps
+    assert float(torch.nn.functional.cosine_similarity(grad.flatten(), ref.flatten(), 0)) > 0.999
+    with torch.no_grad():  # the values are still nnU-Net's half-precision sums, bit for bit
+        assert torch.equal(out.detach(), sliding_window(net, x, (8, 16, 16), 0.5, style="nnunet"))
+
+
+
+@pytest.mark.parametrize("style", ["monai", "nnunet"])
+def test_fold_mean_averages_values_as_the_tool_and_gradients_exactly(style):
+    from rog.infer.sliding_window import FoldMean, tile
+    nets = torch.nn.ModuleList([torch.nn.Conv3d(1, 2, 1) for _ in range(3)])
+    x = torch.randn(1, 1, 20, 24, 12, requires_grad=True)
+    ensemble = tile(nets, (8, 16, 8), style=style)
+    assert isinstance(ensemble, FoldMean)
+    singles = [SlidingWindow(n, (8, 16, 8), style=style) for n in nets]
+    out = ensemble(x)
+    w = torch.randn_like(out)
+    grad = torch.autograd.grad((out * w).sum(), x)[0]
+    each = [torch.autograd.grad((s(x) * w).sum(), x)[0] for s in singles]
+    assert torch.allclose(grad, sum(each) / 3, atol=1e-6)  # the mean's gradient, in fp32
+    with torch.no_grad():
+        values = [s(x) for s in singles]
+    if style == "nnunet":  # nnU-Net: prediction += fold's (half), then /= folds (half)
+        expected = values[0].half()
+        for v in values[1:]:
+            expected += v.half()
+        assert torch.equal(out.detach(), (expected / 3).float())
+    else:
+        assert torch.allclose(out.detach(), sum(values) / 3, atol=1e-6)
+    assert isinstance(tile(torch.nn.ModuleList([nets[0]]), (8, 16, 8)), SlidingWindow)

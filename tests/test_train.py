@@ -108,6 +108,24 @@ def test_adversarial_training_radius_is_the_whole_cases_not_the_patchs():
     assert x_adv.min() >= -3.0 - 1e-6 and x_adv.max() <= 1.0 + 1e-6
 
 
+def test_free_at_buffer_survives_an_overflowed_fp16_step():
+    # GradScaler's overflow step: the input gradient holds inf and NaN; the buffer stays finite
+    x, y = torch.rand(1, 1, 4, 4, 4), torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    lo, hi = torch.zeros(1, 1), torch.ones(1, 1)
+
+    def overflowed(x_in, _y):
+        g = torch.ones_like(x_in)
+        g[0, 0, 0] = float("nan")
+        g[0, 0, 1] = float("inf")
+        x_in.grad = g
+        return torch.tensor(1.0)
+
+    free = FreeAT(eps=8, replays=2)
+    free.step(x, y, lo, hi, overflowed)
+    assert bool(torch.isfinite(free.delta).all())
+    assert (free.delta[0, 0, 0] == 0).all() and torch.allclose(free.delta[0, 0, 1:], torch.tensor(8 / 255))
+
+
 def test_free_at_training_logs_a_real_perturbation(prepared, tmp_path):
     wd, plan = prepared
     cfg = TrainConfig(epochs=2, iterations=2, batch_size=2, device="cpu", adv="free", replays=2)

@@ -84,8 +84,12 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
 
 
-def file_hash(path: str | Path | None) -> str | None:
-    """sha256 of a file (a checkpoint), or None."""
+def file_hash(path: str | Path | list | None) -> str | None:
+    """sha256 of a file (a checkpoint), or None; of a list of files (an ensemble's
+    checkpoints), the sha256 of their sha256s in order."""
+    if isinstance(path, (list, tuple)):
+        parts = [file_hash(p) for p in path]
+        return None if None in parts else hashlib.sha256(" ".join(parts).encode()).hexdigest()
     if path is None or not Path(path).is_file():
         return None
     h = hashlib.sha256()

@@ -56,8 +56,8 @@ class ModelInfo:
 class Meta:
     """What the report says about the model and the cases: its label, run and data folders,
     where the cases come from (`cases_source`: a key of `rog.bench.cases.SOURCES`, and its
-    text), its summary, class names, the run's test scores (`rog evaluate`'s summary) and its
-    training seed."""
+    text), its summary, class names, the run's test scores (`rog evaluate`'s summary), its
+    training seed, and for another tool's model how its inference was run."""
 
     label: str = ""
     run: str | None = None
@@ -68,6 +68,7 @@ class Meta:
     class_names: list = field(default_factory=list)
     test: dict | None = None
     seed: int | None = None
+    deployment: dict | None = None  # another tool's inference as run (`ExternalModel.deployment`)
 
     def test_dice(self) -> list | None:
         """Per-class mean test Dice of the run's whole-case predictions, or None."""

@@ -39,25 +39,50 @@ def determinism(model, x: torch.Tensor) -> Check:
                    ": the model is stochastic in eval mode; use EOT or fix the randomness"))
 
 
-def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]) -> Check:
-    """Per instance: the gradient of the CE loss reaches the input, is finite and not zero
-    everywhere. `items`: (case name, model, x `[1, C, ...]`, y `[1, ...]`) per case; one
-    masked instance fails the check (AMP underflow, a detached or quantising input path)."""
+def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]], tol: float = 1e-3) -> Check:
+    """Per instance: the gradient of the CE loss reaches the input, is finite, not zero
+    everywhere, and not half-dead. `items`: (case name, model, x `[1, C, ...]`, y `[1, ...]`)
+    per case; one masked instance fails the check (AMP underflow, a detached or quantising
+    input path).
+
+    Half-dead: the attacks' losses are means over the N voxels, so each voxel's gradient is
+    about 1/N, and a backward pass in half precision flushes those below 6e-8 to zero (on a
+    clinical scan, most of them) while the rest of the gradient looks sound. The reference is
+    the gradient of the summed loss, N times larger: in full precision it is the same vector
+    times N, zero at the same voxels, so an input voxel (of the ones where the reference is
+    finite) that is zero in the mean's gradient and not in the sum's was flushed; more than
+    `tol` of them fails the instance."""
     bad = []
     for name, model, x, y in items:
         with frozen(model):
             xg = x.detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xg), y.long())
-            grad = torch.autograd.grad(loss, xg, allow_unused=True)[0] if loss.requires_grad else None
+            logits = model(xg)
+            losses = [F.cross_entropy(logits, y.long(), reduction=r) for r in ("mean", "sum")]
+            grads = [None, None]
+            if losses[0].requires_grad:
+                grads = [torch.autograd.grad(loss, xg, retain_graph=i == 0, allow_unused=True)[0]
+                         for i, loss in enumerate(losses)]
+        grad, reference = grads
         if grad is None:
             bad.append(f"{name}: none")
         elif not bool(torch.isfinite(grad).all()):
             bad.append(f"{name}: not finite")
         elif not bool((grad != 0).any()):
             bad.append(f"{name}: zero")
+        elif (share := flushed_share(grad, reference)) > tol:
+            bad.append(f"{name}: half-dead ({share:.1%} of the voxels zero where the summed loss's gradient is not: "
+                       "a low-precision backward pass)")
     return _result("input gradients", not bad,
-                   f"finite, non-zero input gradients on all {len(items)} case(s)" if not bad else
+                   f"finite, non-zero input gradients on all {len(items)} case(s), none flushed to zero"
+                   if not bad else
                    f"input gradient {', '.join(bad[:5])}: gradients are masked, white-box results are not trustworthy")
+
+
+def flushed_share(grad: torch.Tensor, reference: torch.Tensor) -> float:
+    """Share of the elements of `grad` that are exactly zero where `reference` (the same
+    gradient at a larger loss scale, same shape) is finite and non-zero."""
+    live = torch.isfinite(reference) & (reference != 0)
+    return float(((grad == 0) & live).sum()) / max(int(live.sum()), 1)
 
 
 def logits_not_probabilities(model: nn.Module, x: torch.Tensor, tol: float = 1e-4) -> Check:

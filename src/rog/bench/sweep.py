@@ -16,7 +16,7 @@ from rog.bench import records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.sharding import merged_records, rank_and_world, wait_for_ranks
 from rog.evaluate.robustness import success_threshold
-from rog.infer.sliding_window import SlidingWindow
+from rog.infer.sliding_window import tile
 from rog.messages import log
 from rog.progress import progress_bar
 from rog.results import CSV_COLUMNS, Check, Meta, Provenance, Results, Score
@@ -42,7 +42,7 @@ class Sweep:
         self.config, self.num_classes, self.progress, self.keep = config, num_classes, progress, keep
         self.meta, self.weights = meta or Meta(), weights
         # a user's model without a window takes whole cases as they are (`rog.external.raw`)
-        self.model = SlidingWindow(model, patch, **(window or {})) if volume and patch else model
+        self.model = tile(model, patch, **(window or {})) if volume and patch else model
         self.patch = patch
         self.out = ResultsDir(out_dir)
         self.rank, self.world = rank_and_world()

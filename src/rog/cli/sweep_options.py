@@ -28,16 +28,22 @@ def _model_source_arguments(s) -> None:
     g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
     g.add_argument("--nnunet", metavar="MODEL_DIR",
                    help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
-    g.add_argument("--fold", type=fold, default=0, help="fold to load: 0-4 or 'all'")
+    g.add_argument("--folds", type=fold, nargs="+", default=None,
+                   help="folds to ensemble, 0-4 or 'all' (default: every fold_N with checkpoint_final.pth, as "
+                   "nnUNetv2_predict)")
+    alias(g, "--fold", "folds", type=fold, nargs="+")
     g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet, --bundle, or --model/"
                    "--checkpoint without --plan: your model on the scans as stored)")
     g.add_argument("--labels", help="raw label maps CASE.ext (with --images)")
-    g.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (logits averaged, as nnU-Net)")
+    g.add_argument("--disable-tta", dest="tta", action="store_false",
+                   help="no mirroring (default: mirrored along the axes the model allows, logits averaged, as nnU-Net)")
+    alias(g, "--tta", "tta", action="store_true")  # the old switch: mirroring is on by default now
     g = s.add_argument_group("your model on the scans as stored (--model package.module:factory called with no "
                              "argument, or a TorchScript --checkpoint; --images, --labels)")
     g.add_argument("--window", type=POSITIVE_INT, nargs=3, metavar=("X", "Y", "Z"), default=None,
                    help="sliding-window patch in voxels (default: each case through the model whole)")
-    g.add_argument("--overlap", type=number(float, 0, 0.99), default=0.5, help="overlap of the sliding windows")
+    g.add_argument("--overlap", type=number(float, 0, 0.99), default=0.5,
+                   help="overlap of the sliding windows (with --nnunet too: its tile step is 1 - overlap)")
     g = s.add_argument_group("a MONAI bundle")
     g.add_argument("--bundle", metavar="DIR", help="bundle folder (configs/inference.json, models/model.pt); "
                    "images and labels with --images/--labels (NIfTI, same file names)")

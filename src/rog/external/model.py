@@ -21,7 +21,8 @@ class ExternalError(RogError):
 
 @dataclass
 class ExternalModel(ABC):
-    """A patch network `[B, C, *patch]` -> logits `[B, K, *patch]` with its tool's inference
+    """A patch network `[B, C, *patch]` -> logits `[B, K, *patch]` (or an `nn.ModuleList` of
+    them: an ensemble of folds, tiled one by one and averaged) with its tool's inference
     settings (`patch` None: a network that takes whole cases); each source (`nnunet`, `bundle`,
     `raw`) is a subclass whose cases are the scans as stored, with the tool's processing of
     each case around the network (`BenchCase.around`)."""
@@ -32,7 +33,7 @@ class ExternalModel(ABC):
     num_channels: int
     class_names: list[str]  # foreground classes, label 1 first
     window: dict  # `SlidingWindow` options of the tool's own inference: mirror_axes, tiling, ...
-    weights: Path | None  # the checkpoint file, hashed into the results' provenance
+    weights: Path | list[Path] | None  # the checkpoint file(s), hashed into the results' provenance
     # each loaded case's image files and, once known, the geometry of its scan with x's voxel
     # order (`load_cases` fills them), for `save_volume`
     scan_files: dict[str, list[Path]] = field(default_factory=dict, init=False)
@@ -49,6 +50,11 @@ class ExternalModel(ABC):
         `max_cases`): x the scan's raw intensities `[1, C, ...]`, y its label as stored
         `[1, ...]`, `around` the tool's processing of that case around the whole-volume model,
         `spacing` the scan's."""
+
+    def inference(self) -> dict:
+        """How the tool's inference is run here, for the results' `Meta.deployment` and the
+        command's first lines (`text`: one sentence); empty where there is nothing to say."""
+        return {}
 
     def volume_ending(self, case: str) -> str:
         """The file ending `save_volume` writes for `case`: its scan's own (NIfTI for DICOM)."""

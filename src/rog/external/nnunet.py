@@ -10,17 +10,22 @@ eps, the box and the Dice are those of the scan, and the clean prediction is nnU
 """
 from __future__ import annotations
 
+import importlib
 import inspect
-import json
-from dataclasses import dataclass
+import os
+import re
+import sys
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
+from rog.errors import read_json_object
 from rog.external.model import ExternalError, ExternalModel
 from rog.external.nnunet_scan import Deployment, ScanPipeline
 
@@ -44,11 +49,26 @@ def _load_checkpoint(path: Path) -> dict:
                             f"{str(e).splitlines()[0] if str(e) else ''})") from e
 
 
-def load_nnunet(model_dir: str | Path, fold: int | str, tta: bool = False, checkpoint: str = CHECKPOINT) -> ExternalModel:
-    """The nnU-Net model of `model_dir`, fold `fold` (an int or "all"); `tta`: mirroring
-    test-time augmentation over the axes the checkpoint allows (logits averaged, as nnU-Net)."""
+def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta: bool = True, overlap: float = 0.5,
+                checkpoint: str = CHECKPOINT) -> ExternalModel:
+    """The nnU-Net model of `model_dir` as `nnUNetv2_predict` deploys it by default.
+
+    Args:
+        model_dir: a trained configuration folder, .../DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION.
+        folds: the folds to ensemble (ints or "all"); None: every `fold_N` holding `checkpoint`,
+            as nnU-Net finds them (not fold_all). Their logits are averaged as nnU-Net averages them.
+        tta: mirroring over the axes the first fold's checkpoint allows (nnU-Net's default).
+        overlap: of the sliding windows; nnU-Net's tile step is 1 - overlap (default 0.5).
+        checkpoint: the checkpoint file name in each fold folder.
+
+    Returns:
+        An `NnUNetModel` whose `network` is one fold's network or an `nn.ModuleList` of them.
+
+    Raises:
+        ExternalError naming the folder or file: no such model, a missing fold, a trainer or
+        configuration rog cannot run.
+    """
     _nnunet()
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     d = Path(model_dir)
@@ -56,31 +76,36 @@ def load_nnunet(model_dir: str | Path, fold: int | str, tta: bool = False, check
         if not (d / name).is_file():
             raise ExternalError(f"{d}: not an nnU-Net model folder (no {name}; expected "
                                 ".../DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION)")
-    ckpt = d / f"fold_{fold}" / checkpoint
-    if not ckpt.is_file():
-        folds = sorted(p.parent.name for p in d.glob(f"fold_*/{checkpoint}"))
-        raise ExternalError(f"{ckpt}: missing (folds with {checkpoint}: {', '.join(folds) or 'none'})")
-    state = _load_checkpoint(ckpt)
-    dataset_json = json.loads((d / "dataset.json").read_text())
-    plans = PlansManager(json.loads((d / "plans.json").read_text()))
+    folds = list(folds) if folds else available_folds(d, checkpoint)
+    files = [d / f"fold_{f}" / checkpoint for f in folds]
+    for ckpt in files:
+        if not ckpt.is_file():
+            found = sorted(p.parent.name for p in d.glob(f"fold_*/{checkpoint}"))
+            raise ExternalError(f"{ckpt}: missing (folds with {checkpoint}: {', '.join(found) or 'none'})")
+    states = [_load_checkpoint(ckpt) for ckpt in files]
+    state = states[0]  # nnU-Net takes the trainer, configuration and mirroring of the first fold
+    dataset_json = read_json_object(d / "dataset.json", ExternalError)
+    plans = PlansManager(read_json_object(d / "plans.json", ExternalError))
     configuration = plans.get_configuration(state["init_args"]["configuration"])
     labels = plans.get_label_manager(dataset_json)
     if labels.has_regions or labels.has_ignore_label:
         raise ExternalError(f"{d}: region-based or ignore-label nnU-Net models are not supported")
     if len(configuration.patch_size) != 3 or configuration.previous_stage_name:
         raise ExternalError(f"{d}: only 3D configurations without a cascade stage are supported")
+    if configuration.preprocessor_name != PREPROCESSOR:
+        raise ExternalError(f"{d / 'plans.json'}: preprocessor {configuration.preprocessor_name}: rog reproduces "
+                            f"nnU-Net's {PREPROCESSOR} only")
     channels = determine_num_input_channels(plans, configuration, dataset_json)
-    trainer = recursive_find_trainer_class_by_name(state["trainer_name"])
-    if "plans_manager" in inspect.signature(trainer.build_network_architecture).parameters:
-        network = trainer.build_network_architecture(plans, configuration, channels, labels.num_segmentation_heads,
-                                                     enable_deep_supervision=False)
-    else:  # nnU-Net < 2.6 signature
-        network = trainer.build_network_architecture(
-            configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
-            configuration.network_arch_init_kwargs_req_import, channels, labels.num_segmentation_heads,
-            enable_deep_supervision=False)
-    network.load_state_dict(state["network_weights"])
-    network.eval()
+    trainer = trainer_class(state["trainer_name"], files[0])
+    networks = []
+    for ckpt, fold_state in zip(files, states):
+        network = _build_network(trainer, plans, configuration, channels, labels.num_segmentation_heads)
+        try:
+            network.load_state_dict(fold_state["network_weights"])
+        except RuntimeError as e:
+            raise ExternalError(f"{ckpt}: its weights do not fit the network of plans.json "
+                                f"({str(e).splitlines()[0]})") from e
+        networks.append(network.eval())
     names = {int(v): k for k, v in dataset_json["labels"].items()}
     mirror = state.get("inference_allowed_mirroring_axes") if tta else None
     try:
@@ -88,12 +113,81 @@ def load_nnunet(model_dir: str | Path, fold: int | str, tta: bool = False, check
     except ValueError as e:
         raise ExternalError(f"{d / 'plans.json'}: {e}") from e
     return NnUNetModel(
-        name=f"nnU-Net {d.parent.name}/{d.name} fold {fold}", network=network, patch=list(configuration.patch_size),
+        name=f"nnU-Net {d.parent.name}/{d.name} {_folds_text(folds)}",
+        network=networks[0] if len(networks) == 1 else nn.ModuleList(networks), patch=list(configuration.patch_size),
         num_channels=channels, class_names=[names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)],
-        weights=ckpt,
-        window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet"},
+        weights=files[0] if len(files) == 1 else files,
+        window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet", "overlap": overlap},
         plans=plans, configuration=configuration, dataset_json=dataset_json, labels=labels,
-        deployment=deployment)
+        deployment=deployment, folds=folds)
+
+
+# the preprocessing `ScanPipeline` reproduces
+PREPROCESSOR = "DefaultPreprocessor"
+
+
+def available_folds(model_dir: Path, checkpoint: str = CHECKPOINT) -> list[int]:
+    """The folds `nnUNetv2_predict` ensembles when none are named: every `fold_N` folder with
+    `checkpoint`, in nnU-Net's (sorted folder name) order, fold_all left out."""
+    folders = sorted(p.name for p in model_dir.glob("fold_*") if p.is_dir() and p.name != "fold_all")
+    folds = [int(f.split("_")[-1]) for f in folders if (model_dir / f / checkpoint).is_file()
+             and f.split("_")[-1].isdigit()]
+    if not folds:
+        raise ExternalError(f"{model_dir}: no fold_N/{checkpoint} (name the folds with --folds, 'all' for fold_all)")
+    return folds
+
+
+def _folds_text(folds: list) -> str:
+    return f"fold {folds[0]}" if len(folds) == 1 else f"folds {','.join(map(str, folds))}"
+
+
+def _build_network(trainer, plans, configuration, channels: int, heads: int) -> nn.Module:
+    """The network as `nnUNetPredictor` builds it: the trainer's `build_network_architecture`."""
+    if "plans_manager" in inspect.signature(trainer.build_network_architecture).parameters:
+        return trainer.build_network_architecture(plans, configuration, channels, heads, enable_deep_supervision=False)
+    return trainer.build_network_architecture(  # nnU-Net < 2.6 signature
+        configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
+        configuration.network_arch_init_kwargs_req_import, channels, heads, enable_deep_supervision=False)
+
+
+def trainer_class(name: str, checkpoint: Path):
+    """nnU-Net's trainer class `name` (recorded in `checkpoint`), searched where
+    `recursive_find_trainer_class_by_name` searches (nnU-Net's trainer package, then the
+    folders of $nnUNet_extTrainer) but importing only the module whose source defines it:
+    nnU-Net's lookup imports every trainer module on its way, so one that needs an optional
+    package (Primus needs timm, and timm torchvision) breaks the lookup of every other."""
+    import nnunetv2
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    roots = [(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer", "nnunetv2.training.nnUNetTrainer")]
+    roots += [(Path(p), None) for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip()]
+    defines = re.compile(rf"^class\s+{re.escape(name)}\s*[(:]", re.M)
+    for folder, package in roots:
+        for file in sorted(folder.rglob("*.py")) if folder.is_dir() else []:
+            if not defines.search(file.read_text(errors="replace")):
+                continue
+            parts = file.relative_to(folder).with_suffix("").parts
+            module = ".".join(((package,) if package else ()) + parts)
+            found = getattr(_import(module, None if package else folder), name, None)
+            if isinstance(found, type) and issubclass(found, nnUNetTrainer):
+                return found
+    raise ExternalError(f"{checkpoint}: trainer {name} is not among nnU-Net's trainers"
+                        + (" nor in $nnUNet_extTrainer" if os.environ.get("nnUNet_extTrainer") else
+                           " (a custom trainer: put its folder in $nnUNet_extTrainer)"))
+
+
+def _import(module: str, path: Path | None):
+    """Import `module` (from the folder `path` where given); an import that fails is one
+    `ExternalError` naming the module and what it lacks."""
+    if path is not None:
+        sys.path.insert(0, str(path))
+    try:
+        return importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - any failure of a trainer module's import is its user's problem
+        raise ExternalError(f"nnU-Net trainer module {module} cannot be imported ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    finally:
+        if path is not None:
+            sys.path.remove(str(path))
 
 
 def case_files(images: Path, labels: Path | None, dataset_json: dict, channels: int,
@@ -147,6 +241,16 @@ class NnUNetModel(ExternalModel):
     dataset_json: dict | None = None
     labels: object = None
     deployment: Deployment | None = None
+    folds: list = field(default_factory=list)
+
+    def inference(self) -> dict:
+        mirror = self.window.get("mirror_axes")
+        text = (f"as nnUNetv2_predict: {_folds_text(self.folds)}" + (" averaged" if len(self.folds) > 1 else "")
+                + f", mirroring {'over axes ' + ','.join(map(str, mirror)) if mirror else 'off'}"
+                + f", tile step {1 - self.window['overlap']:g}, Gaussian weights, half-precision sums (gradient "
+                "in fp32); no post-processing (Dice of the argmax of the logits)")
+        return {"tool": "nnunet", "folds": list(self.folds), "mirror_axes": list(mirror) if mirror else None,
+                "tile_step": 1 - self.window["overlap"], "postprocessing": None, "text": text}
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         out = []

@@ -103,9 +103,12 @@ def nnunet_resampling(function: str, kwargs: dict, shape, new, spacing, new_spac
     """The `Resampling` that nnU-Net's configured `function` (with `kwargs` from plans.json) does
     from `shape` at `spacing` to `new` at `new_spacing` (the anisotropic axis decided by
     nnU-Net's own rule). Raises ValueError for a function or option it does not reproduce."""
-    from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
+    from nnunetv2.preprocessing.resampling.default_resampling import ANISO_THRESHOLD, determine_do_sep_z_and_axis
     if function != SUPPORTED or kwargs.get("is_seg"):
         raise ValueError(f"resampling {function}({kwargs}): only nnU-Net's default {SUPPORTED} of images")
-    separate, axis = determine_do_sep_z_and_axis(kwargs.get("force_separate_z"), spacing, new_spacing)
+    # a key missing from plans.json takes the default of nnU-Net's function signature: for
+    # force_separate_z that is False (no separate z), not None (decided by anisotropy)
+    separate, axis = determine_do_sep_z_and_axis(kwargs.get("force_separate_z", False), spacing, new_spacing,
+                                                 kwargs.get("separate_z_anisotropy_threshold", ANISO_THRESHOLD))
     return Resampling(tuple(int(s) for s in shape), tuple(int(s) for s in new), int(kwargs.get("order", 3)),
                       int(axis) if separate else None, int(kwargs.get("order_z", 0)))

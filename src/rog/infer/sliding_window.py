@@ -168,7 +168,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     x, pad, starts = _tile(x, patch, overlap, pad_mode, style)
     size = list(x.shape[2:])
     flips = _mirror_sets(mirror_axes)
-    out = weight = None
+    out = weight = rounded = None
     batches = range(0, len(starts), batch_size)
     if progress:
         batches = progress_bar(batches, desc="sliding window", leave=False)
@@ -179,20 +179,47 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
         logits = _window_logits(model, windows, flips)
         if out is None:  # the number of classes is known from the first windows
             out_device = _output_device(out_device, window_device, x.shape[0] * logits.shape[1], size)
-            dtype = _ACCUMULATE.get(style, logits.dtype)
+            low = _ACCUMULATE.get(style)
+            # with a gradient to take, the sums run in the logits' precision and the tool's
+            # low-precision sums beside them give only the values (`_Rounded`)
+            dtype = logits.dtype if logits.requires_grad or low is None else low
             out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=dtype)
             weight = importance_map(patch, mode, style=style).to(out_device, dtype)
+            if low is not None and dtype != low:
+                rounded = torch.zeros_like(out, dtype=low)
         logits = logits.to(out_device)
         for i, sl in enumerate(slices):
             chunk = logits[i * x.shape[0]:(i + 1) * x.shape[0]]
             out[(slice(None), slice(None), *sl)] += chunk * weight
+            if rounded is not None:
+                rounded[(slice(None), slice(None), *sl)] += chunk.detach() * weight.to(rounded.dtype)
     out.div_(_weight_sum(starts, patch, weight, size))  # in place: a copy would double the peak
+    if rounded is not None:
+        rounded.div_(_weight_sum(starts, patch, weight.to(rounded.dtype), size))
+        out = _Rounded.apply(out, rounded)
     return _crop(out, pad, spatial).to(logits.dtype)
 
 
 # nnU-Net's predictor sums the weighted logits and the weights in half precision (memory on
-# the GPU); its style does the same, so the clean logits are its own to the last bit
+# the GPU); its style does the same, so the clean logits are its own to the last bit. Never
+# in the backward pass: an attack's loss is a mean over N voxels, so each voxel's gradient is
+# about 1/N, below half precision's smallest number (6e-8) on a clinical scan (N ~ 3e7).
 _ACCUMULATE = {Tiling.NNUNET: torch.half}
+
+
+class _Rounded(torch.autograd.Function):
+    """`value`, a low-precision computation's result, in the forward pass; in the backward
+    pass the gradient goes unchanged to `exact`, the same computation in full precision (a
+    straight-through rounding: `exact + (value - exact).detach()` would not give `value`'s
+    bits back). Both `[B, K, *spatial]`."""
+
+    @staticmethod
+    def forward(ctx, exact: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value.to(exact.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
 
 
 def _window(start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
@@ -251,6 +278,41 @@ class SlidingWindow(nn.Module):
     def window_cache(self, x: torch.Tensor) -> "WindowCache":
         """Per-window logits of `x: [B, C, D, H, W]` for cheap re-evaluation of local changes."""
         return WindowCache(self, x)
+
+
+class FoldMean(nn.Module):
+    """The mean of whole-volume models' logits, `[B, C, D, H, W]` -> `[B, K, D, H, W]`:
+    nnU-Net's ensemble of folds, each fold tiled on its own and the results averaged. With
+    `style` "nnunet" the sum and the division are in half precision, as nnU-Net's predictor
+    does them (the values), and the gradient is the full-precision mean's (`_Rounded`)."""
+
+    def __init__(self, members: Sequence[nn.Module], style: str = "monai"):
+        super().__init__()
+        self.members, self.style = nn.ModuleList(members), look_up_option(style, Tiling)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = _ACCUMULATE.get(self.style)
+        exact = value = None
+        for member in self.members:  # running sums: one member's logits in memory at a time
+            out = member(x)
+            exact = out if exact is None else exact + out
+            if low is not None:
+                value = out.detach().to(low) if value is None else value.add_(out.detach().to(low))
+        exact = exact / len(self.members)
+        if low is None:
+            return exact
+        return _Rounded.apply(exact, value.div_(len(self.members)))
+
+
+def tile(model: nn.Module, patch: Sequence[int], **options) -> nn.Module:
+    """The whole-volume model `[B, C, D, H, W]` -> `[B, K, D, H, W]` of a patch model: its
+    `SlidingWindow` with `options`; of an `nn.ModuleList` of patch models (an ensemble of
+    folds), the `FoldMean` of their sliding windows."""
+    if not isinstance(model, nn.ModuleList):
+        return SlidingWindow(model, patch, **options)
+    if len(model) == 1:
+        return SlidingWindow(model[0], patch, **options)
+    return FoldMean([SlidingWindow(m, patch, **options) for m in model], options.get("style", "monai"))
 
 
 class WindowCache:

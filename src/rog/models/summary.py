@@ -23,9 +23,12 @@ def gflops(model: nn.Module, input_shape) -> float:
 
 
 def row(model: nn.Module, name: str, channels: int, size) -> ModelInfo:
-    """Name, parameters and GFLOPs of `model` on a `[1, channels, *size]` input."""
+    """Name, parameters and GFLOPs of `model` on a `[1, channels, *size]` input; of an
+    `nn.ModuleList` (an ensemble of folds), the sums over its members."""
     size = [int(v) for v in size]
-    return ModelInfo(name, count_parameters(model), gflops(model, [channels, *size]), size)
+    members = list(model) if isinstance(model, nn.ModuleList) else [model]
+    return ModelInfo(name, sum(count_parameters(m) for m in members),
+                     sum(gflops(m, [channels, *size]) for m in members), size)
 
 
 def model_row(model: nn.Module, plan: Plan, name: str, input_size=None) -> ModelInfo:

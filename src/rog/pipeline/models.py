@@ -17,7 +17,8 @@ from rog.rundir import RunDir
 class ModelSource:
     """One of: `run` (a run directory); `model` (registered name or `package.module:factory`)
     with `plan`, optional `checkpoint` and `data` (a preprocessed folder); `nnunet` (a trained
-    configuration folder, `fold`, `tta`: mirroring) or `bundle` (a MONAI bundle folder), each
+    configuration folder, `folds` to ensemble, None: all as nnU-Net; `tta`: mirroring, on as
+    in nnU-Net; `overlap` of its windows) or `bundle` (a MONAI bundle folder), each
     with `images` and `labels` folders that the tool preprocesses itself; or `model` /
     `checkpoint` with `images` and `labels` and no plan: the user's model on the scans as
     stored (`rog.external.raw`), through a sliding window of `window` (None: whole cases) and
@@ -30,8 +31,8 @@ class ModelSource:
     plan: str | Path | None = None
     data: str | Path | None = None
     nnunet: str | Path | None = None
-    fold: int | str = 0
-    tta: bool = False
+    folds: list | None = None
+    tta: bool = True
     bundle: str | Path | None = None
     images: str | Path | None = None
     labels: str | Path | None = None
@@ -108,6 +109,6 @@ def load_tool_model(source: ModelSource):
         return load_run_on_scans(source.run)
     if source.tool == "nnunet":
         from rog.external.nnunet import load_nnunet
-        return load_nnunet(source.nnunet, source.fold, tta=source.tta)
+        return load_nnunet(source.nnunet, source.folds, tta=source.tta, overlap=source.overlap)
     from rog.external.bundle import load_bundle
     return load_bundle(source.bundle)

@@ -15,6 +15,7 @@ from rog.bench.volumes import ScanWriter, VolumeWriter
 from rog.data.preprocess import check_preprocessed
 from rog.devices import init_distributed, resolve_device
 from rog.errors import UsageError
+from rog.messages import log
 from rog.models.summary import model_row, row
 from rog.pipeline.models import ModelSource, RogModel, load_model, load_tool_model
 from rog.results import Meta, Results
@@ -142,6 +143,9 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
     if req.attack and req.config.scope == "patch":
         raise UsageError(f"--scope patch: {flag} models are attacked on whole cases (--scope volume, their default)")
     model = load_tool_model(req.source)
+    deployment = model.inference()
+    if deployment:
+        log.info(f"{model.name}: {deployment['text']}")
     if req.save_volumes:
         model.check_save_volumes()
     device = resolve_device(req.device)
@@ -150,7 +154,7 @@ def _tool_sweep(req: SweepRequest) -> SweepResult:
     init_distributed()
     meta = Meta(label=req.label or model.name, cases_source="folders", cases_source_text=SOURCES["folders"],
                 model=row(model.network, model.name, model.num_channels, model.patch or cases[0].x.shape[2:]),
-                class_names=model.class_names)
+                class_names=model.class_names, deployment=deployment or None)
     if tool == "run":
         _add_run(meta, RunDir(req.source.run))
     net = model.network.to(device)  # after counting: the FLOP count runs on the CPU

@@ -50,7 +50,10 @@ class FreeAT:
             delta = torch.maximum(torch.minimum(self.delta, radius), -radius)
             x_in = torch.maximum(torch.minimum(x + delta, hi), lo).requires_grad_(True)
             total += float(train_step(x_in, y))
-            grad = x_in.grad.detach()
+            # fp16 training scales the loss (GradScaler): the sign is unchanged, but a step the
+            # scaler skips for overflow leaves inf or NaN here, and sign(NaN) would poison the
+            # buffer for the rest of the run; such elements take no step
+            grad = torch.nan_to_num(x_in.grad.detach(), nan=0.0)
             self.delta = torch.maximum(torch.minimum(delta + radius * grad.sign(), radius), -radius)
             self.last_ratio = float((self.delta.abs() / radius.clamp(min=1e-12)).flatten(1).max(1).values.mean())
         return total / self.replays
@@ -86,7 +89,7 @@ class ArtefactAT:
         for _ in range(self.replays):
             t = t.detach().requires_grad_(True)
             total += float(train_step(apply(art, x, t, lo, hi), y))
-            grad = t.grad if t.grad is not None else torch.zeros_like(t)
+            grad = torch.nan_to_num(t.grad, nan=0.0) if t.grad is not None else torch.zeros_like(t)  # as Free AT's
             t = (t + self.step_size * grad.sign()).clamp(-1, 1)
         return total / self.replays
 
