@@ -218,20 +218,73 @@ def test_worst_case_artefacts_run_on_the_nnunet_model_in_its_raw_intensities(nnu
         assert len(r["parameters"]["coefficients"]) == 20
 
 
-def _clean_dice_is_nnunets_own_evaluation(model_dir, raw, clean: dict, out: Path) -> None:
+def _clean_dice_is_nnunets_own_evaluation(model_dir, raw, clean: dict, out: Path, post=None) -> None:
     """The results' clean Dice per case and class equal nnU-Net's evaluation of its own
-    predictor's output on the same files (without mirroring, as `rog attack --disable-tta`)."""
+    predictor's output on the same files (without mirroring, as `rog attack --disable-tta`),
+    post-processed by nnU-Net's `apply_postprocessing` with `post` ((functions, kwargs)) if given."""
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
     theirs = _predictor(model_dir, mirroring=False)
     theirs.predict_from_files(str(raw / "imagesTs"), str(out), save_probabilities=False, overwrite=True,
                               num_processes_preprocessing=1, num_processes_segmentation_export=1)
     rw = theirs.plans_manager.image_reader_writer_class()
+    if post is not None:
+        from nnunetv2.postprocessing.remove_connected_components import load_postprocess_save
+        for name in clean:
+            load_postprocess_save(str(out / f"{name}.nii.gz"), str(out / f"{name}.nii.gz"), rw, *post)
     for name, score in clean.items():
         metrics = compute_metrics(str(raw / "labelsTs" / f"{name}.nii.gz"), str(out / f"{name}.nii.gz"), rw,
                                   [1, 2], None)["metrics"]
         print(f"{name}: Dice rog {score['dice_per_class']}, nnU-Net {[metrics[k]['Dice'] for k in (1, 2)]}")
         for k in (1, 2):
             assert abs(score["dice_per_class"][k - 1] - metrics[k]["Dice"]) <= 1e-3, (name, k)
+
+
+def test_nnunets_postprocessing_is_applied_before_dice(nnunet_model, tmp_path, capsys):
+    # the post-processing nnUNetv2_find_best_configuration writes (pickle and json) is found
+    # beside the folds and applied: the clean Dice is nnU-Net's after its own post-processing
+    import shutil
+    from batchgenerators.utilities.file_and_folder_operations import save_pickle
+    from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
+    model_dir, raw = nnunet_model
+    folder = tmp_path / "Dataset001_Synth" / model_dir.name
+    shutil.copytree(model_dir, folder)
+    post = ([remove_all_but_largest_component_from_segmentation] * 2, [{"labels_or_regions": 1}, {"labels_or_regions": 2}])
+    (folder / "crossval_results_folds_0").mkdir()
+    save_pickle(post, folder / "crossval_results_folds_0" / "postprocessing.pkl")
+    results = {}
+    for which in ("pkl", "none"):
+        out = tmp_path / which
+        extra = ["--postprocessing", "none"] if which == "none" else []
+        main(["attack", "--nnunet", str(folder), "--folds", "0", "--disable-tta", "--images", str(raw / "imagesTs"),
+              "--labels", str(raw / "labelsTs"), "--eps", "8", "--attacks", "apgd-ce", "--iterations", "1", "-o", str(out),
+              *extra])
+        results[which] = json.loads((out / "results.json").read_text())
+    said = capsys.readouterr().out
+    assert "then nnU-Net's post-processing (largest component of 1; largest component of 2)" in said
+    deployment = results["pkl"]["meta"]["deployment"]
+    assert deployment["postprocessing"].endswith("crossval_results_folds_0/postprocessing.pkl")
+    assert results["none"]["meta"]["deployment"]["postprocessing"] is None
+    assert results["pkl"]["clean"] != results["none"]["clean"]  # it acted on this model's scattered labels
+    _clean_dice_is_nnunets_own_evaluation(folder, raw, results["pkl"]["clean"], tmp_path / "theirs", post)
+    recs = [r for r in results["pkl"]["records"] if not r.get("skipped")]
+    assert all(r["in_ball"] and r["dice"] <= results["pkl"]["clean"][r["case"]]["dice"] + 1e-9 for r in recs)
+
+
+def test_a_postprocessing_pickle_naming_another_callable_is_refused(nnunet_model, tmp_path, capsys):
+    import os
+    import pickle
+    import shutil
+    model_dir, raw = nnunet_model
+    folder = tmp_path / "Dataset001_Synth" / model_dir.name
+    shutil.copytree(model_dir, folder)
+    (folder / "crossval_results_folds_0").mkdir()
+    (folder / "crossval_results_folds_0" / "postprocessing.pkl").write_bytes(pickle.dumps(([os.system], [{}])))
+    out = tmp_path / "out"
+    code = main(["attack", "--nnunet", str(folder), "--folds", "0", "--images", str(raw / "imagesTs"), "--labels",
+                 str(raw / "labelsTs"), "--eps", "8", "--attacks", "pgd", "--iterations", "1", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "postprocessing.pkl: not a readable nnU-Net postprocessing.pkl" in err[0]
+    assert "system is not one of nnU-Net's post-processing functions" in err[0] and not out.exists()
 
 
 def _saved_volumes_are_on_the_scan(raw: Path, out: Path, recs: list, eps: float) -> None:

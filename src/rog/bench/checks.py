@@ -49,9 +49,9 @@ def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor
     about 1/N, and a backward pass in half precision flushes those below 6e-8 to zero (on a
     clinical scan, most of them) while the rest of the gradient looks sound. The reference is
     the gradient of the summed loss, N times larger: in full precision it is the same vector
-    times N, zero at the same voxels, so an input voxel (of the ones where the reference is
-    finite) that is zero in the mean's gradient and not in the sum's was flushed; more than
-    `tol` of them fails the instance."""
+    times N, zero at the same voxels, so an input voxel that is zero in the mean's gradient
+    and not in the sum's was flushed (`flushed_share`); more than `tol` of them fails the
+    instance."""
     bad = []
     for name, model, x, y in items:
         with frozen(model):
@@ -69,7 +69,7 @@ def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor
             bad.append(f"{name}: not finite")
         elif not bool((grad != 0).any()):
             bad.append(f"{name}: zero")
-        elif (share := flushed_share(grad, reference)) > tol:
+        elif (share := flushed_share(grad, reference, y.numel())) > tol:
             bad.append(f"{name}: half-dead ({share:.1%} of the voxels zero where the summed loss's gradient is not: "
                        "a low-precision backward pass)")
     return _result("input gradients", not bad,
@@ -78,10 +78,13 @@ def input_gradients(items: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor
                    f"input gradient {', '.join(bad[:5])}: gradients are masked, white-box results are not trustworthy")
 
 
-def flushed_share(grad: torch.Tensor, reference: torch.Tensor) -> float:
-    """Share of the elements of `grad` that are exactly zero where `reference` (the same
-    gradient at a larger loss scale, same shape) is finite and non-zero."""
-    live = torch.isfinite(reference) & (reference != 0)
+def flushed_share(grad: torch.Tensor, reference: torch.Tensor, n: int) -> float:
+    """Share of the elements of `grad` (the mean loss's gradient) that are exactly zero where
+    `reference` (the summed loss's, `n` times larger, same shape) is finite and `reference / n`
+    is a normal fp32 number: there the mean's gradient would survive full precision. Voxels
+    whose mean gradient is below fp32's smallest normal (1e-38, a fully confident voxel) are
+    lost in full precision too, and carry nothing an attack could use."""
+    live = torch.isfinite(reference) & (reference.abs() / n >= torch.finfo(torch.float32).tiny)
     return float(((grad == 0) & live).sum()) / max(int(live.sum()), 1)
 
 

@@ -38,6 +38,10 @@ def _model_source_arguments(s) -> None:
     g.add_argument("--disable-tta", dest="tta", action="store_false",
                    help="no mirroring (default: mirrored along the axes the model allows, logits averaged, as nnU-Net)")
     alias(g, "--tta", "tta", action="store_true")  # the old switch: mirroring is on by default now
+    g.add_argument("--postprocessing", default="auto", metavar="auto|none|FILE",
+                   help="nnU-Net's post-processing, applied before Dice: 'auto' (the one nnUNetv2_find_best_configuration "
+                   "wrote for these folds, MODEL_DIR/crossval_results_folds_*/postprocessing.json or .pkl, where it "
+                   "exists), 'none', or a postprocessing.json/.pkl file")
     g = s.add_argument_group("your model on the scans as stored (--model package.module:factory called with no "
                              "argument, or a TorchScript --checkpoint; --images, --labels)")
     g.add_argument("--window", type=POSITIVE_INT, nargs=3, metavar=("X", "Y", "Z"), default=None,

@@ -26,6 +26,7 @@ from torch import nn
 from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
 from rog.errors import read_json_object
+from rog.external import nnunet_post
 from rog.external.model import ExternalError, ExternalModel
 from rog.external.nnunet_scan import Deployment, ScanPipeline
 
@@ -50,7 +51,7 @@ def _load_checkpoint(path: Path) -> dict:
 
 
 def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta: bool = True, overlap: float = 0.5,
-                checkpoint: str = CHECKPOINT) -> ExternalModel:
+                postprocessing: str | Path | None = "auto", checkpoint: str = CHECKPOINT) -> ExternalModel:
     """The nnU-Net model of `model_dir` as `nnUNetv2_predict` deploys it by default.
 
     Args:
@@ -59,6 +60,9 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
             as nnU-Net finds them (not fold_all). Their logits are averaged as nnU-Net averages them.
         tta: mirroring over the axes the first fold's checkpoint allows (nnU-Net's default).
         overlap: of the sliding windows; nnU-Net's tile step is 1 - overlap (default 0.5).
+        postprocessing: "auto": the post-processing `nnUNetv2_find_best_configuration` chose
+            for these folds, where the folder holds it (`nnunet_post.default_file`); a
+            postprocessing.json or .pkl file; None: none.
         checkpoint: the checkpoint file name in each fold folder.
 
     Returns:
@@ -112,6 +116,9 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
         deployment = Deployment.of(plans, configuration)
     except ValueError as e:
         raise ExternalError(f"{d / 'plans.json'}: {e}") from e
+    if postprocessing == "auto":
+        postprocessing = nnunet_post.default_file(d, folds)
+    post = nnunet_post.read(postprocessing) if postprocessing else None
     return NnUNetModel(
         name=f"nnU-Net {d.parent.name}/{d.name} {_folds_text(folds)}",
         network=networks[0] if len(networks) == 1 else nn.ModuleList(networks), patch=list(configuration.patch_size),
@@ -119,7 +126,7 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
         weights=files[0] if len(files) == 1 else files,
         window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet", "overlap": overlap},
         plans=plans, configuration=configuration, dataset_json=dataset_json, labels=labels,
-        deployment=deployment, folds=folds)
+        deployment=deployment, folds=folds, post=post)
 
 
 # the preprocessing `ScanPipeline` reproduces
@@ -242,15 +249,18 @@ class NnUNetModel(ExternalModel):
     labels: object = None
     deployment: Deployment | None = None
     folds: list = field(default_factory=list)
+    post: object = None  # `nnunet_post.PostProcessing`, or None
 
     def inference(self) -> dict:
         mirror = self.window.get("mirror_axes")
         text = (f"as nnUNetv2_predict: {_folds_text(self.folds)}" + (" averaged" if len(self.folds) > 1 else "")
                 + f", mirroring {'over axes ' + ','.join(map(str, mirror)) if mirror else 'off'}"
                 + f", tile step {1 - self.window['overlap']:g}, Gaussian weights, half-precision sums (gradient "
-                "in fp32); no post-processing (Dice of the argmax of the logits)")
+                "in fp32); " + (f"then {self.post.describe()}: Dice after it, the gradient through the logits "
+                                "before it" if self.post else "no post-processing"))
         return {"tool": "nnunet", "folds": list(self.folds), "mirror_axes": list(mirror) if mirror else None,
-                "tile_step": 1 - self.window["overlap"], "postprocessing": None, "text": text}
+                "tile_step": 1 - self.window["overlap"],
+                "postprocessing": self.post.source if self.post else None, "text": text}
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         out = []
@@ -262,7 +272,8 @@ class NnUNetModel(ExternalModel):
             y = torch.from_numpy(seg.astype(np.int64))[None]
             spacing = [float(s) for s in props["spacing"]]
             out.append(BenchCase(name, x.to(device), y.to(device), lo.to(device), hi.to(device),
-                                 around=partial(ScanPipeline, spacing=spacing, deployment=self.deployment),
+                                 around=partial(ScanPipeline, spacing=spacing, deployment=self.deployment,
+                                                post=self.post),
                                  spacing=spacing))
             self.scan_files[name] = files
         return out

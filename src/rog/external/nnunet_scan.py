@@ -1,11 +1,12 @@
 """nnU-Net's inference on one scan as one differentiable function of the scan's voxels.
 
-`ScanPipeline(model, spacing, deployment)` maps the raw image as nnU-Net's reader gives it,
-x `[1, C, *shape]`, to logits `[1, K, *shape]` in the same geometry, doing what nnU-Net's
+`ScanPipeline(model, spacing, deployment, post)` maps the raw image as nnU-Net's reader gives
+it, x `[1, C, *shape]`, to logits `[1, K, *shape]` in the same geometry, doing what nnU-Net's
 predictor does, in its order: transpose, crop to the non-zero box, normalise (CT clip and
 z-score, or z-score inside the non-zero mask), resample to the configuration's spacing, the
 sliding window (`model`), resample the logits back, put them into the uncropped volume
-(background outside the box, as nnU-Net's `revert_cropping_on_probabilities`), transpose back.
+(background outside the box, as nnU-Net's `revert_cropping_on_probabilities`), transpose back;
+then, where `post` is given, nnU-Net's post-processing (`rog.external.nnunet_post`).
 Every constant nnU-Net computes from the case is computed from x on every call: the
 normalisation's mean and std (differentiable), the non-zero mask and its box (piecewise
 constant in x: recomputed, no gradient, as for any mask), the resampled shape. So a
@@ -99,9 +100,9 @@ class ScanPipeline(nn.Module):
     grid), as a function x `[1, C, *shape]` -> logits `[1, K, *shape]` (the module's note);
     `spacing`: the case's voxel size in mm in the reader's axis order."""
 
-    def __init__(self, model: nn.Module, spacing, deployment: Deployment):
+    def __init__(self, model: nn.Module, spacing, deployment: Deployment, post=None):
         super().__init__()
-        self.model, self.deployment = model, deployment
+        self.model, self.deployment, self.post = model, deployment, post
         self.spacing = [float(spacing[a]) for a in deployment.transpose]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,4 +118,5 @@ class ScanPipeline(nn.Module):
         logits = self.model(z)
         logits = nnunet_resampling(*d.logits, new, shape, d.spacing, self.spacing)(logits)
         full = uncrop(logits, box, x.shape[2:], [0.0] + [OUTSIDE] * (logits.shape[1] - 1))
-        return full.permute(0, 1, *[2 + int(a) for a in np.argsort(d.transpose)])
+        full = full.permute(0, 1, *[2 + int(a) for a in np.argsort(d.transpose)])
+        return full if self.post is None else self.post(full)

@@ -181,7 +181,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
             out_device = _output_device(out_device, window_device, x.shape[0] * logits.shape[1], size)
             low = _ACCUMULATE.get(style)
             # with a gradient to take, the sums run in the logits' precision and the tool's
-            # low-precision sums beside them give only the values (`_Rounded`)
+            # low-precision sums beside them give only the values (`straight_through`)
             dtype = logits.dtype if logits.requires_grad or low is None else low
             out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=dtype)
             weight = importance_map(patch, mode, style=style).to(out_device, dtype)
@@ -196,7 +196,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     out.div_(_weight_sum(starts, patch, weight, size))  # in place: a copy would double the peak
     if rounded is not None:
         rounded.div_(_weight_sum(starts, patch, weight.to(rounded.dtype), size))
-        out = _Rounded.apply(out, rounded)
+        out = straight_through(out, rounded)
     return _crop(out, pad, spatial).to(logits.dtype)
 
 
@@ -207,12 +207,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
 _ACCUMULATE = {Tiling.NNUNET: torch.half}
 
 
-class _Rounded(torch.autograd.Function):
-    """`value`, a low-precision computation's result, in the forward pass; in the backward
-    pass the gradient goes unchanged to `exact`, the same computation in full precision (a
-    straight-through rounding: `exact + (value - exact).detach()` would not give `value`'s
-    bits back). Both `[B, K, *spatial]`."""
-
+class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def forward(ctx, exact: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         return value.to(exact.dtype)
@@ -220,6 +215,14 @@ class _Rounded(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad, None
+
+
+def straight_through(exact: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`value` in the forward pass; in the backward pass the gradient goes unchanged to
+    `exact` (same shape). `value`: what the deployed tool computes (half-precision sums, a
+    post-processed label map's logits), `exact`: the differentiable computation it rounds or
+    post-processes. `exact + (value - exact).detach()` would not give `value`'s bits back."""
+    return _StraightThrough.apply(exact, value)
 
 
 def _window(start: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
@@ -284,7 +287,7 @@ class FoldMean(nn.Module):
     """The mean of whole-volume models' logits, `[B, C, D, H, W]` -> `[B, K, D, H, W]`:
     nnU-Net's ensemble of folds, each fold tiled on its own and the results averaged. With
     `style` "nnunet" the sum and the division are in half precision, as nnU-Net's predictor
-    does them (the values), and the gradient is the full-precision mean's (`_Rounded`)."""
+    does them (the values), and the gradient is the full-precision mean's (`straight_through`)."""
 
     def __init__(self, members: Sequence[nn.Module], style: str = "monai"):
         super().__init__()
@@ -301,7 +304,7 @@ class FoldMean(nn.Module):
         exact = exact / len(self.members)
         if low is None:
             return exact
-        return _Rounded.apply(exact, value.div_(len(self.members)))
+        return straight_through(exact, value.div_(len(self.members)))
 
 
 def tile(model: nn.Module, patch: Sequence[int], **options) -> nn.Module:
