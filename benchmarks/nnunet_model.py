@@ -87,3 +87,20 @@ def build(root: Path, size=(40, 48), cases: int = 4, test_cases: int = 2, kind: 
                 "inference_allowed_mirroring_axes": (0, 1, 2), "current_epoch": 1},
                model_dir / "fold_0" / "checkpoint_final.pth")
     return model_dir, raw
+
+
+def add_folds(model_dir: Path, folds=(1, 2, 3, 4), mirror_axes=None, seed: int = 5) -> None:
+    """Give `model_dir` more folds: fold 0's weights, each varied by 5 % of each tensor's sd (as
+    separate trainings differ), saved as fold_F/checkpoint_final.pth for F in `folds` (ints or
+    "all"); `mirror_axes` replaces the mirroring the checkpoints allow (fold 0's included)."""
+    path = model_dir / "fold_0" / "checkpoint_final.pth"
+    state = torch.load(path, weights_only=False)
+    if mirror_axes is not None:
+        state["inference_allowed_mirroring_axes"] = tuple(mirror_axes)
+        torch.save(state, path)
+    g = torch.Generator().manual_seed(seed)
+    for fold in folds:
+        weights = {k: v + 0.05 * v.std().nan_to_num() * torch.randn(v.shape, generator=g)
+                   if v.is_floating_point() and v.numel() > 1 else v for k, v in state["network_weights"].items()}
+        (model_dir / f"fold_{fold}").mkdir()
+        torch.save({**state, "network_weights": weights}, model_dir / f"fold_{fold}" / "checkpoint_final.pth")

@@ -14,7 +14,7 @@ from rog.infer.sliding_window import tile
 nnunetv2 = pytest.importorskip("nnunetv2", reason="the nnunetv2 extra is not installed (scripts/setup.sh --test installs it)")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from nnunet_model import build  # noqa: E402 - the folder builder the benchmark uses too
+from nnunet_model import add_folds, build  # noqa: E402 - the folder builders the benchmark uses too
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +49,7 @@ def nnunet_folds(nnunet_model, tmp_path_factory):
     model_dir, raw = nnunet_model
     folder = tmp_path_factory.mktemp("folds") / "Dataset001_Synth" / model_dir.name
     shutil.copytree(model_dir, folder)
-    state = torch.load(model_dir / "fold_0" / "checkpoint_final.pth", weights_only=False)
-    state["inference_allowed_mirroring_axes"] = (2,)
-    torch.save(state, folder / "fold_0" / "checkpoint_final.pth")
-    g = torch.Generator().manual_seed(5)
-    for fold in (1, 2, 3, 4, "all"):
-        weights = {k: v + 0.05 * v.std().nan_to_num() * torch.randn(v.shape, generator=g) if v.is_floating_point()
-                   and v.numel() > 1 else v for k, v in state["network_weights"].items()}
-        (folder / f"fold_{fold}").mkdir()
-        torch.save({**state, "network_weights": weights}, folder / f"fold_{fold}" / "checkpoint_final.pth")
+    add_folds(folder, (1, 2, 3, 4, "all"), mirror_axes=(2,))
     return folder, raw
 
 

@@ -99,7 +99,7 @@ def train_classifier(classes: int, shape, seed: int = 0, steps: int = 200) -> nn
     model = Classifier(classes, tuple(3 if s > 1 else 1 for s in shape))
     x, y = blob_images(512, classes, shape, seed)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, len(x), (64,))
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()

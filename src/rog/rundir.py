@@ -15,7 +15,6 @@ Every other module asks these classes for a path; none spells a file name of the
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rog.atomic import atomic_path, write_json
-from rog.errors import read_json_object
+from rog.errors import RogError, read_arrays, read_json_object
 from rog.results import Results, ResultsError
 
 
@@ -105,16 +104,21 @@ class RunDir:
         return self.config.is_file()
 
     def read_splits(self) -> dict | None:
-        return json.loads(self.splits.read_text()) if self.splits.is_file() else None
+        return read_json_object(self.splits) if self.splits.is_file() else None
 
     def read_config(self) -> dict:
-        return json.loads(self.config.read_text()) if self.config.is_file() else {}
+        return read_json_object(self.config) if self.config.is_file() else {}
 
     def postprocessing_steps(self) -> dict | None:
-        return json.loads(self.postprocessing.read_text())["steps"] if self.postprocessing.is_file() else None
+        if not self.postprocessing.is_file():
+            return None
+        raw = read_json_object(self.postprocessing)
+        if "steps" not in raw:
+            raise RogError(f"{self.postprocessing}: no 'steps' (a rog postprocessing.json has them)")
+        return raw["steps"]
 
     def read_test_eval(self) -> dict | None:
-        return json.loads(self.test_eval.read_text()) if self.test_eval.is_file() else None
+        return read_json_object(self.test_eval) if self.test_eval.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -155,10 +159,9 @@ class ResultsDir:
         out: dict[str, dict[str, np.ndarray]] = {}
         if not self.qualitative.is_file():
             return out
-        with np.load(self.qualitative) as data:
-            for k in data.files:
-                key, name = k.split("/")
-                out.setdefault(key, {})[name] = data[k]
+        for k, array in read_arrays(self.qualitative, ResultsError).items():
+            key, name = k.split("/")
+            out.setdefault(key, {})[name] = array
         return out
 
     def write_qualitative(self, panels: dict[str, dict[str, np.ndarray]]) -> None:
@@ -220,8 +223,8 @@ class PredictionsDir:
 
     def read_probabilities(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities `[K, X, Y, Z]`, affine `[4, 4]`) of a case."""
-        with np.load(self.probabilities(name)) as data:
-            return data["probabilities"], data["affine"]
+        data = read_arrays(self.probabilities(name))
+        return data["probabilities"], data["affine"]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ def number(kind=float, lo: float | None = None, hi: float | None = None, lo_open
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"{text!r} is not finite")
         if lo is not None and (v < lo or (lo_open and v == lo)):
@@ -40,7 +40,7 @@ def triple(text: str) -> list[int]:
     try:
         parts = [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not N or N,N,N")
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or N,N,N") from None
     if len(parts) not in (1, 3) or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give one positive integer or three")
     return parts * 3 if len(parts) == 1 else parts

@@ -6,7 +6,6 @@ hold macOS `._*` junk files). nnU-Net v2 cases are the `CASE_0000<file_ending>` 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -224,6 +223,6 @@ def _parse_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
 
 def describe(path: str | Path) -> str:
     """One line on the MSD-layout task at `path`: name, case counts, description."""
-    meta = json.loads((Path(path) / "dataset.json").read_text())
+    meta = read_json_object(Path(path) / "dataset.json", DatasetError)
     return (f"{meta['name']}: {meta['numTraining']} training and {meta.get('numTest', 0)} test cases at {path}"
             + (f" ({meta['description']})" if meta.get("description") else ""))

@@ -23,6 +23,7 @@ from rog.data.fingerprint import nonzero_bbox
 from rog.data.io import Geometry, canonical_axes
 from rog.data.validate import read_case
 from rog.messages import log
+from rog.errors import read_arrays, read_json_object
 from rog.plan import Plan, PlanError
 from rog.pool import worker_pool
 from rog.progress import progress_bar
@@ -181,7 +182,7 @@ def case_done(out_dir: Path, name: str) -> bool:
 
 def case_props(out_dir: str | Path, name: str) -> dict:
     """A preprocessed case's properties (NAME.json: geometry, crop, intensities, split, plan)."""
-    return json.loads((Path(out_dir) / f"{name}.json").read_text())
+    return read_json_object(Path(out_dir) / f"{name}.json")
 
 
 def plan_mismatch(props: dict, plan: Plan) -> str | None:
@@ -221,9 +222,9 @@ def load_case(out_dir: str | Path, name: str, mmap: bool = True):
     out_dir = Path(out_dir)
     props = case_props(out_dir, name)
     mode = "r" if mmap else None
-    image = np.load(out_dir / f"{name}.npy", mmap_mode=mode)
+    image = read_arrays(out_dir / f"{name}.npy", mmap_mode=mode)
     seg_path = out_dir / f"{name}_seg.npy"
-    label = np.load(seg_path, mmap_mode=mode) if seg_path.is_file() else None
+    label = read_arrays(seg_path, mmap_mode=mode) if seg_path.is_file() else None
     return image, label, props
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from rog.data import formats
 from rog.data.dataset import load_dataset
 from rog.data.io import VolumeError, read_label
 from rog.data.validate import label_problems
-from rog.errors import RogError
+from rog.errors import RogError, read_json_object
 from rog.evaluate.metrics import case_metrics
 from rog.rundir import PredictionsDir
 
@@ -37,7 +36,7 @@ def class_names(ref_dir: Path, pred_dir: Path, k: int) -> list[str]:
     record = PredictionsDir(pred_dir).provenance
     try:
         if record.is_file():
-            labels = {int(c): n for c, n in json.loads(record.read_text())["plans"][0]["labels"].items()}
+            labels = {int(c): n for c, n in read_json_object(record)["plans"][0]["labels"].items()}
         elif (ref_dir.parent / "dataset.json").is_file():
             labels = load_dataset(ref_dir.parent).labels
     except (RogError, KeyError, IndexError, TypeError, ValueError):  # names are a courtesy: none is no error

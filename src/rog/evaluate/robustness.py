@@ -37,7 +37,7 @@ def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) 
     eps_values = sorted(by_eps)
     for eps in eps_values:
         worst, classes, attacks = [], [], defaultdict(list)
-        for case, recs in by_eps[eps].items():
+        for recs in by_eps[eps].values():
             w = min(recs, key=lambda r: r.dice)
             worst.append(w.dice)
             classes.append(w.dice_per_class)

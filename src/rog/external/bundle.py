@@ -16,7 +16,6 @@ before its `Invertd` (as MONAI's bundles do), as logits otherwise. A transform o
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +28,7 @@ from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
 from rog.data import formats
 from rog.data.io import VolumeError, read_label
+from rog.errors import read_json_object
 from rog.external.model import ExternalError, ExternalModel
 
 LOADING = {"LoadImage", "EnsureChannelFirst"}
@@ -152,7 +152,7 @@ def _metadata(d: Path) -> tuple[list[str] | None, int | None]:
     if not meta.is_file():
         return None, None
     try:
-        fmt = json.loads(meta.read_text())["network_data_format"]
+        fmt = read_json_object(meta, ExternalError)["network_data_format"]
         pred = next(iter(fmt["outputs"].values()))
         image = next(iter(fmt["inputs"].values()))
         names = [pred["channel_def"][str(k)] for k in range(1, int(pred["num_channels"]))]

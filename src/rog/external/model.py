@@ -61,7 +61,7 @@ class ExternalModel(ABC):
         end = formats.ending(self.scan_files[case][0])
         return ".nii.gz" if end in (None, formats.DICOM) else end
 
-    def check_save_volumes(self) -> None:
+    def check_save_volumes(self) -> None:  # noqa: B027 - a no-op unless a source has something to refuse
         """Raise an `ExternalError` if `save_volume` cannot write this model's cases (checked
         before a benchmark starts, so a refusal loses no work)."""
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rog.atomic import file_hash, writable_dir, write_json
-from rog.errors import UsageError
+from rog.errors import UsageError, read_json_object
 from rog.pipeline.models import ModelSource, load_model
 from rog.rundir import PredictionsDir
 
@@ -80,7 +80,7 @@ def predict(req: PredictRequest) -> PredictResult:
                   "overlap": req.overlap, "mirror_axes": mirror, "postprocessing": steps,
                   "probabilities": req.probabilities}
     if req.resume and out.provenance.is_file():
-        previous = json.loads(out.provenance.read_text())
+        previous = read_json_object(out.provenance, UsageError)
         changed = sorted(k for k in provenance if previous.get(k) != json.loads(json.dumps(provenance[k])))
         if changed:
             raise UsageError(f"{out.provenance}: these predictions were made with other {', '.join(changed)}; "

@@ -5,7 +5,6 @@ skips work whose output exists.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +14,14 @@ from rog.checkpoint import CheckpointError
 from rog.data.dataset import Dataset, load_dataset
 from rog.data.fingerprint import compute_fingerprint
 from rog.data.preprocess import preprocess_dataset
+from rog.errors import read_json_object
 from rog.plan import PlanError, Plan, make_plan
 from rog.rundir import Workdir
 
 
 def ensure_fingerprint(ds: Dataset, wd: Workdir, workers: int = 1, force: bool = False) -> dict:
     if wd.fingerprint.is_file() and not force:
-        return json.loads(wd.fingerprint.read_text())
+        return read_json_object(wd.fingerprint)
     fp = compute_fingerprint(ds, workers=workers)
     write_json(wd.fingerprint, fp)
     return fp
@@ -144,7 +144,7 @@ def atlas_reference(wd: Workdir, ds: Dataset, num_classes: int):
     the work directory and read back once computed; None without labelled test cases."""
     from rog.evaluate.atlas import AtlasReference, atlas_transfer
     if wd.atlas_transfer.is_file():
-        return AtlasReference.from_json(json.loads(wd.atlas_transfer.read_text()))
+        return AtlasReference.from_json(read_json_object(wd.atlas_transfer))
     if not any(c.label is not None for c in ds.test):
         return None
     reference = atlas_transfer(ds.training, ds.test, num_classes)

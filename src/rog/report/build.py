@@ -166,8 +166,10 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
         (mean +- sd over seeds, per-case points).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     docs = [(f, _finished(f)) for f in _find_results(inputs)]
+    # every file read before anything is written: a broken one leaves no half-made report
+    qualitative = {f.path: f.read_qualitative() for f, r in docs if r.kind == "attack"}
+    out.mkdir(parents=True, exist_ok=True)
     summary = ReportSummary()
     corruption = [(r.meta.label or f.path.name, r) for f, r in docs if r.kind == "corruption"]
     summary.corruptions = _corruptions(corruption, out, baseline)
@@ -179,7 +181,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
                                         "artefact_panels.png" in artefact_figs)
                        + page.volumes(_volume_links(docs, out)))
     tail_figs = (["dice_vs_severity.png"] if corruption else []) + artefact_figs
-    entries = [Entry(r.meta.label or f.path.name, f, r, f.read_qualitative()) for f, r in docs if r.kind == "attack"]
+    entries = [Entry(r.meta.label or f.path.name, f, r, qualitative[f.path]) for f, r in docs if r.kind == "attack"]
     if not entries:
         summary.figures = tail_figs
         write_json(out / "summary.json", summary.to_json())

@@ -23,10 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from rog.atomic import write_json
-from rog.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from rog.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from rog.data.preprocess import check_preprocessed, labelled_cases
 from rog.devices import init_distributed, resolve_device
-from rog.errors import UsageError, refuse_unknown_keys
+from rog.errors import UsageError, parse_json, refuse_unknown_keys
 from rog.evaluate.metrics import dice_batch
 from rog.messages import log
 from rog.models.registry import build_model
@@ -174,7 +174,7 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.epoch, self.best_dice = int(state["epoch"]), float(state["best_dice"])
-        self.history = json.loads(state["history"])
+        self.history = parse_json(state["history"], f"{self.run.checkpoint('last')}: history", CheckpointError)
         torch.set_rng_state(state["torch_rng"].cpu())  # patch sampling needs none: it is seeded per item
         if self.free is not None and state.get("free_delta") is not None:
             self.free.delta = state["free_delta"].to(self.device)
@@ -214,7 +214,7 @@ class Trainer:
         self.model.train()
         return float(np.mean(losses)), float(np.mean(dices))
 
-    def fit(self, resume: bool = False) -> dict:
+    def fit(self, resume: bool = False) -> dict:  # noqa: C901 - issue 39's Defence interface is to split it
         cfg = self.config
         self.run.path.mkdir(parents=True, exist_ok=True)
         split = self._splits()
