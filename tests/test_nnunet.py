@@ -262,6 +262,27 @@ def test_nnunets_postprocessing_is_applied_before_dice(nnunet_model, tmp_path, c
     assert all(r["in_ball"] and r["dice"] <= results["pkl"]["clean"][r["case"]]["dice"] + 1e-9 for r in recs)
 
 
+def test_a_skull_stripped_scans_zero_background_is_left_unperturbed(nnunet_mr, tmp_path, capsys):
+    import nibabel as nib
+    model_dir, raw = nnunet_mr
+    out = tmp_path / "att"
+    common = ["attack", "--nnunet", str(model_dir), "--folds", "0", "--disable-tta", "--images", str(raw / "imagesTs"),
+              "--labels", str(raw / "labelsTs"), "--eps", "8", "--attacks", "apgd-ce", "--iterations", "1",
+              "--max-cases", "1", "--save-volumes"]
+    main([*common, "-o", str(out)])
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["meta"]["deployment"]["background_fixed"] and "left unperturbed" in capsys.readouterr().out
+    (rec,) = [r for r in doc["records"] if not r.get("skipped")]
+    folder = out / "volumes" / rec["case"]
+    clean = nib.load(str(folder / "clean.nii.gz")).get_fdata()  # [X, Y, Z, C]: the two channels
+    adv = nib.load(str(folder / "eps8.0.nii.gz")).get_fdata()
+    zero = (clean == 0).all(-1)
+    assert clean.shape[-1] == 2 and zero.any() and (adv[zero] == 0).all()
+    assert (adv != clean).any()  # inside the head the attack acted
+    main([*common, "-o", str(tmp_path / "free"), "--perturb-background"])
+    assert not json.loads((tmp_path / "free" / "results.json").read_text())["meta"]["deployment"]["background_fixed"]
+
+
 def test_a_postprocessing_pickle_naming_another_callable_is_refused(nnunet_model, tmp_path, capsys):
     import os
     import pickle

@@ -105,3 +105,27 @@ def test_a_perturbed_zero_background_moves_the_crop_box_as_nnunet_would():
         assert torch.equal(mask, torch.from_numpy(seg[0] >= 0))
         boxes.append(box)
     assert boxes[0] != boxes[1] and boxes[1][0].start == 0
+
+
+def test_with_the_zero_background_fixed_the_gradient_is_the_finite_difference_everywhere():
+    # a skull-stripped case: zeros outside the head. Perturbed, a zero voxel joins nnU-Net's
+    # mask and box (a step no gradient sees); held fixed (the default), the finite difference
+    # agrees with the gradient on every voxel, the background's (both zero) included
+    from nnunetv2.preprocessing.cropping.cropping import create_nonzero_mask
+
+    from rog.bench.cases import Fixed
+    rng = np.random.default_rng(0)
+    x = _case(True, rng)
+    net = nn.Conv3d(2, 3, 3, padding=1).double()
+    pipeline = ScanPipeline(net, (1.0, 1.0, 1.0), _deployment([ChannelNorm("ZScoreNormalization", masked=True)] * 2,
+                                                              (1.3, 0.8, 1.1)))
+    fixed = ~torch.from_numpy(create_nonzero_mask(x[0].numpy()))[None, None]
+    assert fixed.any() and not fixed.all()
+    weight = torch.from_numpy(rng.standard_normal((1, 3, *x.shape[2:])))
+    held = Fixed(pipeline, x, fixed)
+    ok = torch.autograd.gradcheck(lambda v: (held(v) * weight).sum(), (x.clone().requires_grad_(),),
+                                  eps=1e-4, atol=1e-6, rtol=1e-4)
+    assert ok
+    free = torch.autograd.gradcheck(lambda v: (pipeline(v) * weight).sum(), (x.clone().requires_grad_(),),
+                                    eps=1e-4, atol=1e-6, rtol=1e-4, raise_exception=False)
+    assert not free  # the threat at the mask's edge, undefined without the fixed background

@@ -38,7 +38,9 @@ class BenchCase:
     the tool's deployed inference of this case around the whole-volume model, a
     differentiable map x -> logits on y's grid (`rog.external`), so that eps, the box and the
     Dice live on the scan. `spacing`: mm per voxel axis of x, where cases differ in it (None:
-    the sweep's)."""
+    the sweep's). `fixed`: voxels no perturbation may change, bool broadcastable to x (a
+    masked scan's zero background, a product of preprocessing rather than a measurement):
+    the model sees them as in x (`Fixed`) and the benchmark puts them back in what it records."""
 
     name: str
     x: torch.Tensor
@@ -47,6 +49,20 @@ class BenchCase:
     hi: torch.Tensor
     around: Callable[[nn.Module], nn.Module] | None = None
     spacing: list[float] | None = None
+    fixed: torch.Tensor | None = None
+
+
+class Fixed(nn.Module):
+    """`model` with the voxels `fixed` (bool, broadcastable to its input) held at `x0`'s values:
+    `[B, C, ...]` -> the model's output; a perturbation there changes nothing, and its gradient
+    there is zero, exactly as its finite difference."""
+
+    def __init__(self, model: nn.Module, x0: torch.Tensor, fixed: torch.Tensor):
+        super().__init__()
+        self.model, self.x0, self.fixed = model, x0, fixed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.where(self.fixed, self.x0, x))
 
 
 def default_cases(data_dir: str | Path, run: RunDir | None = None) -> tuple[list[str], str]:

@@ -13,7 +13,7 @@ from torch import nn
 from rog.atomic import write_text
 from rog.attacks.base import frozen
 from rog.bench import records as rec
-from rog.bench.cases import BenchCase
+from rog.bench.cases import BenchCase, Fixed
 from rog.bench.sharding import merged_records, rank_and_world, wait_for_ranks
 from rog.evaluate.robustness import success_threshold
 from rog.infer.sliding_window import tile
@@ -74,8 +74,10 @@ class Sweep:
         """Called after each case with the records and perturbed inputs made for it."""
 
     def model_for(self, case: BenchCase) -> nn.Module:
-        """The model as `case` is fed to it: inside the case's deployed pipeline where it has one."""
-        return self.model if case.around is None else case.around(self.model)
+        """The model as `case` is fed to it: inside the case's deployed pipeline where it has one,
+        its `fixed` voxels held at their values."""
+        model = self.model if case.around is None else case.around(self.model)
+        return model if case.fixed is None else Fixed(model, case.x, case.fixed)
 
     # ---- the shared loop -------------------------------------------------------------------
     def _load_previous(self, provenance: Provenance) -> list:

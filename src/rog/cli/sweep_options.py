@@ -42,6 +42,10 @@ def _model_source_arguments(s) -> None:
                    help="nnU-Net's post-processing, applied before Dice: 'auto' (the one nnUNetv2_find_best_configuration "
                    "wrote for these folds, MODEL_DIR/crossval_results_folds_*/postprocessing.json or .pkl, where it "
                    "exists), 'none', or a postprocessing.json/.pkl file")
+    g.add_argument("--perturb-background", action="store_true",
+                   help="skull-stripped or masked scans (normalised inside the non-zero mask): perturb the zero "
+                   "background outside nnU-Net's mask too (default: left as it is, a product of preprocessing; "
+                   "a perturbation there moves the mask and crop box, a step the gradient does not see)")
     g = s.add_argument_group("your model on the scans as stored (--model package.module:factory called with no "
                              "argument, or a TorchScript --checkpoint; --images, --labels)")
     g.add_argument("--window", type=POSITIVE_INT, nargs=3, metavar=("X", "Y", "Z"), default=None,

@@ -142,7 +142,8 @@ def write(path: str | Path, data: np.ndarray, affine: np.ndarray, spacing=None) 
     if end in NIFTI:
         img = nib.Nifti1Image(data, affine)
         if spacing is not None:
-            img.header.set_zooms(tuple(spacing)[: data.ndim])
+            # a 4D file's fourth axis is its channels: unit spacing there
+            img.header.set_zooms(tuple(spacing)[:min(data.ndim, 3)] + (1.0,) * (data.ndim - 3))
         img.set_qform(affine, code=1)
         img.set_sform(affine, code=1)
         with atomic_path(path) as tmp:

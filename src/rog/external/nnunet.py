@@ -51,7 +51,8 @@ def _load_checkpoint(path: Path) -> dict:
 
 
 def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta: bool = True, overlap: float = 0.5,
-                postprocessing: str | Path | None = "auto", checkpoint: str = CHECKPOINT) -> ExternalModel:
+                postprocessing: str | Path | None = "auto", perturb_background: bool = False,
+                checkpoint: str = CHECKPOINT) -> ExternalModel:
     """The nnU-Net model of `model_dir` as `nnUNetv2_predict` deploys it by default.
 
     Args:
@@ -63,6 +64,9 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
         postprocessing: "auto": the post-processing `nnUNetv2_find_best_configuration` chose
             for these folds, where the folder holds it (`nnunet_post.default_file`); a
             postprocessing.json or .pkl file; None: none.
+        perturb_background: where the configuration normalises inside the non-zero mask
+            (skull-stripped or masked scans), the perturbation leaves the zero background
+            outside nnU-Net's mask unchanged unless this is set (`NnUNetModel._background`).
         checkpoint: the checkpoint file name in each fold folder.
 
     Returns:
@@ -126,7 +130,7 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
         weights=files[0] if len(files) == 1 else files,
         window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet", "overlap": overlap},
         plans=plans, configuration=configuration, dataset_json=dataset_json, labels=labels,
-        deployment=deployment, folds=folds, post=post)
+        deployment=deployment, folds=folds, post=post, perturb_background=perturb_background)
 
 
 # the preprocessing `ScanPipeline` reproduces
@@ -250,6 +254,7 @@ class NnUNetModel(ExternalModel):
     deployment: Deployment | None = None
     folds: list = field(default_factory=list)
     post: object = None  # `nnunet_post.PostProcessing`, or None
+    perturb_background: bool = False  # a masked scan's zero background perturbed too (`_background`)
 
     def inference(self) -> dict:
         mirror = self.window.get("mirror_axes")
@@ -258,7 +263,12 @@ class NnUNetModel(ExternalModel):
                 + f", tile step {1 - self.window['overlap']:g}, Gaussian weights, half-precision sums (gradient "
                 "in fp32); " + (f"then {self.post.describe()}: Dice after it, the gradient through the logits "
                                 "before it" if self.post else "no post-processing"))
+        masked = any(n.masked for n in self.deployment.norms)
+        if masked:
+            text += ("; the zero background outside nnU-Net's mask " +
+                     ("perturbed too (--perturb-background)" if self.perturb_background else "left unperturbed"))
         return {"tool": "nnunet", "folds": list(self.folds), "mirror_axes": list(mirror) if mirror else None,
+                "background_fixed": masked and not self.perturb_background,
                 "tile_step": 1 - self.window["overlap"],
                 "postprocessing": self.post.source if self.post else None, "text": text}
 
@@ -271,12 +281,24 @@ class NnUNetModel(ExternalModel):
             lo, hi = ThreatModel.channel_range(x)
             y = torch.from_numpy(seg.astype(np.int64))[None]
             spacing = [float(s) for s in props["spacing"]]
+            fixed = self._background(x)
             out.append(BenchCase(name, x.to(device), y.to(device), lo.to(device), hi.to(device),
                                  around=partial(ScanPipeline, spacing=spacing, deployment=self.deployment,
                                                 post=self.post),
-                                 spacing=spacing))
+                                 spacing=spacing, fixed=None if fixed is None else fixed.to(device)))
             self.scan_files[name] = files
         return out
+
+    def _background(self, x: torch.Tensor) -> torch.Tensor | None:
+        """For a configuration that normalises inside the non-zero mask (skull-stripped or
+        masked scans), the voxels outside nnU-Net's mask of the clean scan x `[1, C, ...]`
+        (zero in every channel, holes filled) as `[1, 1, ...]` bool: its zeros are a product of
+        preprocessing, and a perturbation there would move nnU-Net's mask and crop box, a step
+        no gradient sees. None where the perturbation may act everywhere."""
+        if self.perturb_background or not any(n.masked for n in self.deployment.norms):
+            return None
+        from nnunetv2.preprocessing.cropping.cropping import create_nonzero_mask
+        return ~torch.from_numpy(create_nonzero_mask(x[0].numpy()))[None, None]
 
     def check_save_volumes(self) -> None:
         reader = self.plans.image_reader_writer_class.__name__

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
@@ -24,22 +23,7 @@ from rog.data import formats
 from rog.data.io import read_image, read_label
 from rog.errors import RogError
 from rog.external.model import ExternalError, ExternalModel
-from rog.models.registry import ModelError
-
-
-def _factory_model(spec: str) -> nn.Module:
-    import importlib
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ModelError(f"--model {spec}: with --images, give a factory as package.module:factory")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ModelError(f"--model {spec}: cannot import the factory ({e})") from e
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"--model {spec}: the factory returned {type(model).__name__}, not an nn.Module")
-    return model
+from rog.models.registry import factory_model
 
 
 def load_raw(spec: str | None, checkpoint: str | Path | None, window: list[int] | None = None,
@@ -54,7 +38,7 @@ def load_raw(spec: str | None, checkpoint: str | Path | None, window: list[int] 
                             "--checkpoint: give one")
     if spec is not None and scripted:
         raise ExternalError(f"{checkpoint}: a TorchScript file is the whole model: give it without --model")
-    network = load_torchscript(checkpoint) if scripted else _factory_model(spec)
+    network = load_torchscript(checkpoint) if scripted else factory_model(spec)
     if checkpoint and not scripted:
         load_weights(network, checkpoint)
     name = spec or f"torchscript:{Path(checkpoint).name}"

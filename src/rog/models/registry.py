@@ -49,16 +49,25 @@ def build_model(plan: Plan, name: str | None = None) -> nn.Module:
     if name in _REGISTRY:
         return _REGISTRY[name](plan)
     if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ModelError(f"--model {name}: cannot import the factory ({e})") from e
-        model = factory(plan)
-        if not isinstance(model, nn.Module):
-            raise ModelError(f"--model {name}: the factory returned {type(model).__name__}, not an nn.Module")
-        return model
+        return factory_model(name, plan)
     raise ModelError(f"--model {name}: unknown model; registered: {available_models()} or 'package.module:factory'")
+
+
+def factory_model(spec: str, *args) -> nn.Module:
+    """The model of the factory `spec` ("package.module:factory") called with `args` (a plan
+    for rog's grid, none for a model on the scans as stored); an import that fails or a result
+    that is no `nn.Module` is a `ModelError` naming `spec`."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ModelError(f"--model {spec}: give a factory as package.module:factory")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ModelError(f"--model {spec}: cannot import the factory ({e})") from e
+    model = factory(*args)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"--model {spec}: the factory returned {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -18,7 +18,8 @@ class ModelSource:
     """One of: `run` (a run directory); `model` (registered name or `package.module:factory`)
     with `plan`, optional `checkpoint` and `data` (a preprocessed folder); `nnunet` (a trained
     configuration folder, `folds` to ensemble, None: all as nnU-Net; `tta`: mirroring, on as
-    in nnU-Net; `overlap` of its windows; `postprocessing`: "auto", "none" or a file) or `bundle` (a MONAI bundle folder), each
+    in nnU-Net; `overlap` of its windows; `postprocessing`: "auto", "none" or a file; `perturb_background`: a masked scan's zero
+    background perturbed too) or `bundle` (a MONAI bundle folder), each
     with `images` and `labels` folders that the tool preprocesses itself; or `model` /
     `checkpoint` with `images` and `labels` and no plan: the user's model on the scans as
     stored (`rog.external.raw`), through a sliding window of `window` (None: whole cases) and
@@ -34,6 +35,7 @@ class ModelSource:
     folds: list | None = None
     tta: bool = True
     postprocessing: str | None = "auto"
+    perturb_background: bool = False
     bundle: str | Path | None = None
     images: str | Path | None = None
     labels: str | Path | None = None
@@ -47,8 +49,8 @@ class ModelSource:
         rog's own on its preprocessed cases."""
         if self.nnunet and self.bundle:
             raise UsageError("give --nnunet or --bundle, not both")
-        if not self.nnunet and (self.folds or self.postprocessing != "auto"):
-            raise UsageError("--folds and --postprocessing: for an nnU-Net model (--nnunet)")
+        if not self.nnunet and (self.folds or self.postprocessing != "auto" or self.perturb_background):
+            raise UsageError("--folds, --postprocessing and --perturb-background: for an nnU-Net model (--nnunet)")
         if self.nnunet or self.bundle:
             return "nnunet" if self.nnunet else "bundle"
         if self.images and (self.model or self.checkpoint) and not self.run:
@@ -113,6 +115,7 @@ def load_tool_model(source: ModelSource):
     if source.tool == "nnunet":
         from rog.external.nnunet import load_nnunet
         post = None if source.postprocessing == "none" else source.postprocessing
-        return load_nnunet(source.nnunet, source.folds, tta=source.tta, overlap=source.overlap, postprocessing=post)
+        return load_nnunet(source.nnunet, source.folds, tta=source.tta, overlap=source.overlap, postprocessing=post,
+                           perturb_background=source.perturb_background)
     from rog.external.bundle import load_bundle
     return load_bundle(source.bundle)
