@@ -260,6 +260,15 @@ def test_nnunets_postprocessing_is_applied_before_dice(nnunet_model, tmp_path, c
     _clean_dice_is_nnunets_own_evaluation(folder, raw, results["pkl"]["clean"], tmp_path / "theirs", post)
     recs = [r for r in results["pkl"]["records"] if not r.get("skipped")]
     assert all(r["in_ball"] and r["dice"] <= results["pkl"]["clean"][r["case"]]["dice"] + 1e-9 for r in recs)
+    # results of one deployment are never continued by another (same weights, no post-processing)
+    before = (tmp_path / "pkl" / "results.json").read_bytes()
+    capsys.readouterr()
+    code = main(["attack", "--nnunet", str(folder), "--folds", "0", "--disable-tta", "--images", str(raw / "imagesTs"),
+                 "--labels", str(raw / "labelsTs"), "--eps", "8", "--attacks", "apgd-ce", "--iterations", "1",
+                 "-o", str(tmp_path / "pkl"), "--postprocessing", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "another deployment of the model" in err[-1]
+    assert (tmp_path / "pkl" / "results.json").read_bytes() == before
 
 
 def test_a_skull_stripped_scans_zero_background_is_left_unperturbed(nnunet_mr, tmp_path, capsys):

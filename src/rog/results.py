@@ -232,6 +232,7 @@ class Provenance:
     cases: list | None = None
     weights: str | None = None  # sha256 of the checkpoint
     model: str | None = None  # the model's name (registered, package.module:factory, the tool's), with or without weights
+    deployment: dict | None = None  # another tool's inference as run (`Meta.deployment`: folds, mirroring, ...)
 
     def mismatch(self, current: "Provenance") -> str | None:
         """Why results written under this provenance may not be continued under `current`."""
@@ -242,6 +243,8 @@ class Provenance:
                 return f"written with a different {what}"
         if self.model is not None and current.model is not None and self.model != current.model:
             return f"written by another model ({self.model}, not {current.model})"  # older folders name none
+        if self.deployment is not None and current.deployment is not None and self.deployment != current.deployment:
+            return f"written with another deployment of the model ({self.deployment.get('text')})"
         return None
 
 

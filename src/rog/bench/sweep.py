@@ -101,7 +101,7 @@ class Sweep:
         """Evaluate every job on `cases`; returns the results (on rank 0; None on the others)."""
         self.out.path.mkdir(parents=True, exist_ok=True)
         provenance = Provenance(asdict(self.config), sorted(c.name for c in cases), self.weights,
-                                self.meta.model.model if self.meta.model else None)
+                                self.meta.model.model if self.meta.model else None, self.meta.deployment)
         records = self._load_previous(provenance)
         clean = self.clean(cases)  # all cases on every rank: tau needs the task's mean
         tau = success_threshold(c.dice for c in clean.values())
