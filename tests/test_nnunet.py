@@ -288,6 +288,11 @@ def test_a_skull_stripped_scans_zero_background_is_left_unperturbed(nnunet_mr, t
     zero = (clean == 0).all(-1)
     assert clean.shape[-1] == 2 and zero.any() and (adv[zero] == 0).all()
     assert (adv != clean).any()  # inside the head the attack acted
+    # a corruption's noise in the background is saved as the model saw it: not there
+    main(["corrupt", *common[1:10], "--max-cases", "1", "--save-volumes", "--corruptions", "noise", "--severities", "3",
+          "-o", str(tmp_path / "cor")])
+    noisy = nib.load(str(tmp_path / "cor" / "volumes" / rec["case"] / "noise_s3.nii.gz")).get_fdata()
+    assert (noisy[zero] == 0).all() and (noisy[~zero] != clean[~zero]).any()
     main([*common, "-o", str(tmp_path / "free"), "--perturb-background"])
     assert not json.loads((tmp_path / "free" / "results.json").read_text())["meta"]["deployment"]["background_fixed"]
 

@@ -168,6 +168,8 @@ class WholeCaseSweep(Sweep):
         clean case once)."""
         if self.keep is None:
             return
+        if case.fixed is not None:  # the input as the model saw it (`Fixed`)
+            x = torch.where(case.fixed, case.x, x)
         with frozen(self.model), torch.no_grad():
             if not self.keep.has_clean(case.name):
                 self.keep.write(case.name, "clean", case.x, self.model_for(case)(case.x))
