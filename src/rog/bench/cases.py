@@ -51,6 +51,10 @@ class BenchCase:
     spacing: list[float] | None = None
     fixed: torch.Tensor | None = None
 
+    def held(self, x: torch.Tensor) -> torch.Tensor:
+        """x (like `self.x`) with the `fixed` voxels put back to the case's own values."""
+        return x if self.fixed is None else torch.where(self.fixed, self.x, x)
+
 
 class Fixed(nn.Module):
     """`model` with the voxels `fixed` (bool, broadcastable to its input) held at `x0`'s values:

@@ -147,8 +147,7 @@ class Benchmark(Sweep):
         t0 = time.perf_counter()
         x_adv = atk(case.x, case.y, case.lo, case.hi)
         seconds = time.perf_counter() - t0
-        if case.fixed is not None:  # what the attack put there changed nothing: recorded as untouched
-            x_adv = torch.where(case.fixed, case.x, x_adv)
+        x_adv = case.held(x_adv)  # what the attack put on fixed voxels changed nothing: recorded as untouched
         with frozen(self.model), torch.no_grad():
             pred = model(x_adv).argmax(1)
         return rec.measure(head, pred, case.y, x_adv, case.x, case.lo, case.hi, threat, self.num_classes, tau,

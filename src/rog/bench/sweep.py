@@ -168,8 +168,7 @@ class WholeCaseSweep(Sweep):
         clean case once)."""
         if self.keep is None:
             return
-        if case.fixed is not None:  # the input as the model saw it (`Fixed`)
-            x = torch.where(case.fixed, case.x, x)
+        x = case.held(x)  # the input as the model saw it (`Fixed`)
         with frozen(self.model), torch.no_grad():
             if not self.keep.has_clean(case.name):
                 self.keep.write(case.name, "clean", case.x, self.model_for(case)(case.x))

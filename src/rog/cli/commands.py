@@ -83,8 +83,8 @@ def source_of(a, run=None):
     from rog.pipeline.models import ModelSource
     if run is not None:
         return ModelSource(run=run)
-    keys = ("run", "model", "checkpoint", "plan", "data", "nnunet", "bundle", "images", "labels", "folds", "tta", "postprocessing", "perturb_background", "window",
-            "overlap")
+    keys = ("run", "model", "checkpoint", "plan", "data", "nnunet", "bundle", "images", "labels", "folds", "tta",
+            "postprocessing", "perturb_background", "window", "overlap")
     return ModelSource(**{k: getattr(a, k) for k in keys if hasattr(a, k)})
 
 

@@ -22,8 +22,8 @@ from rog.data.dataset import Case, Dataset
 from rog.data.fingerprint import nonzero_bbox
 from rog.data.io import Geometry, canonical_axes
 from rog.data.validate import read_case
-from rog.messages import log
 from rog.errors import read_arrays, read_json_object
+from rog.messages import log
 from rog.plan import Plan, PlanError
 from rog.pool import worker_pool
 from rog.progress import progress_bar

@@ -12,6 +12,7 @@ post-processing.
 """
 from __future__ import annotations
 
+import importlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,6 @@ class PostProcessing:
 
     def labels(self, seg: np.ndarray) -> np.ndarray:
         """The post-processed label map of `seg` `[*spatial]` (int), by nnU-Net's functions."""
-        import importlib
         module = importlib.import_module(MODULE)
         for name, kwargs in zip(self.functions, self.kwargs):
             seg = getattr(module, name)(seg, **kwargs)
@@ -53,11 +53,10 @@ class PostProcessing:
         moved = kept != seg
         if not bool(moved.any()):
             return logits
-        value = logits.detach().clone()
-        top = value.amax(1)
-        # the new label one logit above every other class: argmax picks it, softmax is finite
-        value.scatter_(1, kept[:, None], torch.where(moved, top + 1, value.gather(1, kept[:, None])[:, 0])[:, None])
-        return straight_through(logits, value)
+        value = logits.detach()
+        # a moved voxel's new label one logit above every class: argmax picks it, softmax is finite
+        raise_ = torch.nn.functional.one_hot(kept, value.shape[1]).movedim(-1, 1).bool() & moved[:, None]
+        return straight_through(logits, torch.where(raise_, value.amax(1, keepdim=True) + 1, value))
 
     def describe(self) -> str:
         """One phrase: what it does, and from which file."""
@@ -100,6 +99,5 @@ class _Restricted(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if module == MODULE and name in FUNCTIONS:
-            import importlib
             return getattr(importlib.import_module(module), name)
         raise pickle.UnpicklingError(f"{module}.{name} is not one of nnU-Net's post-processing functions")

@@ -168,7 +168,7 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
     x, pad, starts = _tile(x, patch, overlap, pad_mode, style)
     size = list(x.shape[2:])
     flips = _mirror_sets(mirror_axes)
-    out = weight = rounded = None
+    out = weight = rounded = low_weight = None
     batches = range(0, len(starts), batch_size)
     if progress:
         batches = progress_bar(batches, desc="sliding window", leave=False)
@@ -186,16 +186,16 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
             out = torch.zeros((x.shape[0], logits.shape[1], *size), device=out_device, dtype=dtype)
             weight = importance_map(patch, mode, style=style).to(out_device, dtype)
             if low is not None and dtype != low:
-                rounded = torch.zeros_like(out, dtype=low)
+                rounded, low_weight = torch.zeros_like(out, dtype=low), weight.to(low)
         logits = logits.to(out_device)
         for i, sl in enumerate(slices):
             chunk = logits[i * x.shape[0]:(i + 1) * x.shape[0]]
             out[(slice(None), slice(None), *sl)] += chunk * weight
             if rounded is not None:
-                rounded[(slice(None), slice(None), *sl)] += chunk.detach() * weight.to(rounded.dtype)
+                rounded[(slice(None), slice(None), *sl)] += chunk.detach() * low_weight
     out.div_(_weight_sum(starts, patch, weight, size))  # in place: a copy would double the peak
     if rounded is not None:
-        rounded.div_(_weight_sum(starts, patch, weight.to(rounded.dtype), size))
+        rounded.div_(_weight_sum(starts, patch, low_weight, size))
         out = straight_through(out, rounded)
     return _crop(out, pad, spatial).to(logits.dtype)
 

@@ -18,8 +18,8 @@ class ModelSource:
     """One of: `run` (a run directory); `model` (registered name or `package.module:factory`)
     with `plan`, optional `checkpoint` and `data` (a preprocessed folder); `nnunet` (a trained
     configuration folder, `folds` to ensemble, None: all as nnU-Net; `tta`: mirroring, on as
-    in nnU-Net; `overlap` of its windows; `postprocessing`: "auto", "none" or a file; `perturb_background`: a masked scan's zero
-    background perturbed too) or `bundle` (a MONAI bundle folder), each
+    in nnU-Net; `overlap` of its windows; `postprocessing`: "auto", "none" or a file;
+    `perturb_background`: a masked scan's zero background perturbed too) or `bundle` (a MONAI bundle folder), each
     with `images` and `labels` folders that the tool preprocesses itself; or `model` /
     `checkpoint` with `images` and `labels` and no plan: the user's model on the scans as
     stored (`rog.external.raw`), through a sliding window of `window` (None: whole cases) and
