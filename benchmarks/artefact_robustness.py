@@ -24,7 +24,7 @@ from defence_recipes import _linked_workdir  # noqa: E402
 from rog.bench.artefact import ArtefactConfig  # noqa: E402
 from rog.demo import NUCLEI  # noqa: E402
 from rog.pipeline.experiment import run_experiment  # noqa: E402
-from rog.pipeline.models import ModelSource  # noqa: E402
+from rog.pipeline.sources import RunSource  # noqa: E402
 from rog.pipeline.sweeps import SweepRequest, run_sweep  # noqa: E402
 from rog.rundir import ResultsDir, RunDir  # noqa: E402
 
@@ -41,7 +41,7 @@ def _sd(values) -> str:
 def main(demo: Path, root: Path, seeds: int) -> None:
     out = root / "artefact_at"
     _linked_workdir(demo, out)
-    run_experiment(out / "data" / "Nuclei", out, replace(NUCLEI, seeds=seeds, free_lr=1e-3, free_adv="artefact"),
+    run_experiment(out / "data" / "Nuclei", out, replace(NUCLEI, seeds=seeds, defence=replace(NUCLEI.defence, lr=1e-3, adv="artefact")),
                    device="cpu")
     models = {"rog_clean": (demo, "rog_clean"), "rog_free": (demo, "rog_free"), "dynunet": (demo, "dynunet"),
               "rog_artefact": (out, "rog_free")}
@@ -50,7 +50,7 @@ def main(demo: Path, root: Path, seeds: int) -> None:
         for seed in range(seeds):
             folder = ResultsDir(root / "artefacts" / f"{label}-s{seed}")
             if not folder.finished():
-                run_sweep(SweepRequest(ModelSource(run=wd / "runs" / f"{run}-s{seed}"), CONFIG, label=label,
+                run_sweep(SweepRequest(RunSource(run=wd / "runs" / f"{run}-s{seed}"), CONFIG, label=label,
                                        out=folder.path, progress=False))
             art[label, seed] = folder.read()
     print("| model | artefact | " + " | ".join(f"severity {s}: random / worst of 10 / worst case"

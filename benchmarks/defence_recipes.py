@@ -19,19 +19,19 @@ from pathlib import Path
 from rog.demo import NUCLEI
 from rog.pipeline.experiment import run_experiment
 
-# each: the demo's settings with the fine-tuning changed ("free_lr1e-3" is the demo's own since issue 27)
+# each: the demo's settings with the fine-tuning's `DefenceSpec` changed ("free_lr1e-3" is the demo's own since issue 27)
 RECIPES = {
-    "free": {"free_lr": None},  # the demo's Free AT before issue 27: fine-tuning at the clean training's lr 1e-2
-    "free_lr3e-3": {"free_lr": 3e-3},
-    "free_lr1e-3": {"free_lr": 1e-3},
-    "free_warm_mix": {"free_warmup": 0.3, "free_clean_weight": 0.5},
-    "free_lr1e-3_warm_mix": {"free_lr": 1e-3, "free_warmup": 0.3, "free_clean_weight": 0.5},
-    "trades": {"free_lr": 1e-3, "free_warmup": 0.3, "free_trades": 1.0},
+    "free": {"lr": None},  # the demo's Free AT before issue 27: fine-tuning at the clean training's lr 1e-2
+    "free_lr3e-3": {"lr": 3e-3},
+    "free_lr1e-3": {"lr": 1e-3},
+    "free_warm_mix": {"warmup": 0.3, "clean_weight": 0.5},
+    "free_lr1e-3_warm_mix": {"lr": 1e-3, "warmup": 0.3, "clean_weight": 0.5},
+    "trades": {"lr": 1e-3, "warmup": 0.3, "trades": 1.0},
     # PGD-AT (5 steps) for comparison: epochs are not divided by m, so 10 epochs of 10 batches, the
     # same 100 optimiser updates as Free AT's, each after 5 attack steps (about 6x the compute)
-    "pgd_lr1e-3": {"free_lr": 1e-3, "free_adv": "pgd"},
+    "pgd_lr1e-3": {"lr": 1e-3, "adv": "pgd"},
     # the same 100 updates in 5 epochs of 4 iterations, so that the selection has 5 epochs to choose from
-    "free_lr1e-3_robust": {"free_lr": 1e-3, "free_select": "robust", "free_iterations": 4, "free_epochs": 25},
+    "free_lr1e-3_robust": {"lr": 1e-3, "select": "robust", "iterations": 4, "epochs": 25},
 }
 SHARED = ["data", "fingerprint.json", "plan.json", "preprocessed", "atlas_transfer.json"]
 
@@ -54,7 +54,7 @@ def main(demo: Path, root: Path, names: list[str]) -> None:
         out = root / name
         _linked_workdir(demo, out)
         # the artefact sweep is no part of this table: one cheap corruption keeps the experiment's stage
-        settings = replace(NUCLEI, corruptions=("noise",), severities=(1,), **RECIPES[name])
+        settings = replace(NUCLEI, corruptions=("noise",), severities=(1,), defence=replace(NUCLEI.defence, **RECIPES[name]))
         result = run_experiment(out / "data" / "Nuclei", out, settings, device="cpu")
         s = result.summary
         test = s.learning.models if s.learning else {}

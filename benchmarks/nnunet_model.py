@@ -104,3 +104,42 @@ def add_folds(model_dir: Path, folds=(1, 2, 3, 4), mirror_axes=None, seed: int =
                    if v.is_floating_point() and v.numel() > 1 else v for k, v in state["network_weights"].items()}
         (model_dir / f"fold_{fold}").mkdir()
         torch.save({**state, "network_weights": weights}, model_dir / f"fold_{fold}" / "checkpoint_final.pth")
+
+
+def add_configuration(model_dir: Path, raw: Path, configuration: str = "2d", seed: int = 0,
+                      planned: dict | None = None) -> Path:
+    """A sibling folder of `model_dir`, TRAINER__PLANS__`configuration`, with a network of that
+    configuration of the same plans (random weights, head centred on one case as `build`'s),
+    in nnU-Net's checkpoint format; returns it. `planned`: the configuration's entry in
+    plans.json where the planner made none for volumes this small (3d_lowres)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from rog.external.nnunet import Slicewise, read_case
+    from rog.external.nnunet_scan import Deployment, ScanPipeline
+    from rog.infer.sliding_window import SlidingWindow
+    plans, dataset_json = (json.loads((model_dir / f).read_text()) for f in ("plans.json", "dataset.json"))
+    if planned:
+        plans["configurations"][configuration] = planned
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(configuration)
+    torch.manual_seed(seed)
+    channels, classes = len(dataset_json["channel_names"]), len(dataset_json["labels"])
+    net = nnUNetTrainer.build_network_architecture(pm, cm, channels, classes, enable_deep_supervision=False).eval()
+    flat = len(cm.patch_size) == 2
+    data, _, props = read_case(pm, sorted((raw / "imagesTr").glob("*_000_*.nii.gz")), None)
+    seen = []
+    window = SlidingWindow(Slicewise(net) if flat else net, [1, *cm.patch_size] if flat else cm.patch_size)
+    with torch.no_grad():
+        ScanPipeline(lambda z: seen.append(window(z)) or seen[-1], props["spacing"], Deployment.of(pm, cm))(
+            torch.from_numpy(data)[None])
+        net.decoder.seg_layers[-1].bias -= seen[0].mean((0, 2, 3, 4))
+    folder = model_dir.parent / model_dir.name.replace(model_dir.name.split("__")[-1], configuration)
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    torch.save({"network_weights": net.state_dict(), "trainer_name": "nnUNetTrainer",
+                "init_args": {"plans": plans, "configuration": configuration, "fold": 0, "dataset_json": dataset_json,
+                              "device": torch.device("cpu")},
+                "inference_allowed_mirroring_axes": tuple(range(len(cm.patch_size))), "current_epoch": 1},
+               folder / "fold_0" / "checkpoint_final.pth")
+    return folder

@@ -45,3 +45,52 @@ def test_the_entry_points_document_their_arguments_as_monai_does():
         assert "Args:" in obj.__doc__, obj
     for obj in returns:
         assert "Returns:" in obj.__doc__, obj
+
+
+def _arg_lines(doc: str) -> list[str]:
+    """The lines of the Args and Returns sections of `doc`."""
+    import inspect
+    import re
+    out, inside = [], False
+    for line in inspect.cleandoc(doc or "").splitlines():
+        if re.fullmatch(r"\s*\w+:", line):
+            inside = line.strip() in ("Args:", "Returns:")
+        elif not line.strip():
+            inside = False
+        elif inside:
+            out.append(line)
+    return out
+
+
+def test_each_argument_of_the_reference_has_its_own_line():
+    # as MONAI's and torchattacks' references read: not "iters: steps; step: their size", nor
+    # "lo, hi: the box"
+    import inspect
+    import re
+    second = re.compile(r"[;.]\s+`?[a-z_][a-z0-9_]*`?:\s")
+    shared = re.compile(r"^\s*`?[a-z_][a-z0-9_]*`?(\s*,\s*`?[a-z_][a-z0-9_]*`?)+:\s")
+    assert second.search("iters: steps; step: their size") and shared.search("    lo, hi: the box")
+    bad, seen = [], 0
+    for module, names in API.items():
+        for name in names:
+            obj = getattr(importlib.import_module(module), name)
+            members = [getattr(obj, k) for k in ("__init__", "__call__", "perturb", "run")
+                       if inspect.isclass(obj) and k in vars(obj)]
+            for line in (x for o in (obj, *members) for x in _arg_lines(o.__doc__)):
+                seen += 1
+                if second.search(line) or shared.search(line):
+                    bad.append(f"{module}.{name}: {line.strip()}")
+    assert seen > 100 and not bad, bad
+
+
+def test_the_architecture_table_has_one_short_line_per_module():
+    import rog
+    src = Path(rog.__file__).parent
+    arch = (DOCS.parent / "architecture.md").read_text()
+    rows = [line for line in arch.splitlines() if line.startswith("| `")]
+    named = {line.split("`")[1] for line in rows}
+    modules = {str(p.relative_to(src)) for p in src.rglob("*.py")}
+    # every module but the packages' re-exporting __init__ files has its row, and no row names a module that is gone
+    assert modules - named <= {m for m in modules if m.endswith("/__init__.py")}, sorted(modules - named)
+    assert named <= modules, sorted(named - modules)
+    assert len(rows) > 80 and all(len(line) <= 130 for line in rows), max(rows, key=len)

@@ -108,3 +108,28 @@ def test_robust_selection_keeps_the_epoch_with_the_best_score(prepared, tmp_path
     assert len(set(scores)) > 1  # epochs that differ, so the choice means something
     best = load_checkpoint(tmp_path / "r" / "checkpoint_best.pt")
     assert best["epoch"] == 1 + max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+@pytest.mark.parametrize("adv, extra", [("pgd", {"pgd_steps": 1, "trades": 1.0}),
+                                        ("artefact", {"artefacts": ["bias", "noise"], "artefact_severity": 3})])
+def test_every_defence_resumes_exactly(prepared, tmp_path, monkeypatch, adv, extra):
+    # each batch's random draws (PGD's start, the artefact) come from the batch's seed, and the
+    # defence's state goes into the checkpoint: stopping and resuming changes nothing
+    wd, plan = prepared
+    cfg = TrainConfig(epochs=2, iterations=2, batch_size=2, device="cpu", adv=adv, replays=2, divide_epochs=False,
+                      **extra)
+    Trainer(plan, wd.preprocessed, tmp_path / "a", cfg, progress=False).fit()
+    b = interrupted_then_resumed(plan, wd.preprocessed, tmp_path / "b", cfg, monkeypatch, stop_at=2)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert log_rows(tmp_path / "a")[-1]["train_loss"] == log_rows(tmp_path / "b")[-1]["train_loss"]
+
+
+def test_the_cli_offers_every_registered_defence():
+    from rog.cli.parser import build_parser
+    from rog.train.defences import DEFENCES, defence_class
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    adv = next(a for a in train._actions if a.dest == "adv")
+    assert set(adv.choices) == {k for k in DEFENCES if k}
+    with pytest.raises(UsageError, match="--adv 'noise': one of free, pgd, artefact"):
+        defence_class("noise")

@@ -107,7 +107,7 @@ def test_raw_model_mistakes_are_one_line(scans, tmp_path, capsys, problem):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0]
-    expected = {"plan": "--plan and --data are for a model on rog's preprocessed cases",
+    expected = {"plan": "--plan: for a model on rog's preprocessed cases",
                 "window_alone": "--window: for a model given with --model or --checkpoint and --images",
                 "shape": "differs from the image's"}[problem]
     assert expected in err[0], err[0]

@@ -82,6 +82,7 @@ OTHER_DOCUMENTS = {
     "cli/commands.py": {"cases", "num_classes", "class_names"},  # `rog evaluate`'s summary (test_eval.json)
     "pipeline/predict.py": {"weights"},  # rog_predict.json, the predictions' record
     "pipeline/experiment.py": {"dice"},  # `rog evaluate`'s summary (test_eval.json)
+    "pipeline/sources.py": {"run"},  # the command line's option names
 }
 
 

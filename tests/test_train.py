@@ -201,17 +201,17 @@ def test_ddp_two_cpu_processes_keep_identical_weights(prepared, tmp_path):
 
 
 def test_pgd_adversarial_training_runs_and_changes_the_inputs(prepared, tmp_path, monkeypatch):
-    import rog.train.trainer as trainer_module
+    import rog.train.defences as defences_module
     wd, plan = prepared
     seen = []
-    original = trainer_module.pgd_examples
+    original = defences_module.pgd_examples
 
     def spy(model, x, y, case_lo, case_hi, eps, steps, seed):
         x_adv = original(model, x, y, case_lo, case_hi, eps, steps, seed)
         seen.append(((x - x_adv).abs().amax((2, 3, 4)) / (case_hi - case_lo)).max().item())
         return x_adv
 
-    monkeypatch.setattr(trainer_module, "pgd_examples", spy)
+    monkeypatch.setattr(defences_module, "pgd_examples", spy)
     cfg = TrainConfig(epochs=1, iterations=2, batch_size=2, device="cpu", adv="pgd", pgd_steps=2)
     Trainer(plan, wd.preprocessed, tmp_path / "pgd", cfg, progress=False).fit()
     assert len(seen) == 2 and all(0 < d <= 8 / 255 + 1e-6 for d in seen)  # the case's radius

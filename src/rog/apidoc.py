@@ -24,7 +24,9 @@ API = {
     "rog.plan": ["Plan", "make_plan"],
     "rog.pipeline.sweeps": ["SweepRequest", "SweepResult", "run_sweep"],
     "rog.pipeline.predict": ["PredictRequest", "PredictResult", "predict"],
-    "rog.pipeline.models": ["ModelSource"],
+    "rog.pipeline.sources": ["source_from", "RunSource", "FactorySource", "RawSource", "RunScansSource",
+                             "NnunetSource", "BundleSource"],
+    "rog.pipeline.models": ["BenchModel"],
     "rog.pipeline.experiment": ["Settings", "run_experiment"],
     "rog.report.build": ["build_report"],
 }

@@ -120,9 +120,12 @@ def corrupt(x: torch.Tensor, name: str, severity: int, spacing, lo: torch.Tensor
 
     Args:
         x: the case `[C, X, Y, Z]` in model input units.
-        name: a corruption of `CORRUPTIONS`; severity: 0 (identity) to 5.
+        name: a corruption of `CORRUPTIONS`.
+        severity: 0 (identity) to 5.
         spacing: mm per voxel axis.
-        lo, hi, foreground_sd: `[C]`, the case's channel range and foreground intensity sd.
+        lo: `[C]`, the case's channel minimum.
+        hi: `[C]`, its channel maximum.
+        foreground_sd: `[C]`, its foreground intensity sd.
         seed: `seed_of(case, name, seed)`, shared by the severities.
         strengths: if given, receives each channel's realised artefact size.
 

@@ -213,7 +213,8 @@ def make_plan(fingerprint: dict, model: str = "rog", width: int = 64, spacing=No
 
     Args:
         fingerprint: the dataset's statistics (`rog.data.fingerprint.compute_fingerprint`).
-        model: the registered model the plan names; width: its level-0 width.
+        model: the registered model the plan names.
+        width: its level-0 width.
         spacing: target spacing in mm, one value or three, instead of the median (`at_spacing`).
 
     Returns:

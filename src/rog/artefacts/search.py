@@ -61,11 +61,13 @@ def worst_artefact(model: nn.Module, artefact: Artefact, x: torch.Tensor, y: tor
     Args:
         model: `[1, C, X, Y, Z]` -> logits `[1, K, X, Y, Z]` (a whole-case model).
         artefact: the artefact at the severity searched.
-        x: the case `[1, C, X, Y, Z]`; y: its labels `[1, X, Y, Z]` (or `[1, 1, ...]`).
-        lo, hi: the case's channel range `[1, C, 1, 1, 1]`.
+        x: the case `[1, C, X, Y, Z]`.
+        y: its labels `[1, X, Y, Z]` (or `[1, 1, ...]`).
+        lo: the case's channel minimum `[1, C, 1, 1, 1]`.
+        hi: its channel maximum, the same shape.
         draws: random draws (one where the artefact draws one value, gamma and blur).
-        iters, restarts: APGD's budget (the first run from the worst draw); 0 iterations:
-            draws only.
+        iters: APGD's iterations per run (0: draws only).
+        restarts: APGD's runs (the first from the worst draw).
         loss: APGD's loss ("dice", soft Dice, by default; "ce").
         seed: seeds the draws and the search's random starts.
 

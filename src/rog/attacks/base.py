@@ -113,8 +113,9 @@ class Attack:
         Args:
             x: inputs `[B, C, D, H, W]` in the model's units.
             y: labels `[B, D, H, W]` or MONAI's `[B, 1, D, H, W]`.
-            lo, hi: the box per instance and channel, `[B, C, 1, 1, 1]` (default: each
-                instance's channel range; the benchmark passes the whole case's).
+            lo: the box's lower end per instance and channel, `[B, C, 1, 1, 1]` (default:
+                each instance's channel minimum; the benchmark passes the whole case's).
+            hi: its upper end, the same way.
 
         Returns:
             The lowest-Dice point evaluated (the clean input included), like `x`: x plus the

@@ -112,7 +112,8 @@ class FAB(Attack):
     Dice below `threshold`.
 
     Args:
-        model, threat: as `APGD`.
+        model: as `APGD`.
+        threat: as `APGD`.
         iters: steps per target and restart.
         target_ranks: targets (AutoAttack: 9; at most K - 1 are run).
         restarts: per target; the first from the clean input, later ones from a random point

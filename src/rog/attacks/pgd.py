@@ -10,8 +10,10 @@ class PGD(Attack):
     projected on the ball and box.
 
     Args:
-        model, threat: as `APGD`.
-        iters: steps; step: their size (default 2.5 eps / iters).
+        model: as `APGD`.
+        threat: as `APGD`.
+        iters: steps.
+        step: their size (default 2.5 eps / iters).
         loss: "ce" (the paper's baseline), "segpgd" or "cospgd".
         restarts: independent runs (the lowest Dice kept)."""
 

@@ -47,7 +47,8 @@ class Square(Attack):
     """Square (Andriushchenko et al. 2020), the black-box member of the ensemble.
 
     Args:
-        model, threat: as `APGD` (L-inf only).
+        model: as `APGD`.
+        threat: as `APGD` (L-inf only).
         queries: model evaluations per instance.
         window_cache: see below.
 

@@ -37,11 +37,16 @@ LARGE_EPS_ITERS = 10
 
 @dataclass
 class BenchmarkConfig:
+    """The attacks of a benchmark: `eps` on the /255 scale, `attacks` names (or "standard",
+    "plus"), `iters` of the gradient attacks and `queries` of Square (one run per value),
+    `scope` "patch" or "volume" (None: the model's default, which `rog.pipeline.sweeps` sets
+    before a `Benchmark` runs), `norm` "linf" or "l2", `seed` of the random draws."""
+
     eps: list[float] = field(default_factory=lambda: [4.0, 8.0, 12.0, 16.0])
     attacks: list[str] = field(default_factory=lambda: ["standard"])
     iters: list[int] = field(default_factory=lambda: [5])
     queries: list[int] = field(default_factory=lambda: [500])
-    scope: str = "patch"
+    scope: str | None = "patch"
     norm: str = "linf"
     seed: int = 0
 
@@ -58,7 +63,7 @@ class BenchmarkConfig:
                                        ("queries", self.queries, lambda v: v >= 1, ">= 1")):
             if not values or not all(ok(v) for v in values):
                 raise rec.BenchError(f"{name} (--{name}) {values}: each must be {rule}")
-        if self.scope not in ("patch", "volume"):
+        if self.scope not in ("patch", "volume", None):
             raise rec.BenchError(f"scope (--scope): unknown scope {self.scope!r}: 'patch' or 'volume'")
 
 
@@ -84,6 +89,9 @@ class Benchmark(Sweep):
     def __init__(self, model: nn.Module, num_classes: int, config: BenchmarkConfig, out_dir: str | Path,
                  patch=None, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
                  window: dict | None = None, keep=None):
+        if config.scope is None:
+            raise rec.BenchError("scope (--scope): None, the model's default, is set by rog.pipeline.sweeps; "
+                                 "give 'patch' or 'volume' to a Benchmark")
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights,
                          volume=config.scope == "volume", window=window, keep=keep)
         self._logged: set[str] = set()

@@ -77,22 +77,10 @@ def cmd_summary(a) -> int:
     return 0
 
 
-def source_of(a, run=None):
-    """The `ModelSource` of the model options of `predict`, `attack`, `corrupt` and `artefact` (`run`: this
-    run folder instead of the argument's)."""
-    from rog.pipeline.models import ModelSource
-    if run is not None:
-        return ModelSource(run=run)
-    keys = ("run", "model", "checkpoint", "plan", "data", "nnunet", "bundle", "images", "labels", "folds", "tta",
-            "postprocessing", "perturb_background", "window", "overlap")
-    return ModelSource(**{k: getattr(a, k) for k in keys if hasattr(a, k)})
-
-
 def cmd_predict(a) -> int:
     from rog.pipeline.predict import PredictRequest, predict
-    if a.runs and a.model:
-        raise UsageError("give run directories or --model, not both")
-    sources = [source_of(a, run) for run in a.runs] if a.runs else [source_of(a)]
+    from rog.pipeline.sources import GRID_SOURCES, sources_from
+    sources = sources_from(a.runs, vars(a), GRID_SOURCES)
     r = predict(PredictRequest(sources, a.input, a.output, a.postprocess, a.overlap, a.tta, a.device,
                                a.save_probabilities, a.resume))
     if a.verbose:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from rog.cli.commands import source_of
-
 
 def _sweep(a, config):
     """Run `rog attack`, `rog corrupt` or `rog artefact` with `config`; None on torchrun ranks > 0."""
+    from rog.pipeline.sources import source_from
     from rog.pipeline.sweeps import SweepRequest, run_sweep
-    result = run_sweep(SweepRequest(source_of(a), config, a.cases, a.max_cases, a.label, a.out, a.device,
+    result = run_sweep(SweepRequest(source_from(vars(a)), config, a.cases, a.max_cases, a.label, a.out, a.device,
                                     save_volumes=a.save_volumes))
     r = result.results
     if r is not None:
@@ -36,8 +35,7 @@ def cmd_attack(a) -> int:
         print(f"rog attack: note: eps is on the /255 scale of each channel's range: --eps {small[0]:g} means "
               f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
     from rog.bench import BenchmarkConfig
-    scope = a.scope or ("volume" if a.nnunet or a.bundle or a.images else "patch")
-    result = _sweep(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=scope,
+    result = _sweep(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=a.scope,
                                        norm=a.norm, seed=a.seed))
     if result.results is None:
         return 0  # a non-zero rank: rank 0 merges and reports

@@ -21,7 +21,8 @@ def dice_per_class(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tens
     """Dice of foreground classes 1..K-1 between integer label maps of equal shape.
 
     Args:
-        pred, ref: label maps of any equal shape (numpy or torch).
+        pred: a label map of any shape (numpy or torch).
+        ref: the reference, the same shape.
         num_classes: K, background included.
 
     Returns:
@@ -49,7 +50,8 @@ def dice_batch(pred: torch.Tensor, ref: torch.Tensor, num_classes: int) -> torch
     """Mean foreground Dice per instance.
 
     Args:
-        pred, ref: label maps `[B, ...]` (or `[B, 1, ...]`) of equal shape.
+        pred: label maps `[B, ...]` (or `[B, 1, ...]`).
+        ref: the references, the same shape.
         num_classes: K, background included.
 
     Returns:
@@ -126,9 +128,11 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: S
     """Dice, HD95 and surface Dice of one case.
 
     Args:
-        pred, ref: label maps `[X, Y, Z]` of equal shape.
+        pred: a label map `[X, Y, Z]`.
+        ref: the reference, the same shape.
         num_classes: K, background included.
-        spacing: mm per voxel axis; tolerance_mm: the surface Dice tolerance.
+        spacing: mm per voxel axis.
+        tolerance_mm: the surface Dice tolerance.
 
     Returns:
         {'dice', 'hd95', 'nsd', 'missed'}, each a list over foreground classes 1..K-1; 'missed'

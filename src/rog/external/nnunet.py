@@ -96,26 +96,16 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
     plans = PlansManager(read_json_object(d / "plans.json", ExternalError))
     configuration = plans.get_configuration(state["init_args"]["configuration"])
     labels = plans.get_label_manager(dataset_json)
-    if labels.has_regions or labels.has_ignore_label:
-        raise ExternalError(f"{d}: region-based or ignore-label nnU-Net models are not supported")
-    if len(configuration.patch_size) != 3 or configuration.previous_stage_name:
-        raise ExternalError(f"{d}: only 3D configurations without a cascade stage are supported")
-    if configuration.preprocessor_name != PREPROCESSOR:
-        raise ExternalError(f"{d / 'plans.json'}: preprocessor {configuration.preprocessor_name}: rog reproduces "
-                            f"nnU-Net's {PREPROCESSOR} only")
+    _check_configuration(d, configuration, labels)
     channels = determine_num_input_channels(plans, configuration, dataset_json)
     trainer = trainer_class(state["trainer_name"], files[0])
-    networks = []
-    for ckpt, fold_state in zip(files, states):
-        network = _build_network(trainer, plans, configuration, channels, labels.num_segmentation_heads)
-        try:
-            network.load_state_dict(fold_state["network_weights"])
-        except RuntimeError as e:
-            raise ExternalError(f"{ckpt}: its weights do not fit the network of plans.json "
-                                f"({str(e).splitlines()[0]})") from e
-        networks.append(network.eval())
+    flat = len(configuration.patch_size) == 2  # a 2d configuration: each slice of the volume through it
+    networks = [_fold_network(trainer, plans, configuration, channels, labels.num_segmentation_heads, ckpt, fold_state,
+                              flat) for ckpt, fold_state in zip(files, states)]
     names = {int(v): k for k, v in dataset_json["labels"].items()}
     mirror = state.get("inference_allowed_mirroring_axes") if tta else None
+    if mirror and flat:  # a 2d network's axes are the slice's, the volume's axes 1 and 2
+        mirror = [a + 1 for a in mirror]
     try:
         deployment = Deployment.of(plans, configuration)
     except ValueError as e:
@@ -125,7 +115,8 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
     post = nnunet_post.read(postprocessing) if postprocessing else None
     return NnUNetModel(
         name=f"nnU-Net {d.parent.name}/{d.name} {_folds_text(folds)}",
-        network=networks[0] if len(networks) == 1 else nn.ModuleList(networks), patch=list(configuration.patch_size),
+        network=networks[0] if len(networks) == 1 else nn.ModuleList(networks),
+        patch=[1, *configuration.patch_size] if flat else list(configuration.patch_size),
         num_channels=channels, class_names=[names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)],
         weights=files[0] if len(files) == 1 else files,
         window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet", "overlap": overlap},
@@ -135,6 +126,45 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
 
 # the preprocessing `ScanPipeline` reproduces
 PREPROCESSOR = "DefaultPreprocessor"
+
+
+def _check_configuration(d: Path, configuration, labels) -> None:
+    """Refuse, naming the folder, what `ScanPipeline` does not reproduce."""
+    if labels.has_regions or labels.has_ignore_label:
+        raise ExternalError(f"{d}: region-based or ignore-label nnU-Net models are not supported yet")
+    if configuration.previous_stage_name:
+        raise ExternalError(f"{d}: a cascade stage (its input holds {configuration.previous_stage_name}'s "
+                            "segmentation): not supported yet; the 2d, 3d_lowres and 3d_fullres configurations are")
+    if configuration.preprocessor_name != PREPROCESSOR:
+        raise ExternalError(f"{d / 'plans.json'}: preprocessor {configuration.preprocessor_name}: rog reproduces "
+                            f"nnU-Net's {PREPROCESSOR} only")
+
+
+def _fold_network(trainer, plans, configuration, channels: int, heads: int, ckpt: Path, state: dict,
+                  flat: bool) -> nn.Module:
+    """One fold's network in eval mode with the weights of its checkpoint `ckpt` (`state`); a
+    2d one (`flat`) as `Slicewise`."""
+    network = _build_network(trainer, plans, configuration, channels, heads)
+    try:
+        network.load_state_dict(state["network_weights"])
+    except RuntimeError as e:
+        raise ExternalError(f"{ckpt}: its weights do not fit the network of plans.json "
+                            f"({str(e).splitlines()[0]})") from e
+    return Slicewise(network).eval() if flat else network.eval()
+
+
+class Slicewise(nn.Module):
+    """A 2d network `[N, C, H, W]` -> `[N, K, H, W]` as a patch network of windows one slice
+    deep, `[N, C, 1, H, W]` -> `[N, K, 1, H, W]`: nnU-Net's 2d prediction of a volume is every
+    slice (axis 0 after its transpose) tiled in-plane, which rog's nnU-Net tiling does with a
+    window of depth 1 (each slice visited once, `window_starts`)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x[:, :, 0]).unsqueeze(2)
 
 
 def available_folds(model_dir: Path, checkpoint: str = CHECKPOINT) -> list[int]:

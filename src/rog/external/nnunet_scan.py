@@ -113,10 +113,12 @@ class ScanPipeline(nn.Module):
         crop = x[(slice(None), slice(None), *box)]
         z = torch.stack([norm(crop[:, c], mask) for c, norm in enumerate(d.norms)], 1)
         shape = tuple(crop.shape[2:])
-        new = tuple(int(s) for s in compute_new_shape(shape, self.spacing, d.spacing))
-        z = nnunet_resampling(*d.data, shape, new, self.spacing, d.spacing)(z)
+        # a 2d configuration's spacing is in-plane: the slices keep the case's own
+        target = d.spacing if len(d.spacing) == len(shape) else (self.spacing[0], *d.spacing)
+        new = tuple(int(s) for s in compute_new_shape(shape, self.spacing, target))
+        z = nnunet_resampling(*d.data, shape, new, self.spacing, target)(z)
         logits = self.model(z)
-        logits = nnunet_resampling(*d.logits, new, shape, d.spacing, self.spacing)(logits)
+        logits = nnunet_resampling(*d.logits, new, shape, target, self.spacing)(logits)
         full = uncrop(logits, box, x.shape[2:], [0.0] + [OUTSIDE] * (logits.shape[1] - 1))
         full = full.permute(0, 1, *[2 + int(a) for a in np.argsort(d.transpose)])
         return full if self.post is None else self.post(full)

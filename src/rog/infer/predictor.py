@@ -123,11 +123,14 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
     """Predict each case into a predictions folder; a failing case never stops the others.
 
     Args:
-        model, plan: the model and the plan that preprocesses its input.
+        model: the model.
+        plan: the plan that preprocesses its input.
         cases: `rog.data.dataset.Case`s (image files in any geometry).
         out_dir: the folder (`rog.rundir.PredictionsDir`: each label map in its image's format
             and geometry, with `probabilities` also NAME.npz).
-        overlap, mirror_axes: the sliding window's; steps: post-processing.
+        overlap: the sliding window's.
+        mirror_axes: the mirroring's axes (None: none).
+        steps: the post-processing.
         members: more (model, plan) pairs ensembled with this one (`predict_case`).
         resume: skip cases whose files exist (written atomically: an existing file is finished).
         times: collects the seconds of each stage (read and write too) over all cases.

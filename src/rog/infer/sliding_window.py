@@ -53,9 +53,12 @@ def window_starts(size: int, patch: int, overlap: float, positions: str = "monai
     `int(patch * (1 - overlap))`, the last window moved back to end at `size` (outputs match
     `monai.inferers.sliding_window_inference`); "nnunet": the fewest windows whose step is at
     most patch * (1 - overlap), spread evenly from 0 to size - patch (nnU-Net's
-    `compute_steps_for_sliding_window`)."""
+    `compute_steps_for_sliding_window`); a window one voxel long visits each index once (as
+    nnU-Net's 2d prediction visits each slice)."""
     if size <= patch:
         return [0]
+    if patch == 1:
+        return list(range(size))
     if look_up_option(positions, Tiling) == Tiling.NNUNET:
         n = math.ceil((size - patch) / (patch * (1 - overlap))) + 1
         return [int(np.round((size - patch) / (n - 1) * i)) for i in range(n)]
@@ -137,25 +140,29 @@ def sliding_window(model: nn.Module, x: torch.Tensor, patch: Sequence[int], over
                    window_device: torch.device | str | None = None,
                    out_device: torch.device | str | None = None, progress: bool = False,
                    pad_mode: str = "replicate", style: str = "monai") -> torch.Tensor:
-    """Logits of `model` over a whole volume.
+    """Logits of `model` over a whole volume, differentiable with respect to `x`.
 
     Args:
         model: a patch model, `[N, C, *patch]` -> `[N, K, *patch]`.
         x: the volume `[B, C, D, H, W]`.
-        patch: window size; overlap in [0, 1); mode: "gaussian", "inverse_distance" or
-            "constant" weights; style: "monai" or "nnunet" tiling.
+        patch: window size.
+        overlap: in [0, 1).
+        mode: "gaussian", "inverse_distance" or "constant" weights.
+        batch_size: windows per forward pass.
+        mirror_axes: spatial axes (0-2) whose every subset of flips the logits are averaged
+            over (test-time augmentation); None: none.
+        window_device: where the windows run (default: x's device).
+        out_device: where the output is summed (default: the windows' device, or the CPU
+            when the output would take over a quarter of the GPU's free memory).
+        progress: a progress bar over the windows.
+        pad_mode: for volumes smaller than `patch`, padded and cropped back: "replicate"
+            (border voxels repeated, so the padding looks like the volume's edge rather than
+            the normalised mean) or "constant" (zeros, as MONAI).
+        style: "monai" or "nnunet" tiling ("nnunet": its window positions, zero padding and
+            Gaussian, for models trained by it).
 
     Returns:
-        `[B, K, D, H, W]` logits on `out_device` (default: the
-    windows' device, or the CPU when the output would take over a quarter of the GPU's free
-    memory). `mirror_axes`
-    (spatial axes 0-2) averages the logits over every subset of flips (test-time
-    augmentation). Volumes smaller than `patch` are padded with `pad_mode` ("replicate":
-    border voxels repeated, so the padding looks like the volume's edge rather than like the
-    normalised mean intensity; "constant": zeros, as MONAI) and cropped back. `style`
-    "nnunet" tiles as nnU-Net's predictor does (its window positions, zero padding, its
-    Gaussian), for models trained by it.
-    Differentiable with respect to `x`.
+        `[B, K, D, H, W]` logits on `out_device`.
     """
     if x.ndim != 5:
         raise ValueError(f"sliding_window expects [B, C, D, H, W], got {tuple(x.shape)}")

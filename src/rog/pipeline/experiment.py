@@ -15,11 +15,37 @@ from rog.data.check import check_dataset
 from rog.data.dataset import load_dataset
 from rog.data.preprocess import preprocess_dataset
 from rog.messages import log
-from rog.pipeline.models import ModelSource
+from rog.pipeline.sources import RunSource
 from rog.pipeline.stages import atlas_reference, ensure_plan, test_scores, train_and_decide
 from rog.pipeline.sweeps import SweepRequest, run_sweep
 from rog.rundir import Workdir
+from rog.train.defences import defence_class
 from rog.train.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class DefenceSpec:
+    """The defended model's recipe, `rog train`'s adversarial options for its fine-tuning from
+    the clean run (the defaults are plain Free AT): `adv` the defence (`rog.train.defences`),
+    `epochs` before Free AT's division by m, `lr` and `iterations` per epoch (None: the clean
+    training's), `warmup` of eps, the clean/adversarial mix `clean_weight`, `trades`, and the
+    checkpoint selection `select`."""
+
+    adv: str = "free"
+    epochs: int = 20
+    lr: float | None = None
+    iterations: int | None = None
+    warmup: float = 0.0
+    clean_weight: float = 0.0
+    trades: float = 0.0
+    select: str = "patch"
+
+    def config(self, base: TrainConfig, init_from: str) -> TrainConfig:
+        """The fine-tuning's `TrainConfig`: the clean training's `base` with this recipe,
+        starting from the weights of the run at `init_from`."""
+        return replace(base, adv=self.adv, epochs=self.epochs, lr=self.lr or base.lr,
+                       iterations=self.iterations or base.iterations, eps_warmup=self.warmup,
+                       clean_weight=self.clean_weight, trades=self.trades, select=self.select, init_from=init_from)
 
 
 @dataclass(frozen=True)
@@ -33,15 +59,7 @@ class Settings:
     iterations: int | None = 10
     batch_size: int | None = 2
     lr: float = 3e-3
-    free_epochs: int = 20  # Free AT fine-tuning epochs before division by m
-    # the defence's recipe (`rog train`'s adversarial options; the defaults are plain Free AT)
-    free_adv: str = "free"  # or "pgd" / "artefact": PGD-AT or artefact training in its place, for comparison
-    free_lr: float | None = None  # fine-tuning learning rate (None: `lr`)
-    free_iterations: int | None = None  # per epoch (None: `iterations`)
-    free_warmup: float = 0.0
-    free_clean_weight: float = 0.0
-    free_trades: float = 0.0
-    free_select: str = "patch"
+    defence: DefenceSpec = DefenceSpec()  # the rog_free model's fine-tuning
     eps: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0)
     iters: int = 5
     queries: int = 100
@@ -58,8 +76,8 @@ class Settings:
 
 
 # the paper's settings (REFERENCE section 3 and 5), for `rog run-paper` on a real MSD task
-PAPER = Settings(width=64, epochs=1000, iterations=None, batch_size=None, lr=1e-3, free_epochs=1000,
-                 queries=500, attack_cases=None)
+PAPER = Settings(width=64, epochs=1000, iterations=None, batch_size=None, lr=1e-3,
+                 defence=DefenceSpec(epochs=1000), queries=500, attack_cases=None)
 MODELS = ("rog_clean", "rog_free", "dynunet")
 
 
@@ -74,7 +92,8 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
     """Run every stage of the experiment, skipping those whose output exists.
 
     Args:
-        data: a dataset folder (MSD or nnU-Net v2); workdir: where its stages write.
+        data: a dataset folder (MSD or nnU-Net v2).
+        workdir: where its stages write.
         s: the budgets (`Settings`; the demo's in `rog.demo`, the paper's `PAPER`).
         device: "auto", "cpu", "cuda", ...
 
@@ -102,10 +121,7 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
         base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
                            patience=min(max(s.epochs // 4, 2), 50), seed=seed, device=device)
         runs = {"rog_clean": base,
-                "rog_free": replace(base, adv=s.free_adv, epochs=s.free_epochs, lr=s.free_lr or s.lr,
-                                    iterations=s.free_iterations or s.iterations, eps_warmup=s.free_warmup,
-                                    clean_weight=s.free_clean_weight, trades=s.free_trades, select=s.free_select,
-                                    init_from=str(wd.run(f"rog_clean-s{seed}"))),
+                "rog_free": s.defence.config(base, str(wd.run(f"rog_clean-s{seed}"))),
                 "dynunet": replace(base, model="dynunet")}
         for name, config in runs.items():
             _train(wd, plan, f"{name}-s{seed}", config, stage)
@@ -143,8 +159,8 @@ def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     if run.postprocessing.is_file():
         stage(f"{name}: trained already ({run}), skipped")
         return
-    tuning = dict(free="Free AT", pgd="PGD-AT", artefact="artefact-adversarial")  # --adv's modes, not results keys
-    what = f"{tuning[config.adv]} fine-tuning" if config.adv else "training"
+    title = defence_class(config.adv).title
+    what = f"{title} fine-tuning" if config.init_from else title
     stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
     result = train_and_decide(plan, wd, name, config, resume=run.checkpoint("last").is_file())
     log.info(f"    best validation Dice {result.best_val_dice:.3f} after {result.epochs} epoch(s)")
@@ -168,7 +184,7 @@ def _sweep(wd: Workdir, name: str, seed: int, config, s: Settings, stage, device
     there already; results labelled NAME (the report tells seeds apart by the run's recorded
     seed). Returns the results folder."""
     run = wd.run(f"{name}-s{seed}")
-    req = SweepRequest(ModelSource(run=run.path), config, max_cases=s.attack_cases, label=name, device=device)
+    req = SweepRequest(RunSource(run=run.path), config, max_cases=s.attack_cases, label=name, device=device)
     out = wd.results(f"{run.name}-{req.folder}")
     if out.finished():
         stage(f"{run.name}: {req.kind} results exist, skipped")

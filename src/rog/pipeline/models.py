@@ -1,121 +1,204 @@
-"""Where a command's model comes from, and loading it: a run directory; a registered or
-`package.module:factory` model with its plan, weights and preprocessed data; an nnU-Net v2
-model folder; a MONAI bundle; a user's model on the scans as stored."""
+"""The one model a benchmark runs on, whatever its source (`rog.pipeline.sources`): the
+`BenchModel` protocol and its two kinds, a model on rog's preprocessed grid (`GridModel`: a
+run, or a registered, factory or TorchScript model with its plan) and a model on the scans as
+stored (`ScanModel`: another tool's model, a user's, or a run through its whole inference)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import torch
 from torch import nn
 
+from rog.bench.cases import SOURCES, BenchCase, default_cases, load_bench_cases
 from rog.errors import UsageError
 from rog.plan import Plan
-from rog.rundir import RunDir
+from rog.results import Meta
+from rog.rundir import ResultsDir, RunDir
 
 
-@dataclass
-class ModelSource:
-    """One of: `run` (a run directory); `model` (registered name or `package.module:factory`)
-    with `plan`, optional `checkpoint` and `data` (a preprocessed folder); `nnunet` (a trained
-    configuration folder, `folds` to ensemble, None: all as nnU-Net; `tta`: mirroring, on as
-    in nnU-Net; `overlap` of its windows; `postprocessing`: "auto", "none" or a file;
-    `perturb_background`: a masked scan's zero background perturbed too) or `bundle` (a MONAI bundle folder), each
-    with `images` and `labels` folders that the tool preprocesses itself; or `model` /
-    `checkpoint` with `images` and `labels` and no plan: the user's model on the scans as
-    stored (`rog.external.raw`), through a sliding window of `window` (None: whole cases) and
-    `overlap`; or `run` with `images` and `labels`: the run on the scans as stored, through its
-    whole `rog predict` pipeline (`rog.infer.scan`)."""
+class BenchModel(Protocol):
+    """What a benchmark sweep needs of a model: the patch network and its settings, its cases,
+    its description and where its results go."""
 
-    run: str | Path | None = None
-    model: str | None = None
-    checkpoint: str | Path | None = None
-    plan: str | Path | None = None
-    data: str | Path | None = None
-    nnunet: str | Path | None = None
-    folds: list | None = None
-    tta: bool = True
-    postprocessing: str | None = "auto"
-    perturb_background: bool = False
-    bundle: str | Path | None = None
-    images: str | Path | None = None
-    labels: str | Path | None = None
-    window: list[int] | None = None
-    overlap: float = 0.5
+    source: object  # the frozen dataclass of `rog.pipeline.sources` it was loaded from
+    network: nn.Module  # `[B, C, *patch]` -> logits `[B, K, *patch]`; an nn.ModuleList: folds
+    weights: Path | list[Path] | None  # the checkpoint file(s), hashed into the provenance
+    scopes: tuple[str, ...]  # the attack scopes it takes, its default first
 
     @property
-    def tool(self) -> str | None:
-        """"nnunet" or "bundle" for another tool's model, "raw" for a user's model on the scans
-        as stored, "run" for a rog run on the scans as stored (a run with --images), None for
-        rog's own on its preprocessed cases."""
-        if self.nnunet and self.bundle:
-            raise UsageError("give --nnunet or --bundle, not both")
-        if not self.nnunet and (self.folds or self.postprocessing != "auto" or self.perturb_background):
-            raise UsageError("--folds, --postprocessing and --perturb-background: for an nnU-Net model (--nnunet)")
-        if self.nnunet or self.bundle:
-            return "nnunet" if self.nnunet else "bundle"
-        if self.images and (self.model or self.checkpoint) and not self.run:
-            if self.plan or self.data:
-                raise UsageError("--images: the model takes the scans as stored; --plan and --data are for a model "
-                                 "on rog's preprocessed cases (give one or the other)")
-            return "raw"
-        if self.images and self.run:
-            return "run"
-        if self.window:
-            raise UsageError("--window: for a model given with --model or --checkpoint and --images")
-        return None
+    def num_classes(self) -> int: ...
+
+    @property
+    def patch(self) -> list[int] | None:
+        """The sliding window's patch (None: whole cases through the network)."""
+
+    @property
+    def spacing(self) -> list[float] | None:
+        """mm per voxel of every case (None: each case carries its own)."""
+
+    @property
+    def window(self) -> dict | None:
+        """More `SlidingWindow` options: the tool's mirroring and tiling."""
+
+    def inference(self) -> dict:
+        """How another tool's inference runs here (`Meta.deployment`; `text`: one sentence)."""
+
+    def check_save_volumes(self) -> None:
+        """Raise a `RogError` before the sweep if `--save-volumes` cannot write its cases."""
+
+    def load_cases(self, names: list[str] | None, max_cases: int | None, scope: str,
+                   device: torch.device | str) -> tuple[list[BenchCase], str]:
+        """(the cases, x `[1, C, ...]` and y `[1, ...]`, the key of `rog.bench.cases.SOURCES`
+        saying where they come from): `names` (default: the model's own choice), at most
+        `max_cases`, whole (scope "volume") or a patch around the label ("patch")."""
+
+    def meta(self, label: str | None, cases_source: str, cases: list[BenchCase]) -> Meta:
+        """The report's description of the model (`label`: its name there, None: its own)."""
+
+    def keeper(self, results: ResultsDir):
+        """The `rog.bench.volumes` writer of `--save-volumes` into `results`."""
+
+    def results_folder(self, folder: str, kind: str) -> Path:
+        """The default results folder of a sweep of `kind` ("attack", ...) whose folder suffix
+        is `folder` (the attack scope, "corruptions" or "artefacts")."""
+
+
+def _add_run(meta: Meta, run: RunDir):
+    """Record in `meta` a rog run's folder, test scores and training seed (so the report groups
+    a run's seeds, on its preprocessed cases or on the scans); returns the run's `TrainConfig`."""
+    from rog.train.trainer import TrainConfig
+    config = TrainConfig.from_dict(run.read_config(), str(run.config))
+    meta.run, meta.test, meta.seed = str(run.path.resolve()), run.read_test_eval(), config.seed
+    return config
 
 
 @dataclass
-class RogModel:
+class GridModel:
     """A model on rog's preprocessed grid: the network in eval mode, its plan, its run (None
-    for --model), the preprocessed folder its cases come from and its weights file."""
+    for a model rog did not train), the preprocessed folder its cases come from (None: not
+    given) and its weights file; `factory` the --model's name (None: the run's own)."""
 
+    source: object
     network: nn.Module
     plan: Plan
     run: RunDir | None
     data: Path | None
     weights: Path | None
-    name: str | None  # --model's name; None: the run's own
+    factory: str | None
+    scopes = ("patch", "volume")
+    window = None
+
+    @property
+    def name(self) -> str:
+        return self.run.name if self.run else self.factory
+
+    @property
+    def num_classes(self) -> int:
+        return self.plan.num_classes
+
+    @property
+    def patch(self) -> list[int]:
+        return self.plan.val_patch_size
+
+    @property
+    def spacing(self) -> list[float]:
+        return self.plan.target_spacing
+
+    def inference(self) -> dict:
+        return {}
+
+    def check_save_volumes(self) -> None:
+        """Every preprocessed case can be written back."""
+
+    def load_cases(self, names, max_cases, scope, device):
+        if self.data is None:
+            raise UsageError(f"{self.source.about}: needs --data (a preprocessed folder)")
+        names, source = (names, "given") if names else default_cases(self.data, self.run)
+        names = names[:max_cases] if max_cases else names
+        if not names:
+            raise FileNotFoundError(f"{self.data}: no labelled preprocessed case to evaluate")
+        from rog.data.preprocess import check_preprocessed
+        check_preprocessed(self.data, names, self.plan, str(self.run.plan if self.run else self.source.plan))
+        return load_bench_cases(self.data, names, scope, self.plan.val_patch_size, device), source
+
+    def meta(self, label, cases_source, cases):
+        from rog.models.summary import model_row
+        meta = Meta(data=str(self.data.resolve()), cases_source=cases_source,
+                    cases_source_text=SOURCES[cases_source], class_names=self.plan.class_names)
+        config = _add_run(meta, self.run) if self.run else None
+        name = self.factory or (config and config.model) or self.plan.model
+        meta.label = label or self.name
+        meta.model = model_row(self.network, self.plan, name)
+        return meta
+
+    def keeper(self, results):
+        from rog.bench.volumes import VolumeWriter
+        return VolumeWriter(results, self.data)
+
+    def results_folder(self, folder, kind):
+        return self.run.workdir.results(f"{self.run.name}-{folder}").path if self.run else Path(f"rog_{folder}")
 
 
-def load_model(source: ModelSource, need_data: bool = False) -> RogModel:
-    """The rog model of `source` (a run, or --model with --plan); `need_data`: a preprocessed
-    folder is required (the run's work directory, or --data)."""
-    from rog.checkpoint import load_external, load_run
-    if source.model or (source.checkpoint and not source.run):  # a TorchScript file is a whole model
-        what = "--model" if source.model else "--checkpoint"
-        if not source.plan:
-            raise UsageError(f"{what} needs --plan (and --model usually --checkpoint)")
-        if need_data and not source.data:
-            raise UsageError(f"{what} needs --data (a preprocessed folder)")
-        network, plan = load_external(source.model, source.checkpoint, source.plan)
-        name = source.model or f"torchscript:{Path(source.checkpoint).name}"
-        return RogModel(network, plan, None, Path(source.data) if source.data else None,
-                        Path(source.checkpoint) if source.checkpoint else None, name)
-    if not source.run:
-        raise UsageError("give a run directory, or --model (or a TorchScript --checkpoint) with --plan")
-    network, plan, _ = load_run(source.run)
-    run = RunDir(source.run)
-    return RogModel(network, plan, run, Path(source.data) if source.data else run.workdir.preprocessed,
-                    run.weights(), None)
+@dataclass
+class ScanModel:
+    """A model on the scans as stored: `tool` the `rog.external.ExternalModel` (the patch
+    network, the tool's window settings, the tool's processing of each case around it), its
+    cases those of the source's images and labels folders; `run` the rog run it is, if any."""
 
+    source: object
+    tool: object
+    run: RunDir | None = None
+    scopes = ("volume",)
+    spacing = None  # each case carries its scan's
 
-def load_tool_model(source: ModelSource):
-    """The `rog.external.ExternalModel` of an nnU-Net model folder, a MONAI bundle or a user's
-    model on raw scans."""
-    if not (source.images and source.labels):
-        raise UsageError(f"--{source.tool if source.tool in ('nnunet', 'bundle') else 'images'} needs --images and "
-                         "--labels")
-    if source.tool == "raw":
-        from rog.external.raw import load_raw
-        return load_raw(source.model, source.checkpoint, source.window, source.overlap)
-    if source.tool == "run":
-        from rog.external.raw import load_run_on_scans
-        return load_run_on_scans(source.run)
-    if source.tool == "nnunet":
-        from rog.external.nnunet import load_nnunet
-        post = None if source.postprocessing == "none" else source.postprocessing
-        return load_nnunet(source.nnunet, source.folds, tta=source.tta, overlap=source.overlap, postprocessing=post,
-                           perturb_background=source.perturb_background)
-    from rog.external.bundle import load_bundle
-    return load_bundle(source.bundle)
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+    @property
+    def network(self) -> nn.Module:
+        return self.tool.network
+
+    @property
+    def weights(self):
+        return self.tool.weights
+
+    @property
+    def num_classes(self) -> int:
+        return self.tool.num_classes
+
+    @property
+    def patch(self):
+        return self.tool.patch
+
+    @property
+    def window(self):
+        return self.tool.window
+
+    def inference(self) -> dict:
+        return self.tool.inference()
+
+    def check_save_volumes(self) -> None:
+        self.tool.check_save_volumes()
+
+    def load_cases(self, names, max_cases, scope, device):
+        return self.tool.load_cases(self.source.images, self.source.labels, names, max_cases, device), "folders"
+
+    def meta(self, label, cases_source, cases):
+        from rog.models.summary import row
+        t = self.tool
+        meta = Meta(label=label or t.name, cases_source=cases_source, cases_source_text=SOURCES[cases_source],
+                    model=row(t.network, t.name, t.num_channels, t.patch or cases[0].x.shape[2:]),
+                    class_names=t.class_names, deployment=t.inference() or None)
+        if self.run:
+            _add_run(meta, self.run)
+        return meta
+
+    def keeper(self, results):
+        from rog.bench.volumes import ScanWriter
+        return ScanWriter(results, self.tool)
+
+    def results_folder(self, folder, kind):
+        return Path(f"rog_{self.source.tag}-{kind}")

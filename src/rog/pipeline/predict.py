@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rog.atomic import file_hash, writable_dir, write_json
 from rog.errors import UsageError, read_json_object
-from rog.pipeline.models import ModelSource, load_model
+from rog.pipeline.models import GridModel
 from rog.rundir import PredictionsDir
 
 # nnU-Net's default test-time augmentation: mirroring along every spatial axis
@@ -18,13 +18,13 @@ MIRROR_AXES = [0, 1, 2]
 @dataclass
 class PredictRequest:
     """Predict the cases of `input` (a dataset folder's test list or a folder of NIfTI images)
-    into `output` with `sources`' models: one, or several ensembled by averaging their
+    into `output` with `sources`' models (`rog.pipeline.sources.GRID_SOURCES`): one, or several ensembled by averaging their
     probabilities on the original grid. `postprocess`: "auto" (the runs' decision, where they
     agree), "on" or "off"; `overlap` of the sliding window; `tta`: mirroring over the three
     axes (nnU-Net's default); `probabilities`: also NAME.npz; `resume`: keep finished cases
     (only under the same models and settings)."""
 
-    sources: list[ModelSource]
+    sources: list  # of RunSource or FactorySource
     input: str | Path
     output: str | Path
     postprocess: str = "auto"
@@ -66,16 +66,16 @@ def predict(req: PredictRequest) -> PredictResult:
     from rog.infer.predictor import StageTimes, cases_from_input, predict_cases
     if not req.sources:
         raise UsageError("give a run directory (or several, to ensemble them), or --model with --plan")
-    models = [load_model(s) for s in req.sources]
+    models: list[GridModel] = [s.load() for s in req.sources]
     first = models[0].plan
-    for m, s in zip(models[1:], req.sources[1:]):
+    for m in models[1:]:
         if (m.plan.num_classes, m.plan.num_channels) != (first.num_classes, first.num_channels):
-            raise UsageError(f"{s.run or s.model}: {m.plan.num_classes} classes and {m.plan.num_channels} channel(s), "
+            raise UsageError(f"{m.name}: {m.plan.num_classes} classes and {m.plan.num_channels} channel(s), "
                              f"the first model {first.num_classes} and {first.num_channels}: cannot be ensembled")
     steps = _steps(req, models)
     mirror = MIRROR_AXES if req.tta else None
     out = PredictionsDir(req.output)
-    provenance = {"models": [str(m.run.path.resolve()) if m.run else m.name for m in models],
+    provenance = {"models": [str(m.run.path.resolve()) if m.run else m.factory for m in models],
                   "weights": [file_hash(m.weights) for m in models], "plans": [asdict(m.plan) for m in models],
                   "overlap": req.overlap, "mirror_axes": mirror, "postprocessing": steps,
                   "probabilities": req.probabilities}

@@ -153,7 +153,8 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
 
     Args:
         inputs: results folders (attack or corruption) or run folders (their results).
-        out: the report's folder; table_eps: the eps of the per-attack table and the panels.
+        out: the report's folder.
+        table_eps: the eps of the per-attack table and the panels.
         panels: draw the qualitative figure.
         baseline: the model label corruption errors are relative to (ImageNet-C's mCE).
         gain: (defended, reference) labels: the first's AUC gain over the second with a

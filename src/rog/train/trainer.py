@@ -1,4 +1,5 @@
-"""The training loop: clean, Free AT or PGD-AT; resumable; single process or DDP.
+"""The training loop, the same for every defence (`rog.train.defences`: clean, Free AT, PGD-AT,
+artefact replays); resumable; single process or DDP.
 
 Recipe (REFERENCE section 3): Dice (foreground, batch) + CE 1:1; Adam lr 1e-3, weight decay
 1e-5, amsgrad; lr halved when the validation loss has not improved for `patience` epochs;
@@ -15,6 +16,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,10 +35,11 @@ from rog.models.registry import build_model
 from rog.plan import Plan
 from rog.progress import progress_bar
 from rog.rundir import RunDir
-from rog.train.adversarial import ArtefactAT, FreeAT, eps_scale, pgd_examples
+from rog.train.adversarial import eps_scale
 from rog.train.data import TrainPatches, holdout_size, make_splits, read_split, validation_patches
 from rog.train.log import write_log
-from rog.train.loss import DiceCE, adversarial_loss
+from rog.train.defences import Batch, defence_class
+from rog.train.loss import DiceCE
 
 
 @dataclass
@@ -88,17 +91,21 @@ class TrainConfig:
             raise UsageError("--clean-weight must be in [0, 1) and --eps-warmup in [0, 1]")
         if self.select not in ("patch", "robust"):
             raise UsageError(f"--select {self.select!r}: 'patch' or 'robust'")
-        defended = self.eps_warmup or self.clean_weight or self.trades or self.select != "patch"
-        if defended and self.adv is None:
-            raise UsageError("--eps-warmup, --clean-weight, --trades and --select robust need --adv")
-        if self.adv == "artefact":
-            from rog.artefacts import expand
-            try:
-                self.artefacts = expand(list(self.artefacts))
-            except ValueError as e:
-                raise UsageError(f"--artefacts: {e}") from e
-            if not 1 <= self.artefact_severity <= 5 or self.eps_warmup:
-                raise UsageError("--adv artefact: --artefact-severity must be 1 to 5, and --eps-warmup does not apply")
+        defence_class(self.adv).check(self)
+
+
+@dataclass
+class _Epochs:
+    """What every epoch of a run shares: the training patches and validation cases, the robust
+    checkpoint selection (None: by clean patch Dice), the TensorBoard writer, the batch size on
+    each rank and the batches of an epoch."""
+
+    data: TrainPatches
+    val: Any
+    selection: Any
+    writer: Any
+    per_rank: int
+    full: int
 
 
 class Trainer:
@@ -120,9 +127,7 @@ class Trainer:
                                     amsgrad=True)
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=config.patience)
         self.loss_fn = DiceCE()
-        self.free = FreeAT(config.eps, config.replays) if config.adv == "free" else None
-        self.artefact_at = ArtefactAT(config.artefacts, config.artefact_severity, config.replays,
-                                      plan.target_spacing) if config.adv == "artefact" else None
+        self.defence = defence_class(config.adv)(config, self.model, plan.target_spacing)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.epoch, self.history, self.best_dice = 0, [], -1.0
 
@@ -153,16 +158,14 @@ class Trainer:
 
     @property
     def max_epochs(self) -> int:
-        if (self.free is not None or self.artefact_at is not None) and self.config.divide_epochs:
-            return max(1, math.ceil(self.config.epochs / self.config.replays))
-        return self.config.epochs
+        return self.defence.epochs()
 
     # ---- checkpoints --------------------------------------------------------------------
     def _state(self, iteration: int, partial: dict | None = None) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "epoch": self.epoch, "iteration": iteration,
                 "partial": partial or {}, "history": json.dumps(self.history), "best_dice": self.best_dice,
-                "torch_rng": torch.get_rng_state(), "free_delta": self.free.delta if self.free is not None else None}
+                "torch_rng": torch.get_rng_state(), **self.defence.state()}
 
     def _save(self, name: str, iteration: int = 0, partial: dict | None = None) -> None:
         if self.rank == 0:
@@ -176,23 +179,16 @@ class Trainer:
         self.epoch, self.best_dice = int(state["epoch"]), float(state["best_dice"])
         self.history = parse_json(state["history"], f"{self.run.checkpoint('last')}: history", CheckpointError)
         torch.set_rng_state(state["torch_rng"].cpu())  # patch sampling needs none: it is seeded per item
-        if self.free is not None and state.get("free_delta") is not None:
-            self.free.delta = state["free_delta"].to(self.device)
+        self.defence.load_state(state, self.device)
         return int(state["iteration"]), state.get("partial") or {}
 
     # ---- loop ---------------------------------------------------------------------------
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, x_clean: torch.Tensor | None = None) -> torch.Tensor:
         """One optimiser step on x `[B, C, ...]` (adversarial where `x_clean`, the same batch
         unperturbed, is given and the objective needs it); returns the loss."""
-        cfg = self.config
         self.opt.zero_grad(set_to_none=True)
         with self._autocast():
-            if x_clean is not None and (cfg.clean_weight or cfg.trades):
-                # one forward pass over both halves: the normalisation is per instance
-                clean, adv = self.net(torch.cat([x_clean, x])).chunk(2)
-                loss = adversarial_loss(self.loss_fn, clean, adv, y.unsqueeze(1), cfg.clean_weight, cfg.trades)
-            else:
-                loss = self.loss_fn(self.net(x), y.unsqueeze(1))
+            loss = self.defence.objective(self.net, self.loss_fn, x, y, x_clean)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
@@ -214,7 +210,29 @@ class Trainer:
         self.model.train()
         return float(np.mean(losses)), float(np.mean(dices))
 
-    def fit(self, resume: bool = False) -> dict:  # noqa: C901 - issue 39's Defence interface is to split it
+    def fit(self, resume: bool = False) -> dict:
+        """Train (from the last checkpoint where `resume`) until the last epoch or the learning
+        rate's floor; returns the epochs run, the best validation score and the last log row."""
+        loop, start_it, partial = self._prepare(resume)
+        # one bar for the whole run, so its ETA is the run's (up to the last epoch: the learning
+        # rate schedule may end it sooner)
+        bar = progress_bar(total=max(self.max_epochs - self.epoch, 0) * loop.full - start_it, desc="train",
+                           unit="batch", disable=not self.progress or self.rank)
+        floor = self.config.lr * self.config.min_lr_factor + 1e-12
+        while self.epoch < self.max_epochs and self.opt.param_groups[0]["lr"] > floor:
+            t0 = time.perf_counter()
+            sums, scale = self._epoch(loop, start_it, partial, bar)
+            start_it, partial = 0, {}
+            self._end_epoch(loop, sums, scale, time.perf_counter() - t0)
+        bar.close()
+        if self.world > 1:
+            dist.barrier()
+        return {"epochs": self.epoch, "best_val_dice": self.best_dice,
+                "last": self.history[-1] if self.history else None}
+
+    def _prepare(self, resume: bool) -> tuple[_Epochs, int, dict]:
+        """Write the run's plan and config, resume its state where asked, and build what its
+        epochs share; returns it with the iteration and partial sums to resume from."""
         cfg = self.config
         self.run.path.mkdir(parents=True, exist_ok=True)
         split = self._splits()
@@ -230,83 +248,74 @@ class Trainer:
                             corruption_spacing=self.plan.target_spacing if cfg.augment == "corruptions" else None,
                             ignore_label=self.plan.ignore_label)
         val = validation_patches(self.data_dir, split["val"], self.plan.patch_size)
-        selection = None
-        if cfg.select == "robust":
-            from rog.train.selection import RobustSelection  # the benchmark's machinery, only here
-            selection = RobustSelection(self.data_dir, split["val"], self.plan, cfg.eps, cfg.select_iters, self.device)
-            if self.rank == 0:
-                log.info(selection.rule())
-        writer = self._tensorboard()
-        lr0 = cfg.lr
+        selection, writer = self._selection(split["val"]), self._tensorboard()
         per_rank = max(batch // self.world, 1)
-        # one bar for the whole run, so its ETA is the run's (up to the last epoch: the learning
-        # rate schedule may end it sooner)
-        full = math.ceil(len(data) / per_rank)
-        bar = progress_bar(total=max(self.max_epochs - self.epoch, 0) * full - start_it, desc="train", unit="batch",
-                           disable=not self.progress or self.rank)
-        while self.epoch < self.max_epochs and self.opt.param_groups[0]["lr"] > lr0 * cfg.min_lr_factor + 1e-12:
-            data.set_epoch(self.epoch)
-            # resuming mid-epoch: skip the batches already trained on, without loading them
-            loader = DataLoader(Subset(data, range(start_it * per_rank, len(data))), batch_size=per_rank,
-                                num_workers=cfg.workers)
-            t0 = time.perf_counter()
-            sums = {"loss": partial.get("loss", 0.0), "n": partial.get("n", 0)}
-            # the epoch's log row names its eps scale even when a resumed epoch has no batch left
-            scale = eps_scale(self.epoch * full + start_it, self.max_epochs * full, cfg.eps_warmup)
-            for it, (x, y, span) in enumerate(loader, start=start_it):
-                x, y = x.to(self.device), y.to(self.device)
-                case_lo, case_hi = span[:, 0].to(self.device), span[:, 1].to(self.device)
-                scale = eps_scale(self.epoch * full + it, self.max_epochs * full, cfg.eps_warmup)
-                # a fresh draw per batch (PGD's random start, the artefact), reproducible on resume
-                seed = int(np.random.SeedSequence([cfg.seed, self.epoch, it]).generate_state(1)[0])
-                replay = lambda x_in, y_in, clean=x: self._train_step(x_in, y_in, clean)  # noqa: E731
-                if self.free is not None:
-                    loss = self.free.step(x, y, case_lo, case_hi, replay, scale)
-                elif self.artefact_at is not None:
-                    loss = self.artefact_at.step(x, y, case_lo, case_hi, replay, seed)
-                elif cfg.adv == "pgd":
-                    x_adv = pgd_examples(self.model, x, y, case_lo, case_hi, cfg.eps * scale, cfg.pgd_steps, seed)
-                    loss = float(self._train_step(x_adv, y, x))
-                else:
-                    loss = float(self._train_step(x, y))
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"epoch {self.epoch + 1}: training loss became {loss}; "
-                                             f"last good checkpoint: {self.run.checkpoint('last')}")
-                sums["loss"] += loss
-                sums["n"] += 1
-                bar.update()
-                bar.set_postfix(epoch=f"{self.epoch + 1}/{self.max_epochs}", loss=f"{sums['loss'] / sums['n']:.4f}",
-                                lr=f"{self.opt.param_groups[0]['lr']:.2e}")
-                if cfg.save_every and (it + 1) % cfg.save_every == 0:
-                    self._save("last", it + 1, sums)
-            start_it, partial = 0, {}
-            val_loss, val_dice = self._validate(val)
-            self.sched.step(val_loss)
-            self.epoch += 1
-            row = {"epoch": self.epoch, "train_loss": sums["loss"] / max(sums["n"], 1), "val_loss": val_loss,
-                   "val_dice": val_dice, "lr": self.opt.param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - t0,
-                   "adv_ratio": self.free.last_ratio if self.free is not None else "",
-                   "eps_scale": scale if cfg.adv in ("free", "pgd") else ""}
-            score = val_dice
-            if selection is not None:
-                row["val_whole_dice"], row["val_robust_dice"] = selection(self.model)
-                score = row["selection_score"] = (row["val_whole_dice"] + row["val_robust_dice"]) / 2
-            self.history.append(row)
-            if score > self.best_dice:
-                self.best_dice = score
-                self._save("best")
-            self._save("last")
-            if self.rank == 0:
-                write_log(self.run, self.history)
-                if writer:
-                    for k in ("train_loss", "val_loss", "val_dice", "lr"):
-                        writer.add_scalar(k, row[k], self.epoch)
-        bar.close()
-        if self.world > 1:
-            dist.barrier()
-        return {"epochs": self.epoch, "best_val_dice": self.best_dice,
-                "last": self.history[-1] if self.history else None}
+        return _Epochs(data, val, selection, writer, per_rank, math.ceil(len(data) / per_rank)), start_it, partial
+
+    def _selection(self, cases: list[str]):
+        """The robust checkpoint selection on the validation `cases` (None: by clean patch Dice)."""
+        if self.config.select != "robust":
+            return None
+        from rog.train.selection import RobustSelection  # the benchmark's machinery, only here
+        selection = RobustSelection(self.data_dir, cases, self.plan, self.config.eps, self.config.select_iters,
+                                    self.device)
+        if self.rank == 0:
+            log.info(selection.rule())
+        return selection
+
+    def _epoch(self, loop: _Epochs, start_it: int, partial: dict, bar) -> tuple[dict, float]:
+        """Train one epoch from iteration `start_it` (a resumed one: the batches before it are
+        skipped unloaded, `partial` holds their loss sums); returns the loss sums and the eps
+        scale of its last batch."""
+        cfg = self.config
+        loop.data.set_epoch(self.epoch)
+        loader = DataLoader(Subset(loop.data, range(start_it * loop.per_rank, len(loop.data))),
+                            batch_size=loop.per_rank, num_workers=cfg.workers)
+        sums = {"loss": partial.get("loss", 0.0), "n": partial.get("n", 0)}
+        total = self.max_epochs * loop.full
+        # the epoch's log row names its eps scale even when a resumed epoch has no batch left
+        scale = eps_scale(self.epoch * loop.full + start_it, total, cfg.eps_warmup)
+        for it, (x, y, span) in enumerate(loader, start=start_it):
+            scale = eps_scale(self.epoch * loop.full + it, total, cfg.eps_warmup)
+            # a fresh draw per batch (PGD's random start, the artefact), reproducible on resume
+            seed = int(np.random.SeedSequence([cfg.seed, self.epoch, it]).generate_state(1)[0])
+            batch = Batch(x.to(self.device), y.to(self.device), span[:, 0].to(self.device),
+                          span[:, 1].to(self.device), seed, scale)
+            loss = self.defence.step(batch, self._train_step)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"epoch {self.epoch + 1}: training loss became {loss}; "
+                                         f"last good checkpoint: {self.run.checkpoint('last')}")
+            sums["loss"] += loss
+            sums["n"] += 1
+            bar.update()
+            bar.set_postfix(epoch=f"{self.epoch + 1}/{self.max_epochs}", loss=f"{sums['loss'] / sums['n']:.4f}",
+                            lr=f"{self.opt.param_groups[0]['lr']:.2e}")
+            if cfg.save_every and (it + 1) % cfg.save_every == 0:
+                self._save("last", it + 1, sums)
+        return sums, scale
+
+    def _end_epoch(self, loop: _Epochs, sums: dict, scale: float, seconds: float) -> None:
+        """Validate, step the schedule, log the epoch and write the checkpoints."""
+        val_loss, val_dice = self._validate(loop.val)
+        self.sched.step(val_loss)
+        self.epoch += 1
+        row = {"epoch": self.epoch, "train_loss": sums["loss"] / max(sums["n"], 1), "val_loss": val_loss,
+               "val_dice": val_dice, "lr": self.opt.param_groups[0]["lr"], "seconds": seconds,
+               **self.defence.log_row(scale)}
+        score = val_dice
+        if loop.selection is not None:
+            row["val_whole_dice"], row["val_robust_dice"] = loop.selection(self.model)
+            score = row["selection_score"] = (row["val_whole_dice"] + row["val_robust_dice"]) / 2
+        self.history.append(row)
+        if score > self.best_dice:
+            self.best_dice = score
+            self._save("best")
+        self._save("last")
+        if self.rank == 0:
+            write_log(self.run, self.history)
+            if loop.writer:
+                for k in ("train_loss", "val_loss", "val_dice", "lr"):
+                    loop.writer.add_scalar(k, row[k], self.epoch)
 
     def _tensorboard(self):
         if not self.config.tensorboard or self.rank:
