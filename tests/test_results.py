@@ -124,3 +124,36 @@ def test_the_cli_only_parses_and_prints():
             if isinstance(node, ast.ImportFrom):
                 assert not node.module.startswith(("rog.bench", "rog.train", "rog.attacks")), (f, node.module)
     assert not (SRC / "cli.py").exists() and not (SRC / "workdir.py").exists() and not (SRC / "bench" / "job.py").exists()
+
+
+def _grid(tmp_path, name: str, label: str, keep) -> ResultsDir:
+    """The version-1 attack document labelled `label`, with only the eps in `keep`."""
+    raw = json.loads((DATA / "results_v1_attack.json").read_text())
+    raw["summary"]["eps"] = {k: v for k, v in raw["summary"]["eps"].items() if float(k) in keep}
+    raw["records"] = [r for r in raw["records"] if r["eps"] in keep]
+    raw["meta"]["label"] = label
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(raw))
+    return ResultsDir(tmp_path / name)
+
+
+def test_runs_on_different_eps_grids_are_compared_at_their_common_eps(tmp_path, capsys):
+    # one model's results twice, one of them attacked at one eps fewer: the same model, so the
+    # report must find no gain, and each column must hold one eps
+    a, b = _grid(tmp_path, "a", "a", (4.0, 8.0, 12.0, 16.0)), _grid(tmp_path, "b", "b", (4.0, 8.0, 12.0))
+    summary = build_report([a.path, b.path], tmp_path / "rep", panels=False, gain=("a", "b"))
+    assert summary.common_eps == ["4.0", "8.0", "12.0"]
+    assert summary.models["a"].auc_worst_case == summary.models["b"].auc_worst_case
+    assert set(summary.models["a"].eps) == set(summary.models["b"].eps) == {"4.0", "8.0", "12.0"}
+    assert summary.seeds.gain.gain == 0 and not summary.seeds.gain.holds
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "<th>eps 12</th>" in html and "<th>eps 16</th>" not in html and "attacked at different eps" in html
+    # one grid: nothing restricted, nothing said
+    alone = build_report([a.path], tmp_path / "rep1", panels=False)
+    assert alone.common_eps is None and "<th>eps 16</th>" in (tmp_path / "rep1" / "report.html").read_text()
+    # no eps in common: one line naming the grids, nothing written
+    c = _grid(tmp_path, "c", "c", (16.0,))
+    assert main(["report", str(b.path), str(c.path), "-o", str(tmp_path / "rep2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no eps common to every attack result: b 4/8/12; c 16" in err
+    assert not (tmp_path / "rep2").exists()

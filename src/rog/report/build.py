@@ -9,7 +9,7 @@ and imports no torch. The page itself is `rog.report.page`'s.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,10 +17,11 @@ import numpy as np
 
 from rog.atomic import write_json, write_text
 from rog.evaluate.corruption import corruption_errors
+from rog.evaluate.robustness import auc
 from rog.evaluate.seeds import SeedRun, across_seeds, auc_gain, mean_sd
 from rog.report import figures, page
 from rog.report.summary import CorruptionScores, Learning, ModelScores, ReportSummary, Seeds
-from rog.results import AttackSummary, Results
+from rog.results import AttackSummary, Results, ResultsError
 from rog.rundir import ResultsDir, RunDir
 
 if TYPE_CHECKING:  # the atlas module reads NIfTI through torch-importing modules; the report needs the type only
@@ -30,12 +31,15 @@ if TYPE_CHECKING:  # the atlas module reads NIfTI through torch-importing module
 @dataclass
 class Entry:
     """One finished results folder as the report draws it: `name` (unique in the report),
-    `group` (the model's label, shared by its training seeds)."""
+    `group` (the model's label, shared by its training seeds). `shared`: the eps keys every
+    entry of the report has, where their grids differ (None: one grid); every figure of the
+    entry is then over those eps only, its AUC over their range (`common_eps`)."""
 
     name: str
     folder: ResultsDir
     results: Results
     panels: dict = field(default_factory=dict)
+    shared: list | None = None
 
     @property
     def group(self) -> str:
@@ -47,7 +51,13 @@ class Entry:
 
     @property
     def summary(self) -> AttackSummary:
-        return self.results.summary
+        full = self.results.summary
+        if self.shared is None:
+            return full
+        eps = {k: full.eps[k] for k in self.shared}
+        curve = sorted((float(k), v.worst_case_dice) for k, v in eps.items())
+        return replace(full, eps=eps, auc_worst_case=auc([0.0] + [e for e, _ in curve],
+                                                         [full.clean_dice] + [d for _, d in curve]))
 
     @property
     def cases(self) -> list[str]:
@@ -82,7 +92,8 @@ class Entry:
         out = {case: {"0.0": c.dice} for case, c in self.results.clean.items()}
         for r in self.results.measured():
             key = str(float(r.eps))
-            out[r.case][key] = min(out[r.case].get(key, np.inf), r.dice)
+            if self.shared is None or key in self.shared:
+                out[r.case][key] = min(out[r.case].get(key, np.inf), r.dice)
         return out
 
     def runtime(self) -> dict[str, float]:
@@ -99,6 +110,22 @@ class Entry:
         """(row title, qualitative arrays) of the worst attack at `eps_key`, None if not recorded."""
         arrays = self.panels.get(eps_key)
         return (f"{self.name}\n{self.cases[0]}", arrays) if arrays else None
+
+
+def common_eps(entries: list[Entry]) -> list[str] | None:
+    """Compare like with like: where the entries were attacked at different eps, restrict each
+    to the eps they all have (sorted keys; None where they share one grid). A report whose runs
+    share no eps is refused, naming the grids."""
+    grids = {e.name: sorted(e.results.summary.eps, key=float) for e in entries}
+    if len({tuple(g) for g in grids.values()}) == 1:
+        return None
+    shared = sorted(set.intersection(*(set(g) for g in grids.values())), key=float)
+    if not shared:
+        raise ResultsError("no eps common to every attack result: " + "; ".join(
+            f"{n} {'/'.join(f'{float(k):g}' for k in g)}" for n, g in grids.items()) + " (report them apart)")
+    for e in entries:
+        e.shared = shared
+    return shared
 
 
 def _find_results(inputs: list[str | Path]) -> list[ResultsDir]:
@@ -170,8 +197,10 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     docs = [(f, _finished(f)) for f in _find_results(inputs)]
     # every file read before anything is written: a broken one leaves no half-made report
     qualitative = {f.path: f.read_qualitative() for f, r in docs if r.kind == "attack"}
+    entries = [Entry(r.meta.label or f.path.name, f, r, qualitative[f.path]) for f, r in docs if r.kind == "attack"]
+    _unique_names(entries)
+    summary = ReportSummary(common_eps=common_eps(entries) if entries else None)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    summary = ReportSummary()
     corruption = [(r.meta.label or f.path.name, r) for f, r in docs if r.kind == "corruption"]
     summary.corruptions = _corruptions(corruption, out, baseline)
     artefact = [(r.meta.label or f.path.name, f, r) for f, r in docs if r.kind == "artefact"]
@@ -182,13 +211,11 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
                                         "artefact_panels.png" in artefact_figs)
                        + page.volumes(_volume_links(docs, out)))
     tail_figs = (["dice_vs_severity.png"] if corruption else []) + artefact_figs
-    entries = [Entry(r.meta.label or f.path.name, f, r, qualitative[f.path]) for f, r in docs if r.kind == "attack"]
     if not entries:
         summary.figures = tail_figs
         write_json(out / "summary.json", summary.to_json())
         write_text(out / "report.html", page.HEAD + corruption_html + "</body></html>")
         return summary
-    _unique_names(entries)
     groups = _seed_groups(entries)
     summary.seeds = Seeds(groups, auc_gain(groups, *gain) if gain else None)
     class_names = entries[0].class_names

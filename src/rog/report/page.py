@@ -138,6 +138,26 @@ def volumes(listing: dict) -> str:
             "the whole-case prediction on it. Open them over the scan in any NIfTI viewer.</p>")
 
 
+def worst_case_table(entries: list, summary) -> str:
+    """Each model's worst-case Dice and robust accuracy per eps, and its AUC, columns keyed by
+    eps (the report's `common_eps` where the runs' grids differ)."""
+    parts = []
+    head = "".join(f"<th>eps {float(k):g}</th>" for k, _ in entries[0].summary.eps_items())
+    parts.append(f"<table><tr><th>model</th><th>clean</th>{head}<th>AUC</th></tr>")
+    for x in entries:
+        cells = "".join(f"<td>{fmt(v.worst_case_dice)} ({fmt(v.robust_accuracy, 2)})</td>"
+                        for _, v in x.summary.eps_items())
+        parts.append(f"<tr><td>{esc(x.name)}</td><td>{fmt(x.summary.clean_dice)}</td>{cells}"
+                     f"<td>{fmt(summary.models[x.name].auc_worst_case)}</td></tr>")
+    parts.append("</table><p>Cells: worst-case mean Dice (robust accuracy: share of cases whose Dice stays "
+                 "above tau = half the mean clean Dice).</p>")
+    if summary.common_eps:
+        parts.append(f"<p><b>The runs were attacked at different eps: every figure and table compares them at the "
+                     f"eps they all have ({', '.join(f'{float(k):g}' for k in summary.common_eps)}/255), each AUC "
+                     "over that range.</b></p>")
+    return "".join(parts)
+
+
 def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: str, figs: list[str],
            tail: str = "") -> str:
     """The whole page: failed checks, seeds and learning, Dice under attack, PGD vs APGD-CE,
@@ -153,15 +173,7 @@ def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: 
                  + learning(summary.learning))
     parts.append("<h2>Dice under attack (worst case over the ensemble, per instance)</h2>"
                  "<img src='dice_vs_eps.png' alt='Dice vs eps'>")
-    head = "".join(f"<th>eps {float(k):g}</th>" for k, _ in entries[0].summary.eps_items())
-    parts.append(f"<table><tr><th>model</th><th>clean</th>{head}<th>AUC</th></tr>")
-    for x in entries:
-        cells = "".join(f"<td>{fmt(v.worst_case_dice)} ({fmt(v.robust_accuracy, 2)})</td>"
-                        for _, v in x.summary.eps_items())
-        parts.append(f"<tr><td>{esc(x.name)}</td><td>{fmt(x.summary.clean_dice)}</td>{cells}"
-                     f"<td>{fmt(summary.models[x.name].auc_worst_case)}</td></tr>")
-    parts.append("</table><p>Cells: worst-case mean Dice (robust accuracy: share of cases whose Dice stays "
-                 "above tau = half the mean clean Dice).</p>")
+    parts.append(worst_case_table(entries, summary))
     if "pgd_vs_apgd.png" in figs:
         parts.append("<h2>PGD vs APGD-CE</h2><img src='pgd_vs_apgd.png' alt='PGD vs APGD-CE'>")
     attacks = sorted({a for x in entries for a in x.summary.eps[t_key].attacks})

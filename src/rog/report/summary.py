@@ -61,6 +61,7 @@ class ReportSummary:
     corruptions: dict = field(default_factory=dict)  # model name -> CorruptionScores
     artefacts: dict = field(default_factory=dict)  # model name -> `rog.results.ArtefactSummary`
     table_eps: float | None = None
+    common_eps: list | None = None  # where the runs' eps grids differ: the eps every figure compares them at
 
     def to_json(self) -> dict:
         return asdict(self)
