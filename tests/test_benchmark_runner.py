@@ -122,13 +122,19 @@ def test_results_folder_refuses_other_cases_or_weights_and_records_the_panels(ne
     assert p["image"].shape == p["adv"].shape == (16, 16) and 0 <= int(p["slice"]) < 16
 
 
-def test_in_memory_ensemble_keeps_the_per_instance_worst_case(net):
+def test_in_memory_ensemble_keeps_the_per_instance_worst_case(net, monkeypatch):
+    import rog.bench.ensemble as ensemble
     from rog.bench import Ensemble
     from rog.evaluate.metrics import dice_batch
     cases = _cases(net, n=2, size=(12, 12, 12))
     x, y = torch.cat([c.x for c in cases]), torch.cat([c.y for c in cases])
+    given, make = [], ensemble.make_attack
+    monkeypatch.setattr(ensemble, "make_attack", lambda *a, **kw: given.append(kw["threshold"]) or make(*a, **kw))
     ens = Ensemble(net, eps=12, attacks=["apgd-ce", "pgd", "square"], iters=3, queries=8)
     x_adv = ens(x, y)
+    # every attack (FAB-T's success test among them) gets the benchmark's tau: half the mean clean Dice
+    tau = sum(ens.info["clean_dice"]) / 2 / 2
+    assert ens.info["tau"] == pytest.approx(tau) and given == [pytest.approx(tau)] * 3
     worst = torch.tensor(ens.info["worst_case_dice"])
     per_attack = torch.tensor([ens.info["dice"][a] for a in ("apgd-ce", "pgd", "square")])
     torch.testing.assert_close(worst, per_attack.min(0).values)

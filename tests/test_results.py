@@ -75,7 +75,7 @@ RESULTS_MODULES = ["bench", "report", "pipeline", "cli", "demo.py", "rundir.py",
 # keys of another document that a results module reads, the same word as a results field
 OTHER_DOCUMENTS = {
     "bench/runner.py": {"dice"},  # an attack's `info` (the large-eps check's PGD)
-    "bench/ensemble.py": {"dice", "clean_dice", "skipped", "worst_case_dice"},  # the in-memory Ensemble's `info`
+    "bench/ensemble.py": {"dice", "clean_dice", "skipped", "worst_case_dice", "tau"},  # the in-memory Ensemble's `info`
     "bench/records.py": {"clean"},  # qualitative.npz's array names
     "report/figures.py": {"clean"},  # qualitative.npz's array names
     "bench/cases.py": {"test"},  # the cases' source, a key of `SOURCES`
@@ -157,3 +157,18 @@ def test_runs_on_different_eps_grids_are_compared_at_their_common_eps(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no eps common to every attack result: b 4/8/12; c 16" in err
     assert not (tmp_path / "rep2").exists()
+
+
+def test_a_point_outside_the_ball_or_box_never_counts_as_the_worst_case():
+    from rog.evaluate.robustness import summarize
+    from rog.results import AttackRecord, Score
+    clean = {"a": Score(0.8, [0.8]), "b": Score(0.6, [0.6])}
+
+    def rec(case, attack, dice, ok=True, box=True):
+        return AttackRecord(case, attack, f"{attack}@5", 8.0, 5, dice, [dice], dice < 0.35, 8.0, ok, box, True)
+    records = [rec("a", "apgd-ce", 0.5), rec("a", "square", 0.1, ok=False),  # square left the ball
+               rec("b", "apgd-ce", 0.0, box=False)]  # b: no valid point at all
+    s = summarize(records, clean, 0.35)
+    e = s.eps["8.0"]
+    assert e.worst_case_dice == (0.5 + 0.6) / 2 and e.robust_accuracy == 1.0  # b keeps its clean Dice
+    assert e.attacks == {"apgd-ce@5": 0.5}  # the invalid points are in no attack's mean either

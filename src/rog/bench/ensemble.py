@@ -15,6 +15,7 @@ from rog.attacks.base import frozen, label_map
 from rog.attacks.registry import QUERY_BASED, expand, make_attack
 from rog.attacks.threat import ThreatModel
 from rog.evaluate.metrics import dice_batch
+from rog.evaluate.robustness import success_threshold
 
 
 class Ensemble:
@@ -26,11 +27,11 @@ class Ensemble:
         attacks: names, or "standard" (APGD-CE, APGD-DLR, FAB-T, Square) / "plus".
         iters: per gradient attack.
         queries: for Square.
-        threshold: the success threshold tau given to FAB-T (default: half each instance's
-            clean Dice).
+        threshold: the success threshold tau given to FAB-T (default: the benchmark's, half
+            the mean clean Dice of the instances given, `success_threshold`).
 
     Calling it on x `[B, C, D, H, W]`, y `[B, D, H, W]` (or `[B, 1, ...]`) returns the
-    per-instance worst case like x; `info` holds "clean_dice", each attack's "dice",
+    per-instance worst case like x; `info` holds "clean_dice", "tau", each attack's "dice",
     "worst_case_dice" and "worst_attack"."""
 
     def __init__(self, model: nn.Module, eps: float = 8.0, attacks: str | list[str] = "standard", iters: int = 5,
@@ -54,11 +55,12 @@ class Ensemble:
         k = self.num_classes or logits.shape[1]
         best_x = x.detach().clone()
         best = dice_batch(logits.argmax(1), y, k)
-        self.info = {"clean_dice": best.tolist(), "dice": {}, "skipped": {}}
+        tau = self.threshold if self.threshold is not None else success_threshold(best.tolist())
+        self.info = {"clean_dice": best.tolist(), "tau": tau, "dice": {}, "skipped": {}}
         winner = ["clean"] * x.shape[0]
         for name in self.attacks:
             budget = self.queries if name in QUERY_BASED else self.iters
-            atk = make_attack(name, self.model, self.threat, budget, k, self.seed, threshold=self.threshold)
+            atk = make_attack(name, self.model, self.threat, budget, k, self.seed, threshold=tau)
             reason = atk.skip_reason(k)
             if reason:
                 self.info["skipped"][name] = reason

@@ -26,7 +26,10 @@ def auc(eps, dice) -> float:
 
 def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) -> AttackSummary:
     """Per eps: clean and worst-case mean Dice, robust accuracy, per-attack means, per-class
-    worst-case Dice. A case is broken at an eps when any attack drove its Dice below tau."""
+    worst-case Dice. A case is broken at an eps when any attack drove its Dice below tau. Only
+    valid points count (inside the ball and the box, finite: `AttackRecord.valid`): an invalid
+    one is the validity check's failure, not a success, and where no attack returned a valid
+    point the case keeps its clean Dice."""
     by_eps: dict[float, dict[str, list[AttackRecord]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if not r.skipped:
@@ -37,11 +40,12 @@ def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) 
     eps_values = sorted(by_eps)
     for eps in eps_values:
         worst, classes, attacks = [], [], defaultdict(list)
-        for recs in by_eps[eps].values():
-            w = min(recs, key=lambda r: r.dice)
+        for case, recs in by_eps[eps].items():
+            valid = [r for r in recs if r.valid()]
+            w = min(valid, key=lambda r: r.dice) if valid else clean[case]
             worst.append(w.dice)
             classes.append(w.dice_per_class)
-            for r in recs:
+            for r in valid:
                 attacks[r.attack_id].append(r.dice)
         summary.eps[str(eps)] = EpsSummary(
             worst_case_dice=float(np.mean(worst)), robust_accuracy=float(np.mean([d >= tau for d in worst])),

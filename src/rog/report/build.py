@@ -88,12 +88,18 @@ class Entry:
         return (eps, dice) if len(eps) > 1 else None
 
     def case_worst(self) -> dict[str, dict[str, float]]:
-        """Per case: clean Dice (eps "0.0") and the worst Dice over attacks at each eps."""
+        """Per case: clean Dice (eps "0.0") and the worst Dice over attacks' valid points at each
+        eps (none valid: the clean Dice, as `rog.evaluate.robustness.summarize`)."""
         out = {case: {"0.0": c.dice} for case, c in self.results.clean.items()}
+        valid: dict[tuple[str, str], list] = {}
         for r in self.results.measured():
             key = str(float(r.eps))
             if self.shared is None or key in self.shared:
-                out[r.case][key] = min(out[r.case].get(key, np.inf), r.dice)
+                valid.setdefault((r.case, key), [])
+                if r.valid():
+                    valid[r.case, key].append(r.dice)
+        for (case, key), dice in valid.items():
+            out[case][key] = min(dice) if dice else out[case]["0.0"]
         return out
 
     def runtime(self) -> dict[str, float]:
