@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from rog.checkpoint import load_checkpoint
+from rog.errors import UsageError
 from rog.models import ROG
 from rog.train.adversarial import FreeAT
 from rog.train.data import TrainPatches, make_splits
@@ -257,3 +258,28 @@ def test_a_split_file_is_honoured_recorded_and_checked(ct_task, prepared, tmp_pa
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("rog train: error: ") and "bad.json: invalid JSON" in last
     assert not (wd.root / "runs" / "badsplit" / "config.json").exists()
+
+
+def test_a_fine_tuned_run_inherits_its_initial_runs_split(prepared, tmp_path, capsys):
+    # another seed would draw another split, moving cases that trained the initial weights into
+    # validation or the held-out cases that `rog attack` benchmarks: the split is inherited
+    from rog.data.preprocess import labelled_cases
+    wd, plan = prepared
+    quick = dict(epochs=1, iterations=1, batch_size=2, device="cpu")
+    Trainer(plan, wd.preprocessed, tmp_path / "init", TrainConfig(seed=0, **quick), progress=False).fit()
+    initial = json.loads((tmp_path / "init" / "splits.json").read_text())
+    cases = labelled_cases(wd.preprocessed)
+    # a seed whose own split would validate or hold out a case that trained the initial weights
+    seed = next(s for s in range(1, 20) if set(initial["train"]) & set(
+        (d := make_splits(cases, min(5, len(cases) - len(initial["test"])), s, len(initial["test"]))[0])["val"]
+        + d["test"]))
+    cfg = TrainConfig(seed=seed, adv="free", replays=2, init_from=str(tmp_path / "init"), **quick)
+    Trainer(plan, wd.preprocessed, tmp_path / "free", cfg, progress=False).fit()
+    tuned = json.loads((tmp_path / "free" / "splits.json").read_text())
+    assert {k: tuned[k] for k in ("train", "val", "test")} == {k: initial[k] for k in ("train", "val", "test")}
+    assert tuned["init_from"] == str(tmp_path / "init")
+    # a split file that validates a case the initial weights trained on is refused by name
+    (tmp_path / "split.json").write_text(json.dumps({"train": initial["val"], "val": initial["train"][:1]}))
+    with pytest.raises(UsageError, match="1 case\\(s\\) that trained the --init-from weights would be validated"):
+        Trainer(plan, wd.preprocessed, tmp_path / "leak", TrainConfig(split=str(tmp_path / "split.json"),
+                init_from=str(tmp_path / "init"), **quick), progress=False).fit()

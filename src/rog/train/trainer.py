@@ -136,6 +136,8 @@ class Trainer:
         if (split := self.run.read_splits()) is not None:  # resumed, or prepared in the run folder
             return split
         cases = labelled_cases(self.data_dir)
+        if self.config.init_from:
+            return self._inherited_split(cases)
         if self.config.split:
             split = read_split(self.config.split, self.config.fold, cases)
             if self.rank == 0:
@@ -148,6 +150,29 @@ class Trainer:
         split = make_splits(cases, folds, self.config.seed, holdout)[self.config.fold % folds]
         if self.rank == 0:
             write_json(self.run.splits, {**split, "fold": self.config.fold, "folds": folds, "seed": self.config.seed})
+        return split
+
+    def _inherited_split(self, cases: list[str]) -> dict:
+        """The split of a run fine-tuned from `init_from`: the initial run's, so that no case
+        that trained the initial weights is validated or held out here (another seed or fold
+        would draw another split). A `--split` file is taken only where it keeps those cases in
+        training; the split records where it came from."""
+        initial_run = RunDir(self.config.init_from)
+        initial = initial_run.read_splits()
+        if initial is None:
+            raise UsageError(f"{initial_run.splits}: missing: --init-from takes the initial run's split, and this "
+                             "run has none (train it with rog, or give --split and no --init-from)")
+        split, source = {k: initial[k] for k in ("train", "val", "test") if k in initial}, str(initial_run.path)
+        if self.config.split:
+            split, source = read_split(self.config.split, self.config.fold, cases), str(self.config.split)
+            leaked = sorted(set(initial["train"]) & set(split["val"] + split.get("test", [])))
+            if leaked:
+                raise UsageError(f"--split {self.config.split}: {len(leaked)} case(s) that trained the --init-from "
+                                 f"weights would be validated or held out ({', '.join(leaked[:3])}"
+                                 f"{', ...' if len(leaked) > 3 else ''}); leave out --split to inherit its split")
+        if self.rank == 0:
+            write_json(self.run.splits, {**split, "fold": initial.get("fold", self.config.fold), "from": source,
+                                         "init_from": str(initial_run.path)})
         return split
 
     def _autocast(self):
