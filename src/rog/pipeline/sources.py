@@ -17,9 +17,12 @@ def flag(field: str) -> str:
     return {"run": "RUN (a run directory)", "tta": "--disable-tta"}.get(field, "--" + field.replace("_", "-"))
 
 
-def _need_scans(source) -> None:
-    if not (source.images and source.labels):
-        raise UsageError(f"{source.about}: needs --images and --labels")
+class _OnScans:
+    """A source whose cases are the scans of its `images` and `labels` folders: both needed."""
+
+    def __post_init__(self):
+        if not (self.images and self.labels):
+            raise UsageError(f"{self.about}: needs --images and --labels")
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class FactorySource:
 
 
 @dataclass(frozen=True)
-class RawSource:
+class RawSource(_OnScans):
     """A user's model on the scans as stored (`rog.external.raw`): `model` a
     `package.module:factory` (weights from a state-dict `checkpoint`) or a TorchScript
     `checkpoint`; through a sliding window of `window` voxels (None: whole cases) and `overlap`."""
@@ -88,9 +91,6 @@ class RawSource:
     about: ClassVar[str] = "a model given with --model or --checkpoint and --images (your model on the scans as stored)"
     tag: ClassVar[str] = "raw"
 
-    def __post_init__(self):
-        _need_scans(self)
-
     @staticmethod
     def claims(given: dict) -> bool:
         return "images" in given and ("model" in given or "checkpoint" in given) and "run" not in given
@@ -101,7 +101,7 @@ class RawSource:
 
 
 @dataclass(frozen=True)
-class RunScansSource:
+class RunScansSource(_OnScans):
     """A rog run on the scans as stored, through its whole `rog predict` pipeline
     (`rog.infer.scan`, post-processing aside)."""
 
@@ -110,9 +110,6 @@ class RunScansSource:
     labels: str | Path | None = None
     about: ClassVar[str] = "a run on the scans as stored (RUN with --images)"
     tag: ClassVar[str] = "run"
-
-    def __post_init__(self):
-        _need_scans(self)
 
     @staticmethod
     def claims(given: dict) -> bool:
@@ -125,7 +122,7 @@ class RunScansSource:
 
 
 @dataclass(frozen=True)
-class NnunetSource:
+class NnunetSource(_OnScans):
     """A trained nnU-Net v2 configuration folder, deployed as `nnUNetv2_predict` deploys it:
     `folds` to ensemble (None: every fold found), `tta` mirroring, `overlap` of its windows,
     `postprocessing` "auto" (the folder's), "none" or a file, `perturb_background`: a masked
@@ -142,9 +139,6 @@ class NnunetSource:
     about: ClassVar[str] = "an nnU-Net model (--nnunet)"
     tag: ClassVar[str] = "nnunet"
 
-    def __post_init__(self):
-        _need_scans(self)
-
     @staticmethod
     def claims(given: dict) -> bool:
         return "nnunet" in given
@@ -158,7 +152,7 @@ class NnunetSource:
 
 
 @dataclass(frozen=True)
-class BundleSource:
+class BundleSource(_OnScans):
     """A MONAI bundle folder (configs/inference.json, models/model.pt)."""
 
     bundle: str | Path
@@ -166,9 +160,6 @@ class BundleSource:
     labels: str | Path | None = None
     about: ClassVar[str] = "a MONAI bundle (--bundle)"
     tag: ClassVar[str] = "bundle"
-
-    def __post_init__(self):
-        _need_scans(self)
 
     @staticmethod
     def claims(given: dict) -> bool:
