@@ -37,7 +37,9 @@ for fa in sorted(a.glob("runs/*/test_eval.json")) + [a / "atlas_transfer.json"]:
 sa, sb = json.loads((a / "report/summary.json").read_text()), json.loads((b / "report/summary.json").read_text())
 for m, v in sa["models"].items():
     w = sb["models"][m]
-    for k in ("clean_dice", "auc_worst_case", "auc_pgd_apgd", "tau", "checks", "parameters", "gflops"):
+    own = lambda s: s.get("own_tau", s.get("tau"))  # noqa: E731 (the model's own tau; "tau" before the report's one tau)
+    if own(v) != own(w): bad += 1; print("DIFF report", m, "own tau")
+    for k in ("clean_dice", "auc_worst_case", "auc_pgd_apgd", "checks", "parameters", "gflops"):
         if v[k] != w[k]: bad += 1; print("DIFF report", m, k)
     for e, ev in v["eps"].items():
         for k in ev:

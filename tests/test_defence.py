@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from rog.checkpoint import load_checkpoint
 from rog.cli import main
 from rog.errors import UsageError
-from rog.train.adversarial import FreeAT, eps_scale
+from rog.train.adversarial import FreeAT, eps_scale, trades_examples, trades_start
 from rog.train.loss import DiceCE, adversarial_loss, consistency
 from rog.train.trainer import TrainConfig, Trainer
 from tests.conftest import interrupted_then_resumed, log_rows
@@ -35,6 +35,40 @@ def test_free_at_keeps_its_perturbation_inside_the_warmed_up_radius():
     free = FreeAT(8, replays=3)
     free.step(x, y, lo, hi, step, scale=0.25)
     assert free.delta.abs().max() == pytest.approx(0.25 * 8 / 255, rel=1e-5)  # the full step, at a quarter radius
+
+
+def test_trades_starts_at_random_and_its_examples_maximise_its_kl():
+    # a KL is flat at delta = 0: TRADES starts at x + 0.001 N(0, 1) of the range (Zhang et al.),
+    # in Free AT's buffer and in PGD-AT's examples, and PGD-AT's inner loss is then the KL, not CE
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(1, 3, 3, padding=1)
+    x, y = torch.rand(2, 1, 8, 8, 8), torch.randint(0, 3, (2, 8, 8, 8))
+    lo, hi = torch.zeros(2, 1), torch.ones(2, 1)
+    first = []
+
+    def step(x_in, y_in):
+        first.append(x_in.detach().clone())
+        loss = F.cross_entropy(model(x_in), y_in)
+        loss.backward()
+        return loss.detach()
+
+    box = torch.zeros(2, 1, 1, 1, 1), torch.ones(2, 1, 1, 1, 1)
+    FreeAT(8, replays=1).step(x, y, lo, hi, step)
+    FreeAT(8, replays=1, random_start=True).step(x, y, lo, hi, step, seed=3)
+    assert torch.equal(first[0], x)
+    assert (first[1] - x).std() == pytest.approx(1e-3, rel=0.1) and torch.equal(first[1], trades_start(x, *box, 3))
+    start = trades_start(x, *box, seed=5).requires_grad_(True)
+    with torch.no_grad():
+        clean = model(x)
+
+    def one_step(loss):
+        grad, = torch.autograd.grad(loss(model(start)), start)
+        return (x + (start + 2.5 * 8 / 255 * grad.sign() - x).clamp(-8 / 255, 8 / 255)).clamp(0, 1)
+
+    kl = lambda z: F.kl_div(z.log_softmax(1), clean.log_softmax(1), log_target=True, reduction="sum")  # noqa: E731
+    got = trades_examples(model, x, y, lo, hi, 8, steps=1, seed=5)
+    torch.testing.assert_close(got, one_step(kl))
+    assert not torch.allclose(got, one_step(lambda z: F.cross_entropy(z, y)))
 
 
 def test_the_mix_and_trades_are_the_documented_objectives():

@@ -2,7 +2,7 @@
 loaded, newer ones and unknown keys refused by name, and the one module that spells its keys."""
 import ast
 import json
-from dataclasses import fields, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import pytest
@@ -157,6 +157,45 @@ def test_runs_on_different_eps_grids_are_compared_at_their_common_eps(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no eps common to every attack result: b 4/8/12; c 16" in err
     assert not (tmp_path / "rep2").exists()
+
+
+def test_every_robust_accuracy_of_a_report_is_at_one_tau(tmp_path, capsys):
+    # two models with their own tau (0.32 and 0.10): the report scores both at one tau, the
+    # first model's unless told, and keeps each one's own beside it
+    from rog.evaluate.robustness import summarize
+    from rog.results import AttackRecord, Score
+
+    def scored(name, tau):  # both cases' records at every eps, summarised at `tau` as `rog attack` does
+        raw = json.loads((DATA / "results_v1_attack.json").read_text())
+        worst = {4.0: (0.45, 0.40), 8.0: (0.30, 0.33), 12.0: (0.12, 0.25), 16.0: (0.05, 0.15)}
+        raw["records"] = [dict(raw["records"][0], case=c, eps=e, norm=e, dice=d, dice_per_class=[d] * 4, broken=d < tau)
+                          for e, pair in worst.items() for c, d in zip(raw["clean"], pair)]
+        clean = {c: Score(**v) for c, v in raw["clean"].items()}
+        raw["tau"], raw["meta"]["label"] = tau, name
+        raw["summary"] = asdict(summarize([AttackRecord(**r) for r in raw["records"]], clean, tau))
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(raw))
+        return ResultsDir(tmp_path / name), {k: v["robust_accuracy"] for k, v in raw["summary"]["eps"].items()}
+
+    (a, own_a), (b, own) = scored("a", 0.319948976713937), scored("b", 0.1)
+    s = build_report([a.path, b.path], tmp_path / "rep", panels=False)
+    assert s.tau.source == "a" and s.tau.value == pytest.approx(0.319948976713937)
+    assert s.models["b"].own_tau == 0.1 and s.models["a"].own_tau == s.tau.value
+    # at its own tau a's recomputed accuracies are its results' own; b's are a's (the same records)
+    assert {k: v.robust_accuracy for k, v in s.models["a"].eps.items()} == own_a == {"4.0": 1.0, "8.0": 0.5,
+                                                                                    "12.0": 0.0, "16.0": 0.0}
+    assert {k: v.robust_accuracy for k, v in s.models["b"].eps.items()} == {"4.0": 1.0, "8.0": 0.5, "12.0": 0.0,
+                                                                           "16.0": 0.0}
+    assert own["12.0"] == 1.0  # b's own tau would have said "robust" there
+    assert "tau 0.320, half the mean clean Dice of a" in (tmp_path / "rep" / "report.html").read_text()
+    by_b = build_report([a.path, b.path], tmp_path / "rep_b", panels=False, tau_from="b")
+    assert by_b.tau.value == 0.1 and {k: v.robust_accuracy for k, v in by_b.models["a"].eps.items()} == own
+    assert main(["report", str(a.path), str(b.path), "-o", str(tmp_path / "rep_t"), "--tau", "0.2"]) == 0
+    assert "every robust accuracy at tau 0.200, given with --tau" in capsys.readouterr().out
+    assert main(["report", str(a.path), "-o", str(tmp_path / "rep_x"), "--tau-from", "zz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--tau-from 'zz': no such model in the report (models: a)" in err
+    assert not (tmp_path / "rep_x").exists()
 
 
 def test_a_point_outside_the_ball_or_box_never_counts_as_the_worst_case():

@@ -132,7 +132,10 @@ def cmd_train(a) -> int:
 
 def cmd_report(a) -> int:
     from rog.report.build import build_report
-    summary = build_report(a.inputs, a.out, a.table_eps, panels=not a.no_panels, baseline=a.baseline)
+    summary = build_report(a.inputs, a.out, a.table_eps, panels=not a.no_panels, baseline=a.baseline, tau=a.tau,
+                           tau_from=a.tau_from)
+    if summary.tau:
+        print(f"every robust accuracy at {summary.tau.text()}")
     for name, m in summary.models.items():
         print(f"{name}: clean Dice {m.clean_dice:.4f}, AUC {m.auc_worst_case:.3f}")
     for name, m in summary.corruptions.items():

@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--table-eps", type=EPS, default=8.0, help="eps of the per-attack table and the panels")
     s.add_argument("--no-panels", action="store_true", help="skip the qualitative figure")
     s.add_argument("--baseline", help="name of the model corruption errors are relative to (ImageNet-C's mCE)")
+    tau = s.add_mutually_exclusive_group()
+    tau.add_argument("--tau-from", metavar="LABEL",
+                     help="the model whose half mean clean Dice is every robust accuracy's tau (default: the first)")
+    tau.add_argument("--tau", type=number(float, 0, 1, lo_open=True), help="the success threshold of every robust accuracy")
 
     s = command("demo", c.cmd_demo, "the paper's experiment end to end: three models, three seeds, attacks, report")
     s.add_argument("--quick", action="store_true", help="smaller budgets (one seed)")

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rog.atomic import write_json, write_text
+from rog.evaluate.artefact import summarize_artefacts
 from rog.evaluate.corruption import corruption_errors
 from rog.evaluate.robustness import auc
 from rog.evaluate.seeds import SeedRun, across_seeds, auc_gain, mean_sd
 from rog.report import figures, page
-from rog.report.summary import CorruptionScores, Learning, ModelScores, ReportSummary, Seeds
+from rog.report.summary import CorruptionScores, Learning, ModelScores, ReportSummary, Seeds, Tau
 from rog.results import AttackSummary, Results, ResultsError
 from rog.rundir import ResultsDir, RunDir
 
@@ -33,13 +34,16 @@ class Entry:
     """One finished results folder as the report draws it: `name` (unique in the report),
     `group` (the model's label, shared by its training seeds). `shared`: the eps keys every
     entry of the report has, where their grids differ (None: one grid); every figure of the
-    entry is then over those eps only, its AUC over their range (`common_eps`)."""
+    entry is then over those eps only, its AUC over their range (`common_eps`). `tau`: the
+    report's success threshold (`report_tau`; None: the results' own), which its robust
+    accuracies use."""
 
     name: str
     folder: ResultsDir
     results: Results
     panels: dict = field(default_factory=dict)
     shared: list | None = None
+    tau: float | None = None
 
     @property
     def group(self) -> str:
@@ -52,9 +56,14 @@ class Entry:
     @property
     def summary(self) -> AttackSummary:
         full = self.results.summary
+        eps = full.eps if self.shared is None else {k: full.eps[k] for k in self.shared}
+        if self.tau is not None:  # the share of cases whose worst case stays at or above the report's tau
+            worst = self.case_worst()
+            eps = {k: replace(v, robust_accuracy=_share([w[k] >= self.tau for w in worst.values() if k in w]))
+                   for k, v in eps.items()}
+            full = replace(full, tau=self.tau)
         if self.shared is None:
-            return full
-        eps = {k: full.eps[k] for k in self.shared}
+            return replace(full, eps=eps)
         curve = sorted((float(k), v.worst_case_dice) for k, v in eps.items())
         return replace(full, eps=eps, auc_worst_case=auc([0.0] + [e for e, _ in curve],
                                                          [full.clean_dice] + [d for _, d in curve]))
@@ -118,6 +127,11 @@ class Entry:
         return (f"{self.name}\n{self.cases[0]}", arrays) if arrays else None
 
 
+def _share(hits: list) -> float:
+    """The share of True in `hits`; NaN where there is none (no case measured)."""
+    return float(np.mean(hits)) if hits else float("nan")
+
+
 def common_eps(entries: list[Entry]) -> list[str] | None:
     """Compare like with like: where the entries were attacked at different eps, restrict each
     to the eps they all have (sorted keys; None where they share one grid). A report whose runs
@@ -132,6 +146,22 @@ def common_eps(entries: list[Entry]) -> list[str] | None:
     for e in entries:
         e.shared = shared
     return shared
+
+
+def report_tau(models: list[tuple[str, float]], tau: float | None = None, source: str | None = None) -> Tau:
+    """One tau for every model of the report, as the paper's (half the mean clean performance
+    in the task) and AutoAttack's one definition of success. `models`: (label, own tau) of each
+    results folder, in the report's order (a label's seeds share it). Returns `tau` where
+    given, else half the mean clean Dice of the model labelled `source` (over its seeds: the
+    mean of their own tau; default: the first model's). An unknown label is refused, naming
+    the labels."""
+    if tau is not None:
+        return Tau(float(tau), "--tau")
+    labels = list(dict.fromkeys(label for label, _ in models))
+    source = source or labels[0]
+    if source not in labels:
+        raise ResultsError(f"--tau-from {source!r}: no such model in the report (models: {', '.join(labels)})")
+    return Tau(float(np.mean([t for label, t in models if label == source])), source)
 
 
 def _find_results(inputs: list[str | Path]) -> list[ResultsDir]:
@@ -181,7 +211,8 @@ def _seed_groups(entries: list[Entry]) -> dict:
 
 def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8.0, panels: bool = True,
                  baseline: str | None = None, gain: tuple[str, str] | None = None,
-                 reference: AtlasReference | None = None) -> ReportSummary:
+                 reference: AtlasReference | None = None, tau: float | None = None,
+                 tau_from: str | None = None) -> ReportSummary:
     """Write OUT/report.html, OUT/*.png and OUT/summary.json.
 
     Args:
@@ -194,6 +225,10 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
             paired bootstrap interval over seeds and cases (`rog.evaluate.seeds.auc_gain`).
         reference: the atlas-transfer reference (`rog.evaluate.atlas`), set beside each
             model's whole-case test Dice.
+        tau: the success threshold of every robust accuracy (default: half the mean clean
+            Dice of the model labelled `tau_from`, `report_tau`).
+        tau_from: that model's label (default: the gain's reference where `gain` is given,
+            else the first model's).
 
     Returns:
         The `ReportSummary`. Results of one label from several training seeds are aggregated
@@ -206,15 +241,22 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     entries = [Entry(r.meta.label or f.path.name, f, r, qualitative[f.path]) for f, r in docs if r.kind == "attack"]
     _unique_names(entries)
     summary = ReportSummary(common_eps=common_eps(entries) if entries else None)  # refused before anything is written
+    artefact = [(r.meta.label or f.path.name, f, r) for f, r in docs if r.kind == "artefact"]
+    scored = [(e.group, e.results.tau) for e in entries] + [(name, r.tau) for name, _, r in artefact]
+    if scored:  # robust accuracies, of attacks and of artefacts, all at the task's one tau
+        summary.tau = report_tau(scored, tau, tau_from or (gain[1] if gain else None))
+        for e in entries:
+            e.tau = summary.tau.value
+        artefact = [(name, f, replace(r, summary=summarize_artefacts(r.records, r.clean, summary.tau.value)))
+                    for name, f, r in artefact]
     out.mkdir(parents=True, exist_ok=True)
     corruption = [(r.meta.label or f.path.name, r) for f, r in docs if r.kind == "corruption"]
     summary.corruptions = _corruptions(corruption, out, baseline)
-    artefact = [(r.meta.label or f.path.name, f, r) for f, r in docs if r.kind == "artefact"]
     summary.artefacts = {name: r.summary for name, _, r in artefact}
     worst, artefact_figs = _artefacts(artefact, out, panels)
     corruption_html = (page.corruptions(corruption, summary.corruptions, baseline)
                        + page.artefacts([(name, r) for name, _, r in artefact], worst,
-                                        "artefact_panels.png" in artefact_figs)
+                                        "artefact_panels.png" in artefact_figs, summary.tau)
                        + page.volumes(_volume_links(docs, out)))
     tail_figs = (["dice_vs_severity.png"] if corruption else []) + artefact_figs
     if not entries:

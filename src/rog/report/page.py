@@ -48,10 +48,11 @@ def corruptions(entries: list, scores: dict, baseline: str | None) -> str:
             f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
 
 
-def artefacts(entries: list, worst: dict, panels: bool) -> str:
+def artefacts(entries: list, worst: dict, panels: bool, tau) -> str:
     """The section on worst-case artefacts: (name, `Results`) pairs of the artefact sweep, and
     per name the worst artefact's parameters at the highest severity ({artefact: (case, by,
-    parameters)}); `panels`: the slices of the worst artefacts were drawn."""
+    parameters)}); `panels`: the slices of the worst artefacts were drawn; `tau`: the report's
+    `Tau`, of the robust accuracies."""
     if not entries:
         return ""
     rows = []
@@ -71,7 +72,8 @@ def artefacts(entries: list, worst: dict, panels: bool) -> str:
             "<table><tr><th>model</th><th>clean</th><th>artefact</th>"
             + "".join(f"<th>severity {k}</th>" for k in levels) + f"<th>worst-case rel. AUC</th></tr>{''.join(rows)}"
             "</table><p>Cells: mean Dice under a random draw / the worst of the random draws / <b>the worst case</b> "
-            "(search or draw, per case) (share of cases not broken, Dice >= tau). The search: APGD on the artefact's "
+            f"(search or draw, per case) (share of cases not broken, Dice >= the report's {esc(tau.text())}). "
+            "The search: APGD on the artefact's "
             "parameters, its first run from the worst draw, inside the box of physical sizes <code>rog corrupt</code> "
             "uses at that severity (<code>rog.artefacts</code>); whole cases through the sliding window; "
             f"configuration <code>{esc(json.dumps(entries[0][1].config))}</code>. "
@@ -149,8 +151,9 @@ def worst_case_table(entries: list, summary) -> str:
                         for _, v in x.summary.eps_items())
         parts.append(f"<tr><td>{esc(x.name)}</td><td>{fmt(x.summary.clean_dice)}</td>{cells}"
                      f"<td>{fmt(summary.models[x.name].auc_worst_case)}</td></tr>")
-    parts.append("</table><p>Cells: worst-case mean Dice (robust accuracy: share of cases whose Dice stays "
-                 "above tau = half the mean clean Dice).</p>")
+    parts.append("</table><p>Cells: worst-case mean Dice (robust accuracy: share of cases whose worst-case Dice "
+                 f"stays at or above the {esc(summary.tau.text())}: one tau for every model, the task's success "
+                 "threshold; each model's own tau is in its section below).</p>")
     if summary.common_eps:
         parts.append(f"<p><b>The runs were attacked at different eps: every figure and table compares them at the "
                      f"eps they all have ({', '.join(f'{float(k):g}' for k in summary.common_eps)}/255), each AUC "
@@ -210,7 +213,8 @@ def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: 
         parts.append(f"<h3>{esc(x.name)}</h3><p>perturbation on: {esc(r.perturbed)}<br>"
                      f"threat: <code>{esc(json.dumps(r.threat))}</code><br>"
                      f"configuration: <code>{esc(json.dumps(r.config))}</code>; cases {len(x.cases)} "
-                     f"({esc(r.meta.cases_source_text)}); tau {r.tau:.3f}</p>")
+                     f"({esc(r.meta.cases_source_text)}); own tau {r.tau:.3f} (half its own mean clean Dice: its "
+                     f"attacks' and results' threshold; the report's robust accuracies use {x.tau:.3f})</p>")
         if x.skipped():
             parts.append("<p>skipped: " + esc("; ".join(x.skipped())) + "</p>")
         parts.append("<table><tr><th>attack</th><th>total seconds</th></tr>" + "".join(

@@ -14,19 +14,35 @@ if TYPE_CHECKING:  # evaluate.atlas reads NIfTI through torch-importing modules;
 @dataclass
 class ModelScores:
     """One results folder of attacks: clean Dice (mean and per class), the worst-case AUC and
-    PGD's and APGD-CE's, per eps the results' `EpsSummary`, tau, each check's status, the
-    model's size and the run's test scores (`rog evaluate`'s summary)."""
+    PGD's and APGD-CE's, per eps the results' `EpsSummary` with its robust accuracy at the
+    report's tau (`ReportSummary.tau`), the model's own tau (half its own mean clean Dice, which
+    its results used), each check's status, the model's size and the run's test scores (`rog
+    evaluate`'s summary)."""
 
     clean_dice: float
     clean_dice_per_class: list
     auc_worst_case: float | None
     auc_pgd_apgd: dict | None
     eps: dict
-    tau: float
+    own_tau: float
     checks: dict
     parameters: int | None
     gflops: float | None
     test: dict | None
+
+
+@dataclass
+class Tau:
+    """The one success threshold every robust accuracy of a report uses: `value`, and `source`,
+    the model label whose mean clean Dice it halves or "--tau" where it was given."""
+
+    value: float
+    source: str
+
+    def text(self) -> str:
+        """'tau 0.155, half the mean clean Dice of rog_clean' (or 'given with --tau')."""
+        return f"tau {self.value:.3f}, " + ("given with --tau" if self.source == "--tau"
+                                            else f"half the mean clean Dice of {self.source}")
 
 
 @dataclass
@@ -62,9 +78,10 @@ class ReportSummary:
     artefacts: dict = field(default_factory=dict)  # model name -> `rog.results.ArtefactSummary`
     table_eps: float | None = None
     common_eps: list | None = None  # where the runs' eps grids differ: the eps every figure compares them at
+    tau: Tau | None = None  # the task's tau of every robust accuracy in `models` (None: no attack results)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-__all__ = ["CorruptionScores", "Gain", "Learning", "ModelScores", "ReportSummary", "SeedGroup", "Seeds", "Stat"]
+__all__ = ["CorruptionScores", "Gain", "Learning", "ModelScores", "ReportSummary", "SeedGroup", "Seeds", "Stat", "Tau"]

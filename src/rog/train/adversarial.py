@@ -10,7 +10,11 @@ Free AT replays each minibatch `replays` times; each replay takes one optimiser 
 perturbed batch and one signed-gradient step of size eps on a perturbation buffer that is
 carried across minibatches. The public code's step, `(eps_abs // 2) * sign(grad)`, rounds to
 zero on z-scored data; here the step is the radius itself and is never zero for eps > 0.
-PGD-AT's examples come from the benchmark's own `PGD` attack. Artefact training (`ArtefactAT`)
+PGD-AT's examples come from the benchmark's own `PGD` attack; with TRADES they maximise TRADES's
+own inner loss, KL(p_clean || p_adv) (`trades_examples`). A KL is at its minimum at delta = 0,
+where its gradient is rounding noise that `sign()` would turn into a full step: TRADES starts
+from x + 0.001 N(0, 1) (Zhang et al. 2019, on images in [0, 1]; here on the case's range), and
+so does Free AT's buffer when it trains with TRADES. Artefact training (`ArtefactAT`)
 replays each minibatch as Free AT does, with an artefact's parameters in place of the
 perturbation: a signed-gradient step on them per replay, inside the severity's bound.
 """
@@ -24,27 +28,34 @@ from torch import nn
 from rog.artefacts.models import make_artefact
 from rog.artefacts.search import apply
 from rog.attacks import PGD, ThreatModel
+from rog.attacks.base import frozen
 from rog.corruptions import foreground_sd
+from rog.train.loss import consistency
+
+TRADES_START = 1e-3  # Zhang et al.'s sd of the random start, in units of the case's range
 
 
 class FreeAT:
-    """State of Free adversarial training: the persistent perturbation buffer."""
+    """State of Free adversarial training: the persistent perturbation buffer, started at zero
+    or (`random_start`, for TRADES) at TRADES's random start."""
 
-    def __init__(self, eps: float, replays: int = 5):
-        self.threat, self.replays = ThreatModel.exactly(eps), replays
+    def __init__(self, eps: float, replays: int = 5, random_start: bool = False):
+        self.threat, self.replays, self.random_start = ThreatModel.exactly(eps), replays, random_start
         self.delta: torch.Tensor | None = None
         self.last_ratio = 0.0  # |delta|_inf / radius of the last replay, for the log
 
     def step(self, x: torch.Tensor, y: torch.Tensor, case_lo: torch.Tensor, case_hi: torch.Tensor,
-             train_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scale: float = 1.0) -> float:
+             train_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scale: float = 1.0,
+             seed: int = 0) -> float:
         """Replay the minibatch x `[B, C, ...]`, y `[B, ...]` whose cases span [case_lo, case_hi]
         (`[B, C]` each); `train_step(x_in, y)` runs forward, backward and the optimiser step and
         returns the loss with `x_in` requiring grad. `scale`: the fraction of eps in use (the
-        warm-up's, `eps_scale`). Returns the mean loss."""
+        warm-up's, `eps_scale`); `seed` draws a random start where the buffer starts afresh.
+        Returns the mean loss."""
         lo, hi, radius = training_box(x, case_lo, case_hi, self.threat)
         radius = radius * scale
         if self.delta is None or self.delta.shape != x.shape:
-            self.delta = torch.zeros_like(x)
+            self.delta = trades_start(x, lo, hi, seed) - x if self.random_start else torch.zeros_like(x)
         total = 0.0
         for _ in range(self.replays):
             delta = torch.maximum(torch.minimum(self.delta, radius), -radius)
@@ -132,3 +143,33 @@ def pgd_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, case_lo: to
     # the attack measures eps on the box it is given: rescale so its radius is the case's
     per_channel = eps * radius / (ThreatModel.exactly(eps).radius_of(lo, hi)).clamp(min=1e-12)
     return PGD(model, ThreatModel(per_channel), iters=steps, seed=seed)(x, y, lo, hi)
+
+
+def trades_start(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, seed: int) -> torch.Tensor:
+    """TRADES's random start `[B, C, ...]` for x `[B, C, ...]` in the box [lo, hi]
+    (`[B, C, 1, 1, 1]`): x + 0.001 (hi - lo) N(0, 1), drawn from `seed`, inside the box."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+    return torch.maximum(torch.minimum(x + TRADES_START * (hi - lo) * noise, hi), lo)
+
+
+def trades_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, case_lo: torch.Tensor,
+                    case_hi: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
+    """TRADES's inputs `[B, C, ...]` for a batch x `[B, C, ...]`, y `[B, ...]` of cases spanning
+    [case_lo, case_hi] (`[B, C]`): `steps` signed-gradient steps of 2.5 eps / steps (as
+    `pgd_examples`) on KL(p_clean || p_adv) over the scored voxels, from `trades_start`,
+    projected on the case's radius and the `training_box`; the last iterate, as Zhang et al.
+    The weights are frozen meanwhile."""
+    lo, hi, radius = training_box(x, case_lo, case_hi, ThreatModel.exactly(eps))
+    step, labels = 2.5 * radius / max(steps, 1), y.unsqueeze(1)
+    with frozen(model):
+        with torch.no_grad():
+            clean = model(x)
+        x_adv = trades_start(x, lo, hi, seed)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            with torch.enable_grad():
+                grad, = torch.autograd.grad(consistency(clean, model(x_adv), labels), x_adv)
+            x_adv = x + torch.maximum(torch.minimum(x_adv.detach() + step * grad.sign() - x, radius), -radius)
+            x_adv = torch.maximum(torch.minimum(x_adv, hi), lo)
+    return x_adv.detach()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rog.errors import UsageError
-from rog.train.adversarial import ArtefactAT, FreeAT, pgd_examples
+from rog.train.adversarial import ArtefactAT, FreeAT, pgd_examples, trades_examples
 from rog.train.loss import adversarial_loss
 
 # (x_in, y, x_clean) -> the loss after one optimiser step on x_in (x_clean: the same batch
@@ -89,7 +89,7 @@ class Clean:
 
 class Free(Clean):
     """Free AT: each batch replayed `replays` times, a signed-gradient step of the persistent
-    perturbation per replay (`FreeAT`)."""
+    perturbation per replay (`FreeAT`); with TRADES the buffer starts at TRADES's random start."""
 
     title = "Free AT"
     replayed = True
@@ -97,7 +97,7 @@ class Free(Clean):
 
     def __init__(self, config, model, spacing):
         super().__init__(config, model, spacing)
-        self.free = FreeAT(config.eps, config.replays)
+        self.free = FreeAT(config.eps, config.replays, random_start=config.trades > 0)
 
     @staticmethod
     def check(config) -> None:
@@ -105,7 +105,7 @@ class Free(Clean):
 
     def step(self, batch, train_step):
         return self.free.step(batch.x, batch.y, batch.lo, batch.hi, lambda x_in, y: train_step(x_in, y, batch.x),
-                              batch.scale)
+                              batch.scale, batch.seed)
 
     def state(self):
         return {"free_delta": self.free.delta}
@@ -119,7 +119,8 @@ class Free(Clean):
 
 
 class PGDAT(Clean):
-    """PGD-AT: one optimiser step per batch on the benchmark's PGD examples (`pgd_examples`)."""
+    """PGD-AT: one optimiser step per batch on the benchmark's PGD examples (`pgd_examples`), or
+    with TRADES on examples that maximise TRADES's KL (`trades_examples`)."""
 
     title = "PGD-AT"
     warmup = True
@@ -134,8 +135,9 @@ class PGDAT(Clean):
 
     def step(self, batch, train_step):
         cfg = self.config
-        x_adv = pgd_examples(self.model, batch.x, batch.y, batch.lo, batch.hi, cfg.eps * batch.scale, cfg.pgd_steps,
-                             batch.seed)
+        examples = trades_examples if cfg.trades else pgd_examples
+        x_adv = examples(self.model, batch.x, batch.y, batch.lo, batch.hi, cfg.eps * batch.scale, cfg.pgd_steps,
+                         batch.seed)
         return float(train_step(x_adv, batch.y, batch.x))
 
 
