@@ -114,6 +114,18 @@ def seed_of(case: str, name: str, seed: int = 0) -> int:
     return zlib.crc32(f"{case}|{name}|{seed}".encode())
 
 
+def centred_affine(spacing, shape) -> np.ndarray:
+    """The voxel-to-world affine `[4, 4]` of a grid of `shape` (X, Y, Z) at `spacing` mm whose
+    world origin is the grid's centre, voxel (n - 1) / 2 on each axis. TorchIO's `Motion`
+    rotates about the world origin (it builds its rotation about the image centre, then drops
+    the centre when it stores the matrix): at the origin it rotates about the volume's centre,
+    as `rog.artefacts`' motion does, instead of a corner."""
+    sp = np.asarray([float(v) for v in spacing])
+    affine = np.diag([*sp, 1.0])
+    affine[:3, 3] = -sp * (np.asarray(shape, float) - 1) / 2
+    return affine
+
+
 def corrupt(x: torch.Tensor, name: str, severity: int, spacing, lo: torch.Tensor, hi: torch.Tensor,
             foreground_sd: torch.Tensor, seed: int, strengths: list | None = None) -> torch.Tensor:
     """The corrupted copy of one case, deterministic in `seed`.
@@ -136,7 +148,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int, spacing, lo: torch.Tensor
     level = c.level(severity)
     tio = _tio()
     axis = int(np.argmax(spacing)) if max(spacing) / min(spacing) > 1.5 else 2
-    affine = np.diag([*map(float, spacing), 1.0])
+    # motion only: the others' output does not depend on the origin (anisotropy's resampling to
+    # rounding, 6e-8), and their recorded figures stay bit for bit
+    affine = centred_affine(spacing, x.shape[1:]) if name == "motion" else np.diag([*map(float, spacing), 1.0])
     out = torch.empty_like(x)
     span = (hi - lo).clamp(min=1e-12)
     with torch.random.fork_rng(devices=[]):

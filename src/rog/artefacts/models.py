@@ -34,6 +34,10 @@ from rog.corruptions import CORRUPTIONS, expand_names
 
 NOISE_PEAK = 4.0  # largest noise value, in noise sds (a Gaussian draw's peak is about 4-5 sd)
 MOTION_TIMES = (1 / 3, 2 / 3)
+# the largest |log bias field| over the volume, in units of the severity's coefficient bound:
+# TorchIO's uniform draws realise a median 4.5 and a 99th percentile 8.3 (measured, any grid:
+# the polynomial peaks at the corners), the coefficient box's corners 20 (x403 at severity 3)
+BIAS_PEAK = 8.0
 
 
 class Artefact:
@@ -96,12 +100,22 @@ class Bias(Artefact):
     def per_channel(self, shape) -> int:
         return 20
 
+    def log_field(self, t: torch.Tensor, shape) -> torch.Tensor:
+        """The log field `[B, C, X, Y, Z]` of coefficients t `[B, C, 20]` (in [-1, 1], times the
+        level) on a grid of `shape`, scaled down where its peak |value| exceeds `BIAS_PEAK`
+        times the level: the severity bounds the field itself, as the random draws realise it
+        (all but about 1 % of them unchanged), not only its coefficients."""
+        field = torch.einsum("bcn,nxyz->bcxyz", self.level * t, bias_basis(shape).to(t))
+        bound = BIAS_PEAK * self.level
+        peak = field.abs().amax((2, 3, 4), keepdim=True)
+        return field * (bound / torch.maximum(peak, torch.full_like(peak, max(bound, 1e-12))))
+
     def _apply(self, u, t):
-        basis = bias_basis(u.shape[2:]).to(u)
-        return u * torch.exp(torch.einsum("bcn,nxyz->bcxyz", self.level * t, basis))
+        return u * torch.exp(self.log_field(t, u.shape[2:]))
 
     def describe(self, t, shape):
-        return {"coefficients": _rounded(self.level * t)}
+        peak = self.log_field(t.view(1, shape[0], 20), shape[1:]).abs().amax((2, 3, 4))
+        return {"coefficients": _rounded(self.level * t), "peak_log_field": _rounded(peak)}
 
 
 class Gamma(Artefact):

@@ -22,7 +22,7 @@ from rog.evaluate.artefact import summarize_artefacts
 from rog.evaluate.metrics import dice_batch
 from rog.results import ArtefactRecord, ArtefactSummary, Check
 
-FRESH_DRAWS = 10  # the validity check's draws, seeded apart from the search's
+FRESH_DRAWS = 10  # the validity check's fewest draws, seeded apart from the search's
 
 
 @dataclass
@@ -132,25 +132,29 @@ class ArtefactSweep(WholeCaseSweep):
         curves = {n: a.worst for n, a in summary.artefacts.items()}
         return [checks.severity_zero(agreement), checks.monotone_in_severity(summary.clean_dice, curves),
                 checks.determinism(model, first.x), checks.artefacts_in_bound(records),
-                checks.draws_not_stronger(self._fresh_draws(records, cases), FRESH_DRAWS)]
+                checks.search_beats_draws(self._fresh_draws(records, cases), self.fresh_draws)]
+
+    @property
+    def fresh_draws(self) -> int:
+        """The check's draws per case x artefact x severity: at least as many as the search's."""
+        return max(FRESH_DRAWS, self.config.draws)
 
     def _fresh_draws(self, records: list[ArtefactRecord], cases: list[BenchCase]) -> list[tuple[str, float, float]]:
-        """(case/artefact, search Dice, lowest Dice of `FRESH_DRAWS` new draws) at the highest
-        severity, for up to two cases: draws the search never started from."""
-        top = max(self.config.severities)
-        search = {(r.case, r.artefact): r.search_dice for r in records if r.severity == top}
+        """(case/artefact/severity, search Dice, lowest Dice of `fresh_draws` new draws) for
+        every record: draws the search never started from (another seed)."""
+        search = {(r.case, r.artefact, r.severity): r.search_dice for r in records}
         out = []
-        for case in cases[:2]:
+        for case in cases:
             model = self.model_for(case)
             shape = tuple(case.x.shape[1:])
-            for name in self.config.artefacts:
-                if (case.name, name) not in search:
+            for (name, severity) in ((a, s) for a in self.config.artefacts for s in self.config.severities):
+                if (case.name, name, severity) not in search:
                     continue
-                art = self.artefact(case, name, top)
-                g = torch.Generator().manual_seed(seed_of(case.name, name, self.config.seed + 1))
-                draws = art.draw(1 if art.deterministic else FRESH_DRAWS, shape, g).to(case.x)
+                art = self.artefact(case, name, severity)
+                g = torch.Generator().manual_seed(seed_of(case.name, f"{name}{severity}", self.config.seed + 1))
+                draws = art.draw(1 if art.deterministic else self.fresh_draws, shape, g).to(case.x)
                 with frozen(self.model), torch.no_grad():
                     dice = min(float(dice_batch(model(apply(art, case.x, t[None], case.lo, case.hi)).argmax(1),
                                                 case.y, self.num_classes)[0]) for t in draws)
-                out.append((f"{case.name}/{name}", search[case.name, name], dice))
+                out.append((f"{case.name}/{name}/s{severity}", search[case.name, name, severity], dice))
         return out
