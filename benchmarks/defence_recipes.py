@@ -9,7 +9,7 @@ OUT_ROOT/RECIPE gets links to those and `run_experiment` runs only what is new: 
 fine-tuning of each seed with the recipe's options, its whole-case test scores, its attack
 sweep (the demo's: standard ensemble + PGD at 4-16/255) and the report with the seeds' AUC gain.
 Prints one line per recipe: whole-case clean test Dice (mean +- sd over seeds) of the clean ROG
-and of the recipe, the worst-case Dice per eps, and the AUC gain with its bootstrap interval.
+and of the recipe, the worst-case Dice per eps, and the AUC gain with its t-interval over seeds.
 """
 import os
 import sys

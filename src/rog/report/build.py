@@ -222,7 +222,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
         panels: draw the qualitative figure.
         baseline: the model label corruption errors are relative to (ImageNet-C's mCE).
         gain: (defended, reference) labels: the first's AUC gain over the second with a
-            paired bootstrap interval over seeds and cases (`rog.evaluate.seeds.auc_gain`).
+            t-interval over training seeds (`rog.evaluate.seeds.auc_gain`).
         reference: the atlas-transfer reference (`rog.evaluate.atlas`), set beside each
             model's whole-case test Dice.
         tau: the success threshold of every robust accuracy (default: half the mean clean
