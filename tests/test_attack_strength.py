@@ -1,6 +1,8 @@
 """Attack strength on *trained* models: rog's attacks against AutoAttack's own algorithms
 (torchattacks) on a classifier presented as a segmenter, and FAB-T, DLR and Square on small
 trained 3D segmenters."""
+import unittest.mock
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,34 @@ def test_gradient_attacks_agree_with_autoattack_on_a_trained_classifier(reductio
         assert acc_ref - 0.05 <= acc_ours <= acc_ref + 0.02, (acc_ours, acc_ref)
     else:
         assert abs(acc_ours - acc_ref) <= 0.03, (acc_ours, acc_ref)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr", "dlr-targeted"])
+def test_apgd_follows_autoattacks_trajectory_from_the_same_start(reduction3d, loss):
+    # one run of torchattacks' APGD (AutoAttack's code) from a start we choose, and rog's from
+    # the same point: step size, momentum, checkpoints, halving, the reset to the best point and
+    # the loss (DLR's best other class and denominator, the target) all shape the loss each
+    # instance ends at; a change to any of them moves it
+    clf, seg, flat, x, y = reduction3d
+    eps, steps = 10.0, 10
+    g = torch.Generator().manual_seed(3)
+    d = torch.randint(-2, 3, x.shape, generator=g).float() / 2  # values exact in binary
+    d.view(len(x), -1)[:, 0] = 1.0  # |d|_max = 1: torchattacks' start x + eps d / |d|_max is x + eps d
+    start = (x + eps / 255 * d).clamp(0, 1)
+    if loss == "dlr-targeted":
+        ref = torchattacks.APGDT(flat, eps=eps / 255, steps=steps, n_classes=K)
+        ref.target_class = 2  # the clean input's second most likely class, rog's rank 2
+    else:
+        ref = torchattacks.APGD(flat, eps=eps / 255, steps=steps, loss=loss)
+    with unittest.mock.patch("torch.rand", lambda *shape, **kw: (d.reshape(*shape[0]) + 1) / 2):
+        _, _, ref_loss, _ = ref.attack_single_run(x.reshape(len(x), 8, 8, 8), y)
+    ours = APGD(seg, ThreatModel(eps), iters=steps, loss=loss, target_ranks=1, starts=[start])
+    ones = torch.ones(len(x), 2, 1, 1, 1)
+    ours(x, y.view(-1, 1, 1, 1).expand(-1, 4, 8, 8), 0 * ones, ones)
+    got = torch.tensor(ours.info["best_loss"])
+    close = torch.isclose(got, ref_loss.float(), rtol=1e-4, atol=1e-5)
+    print(f"apgd {loss}: {int(close.sum())} of {len(x)} instances end at torchattacks' loss")
+    assert close.float().mean() >= 0.98, (got[~close][:5], ref_loss[~close][:5])
 
 
 def test_square_agrees_with_autoattack_on_a_trained_classifier():

@@ -16,8 +16,8 @@ True
 from rog.attacks.apgd import APGD
 from rog.attacks.base import Attack
 from rog.attacks.fab import FAB
-from rog.attacks.pgd import PGD, CosPGD, SegPGD
+from rog.attacks.pgd import PGD, CosPGD, RightPGD, SegPGD
 from rog.attacks.square import Square
 from rog.attacks.threat import ThreatModel
 
-__all__ = ["ThreatModel", "Attack", "PGD", "SegPGD", "CosPGD", "APGD", "FAB", "Square"]
+__all__ = ["ThreatModel", "Attack", "PGD", "SegPGD", "CosPGD", "RightPGD", "APGD", "FAB", "Square"]

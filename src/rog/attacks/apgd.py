@@ -46,6 +46,7 @@ class APGD(Attack):
     def perturb(self, u0, y, forward, tracker, logits0):
         runs = 0
         self.info["checkpoints"] = []
+        self._best_loss = torch.full((u0.shape[0],), float("-inf"), device=u0.device)
         if self.loss == "dlr-targeted":
             order = logits0.argsort(dim=1)  # ascending
             ranks = range(2, min(self.target_ranks, logits0.shape[1] - 1) + 2)
@@ -62,6 +63,8 @@ class APGD(Attack):
                                  self._starts[runs] if runs < len(self._starts) else None)
                 runs += 1
         self.info["iterations"] = self.iters * runs
+        # the highest loss any run reached, per instance: what AutoAttack's APGD keeps as loss_best
+        self.info["best_loss"] = self._best_loss.tolist()
 
     def _single_run(self, u0, y, forward, tracker, loss_fn, start: torch.Tensor | None = None):
         n = self.iters
@@ -111,6 +114,7 @@ class APGD(Attack):
                 grad = torch.where(reduce.view(view), grad_best, grad)
                 counter = 0
                 period = max(period - decrease, period_min)
+        self._best_loss = torch.maximum(self._best_loss, loss_best.to(self._best_loss))
 
     def _oscillation(self, loss_steps: torch.Tensor, j: int, k: int) -> torch.Tensor:
         """True where at most RHO * k of the last k steps increased the loss (AutoAttack's

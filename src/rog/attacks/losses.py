@@ -100,6 +100,14 @@ def segpgd(logits: torch.Tensor, y: torch.Tensor, step: int, total: int) -> torc
     return _mean((1 - lam) * correct * voxel + lam * (1 - correct) * voxel, w)
 
 
+def ce_right(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CE of the voxels still right (the wrong ones count 0): SegPGD's loss with its weight
+    left on the correct voxels, so no effort goes to voxels already lost."""
+    y, w = scored(logits, y)
+    correct = (logits.argmax(1) == y).to(logits.dtype)
+    return _mean(correct * F.cross_entropy(logits, y, reduction="none"), w)
+
+
 def cospgd(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """CosPGD (Agnihotri et al. 2024): voxel CE weighted by the (detached) cosine similarity
     between the softmax output and the one-hot label."""

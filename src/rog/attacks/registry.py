@@ -4,11 +4,11 @@ from __future__ import annotations
 from rog.attacks.apgd import APGD
 from rog.attacks.base import Attack
 from rog.attacks.fab import FAB
-from rog.attacks.pgd import PGD, CosPGD, SegPGD
+from rog.attacks.pgd import PGD, CosPGD, RightPGD, SegPGD
 from rog.attacks.square import Square
 
 STANDARD = ["apgd-ce", "apgd-dlr", "fab-t", "square"]  # AutoAttack standard, as in the paper
-PLUS = STANDARD + ["pgd", "segpgd", "cospgd", "apgd-t"]
+PLUS = STANDARD + ["pgd", "segpgd", "cospgd", "apgd-t", "pgd-right"]
 QUERY_BASED = {"square"}
 TARGETED = {"apgd-t", "fab-t"}
 TARGETS = 9  # target classes of APGD-T and FAB-T, as AutoAttack's standard version (at most K - 1 run)
@@ -41,6 +41,8 @@ def make_attack(name: str, model, threat, budget: int, num_classes: int, seed: i
         return SegPGD(model, threat, iters=budget, **common)
     if name == "cospgd":
         return CosPGD(model, threat, iters=budget, **common)
+    if name == "pgd-right":
+        return RightPGD(model, threat, iters=budget, **common)
     if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
         loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[name]
         return APGD(model, threat, iters=budget, loss=loss, target_ranks=kw.get("target_ranks", TARGETS), **common)

@@ -1,0 +1,89 @@
+"""The attacks' losses, schedules and boundaries against their formulas on small cases worked
+by hand: the parts a classifier presented as a segmenter cannot test (voxels right and wrong
+in one instance, SegPGD's and CosPGD's weights, FAB-T's boundary among many voxels)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rog.attacks import FAB, RightPGD, ThreatModel, losses
+from rog.attacks.fab import distance_to_success
+
+
+def _voxels(rows):
+    """Logits `[1, K, V, 1, 1]` from one row of K logits per voxel."""
+    return torch.tensor(rows).T.reshape(1, len(rows[0]), len(rows), 1, 1)
+
+
+def test_dlr_takes_the_best_other_class_and_scales_by_the_first_minus_the_third():
+    z = _voxels([[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 1.5, -2.0]])  # voxel 0 right, voxel 1 wrong (label 0)
+    y = torch.tensor([0, 0]).reshape(1, 2, 1, 1)
+    right = -(3.0 - 1.0) / (3.0 - 0.0)  # best other: the runner-up; scale z_pi1 - z_pi3
+    wrong = -(0.0 - 2.0) / (2.0 - 0.0)  # best other: the top class itself
+    torch.testing.assert_close(losses.dlr(z, y), torch.tensor([(right + wrong) / 2]))
+
+
+def test_segpgd_and_cospgd_weigh_the_voxels_as_their_papers():
+    z = _voxels([[2.0, 0.0], [0.0, 1.0], [0.5, 0.0]])  # voxels 0 and 2 right, 1 wrong (all labelled 0)
+    y = torch.zeros(1, 3, 1, 1, dtype=torch.long)
+    ce = F.cross_entropy(z, y, reduction="none").flatten()
+    lam = 3 / (2 * 10)  # step 3 of 10: lambda = t / (2 T)
+    expected = ((1 - lam) * (ce[0] + ce[2]) + lam * ce[1]) / 3
+    torch.testing.assert_close(losses.segpgd(z, y, 3, 10), expected.view(1))
+    p = z.softmax(1)[0, :, :, 0, 0]  # [K, V]
+    cos = p[0] / p.norm(dim=0)  # the softmax's cosine to the one-hot label
+    torch.testing.assert_close(losses.cospgd(z, y), (cos * ce).mean().view(1))
+    torch.testing.assert_close(losses.ce_right(z, y), ((ce[0] + ce[2]) / 3).view(1))
+
+
+def test_pgd_right_decays_its_step_on_a_cosine_from_eps():
+    atk = RightPGD(torch.nn.Identity(), ThreatModel(8), iters=4)
+    r = 8 / 255
+    assert [atk.step_at(t) for t in range(4)] == pytest.approx([r * 0.5 * (1 + math.cos(math.pi * t / 4))
+                                                                for t in range(4)])
+    assert atk.step_at(0) == pytest.approx(r) and atk.step_at(3) < 0.15 * r
+
+
+def test_fab_boundary_is_the_margin_of_the_voxel_whose_flip_crosses_tau():
+    # six foreground voxels with margins 0.5 .. 5 (target: background), two background ones:
+    # with j of them flipped the class's Dice is 2 (6 - j) / (12 - j), below tau 0.5 from j = 5,
+    # so the boundary is the 5th smallest margin, 4
+    margins = [3.0, 0.5, 5.0, 1.0, 4.0, 2.0]
+    z = _voxels([[0.0, m] for m in margins] + [[2.0, 0.0], [2.0, 0.0]])
+    y = torch.tensor([1] * 6 + [0, 0]).reshape(1, 8, 1, 1)
+    target = torch.zeros_like(y)
+    tau = torch.tensor([0.5])
+    assert float(distance_to_success(z, y, target, 2, tau, band=0.0)) == pytest.approx(4.0)
+    # the band: +-0.2 x the 5 voxels still to flip, one rank each side: margins 3, 4, 5
+    assert float(distance_to_success(z, y, target, 2, tau, band=0.2)) == pytest.approx(4.0)
+    z[0, 1, 1] = -1.0  # the weakest voxel flipped: 4 more to flip, the boundary is still the margin 4
+    assert float(distance_to_success(z, y, target, 2, tau, band=0.0)) == pytest.approx(4.0)
+
+
+def test_fab_steps_as_its_formula_on_a_linear_model():
+    # one voxel, a linear two-class model: FAB's hyperplane is exact. Step 1 lands eta past it
+    # (adversarial) and beta pulls it back; step 2 is biased towards the clean input by
+    # alpha = |d1| / (|d1| + |d2|) <= alpha_max, the two projections from the point and from u0
+    model = torch.nn.Conv3d(4, 2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.3, -0.2, 0.5, 0.1], [-0.1, 0.2, -0.3, 0.4]]).view(2, 4, 1, 1, 1))
+        model.bias.copy_(torch.tensor([0.2, 0.0]))
+        u0 = torch.full((1, 4, 1, 1, 1), 0.5)
+        z = model(u0).flatten()
+        w = (model.weight[0] - model.weight[1]).flatten()
+    y = torch.zeros(1, 1, 1, 1, dtype=torch.long)  # label 0, predicted: margin z0 - z1 > 0
+    g0 = float(z[0] - z[1])
+    assert g0 > 0
+    d1 = -g0 * torch.sign(w) / w.abs().sum()  # the smallest L-inf step onto w.d = -g0
+    eta, beta, alpha_max = 1.05, 0.9, 0.1
+    u1 = beta * eta * d1  # adversarial after step 1, pulled back (as offsets from u0)
+    g1 = g0 + float(w @ u1)
+    step1, step2 = -g1 * torch.sign(w) / w.abs().sum(), d1  # onto the plane from u1 and from u0
+    alpha = min(float(step1.abs().max() / (step1.abs().max() + step2.abs().max())), alpha_max)
+    u2 = (u1 + eta * step1) * (1 - alpha) + eta * step2 * alpha
+    assert g0 + float(w @ u2) < 0  # adversarial: its norm is the smallest seen
+    fab = FAB(model, ThreatModel(100), iters=2, target_ranks=1, bisections=0)
+    fab(u0, y, torch.zeros_like(u0), torch.ones_like(u0))
+    assert fab.info["min_norm"][0] == pytest.approx(255 * float(u2.abs().max()), rel=1e-5)
+    assert fab.info["min_norm"][0] < 255 * eta * float(d1.abs().max())
