@@ -82,7 +82,7 @@ def test_apgd_follows_autoattacks_trajectory_from_the_same_start(reduction3d, lo
     # the loss (DLR's best other class and denominator, the target) all shape the loss each
     # instance ends at; a change to any of them moves it
     clf, seg, flat, x, y = reduction3d
-    eps, steps = 10.0, 10
+    eps, steps = 10.0, 20  # checkpoint periods of 4 steps: the oscillation rule's 0.75 is tested too
     g = torch.Generator().manual_seed(3)
     d = torch.randint(-2, 3, x.shape, generator=g).float() / 2  # values exact in binary
     d.view(len(x), -1)[:, 0] = 1.0  # |d|_max = 1: torchattacks' start x + eps d / |d|_max is x + eps d

@@ -3,12 +3,12 @@ import pytest
 import torch
 from torch import nn
 
-from rog.attacks import APGD, FAB, PGD, CosPGD, SegPGD, Square, ThreatModel
+from rog.attacks import APGD, FAB, PGD, CosPGD, RightPGD, SegPGD, Square, ThreatModel
 from rog.attacks.apgd import apgd_checkpoints
 from rog.attacks.fab import project_linf_hyperplane
 
 ATTACKS = [
-    (PGD, dict(iters=3)), (SegPGD, dict(iters=3)), (CosPGD, dict(iters=3)),
+    (PGD, dict(iters=3)), (SegPGD, dict(iters=3)), (CosPGD, dict(iters=3)), (RightPGD, dict(iters=3)),
     (APGD, dict(iters=4)), (APGD, dict(iters=4, loss="dlr")), (APGD, dict(iters=3, loss="dlr-targeted")),
     (FAB, dict(iters=3)), (Square, dict(queries=12)),
 ]
