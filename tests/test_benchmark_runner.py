@@ -40,10 +40,12 @@ def test_runner_records_worst_case_checks_and_runs_apgd_t_on_three_classes(net, 
     assert ResultsDir(tmp_path).read() == doc
 
 
-def test_runner_resumes_without_redoing_finished_work(net, tmp_path):
+def test_runner_resumes_without_redoing_finished_work(net, tmp_path, capsys):
     cfg = BenchmarkConfig(eps=[8], attacks=["pgd"], iters=[2])
     cases = _cases(net)
     full = Benchmark(net, 3, cfg, tmp_path, progress=False).run(cases).records
+    # the cost is said before anything runs: PGD's 2 steps are 6 forward-pass equivalents a case
+    assert "attack sweep: 6 forward-pass equivalents per case, 18 to run over 3 case(s)" in capsys.readouterr().out
     # a run killed after its second case: the results file then holds two cases' records
     doc = json.loads((tmp_path / "results.json").read_text())
     doc.update(records=doc["records"][:2], complete=False, summary=None, checks=[])
@@ -53,6 +55,7 @@ def test_runner_resumes_without_redoing_finished_work(net, tmp_path):
     net.forward = lambda x: attacked.append(x.shape) or original(x)
     resumed = Benchmark(net, 3, cfg, tmp_path, progress=False).run(cases).records
     assert resumed[:2] == full[:2] and len(resumed) == 3
+    assert "6 to run over 3 case(s)" in capsys.readouterr().out  # only the unfinished case's work
     assert replace(resumed[2], seconds=0) == replace(full[2], seconds=0)
     with pytest.raises(ValueError, match="different configuration"):
         Benchmark(net, 3, BenchmarkConfig(eps=[4], attacks=["pgd"], iters=[2]), tmp_path, progress=False).run(cases)

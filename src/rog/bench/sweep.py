@@ -4,6 +4,7 @@ a results folder continued only under the same provenance, torchrun sharding, an
 with validity checks at the end. Subclasses say what a job is and how it is measured."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -90,10 +91,14 @@ class Sweep:
         return prev.records
 
     def clean(self, cases: list[BenchCase]) -> dict[str, Score]:
-        out = {}
+        """Clean Dice per case; `self.forward_seconds` keeps each case's pass, the unit of the
+        sweep's cost estimate."""
+        out, self.forward_seconds = {}, {}
         with frozen(self.model), torch.no_grad():
             for c in cases:
+                t0 = time.perf_counter()
                 pred = self.model_for(c)(c.x).argmax(1)
+                self.forward_seconds[c.name] = time.perf_counter() - t0
                 out[c.name] = rec.dice_score(pred, c.y, self.num_classes)
         return out
 
@@ -112,8 +117,10 @@ class Sweep:
         # the bar counts expected forward passes, so its ETA weighs a 500-query Square or a
         # 9-target APGD-T as what they cost, not as one job each
         cost = {job: job.cost(self.num_classes) for job in jobs}
-        bar = progress_bar(total=len(mine) * sum(cost.values()), desc=f"{self.kind} sweep", disable=not self.progress,
-                           unit="fwd")
+        todo = sum(cost[job] for case in mine for job in jobs if (case.name, *self._key(job)) not in done)
+        self._announce(mine, sum(cost.values()), todo)
+        # the bar counts only the work still to do: a resumed run's ETA is not its skipped jobs'
+        bar = progress_bar(total=todo, desc=f"{self.kind} sweep", disable=not self.progress, unit="fwd")
         for case in mine:
             outputs = []
             for job in jobs:
@@ -123,7 +130,7 @@ class Sweep:
                     log.debug(f"{case.name} {' '.join(f'{k}={v}' for k, v in asdict(job).items())}: Dice "
                               f"{records[-1].dice}, {records[-1].seconds or 0:.1f} s")
                     bar.set_postfix(case=case.name, **asdict(job))
-                bar.update(cost[job])
+                    bar.update(cost[job])
             self._after_case(case, outputs, case.name == first)
             self._write(Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records, False,
                                 self.meta, provenance), self.shard)  # after every case: resumable
@@ -140,6 +147,17 @@ class Sweep:
         results.checks = self._checks(results.records, results.summary, tau, cases)
         self._write(results, None)
         return results
+
+    def _announce(self, mine: list[BenchCase], per_case: int, todo: int) -> None:
+        """Say before the sweep starts what it will cost: forward-pass equivalents per case (a
+        gradient step counts 3) and still to run, and the seconds that makes at the first
+        case's measured clean pass."""
+        if not mine:
+            return
+        first = self.forward_seconds[mine[0].name]
+        log.info(f"{self.kind} sweep: {per_case} forward-pass equivalents per case, {todo} to run over "
+                 f"{len(mine)} case(s): about {todo * first:.0f} s at {first:.3f} s per pass (the first case's "
+                 "clean one)")
 
     def _write(self, results: Results, shard: int | None) -> None:
         self._complete(results)
