@@ -96,11 +96,15 @@ class Gain:
     text: str
 
 
-def sign_flip_p(values) -> float:
-    """Exact one-sided p-value that the mean of `values` is > 0 by chance: the share of the
-    2^n sign flips whose mean is at least the observed one (1/8 at best for three values)."""
+def sign_flip_p(values, exact_up_to: int = 16) -> float:
+    """One-sided p-value that the mean of `values` is > 0 by chance: the share of the 2^n sign
+    flips whose mean is at least the observed one (1/8 at best for three values); exact up to
+    `exact_up_to` values, beyond that over 2^16 seeded random flips (2^n would not fit)."""
     v = np.asarray(list(values), float)
-    signs = np.array(np.meshgrid(*[[1.0, -1.0]] * v.size)).reshape(v.size, -1).T
+    if v.size <= exact_up_to:
+        signs = np.array(np.meshgrid(*[[1.0, -1.0]] * v.size)).reshape(v.size, -1).T
+    else:
+        signs = np.random.default_rng(0).choice([1.0, -1.0], (2 ** 16, v.size))
     return float(np.mean((signs * np.abs(v)).mean(1) >= v.mean() - 1e-12))
 
 
