@@ -96,16 +96,21 @@ def test_the_attacked_function_is_nnunets_predictor_on_the_perturbed_scan(nnunet
 def _against_predictor(ours, theirs, raw: Path, tmp_path: Path, seed: int, what: str):
     """One test case of `raw`, perturbed by +-8/255 of its range, through rog's attacked function
     of `ours` and through nnU-Net's predictor `theirs` (the scan written as NIfTI and read back
-    by nnU-Net's reader); asserts that they agree, and returns the input gradient of CE."""
-    reader = theirs.plans_manager.image_reader_writer_class()
+    by nnU-Net's reader; a list of predictors: their probabilities averaged and the argmax
+    taken, as `nnUNetv2_ensemble` does); asserts that they agree, and returns the input
+    gradient of CE."""
+    predictors = theirs if isinstance(theirs, list) else [theirs]
+    reader = predictors[0].plans_manager.image_reader_writer_class()
     (case,) = ours.load_cases(raw / "imagesTs", raw / "labelsTs", max_cases=1)
-    model = case.around(tile(ours.network, ours.patch, **ours.window))
+    model = case.around(ours.network if ours.patch is None else tile(ours.network, ours.patch, **ours.window))
     noise = torch.from_numpy(np.random.default_rng(seed).choice([-8 / 255, 8 / 255], size=case.x.shape)).float()
     x = torch.minimum(torch.maximum(case.x + noise * (case.hi - case.lo), case.lo), case.hi)
     files = sorted((raw / "imagesTs").glob(f"{case.name}_*.nii.gz"))
     written = [_write_like(x[0, c].numpy(), f, tmp_path / f.name) for c, f in enumerate(files)]
     data, props = reader.read_images([str(f) for f in written])
-    seg, probabilities = theirs.predict_single_npy_array(data, props, None, None, True)
+    probabilities = sum(p.predict_single_npy_array(data, props, None, None, True)[1].astype(np.float32)
+                        for p in predictors) / len(predictors)
+    seg = probabilities.argmax(0)
     xg = x.clone().requires_grad_(True)
     logits = model(xg)
     mine = logits.detach().softmax(1)[0].numpy()
@@ -153,6 +158,53 @@ def test_2d_and_low_resolution_models_are_nnunets_prediction_of_the_perturbed_sc
     grad = _against_predictor(ours, theirs, raw, tmp_path, 2, configuration)
     # the gradient reaches the scan (at twice the spacing the resampling reads fewer of its voxels)
     assert float((grad != 0).float().mean()) > (0.2 if flat else 0.1)
+
+
+def test_an_ensemble_of_configurations_is_nnunets_ensemble_of_their_predictions(nnunet_model, tmp_path, capsys,
+                                                                                 monkeypatch):
+    # nnUNetv2_ensemble of a 3d_fullres and a 2d model: each predicted as nnUNetv2_predict does,
+    # the probabilities averaged, the argmax, then the ensemble's own post-processing
+    import shutil
+    from batchgenerators.utilities.file_and_folder_operations import save_pickle
+    from nnunetv2.ensembling.ensemble import ensemble_folders
+    from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
+    from rog.external.nnunet_ensemble import load_nnunet_ensemble
+    model_dir, raw = nnunet_model
+    dataset = tmp_path / "Dataset001_Synth"
+    shutil.copytree(model_dir, dataset / model_dir.name)
+    dirs = [dataset / model_dir.name, add_configuration(dataset / model_dir.name, raw, "2d", seed=1)]
+    ours = load_nnunet_ensemble(dirs, [0], tta=False, postprocessing=None)
+    grad = _against_predictor(ours, [_predictor(d, mirroring=False) for d in dirs], raw, tmp_path, 3, "ensemble")
+    assert float((grad != 0).float().mean()) > 0.2
+    # the command: the ensemble's post-processing found where nnUNetv2_find_best_configuration
+    # writes it, the first line saying what runs, clean Dice = nnU-Net's tools chained
+    post = ([remove_all_but_largest_component_from_segmentation], [{"labels_or_regions": 1}])
+    found = dataset / "ensembles" / f"ensemble___{dirs[0].name}___{dirs[1].name}___0"
+    found.mkdir(parents=True)
+    save_pickle(post, found / "postprocessing.pkl")
+    out = tmp_path / "att"
+    capsys.readouterr()
+    monkeypatch.setattr("rog.bench.runner.LARGE_EPS_ITERS", 1)  # the check's cost; it is tested elsewhere
+    main(["attack", "--nnunet", *map(str, dirs), "--folds", "0", "--disable-tta", "--images", str(raw / "imagesTs"),
+          "--labels", str(raw / "labelsTs"), "--eps", "8", "--attacks", "apgd-ce", "--iterations", "1", "-o", str(out),
+          "--max-cases", "1"])
+    said = capsys.readouterr().out.splitlines()
+    assert "as nnUNetv2_ensemble of 3d_fullres (fold 0, mirroring off" in said[0] and "and 2d (fold 0" in said[0]
+    assert "probabilities averaged; then nnU-Net's post-processing (largest component of 1)" in said[0]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["meta"]["deployment"]["postprocessing"] == str(found / "postprocessing.pkl")
+    assert [c["folds"] for c in doc["meta"]["deployment"]["configurations"]] == [[0], [0]]
+    recs = [r for r in doc["records"] if not r.get("skipped")]
+    assert recs and all(r["in_ball"] and r["dice"] <= doc["clean"][r["case"]]["dice"] + 1e-9 for r in recs)
+    (name,) = doc["clean"]
+    predicted = []
+    for d in dirs:
+        predicted.append(tmp_path / d.name)
+        _predictor(d, mirroring=False).predict_from_files(
+            [[str(raw / "imagesTs" / f"{name}_0000.nii.gz")]], [str(predicted[-1] / name)], save_probabilities=True,
+            overwrite=True, num_processes_preprocessing=1, num_processes_segmentation_export=1)
+    ensemble_folders([str(p) for p in predicted], str(tmp_path / "theirs"), num_processes=1)
+    _clean_dice_is_nnunets_own_evaluation(None, raw, doc["clean"], tmp_path / "theirs", post)
 
 
 def test_trainers_are_found_without_importing_every_trainer_module(nnunet_model, tmp_path, monkeypatch):
@@ -244,12 +296,15 @@ def test_worst_case_artefacts_run_on_the_nnunet_model_in_its_raw_intensities(nnu
 def _clean_dice_is_nnunets_own_evaluation(model_dir, raw, clean: dict, out: Path, post=None) -> None:
     """The results' clean Dice per case and class equal nnU-Net's evaluation of its own
     predictor's output on the same files (without mirroring, as `rog attack --disable-tta`),
-    post-processed by nnU-Net's `apply_postprocessing` with `post` ((functions, kwargs)) if given."""
+    post-processed by nnU-Net's `apply_postprocessing` with `post` ((functions, kwargs)) if given;
+    `model_dir` None: the predictions are in `out` already (nnUNetv2_ensemble's)."""
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
-    theirs = _predictor(model_dir, mirroring=False)
-    theirs.predict_from_files(str(raw / "imagesTs"), str(out), save_probabilities=False, overwrite=True,
-                              num_processes_preprocessing=1, num_processes_segmentation_export=1)
-    rw = theirs.plans_manager.image_reader_writer_class()
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    if model_dir is not None:
+        _predictor(model_dir, mirroring=False).predict_from_files(
+            str(raw / "imagesTs"), str(out), save_probabilities=False, overwrite=True, num_processes_preprocessing=1,
+            num_processes_segmentation_export=1)
+    rw = SimpleITKIO()  # the reader nnU-Net planned for these NIfTI files
     if post is not None:
         from nnunetv2.postprocessing.remove_connected_components import load_postprocess_save
         for name in clean:

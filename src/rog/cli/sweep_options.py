@@ -26,8 +26,9 @@ def _model_source_arguments(s) -> None:
                    "corrupted or worst-artefact input, its difference from the clean one and the predictions as images in the "
                    "scan's own format and geometry, under OUT/volumes/CASE/ (an attacked patch is put back into its case)")
     g = s.add_argument_group("an nnU-Net v2 model (needs the nnunetv2 extra)")
-    g.add_argument("--nnunet", metavar="MODEL_DIR",
-                   help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres")
+    g.add_argument("--nnunet", metavar="MODEL_DIR", nargs="+",
+                   help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres; "
+                   "several of one dataset: their ensemble, probabilities averaged as nnUNetv2_ensemble")
     g.add_argument("--folds", type=fold, nargs="+", default=None,
                    help="folds to ensemble, 0-4 or 'all' (default: every fold_N with checkpoint_final.pth, as "
                    "nnUNetv2_predict)")
@@ -40,8 +41,8 @@ def _model_source_arguments(s) -> None:
     alias(g, "--tta", "tta", action="store_true")  # the old switch: mirroring is on by default now
     g.add_argument("--postprocessing", default="auto", metavar="auto|none|FILE",
                    help="nnU-Net's post-processing, applied before Dice: 'auto' (the one nnUNetv2_find_best_configuration "
-                   "wrote for these folds, MODEL_DIR/crossval_results_folds_*/postprocessing.json or .pkl, where it "
-                   "exists), 'none', or a postprocessing.json/.pkl file")
+                   "wrote for these folds, MODEL_DIR/crossval_results_folds_*/postprocessing.json or .pkl, for an ensemble "
+                   "DatasetXXX/ensembles/ensemble___*/postprocessing.*, where it exists), 'none', or a postprocessing.json/.pkl file")
     g.add_argument("--perturb-background", action="store_true",
                    help="skull-stripped or masked scans (normalised inside the non-zero mask): perturb the zero "
                    "background outside nnU-Net's mask too (default: left as it is, a product of preprocessing; "

@@ -13,6 +13,8 @@ from rog.bench.cases import BenchCase
 from rog.data import formats
 from rog.data.io import Geometry, write_label
 from rog.errors import RogError
+from rog.models.summary import row
+from rog.results import ModelInfo
 
 
 class ExternalError(RogError):
@@ -55,6 +57,11 @@ class ExternalModel(ABC):
         """How the tool's inference is run here, for the results' `Meta.deployment` and the
         command's first lines (`text`: one sentence); empty where there is nothing to say."""
         return {}
+
+    def summary(self, shape) -> ModelInfo:
+        """Name, parameters and GFLOPs of one forward of the network at its patch (at `shape`,
+        a case's, where it takes whole cases)."""
+        return row(self.network, self.name, self.num_channels, self.patch or shape)
 
     def volume_ending(self, case: str) -> str:
         """The file ending `save_volume` writes for `case`: its scan's own (NIfTI for DICOM)."""

@@ -286,21 +286,33 @@ class NnUNetModel(ExternalModel):
     post: object = None  # `nnunet_post.PostProcessing`, or None
     perturb_background: bool = False  # a masked scan's zero background perturbed too (`_background`)
 
+    def settings(self) -> str:
+        """One phrase: the folds, mirroring and tiling of this configuration's prediction."""
+        mirror = self.window.get("mirror_axes")
+        return (_folds_text(self.folds) + (" averaged" if len(self.folds) > 1 else "")
+                + f", mirroring {'over axes ' + ','.join(map(str, mirror)) if mirror else 'off'}"
+                + f", tile step {1 - self.window['overlap']:g}, Gaussian weights, half-precision sums (gradient in fp32)")
+
     def inference(self) -> dict:
         mirror = self.window.get("mirror_axes")
-        text = (f"as nnUNetv2_predict: {_folds_text(self.folds)}" + (" averaged" if len(self.folds) > 1 else "")
-                + f", mirroring {'over axes ' + ','.join(map(str, mirror)) if mirror else 'off'}"
-                + f", tile step {1 - self.window['overlap']:g}, Gaussian weights, half-precision sums (gradient "
-                "in fp32); " + (f"then {self.post.describe()}: Dice after it, the gradient through the logits "
-                                "before it" if self.post else "no post-processing"))
-        masked = any(n.masked for n in self.deployment.norms)
-        if masked:
-            text += ("; the zero background outside nnU-Net's mask " +
-                     ("perturbed too (--perturb-background)" if self.perturb_background else "left unperturbed"))
+        text = f"as nnUNetv2_predict: {self.settings()}; " + self._post_text("logits") + self._background_text()
         return {"tool": "nnunet", "folds": list(self.folds), "mirror_axes": list(mirror) if mirror else None,
-                "background_fixed": masked and not self.perturb_background,
+                "background_fixed": self._masked() and not self.perturb_background,
                 "tile_step": 1 - self.window["overlap"],
                 "postprocessing": self.post.source if self.post else None, "text": text}
+
+    def _post_text(self, before: str) -> str:
+        return (f"then {self.post.describe()}: Dice after it, the gradient through the {before} before it"
+                if self.post else "no post-processing")
+
+    def _masked(self) -> bool:
+        return any(n.masked for n in self.deployment.norms)
+
+    def _background_text(self) -> str:
+        if not self._masked():
+            return ""
+        return "; the zero background outside nnU-Net's mask " + (
+            "perturbed too (--perturb-background)" if self.perturb_background else "left unperturbed")
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         out = []
@@ -325,7 +337,7 @@ class NnUNetModel(ExternalModel):
         (zero in every channel, holes filled) as `[1, 1, ...]` bool: its zeros are a product of
         preprocessing, and a perturbation there would move nnU-Net's mask and crop box, a step
         no gradient sees. None where the perturbation may act everywhere."""
-        if self.perturb_background or not any(n.masked for n in self.deployment.norms):
+        if self.perturb_background or not self._masked():
             return None
         from nnunetv2.preprocessing.cropping.cropping import create_nonzero_mask
         return ~torch.from_numpy(create_nonzero_mask(x[0].numpy()))[None, None]

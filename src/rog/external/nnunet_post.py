@@ -67,7 +67,12 @@ class PostProcessing:
 def default_file(model_dir: Path, folds: list) -> Path | None:
     """Where `nnUNetv2_find_best_configuration` writes the post-processing of `folds` of this
     model: crossval_results_folds_F1_F2.../postprocessing.json (or .pkl); None if neither is."""
-    folder = model_dir / f"crossval_results_folds_{'_'.join(map(str, folds))}"
+    return first_file(model_dir / f"crossval_results_folds_{'_'.join(map(str, folds))}")
+
+
+def first_file(folder: Path) -> Path | None:
+    """folder/postprocessing.json, else folder/postprocessing.pkl, else None: what
+    `nnUNetv2_find_best_configuration` wrote there."""
     return next((f for f in (folder / "postprocessing.json", folder / "postprocessing.pkl") if f.is_file()), None)
 
 

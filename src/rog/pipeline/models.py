@@ -187,10 +187,9 @@ class ScanModel:
         return self.tool.load_cases(self.source.images, self.source.labels, names, max_cases, device), "folders"
 
     def meta(self, label, cases_source, cases):
-        from rog.models.summary import row
         t = self.tool
         meta = Meta(label=label or t.name, cases_source=cases_source, cases_source_text=SOURCES[cases_source],
-                    model=row(t.network, t.name, t.num_channels, t.patch or cases[0].x.shape[2:]),
+                    model=t.summary(cases[0].x.shape[2:]),
                     class_names=t.class_names, deployment=t.inference() or None)
         if self.run:
             _add_run(meta, self.run)

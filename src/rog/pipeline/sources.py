@@ -123,12 +123,12 @@ class RunScansSource(_OnScans):
 
 @dataclass(frozen=True)
 class NnunetSource(_OnScans):
-    """A trained nnU-Net v2 configuration folder, deployed as `nnUNetv2_predict` deploys it:
-    `folds` to ensemble (None: every fold found), `tta` mirroring, `overlap` of its windows,
+    """A trained nnU-Net v2 configuration folder, deployed as `nnUNetv2_predict` deploys it, or
+    several of one dataset (a tuple), ensembled as `nnUNetv2_ensemble` ensembles them: `folds` to ensemble (None: every fold found), `tta` mirroring, `overlap` of its windows,
     `postprocessing` "auto" (the folder's), "none" or a file, `perturb_background`: a masked
     scan's zero background perturbed too."""
 
-    nnunet: str | Path
+    nnunet: str | Path | tuple
     images: str | Path | None = None
     labels: str | Path | None = None
     folds: tuple | None = None
@@ -145,10 +145,13 @@ class NnunetSource(_OnScans):
 
     def load(self) -> ScanModel:
         from rog.external.nnunet import load_nnunet
+        from rog.external.nnunet_ensemble import load_nnunet_ensemble
+        dirs = [self.nnunet] if isinstance(self.nnunet, (str, Path)) else list(self.nnunet)
+        load = load_nnunet if len(dirs) == 1 else load_nnunet_ensemble
         post = None if self.postprocessing == "none" else self.postprocessing
-        return ScanModel(self, load_nnunet(self.nnunet, list(self.folds) if self.folds else None, tta=self.tta,
-                                           overlap=self.overlap, postprocessing=post,
-                                           perturb_background=self.perturb_background))
+        return ScanModel(self, load(dirs[0] if len(dirs) == 1 else dirs, list(self.folds) if self.folds else None,
+                                    tta=self.tta, overlap=self.overlap, postprocessing=post,
+                                    perturb_background=self.perturb_background))
 
 
 @dataclass(frozen=True)
