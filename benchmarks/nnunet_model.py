@@ -109,29 +109,35 @@ def add_folds(model_dir: Path, folds=(1, 2, 3, 4), mirror_axes=None, seed: int =
 def add_configuration(model_dir: Path, raw: Path, configuration: str = "2d", seed: int = 0,
                       planned: dict | None = None) -> Path:
     """A sibling folder of `model_dir`, TRAINER__PLANS__`configuration`, with a network of that
-    configuration of the same plans (random weights, head centred on one case as `build`'s),
-    in nnU-Net's checkpoint format; returns it. `planned`: the configuration's entry in
-    plans.json where the planner made none for volumes this small (3d_lowres)."""
+    configuration of the same plans (random weights, head centred on one case as `build`'s; a
+    cascade stage's on an empty previous segmentation), in nnU-Net's checkpoint format;
+    returns it. `planned`: configuration name -> its entry in plans.json, for those the
+    planner made none of for volumes this small (3d_lowres, 3d_cascade_fullres)."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from rog.external.nnunet import Slicewise, read_case
     from rog.external.nnunet_scan import Deployment, ScanPipeline
     from rog.infer.sliding_window import SlidingWindow
     plans, dataset_json = (json.loads((model_dir / f).read_text()) for f in ("plans.json", "dataset.json"))
-    if planned:
-        plans["configurations"][configuration] = planned
+    plans["configurations"].update(planned or {})
     pm = PlansManager(plans)
     cm = pm.get_configuration(configuration)
     torch.manual_seed(seed)
-    channels, classes = len(dataset_json["channel_names"]), len(dataset_json["labels"])
+    images, classes = len(dataset_json["channel_names"]), len(dataset_json["labels"])
+    channels = determine_num_input_channels(pm, cm, dataset_json)
     net = nnUNetTrainer.build_network_architecture(pm, cm, channels, classes, enable_deep_supervision=False).eval()
     flat = len(cm.patch_size) == 2
     data, _, props = read_case(pm, sorted((raw / "imagesTr").glob("*_000_*.nii.gz")), None)
     seen = []
     window = SlidingWindow(Slicewise(net) if flat else net, [1, *cm.patch_size] if flat else cm.patch_size)
+
+    def centred(z):  # the image's channels, then an empty previous stage's
+        seen.append(window(torch.cat([z, z.new_zeros(1, channels - images, *z.shape[2:])], 1)))
+        return seen[-1]
+
     with torch.no_grad():
-        ScanPipeline(lambda z: seen.append(window(z)) or seen[-1], props["spacing"], Deployment.of(pm, cm))(
-            torch.from_numpy(data)[None])
+        ScanPipeline(centred, props["spacing"], Deployment.of(pm, cm))(torch.from_numpy(data)[None])
         net.decoder.seg_layers[-1].bias -= seen[0].mean((0, 2, 3, 4))
     folder = model_dir.parent / model_dir.name.replace(model_dir.name.split("__")[-1], configuration)
     (folder / "fold_0").mkdir(parents=True)

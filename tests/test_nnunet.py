@@ -1,5 +1,6 @@
 """nnU-Net v2 results folders as benchmark models: a folder built offline by nnU-Net's own
 planner, a network from its plans saved in nnU-Net's checkpoint format."""
+import copy
 import json
 import sys
 from pathlib import Path
@@ -93,23 +94,33 @@ def test_the_attacked_function_is_nnunets_predictor_on_the_perturbed_scan(nnunet
             assert (case.x == 0).any() and (x != 0).sum() > (case.x != 0).sum()
 
 
-def _against_predictor(ours, theirs, raw: Path, tmp_path: Path, seed: int, what: str):
+def _probabilities(predictor, previous=None):
+    """nnU-Net's probabilities `[K, ...]` of a scan (data, properties as its reader gives them)
+    by `predictor`; on the segmentation of the predictor `previous` (a cascade's first stage),
+    as float32 `[1, ...]`, how nnU-Net's reader reads the file that stage wrote."""
+    def predict(data, props):
+        seg = previous.predict_single_npy_array(data, copy.deepcopy(props), None, None, False) if previous else None
+        return predictor.predict_single_npy_array(data, copy.deepcopy(props), None if seg is None else
+                                                  seg[None].astype(np.float32), None, True)[1].astype(np.float32)
+    return predict
+
+
+def _against_predictor(ours, predict, raw: Path, tmp_path: Path, seed: int, what: str):
     """One test case of `raw`, perturbed by +-8/255 of its range, through rog's attacked function
-    of `ours` and through nnU-Net's predictor `theirs` (the scan written as NIfTI and read back
-    by nnU-Net's reader; a list of predictors: their probabilities averaged and the argmax
-    taken, as `nnUNetv2_ensemble` does); asserts that they agree, and returns the input
+    of `ours` and through nnU-Net (`predict(data, properties)`, its probabilities, on the scan
+    written as NIfTI and read back by nnU-Net's reader; a list of them: the probabilities
+    averaged, as `nnUNetv2_ensemble` does); asserts that they agree, and returns the input
     gradient of CE."""
-    predictors = theirs if isinstance(theirs, list) else [theirs]
-    reader = predictors[0].plans_manager.image_reader_writer_class()
+    predicts = predict if isinstance(predict, list) else [predict]
+    reader = ours.plans.image_reader_writer_class()
     (case,) = ours.load_cases(raw / "imagesTs", raw / "labelsTs", max_cases=1)
-    model = case.around(ours.network if ours.patch is None else tile(ours.network, ours.patch, **ours.window))
+    model = case.around(ours.whole())
     noise = torch.from_numpy(np.random.default_rng(seed).choice([-8 / 255, 8 / 255], size=case.x.shape)).float()
     x = torch.minimum(torch.maximum(case.x + noise * (case.hi - case.lo), case.lo), case.hi)
     files = sorted((raw / "imagesTs").glob(f"{case.name}_*.nii.gz"))
     written = [_write_like(x[0, c].numpy(), f, tmp_path / f.name) for c, f in enumerate(files)]
     data, props = reader.read_images([str(f) for f in written])
-    probabilities = sum(p.predict_single_npy_array(data, props, None, None, True)[1].astype(np.float32)
-                        for p in predictors) / len(predictors)
+    probabilities = sum(p(data, props) for p in predicts) / len(predicts)
     seg = probabilities.argmax(0)
     xg = x.clone().requires_grad_(True)
     logits = model(xg)
@@ -131,50 +142,86 @@ def test_the_default_deployment_is_nnunets_five_fold_mirrored_ensemble(nnunet_fo
     assert ours.folds == [0, 1, 2, 3, 4] and len(theirs.list_of_parameters) == 5
     assert ours.window["mirror_axes"] == (2,) and ours.name.endswith("folds 0,1,2,3,4")
     assert ours.inference()["folds"] == [0, 1, 2, 3, 4] and "averaged" in ours.inference()["text"]
-    grad = _against_predictor(ours, theirs, raw, tmp_path, 1, "5 folds, mirrored")
+    grad = _against_predictor(ours, _probabilities(theirs), raw, tmp_path, 1, "5 folds, mirrored")
     # the ensemble's gradient reaches the scan (zero where CT's clipping holds a voxel, the air,
     # and on the slices the nearest-neighbour resampling along z skips); that it is the folds'
     # mean gradient is `FoldMean`'s test in test_sliding_window.py
     assert float((grad != 0).float().mean()) > 0.2
 
 
-@pytest.mark.parametrize("configuration", ["2d", "3d_lowres"])
-def test_2d_and_low_resolution_models_are_nnunets_prediction_of_the_perturbed_scan(nnunet_model, tmp_path,
-                                                                                    configuration):
-    # 2d, the usual choice for anisotropic data: each slice tiled in-plane, its windows one
-    # slice deep in rog's tiling, mirrored over the slice's two axes; 3d_lowres: the scan
-    # resampled to twice the spacing and the logits back
+def test_a_2d_model_is_nnunets_prediction_of_the_perturbed_scan(nnunet_model, tmp_path):
+    # the usual choice for anisotropic data: each slice tiled in-plane, its windows one slice
+    # deep in rog's tiling, mirrored over the slice's two axes
     from rog.external.nnunet import Slicewise, load_nnunet
     model_dir, raw = nnunet_model
+    folder = add_configuration(_copy(model_dir, tmp_path), raw, "2d")
+    ours, theirs = load_nnunet(folder, [0]), _predictor(folder)
+    assert isinstance(ours.network, Slicewise) and ours.patch[0] == 1
+    assert ours.window["mirror_axes"] == (1, 2) and len(theirs.configuration_manager.patch_size) == 2
+    grad = _against_predictor(ours, _probabilities(theirs), raw, tmp_path, 2, "2d")
+    assert float((grad != 0).float().mean()) > 0.2  # the gradient reaches the scan
+
+
+def _copy(model_dir: Path, tmp_path: Path) -> Path:
+    """`model_dir` copied into tmp_path/DATASET/, where sibling configurations may be added."""
+    import shutil
+    folder = tmp_path / model_dir.parent.name / model_dir.name
+    shutil.copytree(model_dir, folder)
+    return folder
+
+
+def test_a_cascade_is_nnunets_prediction_on_its_low_resolution_stages_segmentation(nnunet_model, tmp_path,
+                                                                                   monkeypatch):
+    # 3d_lowres (the scan at twice the spacing, the logits back), then 3d_cascade_fullres on
+    # its segmentation as nnUNetv2_predict -prev_stage_predictions hands it on
+    from rog.external.nnunet import load_nnunet
+    from rog.external.nnunet_multi import NnUNetCascade
+    model_dir, raw = nnunet_model
     fullres = json.loads((model_dir / "plans.json").read_text())["configurations"]["3d_fullres"]
-    lowres = {"inherits_from": "3d_fullres", "data_identifier": "nnUNetPlans_3d_lowres",
-              "spacing": [2 * s for s in fullres["spacing"]], "next_stage": "3d_cascade_fullres"}
-    folder = add_configuration(model_dir, raw, configuration, planned=lowres if configuration == "3d_lowres" else None)
-    flat = configuration == "2d"  # mirrored (4 passes per window); 3d_lowres without (8 would be the cost)
-    ours, theirs = load_nnunet(folder, [0], tta=flat), _predictor(folder, mirroring=flat)
-    assert isinstance(ours.network, Slicewise) == flat and (ours.patch[0] == 1) == flat
-    assert ours.window["mirror_axes"] == ((1, 2) if flat else None)
-    assert len(theirs.configuration_manager.patch_size) == (2 if flat else 3)
-    grad = _against_predictor(ours, theirs, raw, tmp_path, 2, configuration)
-    # the gradient reaches the scan (at twice the spacing the resampling reads fewer of its voxels)
-    assert float((grad != 0).float().mean()) > (0.2 if flat else 0.1)
+    planned = {"3d_lowres": {"inherits_from": "3d_fullres", "data_identifier": "nnUNetPlans_3d_lowres",
+                             "spacing": [2 * s for s in fullres["spacing"]], "next_stage": "3d_cascade_fullres"},
+               "3d_cascade_fullres": {"inherits_from": "3d_fullres", "data_identifier": "nnUNetPlans_3d_fullres",
+                                      "previous_stage": "3d_lowres"}}
+    folder = _copy(model_dir, tmp_path)
+    low = add_configuration(folder, raw, "3d_lowres", planned=planned)
+    full = add_configuration(folder, raw, "3d_cascade_fullres", seed=2, planned=planned)
+    ours = load_nnunet(full, [0], tta=False)  # mirroring off: 8 passes per window would be the test's cost
+    assert isinstance(ours, NnUNetCascade) and ours.folders == [low, full]
+    assert "as nnUNetv2_predict of 3d_cascade_fullres (fold 0" in ours.inference()["text"]
+    assert "on the segmentation of 3d_lowres (fold 0" in ours.inference()["text"]
+    predict = _probabilities(_predictor(full, mirroring=False), previous=_predictor(low, mirroring=False))
+    (case,) = ours.load_cases(raw / "imagesTs", raw / "labelsTs", max_cases=1)
+    with torch.no_grad():  # the first stage draws every class: its segmentation is an input worth agreeing on
+        first = ours.members[0].around(case.spacing)(ours.network[0])(case.x).argmax(1)
+    assert len(torch.unique(first)) == ours.num_classes
+    grad = _against_predictor(ours, predict, raw, tmp_path, 2, "cascade")
+    # the gradient passes the argmax between the stages through the first stage's probabilities:
+    # with the label map held constant, the gradient differs
+    monkeypatch.setattr("rog.external.nnunet_scan.straight_through", lambda exact, value: value)
+    held = _against_predictor(ours, predict, raw, tmp_path, 2, "cascade, previous stage held")
+    assert float((grad != 0).float().mean()) > 0.2 and not torch.allclose(grad, held)
+    # a cascade stage without its previous stage's folder is one line naming it
+    import shutil
+    shutil.rmtree(low)
+    with pytest.raises(Exception, match="nnUNetTrainer__nnUNetPlans__3d_lowres: missing: .* cascade stage"):
+        load_nnunet(full, [0])
 
 
 def test_an_ensemble_of_configurations_is_nnunets_ensemble_of_their_predictions(nnunet_model, tmp_path, capsys,
                                                                                  monkeypatch):
     # nnUNetv2_ensemble of a 3d_fullres and a 2d model: each predicted as nnUNetv2_predict does,
     # the probabilities averaged, the argmax, then the ensemble's own post-processing
-    import shutil
     from batchgenerators.utilities.file_and_folder_operations import save_pickle
     from nnunetv2.ensembling.ensemble import ensemble_folders
     from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
-    from rog.external.nnunet_ensemble import load_nnunet_ensemble
+    from rog.external.nnunet_multi import load_nnunet_ensemble
     model_dir, raw = nnunet_model
-    dataset = tmp_path / "Dataset001_Synth"
-    shutil.copytree(model_dir, dataset / model_dir.name)
-    dirs = [dataset / model_dir.name, add_configuration(dataset / model_dir.name, raw, "2d", seed=1)]
+    folder = _copy(model_dir, tmp_path)
+    dataset = folder.parent
+    dirs = [folder, add_configuration(folder, raw, "2d", seed=1)]
     ours = load_nnunet_ensemble(dirs, [0], tta=False, postprocessing=None)
-    grad = _against_predictor(ours, [_predictor(d, mirroring=False) for d in dirs], raw, tmp_path, 3, "ensemble")
+    grad = _against_predictor(ours, [_probabilities(_predictor(d, mirroring=False)) for d in dirs], raw, tmp_path, 3,
+                              "ensemble")
     assert float((grad != 0).float().mean()) > 0.2
     # the command: the ensemble's post-processing found where nnUNetv2_find_best_configuration
     # writes it, the first line saying what runs, clean Dice = nnU-Net's tools chained
@@ -317,9 +364,10 @@ def _clean_dice_is_nnunets_own_evaluation(model_dir, raw, clean: dict, out: Path
             assert abs(score["dice_per_class"][k - 1] - metrics[k]["Dice"]) <= 1e-3, (name, k)
 
 
-def test_nnunets_postprocessing_is_applied_before_dice(nnunet_model, tmp_path, capsys):
+def test_nnunets_postprocessing_is_applied_before_dice(nnunet_model, tmp_path, capsys, monkeypatch):
     # the post-processing nnUNetv2_find_best_configuration writes (pickle and json) is found
     # beside the folds and applied: the clean Dice is nnU-Net's after its own post-processing
+    monkeypatch.setattr("rog.bench.runner.LARGE_EPS_ITERS", 1)  # the check's cost; it is tested elsewhere
     import shutil
     from batchgenerators.utilities.file_and_folder_operations import save_pickle
     from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
@@ -436,7 +484,7 @@ def test_cases_are_the_scans_as_stored(nnunet_model):
     assert np.array_equal(case.y[0].numpy(), label)
 
 
-@pytest.mark.parametrize("problem", ["not_a_model", "missing_fold", "channels", "reader", "preprocessor", "cascade"])
+@pytest.mark.parametrize("problem", ["not_a_model", "missing_fold", "channels", "reader", "preprocessor", "regions"])
 def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys, problem):
     import shutil
     model_dir, raw = nnunet_model
@@ -451,13 +499,18 @@ def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys
         plans = json.loads((folder / "plans.json").read_text())
         (folder / "plans.json").write_text(json.dumps({**plans, "image_reader_writer": "NibabelIO"}))
         extra = ["--save-volumes"]
-    elif problem in ("preprocessor", "cascade"):  # a custom preprocessor, or a cascade's second stage
+    elif problem == "preprocessor":  # a custom preprocessor
         folder = tmp_path / "model"
         shutil.copytree(model_dir, folder)
         plans = json.loads((folder / "plans.json").read_text())
-        plans["configurations"]["3d_fullres"].update({"preprocessor_name": "MyPreprocessor"} if problem == "preprocessor"
-                                                     else {"previous_stage": "3d_lowres"})
+        plans["configurations"]["3d_fullres"]["preprocessor_name"] = "MyPreprocessor"
         (folder / "plans.json").write_text(json.dumps(plans))
+    elif problem == "regions":  # region-based training (BraTS's kind): not yet
+        folder = tmp_path / "model"
+        shutil.copytree(model_dir, folder)
+        dataset = json.loads((folder / "dataset.json").read_text())
+        dataset.update(labels={"background": 0, "whole": [1, 2], "core": 2}, regions_class_order=[1, 2])
+        (folder / "dataset.json").write_text(json.dumps(dataset))
     else:  # a second channel the model does not take
         images = tmp_path / "images"
         images.mkdir()
@@ -473,6 +526,6 @@ def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys
                 "channels": "more channels than the model's 1",
                 "reader": "--save-volumes: nnU-Net reads this dataset with NibabelIO",
                 "preprocessor": "preprocessor MyPreprocessor: rog reproduces nnU-Net's DefaultPreprocessor only",
-                "cascade": "a cascade stage (its input holds 3d_lowres's segmentation): not supported yet"}[problem]
+                "regions": "region-based or ignore-label nnU-Net models are not supported yet"}[problem]
     assert expected in err[0], err[0]
     assert not (out / "results.json").exists()

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from rog.errors import read_json_object
 from rog.external import nnunet_post
 from rog.external.model import ExternalError, ExternalModel
 from rog.external.nnunet_scan import Deployment, ScanPipeline
+from rog.infer.sliding_window import tile
 
 CHECKPOINT = "checkpoint_final.pth"
 
@@ -70,12 +72,27 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
         checkpoint: the checkpoint file name in each fold folder.
 
     Returns:
-        An `NnUNetModel` whose `network` is one fold's network or an `nn.ModuleList` of them.
+        An `NnUNetModel` whose `network` is one fold's network or an `nn.ModuleList` of them;
+        for a cascade's full-resolution folder, an `nnunet_multi.NnUNetCascade` (its previous
+        stage found beside it).
 
     Raises:
         ExternalError naming the folder or file: no such model, a missing fold, a trainer or
         configuration rog cannot run.
     """
+    model = load_configuration(model_dir, folds, tta, overlap, postprocessing, perturb_background, checkpoint)
+    if not model.configuration.previous_stage_name:
+        return model
+    from rog.external.nnunet_multi import cascade_of
+    return cascade_of(model, Path(model_dir), folds, tta, checkpoint)
+
+
+def load_configuration(model_dir: str | Path, folds: list[int | str] | None = None, tta: bool = True,
+                       overlap: float = 0.5, postprocessing: str | Path | None = "auto",
+                       perturb_background: bool = False, checkpoint: str = CHECKPOINT) -> "NnUNetModel":
+    """`load_nnunet`'s `NnUNetModel` of the one configuration in `model_dir`, a cascade's
+    stage on its own included (its network then takes the image's channels and the previous
+    stage's one-hot segmentation)."""
     _nnunet()
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -107,14 +124,14 @@ def load_nnunet(model_dir: str | Path, folds: list[int | str] | None = None, tta
     if mirror and flat:  # a 2d network's axes are the slice's, the volume's axes 1 and 2
         mirror = [a + 1 for a in mirror]
     try:
-        deployment = Deployment.of(plans, configuration)
+        deployment = Deployment.of(plans, configuration, labels.foreground_labels)
     except ValueError as e:
         raise ExternalError(f"{d / 'plans.json'}: {e}") from e
     if postprocessing == "auto":
         postprocessing = nnunet_post.default_file(d, folds)
     post = nnunet_post.read(postprocessing) if postprocessing else None
     return NnUNetModel(
-        name=f"nnU-Net {d.parent.name}/{d.name} {_folds_text(folds)}",
+        name=f"nnU-Net {d.parent.name}/{d.name} {folds_text(folds)}",
         network=networks[0] if len(networks) == 1 else nn.ModuleList(networks),
         patch=[1, *configuration.patch_size] if flat else list(configuration.patch_size),
         num_channels=channels, class_names=[names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)],
@@ -132,9 +149,6 @@ def _check_configuration(d: Path, configuration, labels) -> None:
     """Refuse, naming the folder, what `ScanPipeline` does not reproduce."""
     if labels.has_regions or labels.has_ignore_label:
         raise ExternalError(f"{d}: region-based or ignore-label nnU-Net models are not supported yet")
-    if configuration.previous_stage_name:
-        raise ExternalError(f"{d}: a cascade stage (its input holds {configuration.previous_stage_name}'s "
-                            "segmentation): not supported yet; the 2d, 3d_lowres and 3d_fullres configurations are")
     if configuration.preprocessor_name != PREPROCESSOR:
         raise ExternalError(f"{d / 'plans.json'}: preprocessor {configuration.preprocessor_name}: rog reproduces "
                             f"nnU-Net's {PREPROCESSOR} only")
@@ -178,7 +192,8 @@ def available_folds(model_dir: Path, checkpoint: str = CHECKPOINT) -> list[int]:
     return folds
 
 
-def _folds_text(folds: list) -> str:
+def folds_text(folds: list) -> str:
+    """"fold F" or "folds F1,F2,...", as names and first lines say them."""
     return f"fold {folds[0]}" if len(folds) == 1 else f"folds {','.join(map(str, folds))}"
 
 
@@ -286,10 +301,18 @@ class NnUNetModel(ExternalModel):
     post: object = None  # `nnunet_post.PostProcessing`, or None
     perturb_background: bool = False  # a masked scan's zero background perturbed too (`_background`)
 
+    def whole(self) -> nn.Module:
+        """The whole-volume model of the network: its folds tiled as nnU-Net tiles them."""
+        return tile(self.network, self.patch, **self.window)
+
+    def around(self, spacing) -> Callable[[nn.Module], nn.Module]:
+        """nnU-Net's inference of a case with voxel size `spacing` around `whole()`."""
+        return partial(ScanPipeline, spacing=spacing, deployment=self.deployment, post=self.post)
+
     def settings(self) -> str:
         """One phrase: the folds, mirroring and tiling of this configuration's prediction."""
         mirror = self.window.get("mirror_axes")
-        return (_folds_text(self.folds) + (" averaged" if len(self.folds) > 1 else "")
+        return (folds_text(self.folds) + (" averaged" if len(self.folds) > 1 else "")
                 + f", mirroring {'over axes ' + ','.join(map(str, mirror)) if mirror else 'off'}"
                 + f", tile step {1 - self.window['overlap']:g}, Gaussian weights, half-precision sums (gradient in fp32)")
 
@@ -325,8 +348,7 @@ class NnUNetModel(ExternalModel):
             spacing = [float(s) for s in props["spacing"]]
             fixed = self._background(x)
             out.append(BenchCase(name, x.to(device), y.to(device), lo.to(device), hi.to(device),
-                                 around=partial(ScanPipeline, spacing=spacing, deployment=self.deployment,
-                                                post=self.post),
+                                 around=self.around(spacing),
                                  spacing=spacing, fixed=None if fixed is None else fixed.to(device)))
             self.scan_files[name] = files
         return out

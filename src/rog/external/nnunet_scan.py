@@ -23,6 +23,7 @@ from torch import nn
 
 from rog.infer.resample import nnunet_resampling
 from rog.infer.scan import uncrop
+from rog.infer.sliding_window import straight_through
 
 SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization")
 # the foreground logits outside the crop box: softmax gives background 1 to float precision,
@@ -65,10 +66,13 @@ class Deployment:
     spacing: tuple[float, ...]
     data: tuple[str, dict]
     logits: tuple[str, dict]
+    segmentation: tuple[str | None, dict] = (None, {})  # the resampling of a cascade's previous stage
+    foreground: tuple[int, ...] = ()  # the labels a cascade's previous stage feeds as one-hot channels
 
     @classmethod
-    def of(cls, plans, configuration) -> "Deployment":
-        """From nnU-Net's `PlansManager` and `ConfigurationManager`; ValueError for what it cannot run."""
+    def of(cls, plans, configuration, foreground=()) -> "Deployment":
+        """From nnU-Net's `PlansManager` and `ConfigurationManager` (`foreground`: the label
+        manager's foreground labels, for a cascade's stage); ValueError for what it cannot run."""
         conf = configuration.configuration
         intensity = plans.foreground_intensity_properties_per_channel
         norms = []
@@ -79,11 +83,18 @@ class Deployment:
             norms.append(ChannelNorm(scheme, bool(configuration.use_mask_for_norm[c]) and scheme == SCHEMES[0],
                                      p.get("mean", 0.0), p.get("std", 1.0), p.get("percentile_00_5", -np.inf),
                                      p.get("percentile_99_5", np.inf)))
-        for key in ("resampling_fn_data", "resampling_fn_probabilities"):  # refused at load, not mid-benchmark
-            nnunet_resampling(conf[key], conf[f"{key}_kwargs"], (2, 2, 2), (3, 3, 3), (1, 1, 1), (1, 1, 1))
+        keys = ["resampling_fn_data", "resampling_fn_probabilities"]
+        if configuration.previous_stage_name:
+            keys.append("resampling_fn_seg")
+        for key in keys:  # refused at load, not mid-benchmark (a label map's resampling checked as the linear
+            # one its gradient takes)
+            kwargs = {**conf[f"{key}_kwargs"], "is_seg": False} if key == "resampling_fn_seg" else conf[f"{key}_kwargs"]
+            nnunet_resampling(conf[key], kwargs, (2, 2, 2), (3, 3, 3), (1, 1, 1), (1, 1, 1))
         return cls(tuple(plans.transpose_forward), tuple(norms), tuple(float(s) for s in configuration.spacing),
                    (conf["resampling_fn_data"], conf["resampling_fn_data_kwargs"]),
-                   (conf["resampling_fn_probabilities"], conf["resampling_fn_probabilities_kwargs"]))
+                   (conf["resampling_fn_probabilities"], conf["resampling_fn_probabilities_kwargs"]),
+                   (conf.get("resampling_fn_seg"), conf.get("resampling_fn_seg_kwargs", {})),
+                   tuple(int(k) for k in foreground) if configuration.previous_stage_name else ())
 
     def crop_box(self, x: torch.Tensor) -> tuple[tuple[slice, ...], torch.Tensor]:
         """nnU-Net's `crop_to_nonzero` of the transposed case x `[1, C, *shape]`: (the box's
@@ -98,27 +109,54 @@ class Deployment:
 class ScanPipeline(nn.Module):
     """nnU-Net's inference of one case around a whole-volume `model` (logits on the network's
     grid), as a function x `[1, C, *shape]` -> logits `[1, K, *shape]` (the module's note);
-    `spacing`: the case's voxel size in mm in the reader's axis order."""
+    `spacing`: the case's voxel size in mm in the reader's axis order. `previous`: a cascade's
+    previous stage, the same function of x, whose segmentation the network takes as one-hot
+    channels after the image's (`_previous_stage`)."""
 
-    def __init__(self, model: nn.Module, spacing, deployment: Deployment, post=None):
+    def __init__(self, model: nn.Module, spacing, deployment: Deployment, post=None, previous: nn.Module | None = None):
         super().__init__()
-        self.model, self.deployment, self.post = model, deployment, post
+        self.model, self.deployment, self.post, self.previous = model, deployment, post, previous
         self.spacing = [float(spacing[a]) for a in deployment.transpose]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
         d = self.deployment
+        scan = x
         x = x.permute(0, 1, *[2 + a for a in d.transpose])
         box, mask = d.crop_box(x)
         crop = x[(slice(None), slice(None), *box)]
-        z = torch.stack([norm(crop[:, c], mask) for c, norm in enumerate(d.norms)], 1)
         shape = tuple(crop.shape[2:])
         # a 2d configuration's spacing is in-plane: the slices keep the case's own
         target = d.spacing if len(d.spacing) == len(shape) else (self.spacing[0], *d.spacing)
         new = tuple(int(s) for s in compute_new_shape(shape, self.spacing, target))
+        if self.previous is not None:
+            channels, labels = self._previous_stage(scan, box, mask, shape, new, target)
+            mask = labels[0] >= 0  # nnU-Net normalises inside seg >= 0: the mask and the previous stage's foreground
+        z = torch.stack([norm(crop[:, c], mask) for c, norm in enumerate(d.norms)], 1)
         z = nnunet_resampling(*d.data, shape, new, self.spacing, target)(z)
+        if self.previous is not None:
+            z = torch.cat([z, channels.to(z.dtype)], 1)
         logits = self.model(z)
         logits = nnunet_resampling(*d.logits, new, shape, target, self.spacing)(logits)
         full = uncrop(logits, box, x.shape[2:], [0.0] + [OUTSIDE] * (logits.shape[1] - 1))
         full = full.permute(0, 1, *[2 + int(a) for a in np.argsort(d.transpose)])
         return full if self.post is None else self.post(full)
+
+    def _previous_stage(self, scan: torch.Tensor, box, mask: torch.Tensor, shape, new, target):
+        """The previous stage's segmentation of `scan` as nnU-Net's preprocessor hands it to
+        this stage: transposed, cropped to `box` (background outside the non-zero `mask` set
+        to -1), resampled to `new` by nnU-Net's own label resampling, one-hot over the
+        foreground labels: (channels `[1, L, *new]`, the cropped labels `[1, *shape]`). The
+        label map is a step function of the scan: the channels' gradient is that of the
+        previous stage's probabilities resampled linearly (`straight_through`)."""
+        from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
+        d = self.deployment
+        logits = self.previous(scan).permute(0, 1, *[2 + a for a in d.transpose])[(slice(None), slice(None), *box)]
+        labels = logits.detach().argmax(1)
+        labels = torch.where((labels == 0) & ~mask, -1, labels)
+        name, kwargs = d.segmentation
+        exact = resample_data_or_seg_to_shape(labels.cpu().numpy(), new, self.spacing, target, **kwargs)
+        onehot = torch.from_numpy(np.stack([exact[0] == k for k in d.foreground])[None]).to(logits)
+        linear = nnunet_resampling(name, {**kwargs, "is_seg": False}, shape, new, self.spacing, target)
+        probabilities = logits.softmax(1)[:, list(d.foreground)]
+        return straight_through(linear(probabilities), onehot), labels

@@ -145,7 +145,7 @@ class NnunetSource(_OnScans):
 
     def load(self) -> ScanModel:
         from rog.external.nnunet import load_nnunet
-        from rog.external.nnunet_ensemble import load_nnunet_ensemble
+        from rog.external.nnunet_multi import load_nnunet_ensemble
         dirs = [self.nnunet] if isinstance(self.nnunet, (str, Path)) else list(self.nnunet)
         load = load_nnunet if len(dirs) == 1 else load_nnunet_ensemble
         post = None if self.postprocessing == "none" else self.postprocessing
