@@ -107,12 +107,13 @@ def add_folds(model_dir: Path, folds=(1, 2, 3, 4), mirror_axes=None, seed: int =
 
 
 def add_configuration(model_dir: Path, raw: Path, configuration: str = "2d", seed: int = 0,
-                      planned: dict | None = None) -> Path:
-    """A sibling folder of `model_dir`, TRAINER__PLANS__`configuration`, with a network of that
-    configuration of the same plans (random weights, head centred on one case as `build`'s; a
-    cascade stage's on an empty previous segmentation), in nnU-Net's checkpoint format;
-    returns it. `planned`: configuration name -> its entry in plans.json, for those the
-    planner made none of for volumes this small (3d_lowres, 3d_cascade_fullres)."""
+                      planned: dict | None = None, into: Path | None = None) -> Path:
+    """A sibling folder of `model_dir`, TRAINER__PLANS__`configuration` (or `into`), with a
+    network of that configuration of the same plans and dataset.json (random weights, head
+    centred on one case as `build`'s; a cascade stage's on an empty previous segmentation), in
+    nnU-Net's checkpoint format; returns it. `planned`: configuration name -> its entry in
+    plans.json, for those the planner made none of for volumes this small (3d_lowres,
+    3d_cascade_fullres)."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -124,7 +125,7 @@ def add_configuration(model_dir: Path, raw: Path, configuration: str = "2d", see
     pm = PlansManager(plans)
     cm = pm.get_configuration(configuration)
     torch.manual_seed(seed)
-    images, classes = len(dataset_json["channel_names"]), len(dataset_json["labels"])
+    images, classes = len(dataset_json["channel_names"]), pm.get_label_manager(dataset_json).num_segmentation_heads
     channels = determine_num_input_channels(pm, cm, dataset_json)
     net = nnUNetTrainer.build_network_architecture(pm, cm, channels, classes, enable_deep_supervision=False).eval()
     flat = len(cm.patch_size) == 2
@@ -139,7 +140,7 @@ def add_configuration(model_dir: Path, raw: Path, configuration: str = "2d", see
     with torch.no_grad():
         ScanPipeline(centred, props["spacing"], Deployment.of(pm, cm))(torch.from_numpy(data)[None])
         net.decoder.seg_layers[-1].bias -= seen[0].mean((0, 2, 3, 4))
-    folder = model_dir.parent / model_dir.name.replace(model_dir.name.split("__")[-1], configuration)
+    folder = into or model_dir.parent / model_dir.name.replace(model_dir.name.split("__")[-1], configuration)
     (folder / "fold_0").mkdir(parents=True)
     (folder / "plans.json").write_text(json.dumps(plans))
     (folder / "dataset.json").write_text(json.dumps(dataset_json))

@@ -95,13 +95,15 @@ def test_the_attacked_function_is_nnunets_predictor_on_the_perturbed_scan(nnunet
 
 
 def _probabilities(predictor, previous=None):
-    """nnU-Net's probabilities `[K, ...]` of a scan (data, properties as its reader gives them)
-    by `predictor`; on the segmentation of the predictor `previous` (a cascade's first stage),
-    as float32 `[1, ...]`, how nnU-Net's reader reads the file that stage wrote."""
+    """nnU-Net's (label map, probabilities `[K or R, ...]`) of a scan (data, properties as its
+    reader gives them) by `predictor`; on the segmentation of the predictor `previous` (a
+    cascade's first stage), as float32 `[1, ...]`, how nnU-Net's reader reads the file that
+    stage wrote."""
     def predict(data, props):
         seg = previous.predict_single_npy_array(data, copy.deepcopy(props), None, None, False) if previous else None
-        return predictor.predict_single_npy_array(data, copy.deepcopy(props), None if seg is None else
-                                                  seg[None].astype(np.float32), None, True)[1].astype(np.float32)
+        seg, probabilities = predictor.predict_single_npy_array(
+            data, copy.deepcopy(props), None if seg is None else seg[None].astype(np.float32), None, True)
+        return seg, probabilities.astype(np.float32)
     return predict
 
 
@@ -120,13 +122,20 @@ def _against_predictor(ours, predict, raw: Path, tmp_path: Path, seed: int, what
     files = sorted((raw / "imagesTs").glob(f"{case.name}_*.nii.gz"))
     written = [_write_like(x[0, c].numpy(), f, tmp_path / f.name) for c, f in enumerate(files)]
     data, props = reader.read_images([str(f) for f in written])
-    probabilities = sum(p(data, props) for p in predicts) / len(predicts)
-    seg = probabilities.argmax(0)
+    outputs = [p(data, props) for p in predicts]
+    seg, probabilities = outputs[0]
+    if len(outputs) > 1:
+        probabilities = sum(p for _, p in outputs) / len(outputs)
+        seg = probabilities.argmax(0)
     xg = x.clone().requires_grad_(True)
     logits = model(xg)
     mine = logits.detach().softmax(1)[0].numpy()
-    diff, agreement = np.abs(mine - probabilities).max(), (mine.argmax(0) == seg).mean()
-    print(f"{what}, {case.name}: probabilities within {diff:.1e}, labels {agreement:.5f}")  # docs/benchmarks.md
+    agreement = (mine.argmax(0) == seg).mean()
+    # a region-based model's probabilities are its regions' sigmoids: only the label maps compare
+    regions = len(probabilities) != ours.num_classes
+    diff = 0.0 if regions else np.abs(mine - probabilities).max()
+    print(f"{what}, {case.name}: " + ("" if regions else f"probabilities within {diff:.1e}, ")  # docs/benchmarks.md
+          + f"labels {agreement:.5f}")
     assert len(np.unique(seg)) == ours.num_classes and diff < 5e-3 and agreement >= 0.999
     grad = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, case.y.long()), xg)[0]
     assert bool(torch.isfinite(grad).all())
@@ -160,6 +169,30 @@ def test_a_2d_model_is_nnunets_prediction_of_the_perturbed_scan(nnunet_model, tm
     assert ours.window["mirror_axes"] == (1, 2) and len(theirs.configuration_manager.patch_size) == 2
     grad = _against_predictor(ours, _probabilities(theirs), raw, tmp_path, 2, "2d")
     assert float((grad != 0).float().mean()) > 0.2  # the gradient reaches the scan
+
+
+def test_a_region_based_model_is_nnunets_label_map_of_the_perturbed_scan(nnunet_model, tmp_path):
+    # region-based training (BraTS's kind): one sigmoid per region, nnU-Net's label the last
+    # region on in regions_class_order; rog's label scores have that label map as argmax
+    from rog.external.nnunet import load_nnunet
+    from rog.external.nnunet_scan import label_scores
+    model_dir, raw = nnunet_model
+    source = _copy(model_dir, tmp_path)
+    dataset = json.loads((source / "dataset.json").read_text())
+    dataset.update(labels={"background": 0, "organ": [1, 2], "lesion": 2}, regions_class_order=[1, 2])
+    (source / "dataset.json").write_text(json.dumps(dataset))
+    folder = add_configuration(source, raw, "3d_fullres", into=tmp_path / "Dataset002_Regions" / source.name)
+    ours, theirs = load_nnunet(folder, [0], tta=False), _predictor(folder, mirroring=False)
+    assert ours.class_names == ["organ without lesion", "lesion"] and ours.deployment.regions == (1, 2)
+    grad = _against_predictor(ours, _probabilities(theirs), raw, tmp_path, 4, "regions")
+    assert float((grad != 0).float().mean()) > 0.2
+    # the rule itself, on every order of three regions: argmax = nnU-Net's label map
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+    r = torch.randn(1, 3, 9, 10, 11, generator=torch.Generator().manual_seed(0))
+    for order in ([1, 2, 3], [3, 1, 2], [2, 3, 1]):
+        manager = LabelManager({"background": 0, "a": [1, 2, 3], "b": [2, 3], "c": 3}, order)
+        theirs = manager.convert_probabilities_to_segmentation(torch.sigmoid(r[0]))
+        assert torch.equal(label_scores(r, tuple(order)).argmax(1)[0], theirs.long())
 
 
 def _copy(model_dir: Path, tmp_path: Path) -> Path:

@@ -119,12 +119,12 @@ def load_configuration(model_dir: str | Path, folds: list[int | str] | None = No
     flat = len(configuration.patch_size) == 2  # a 2d configuration: each slice of the volume through it
     networks = [_fold_network(trainer, plans, configuration, channels, labels.num_segmentation_heads, ckpt, fold_state,
                               flat) for ckpt, fold_state in zip(files, states)]
-    names = {int(v): k for k, v in dataset_json["labels"].items()}
     mirror = state.get("inference_allowed_mirroring_axes") if tta else None
     if mirror and flat:  # a 2d network's axes are the slice's, the volume's axes 1 and 2
         mirror = [a + 1 for a in mirror]
     try:
-        deployment = Deployment.of(plans, configuration, labels.foreground_labels)
+        deployment = Deployment.of(plans, configuration, labels.foreground_labels,
+                                   labels.regions_class_order if labels.has_regions else ())
     except ValueError as e:
         raise ExternalError(f"{d / 'plans.json'}: {e}") from e
     if postprocessing == "auto":
@@ -134,7 +134,7 @@ def load_configuration(model_dir: str | Path, folds: list[int | str] | None = No
         name=f"nnU-Net {d.parent.name}/{d.name} {folds_text(folds)}",
         network=networks[0] if len(networks) == 1 else nn.ModuleList(networks),
         patch=[1, *configuration.patch_size] if flat else list(configuration.patch_size),
-        num_channels=channels, class_names=[names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)],
+        num_channels=channels, class_names=class_names(dataset_json, labels),
         weights=files[0] if len(files) == 1 else files,
         window={"mirror_axes": tuple(mirror) if mirror else None, "style": "nnunet", "overlap": overlap},
         plans=plans, configuration=configuration, dataset_json=dataset_json, labels=labels,
@@ -147,11 +147,29 @@ PREPROCESSOR = "DefaultPreprocessor"
 
 def _check_configuration(d: Path, configuration, labels) -> None:
     """Refuse, naming the folder, what `ScanPipeline` does not reproduce."""
-    if labels.has_regions or labels.has_ignore_label:
-        raise ExternalError(f"{d}: region-based or ignore-label nnU-Net models are not supported yet")
+    if labels.has_ignore_label:
+        raise ExternalError(f"{d}: nnU-Net models with an ignore label are not supported yet")
+    order = labels.regions_class_order if labels.has_regions else None
+    if order is not None and sorted(order) != list(range(1, len(labels.foreground_regions) + 1)):
+        raise ExternalError(f"{d / 'dataset.json'}: regions_class_order {order}: rog takes a region-based model whose "
+                            "order assigns each of the labels 1..R to one region")
     if configuration.preprocessor_name != PREPROCESSOR:
         raise ExternalError(f"{d / 'plans.json'}: preprocessor {configuration.preprocessor_name}: rog reproduces "
                             f"nnU-Net's {PREPROCESSOR} only")
+
+
+def class_names(dataset_json: dict, labels) -> list[str]:
+    """The foreground classes' names, label 1 first: dataset.json's; for a region-based model
+    label `regions_class_order[i]` is where region i is the last one on, named after it and
+    the regions after it ("whole tumour without tumour core")."""
+    if not labels.has_regions:
+        names = {int(v): k for k, v in dataset_json["labels"].items()}
+        return [names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)]
+    regions = [k for k, v in dataset_json["labels"].items() if np.any(np.asarray(v) != 0)]
+    order = list(labels.regions_class_order)
+    named = {c: regions[i] + (" without " + ", ".join(regions[i + 1:]) if i + 1 < len(regions) else "")
+             for i, c in enumerate(order)}
+    return [named[c] for c in range(1, len(order) + 1)]
 
 
 def _fold_network(trainer, plans, configuration, channels: int, heads: int, ckpt: Path, state: dict,

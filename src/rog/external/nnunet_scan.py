@@ -68,11 +68,13 @@ class Deployment:
     logits: tuple[str, dict]
     segmentation: tuple[str | None, dict] = (None, {})  # the resampling of a cascade's previous stage
     foreground: tuple[int, ...] = ()  # the labels a cascade's previous stage feeds as one-hot channels
+    regions: tuple[int, ...] = ()  # a region-based model's regions_class_order (empty: softmax over labels)
 
     @classmethod
-    def of(cls, plans, configuration, foreground=()) -> "Deployment":
+    def of(cls, plans, configuration, foreground=(), regions=()) -> "Deployment":
         """From nnU-Net's `PlansManager` and `ConfigurationManager` (`foreground`: the label
-        manager's foreground labels, for a cascade's stage); ValueError for what it cannot run."""
+        manager's foreground labels, for a cascade's stage; `regions`: its regions_class_order,
+        for a region-based model); ValueError for what it cannot run."""
         conf = configuration.configuration
         intensity = plans.foreground_intensity_properties_per_channel
         norms = []
@@ -94,7 +96,8 @@ class Deployment:
                    (conf["resampling_fn_data"], conf["resampling_fn_data_kwargs"]),
                    (conf["resampling_fn_probabilities"], conf["resampling_fn_probabilities_kwargs"]),
                    (conf.get("resampling_fn_seg"), conf.get("resampling_fn_seg_kwargs", {})),
-                   tuple(int(k) for k in foreground) if configuration.previous_stage_name else ())
+                   tuple(int(k) for k in foreground) if configuration.previous_stage_name else (),
+                   tuple(int(k) for k in regions))
 
     def crop_box(self, x: torch.Tensor) -> tuple[tuple[slice, ...], torch.Tensor]:
         """nnU-Net's `crop_to_nonzero` of the transposed case x `[1, C, *shape]`: (the box's
@@ -104,6 +107,21 @@ class Deployment:
         mask = create_nonzero_mask(x[0].detach().cpu().numpy())  # nnU-Net's own: non-zero, holes filled
         box = tuple(slice(lo, hi) for lo, hi in get_bbox_from_mask(mask))
         return box, torch.from_numpy(np.ascontiguousarray(mask[box])).to(x.device)
+
+
+def label_scores(regions: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """A region-based model's logits r `[B, R, ...]` (one sigmoid per region, in nnU-Net's
+    region order) -> scores of the labels `[B, 1 + R, ...]` whose argmax is nnU-Net's label
+    map: label `order[i]` where region i is the last one on (r_i > 0), else 0. The score of
+    `order[i]` is min(r_i, -r_j for j > i), of 0 min(-r_j for all j): exactly one is positive
+    wherever no logit is 0, and the scores are continuous and piecewise linear in r, so the
+    attacks' losses and gradients act on the label map nnU-Net writes. `order` must be a
+    permutation of 1..R (`load_nnunet` refuses other orders)."""
+    off = -regions
+    # later[:, i] = min over j > i of -r_j (+inf for the last region)
+    later = torch.cat([off[:, 1:].flip(1).cummin(1).values.flip(1), torch.full_like(off[:, :1], float("inf"))], 1)
+    scores = torch.minimum(regions, later)
+    return torch.cat([off.amin(1, keepdim=True), scores[:, [order.index(c) for c in range(1, len(order) + 1)]]], 1)
 
 
 class ScanPipeline(nn.Module):
@@ -138,8 +156,12 @@ class ScanPipeline(nn.Module):
             z = torch.cat([z, channels.to(z.dtype)], 1)
         logits = self.model(z)
         logits = nnunet_resampling(*d.logits, new, shape, target, self.spacing)(logits)
-        full = uncrop(logits, box, x.shape[2:], [0.0] + [OUTSIDE] * (logits.shape[1] - 1))
+        # outside the box nnU-Net's probabilities are background 1 (softmax) or every region 0 (sigmoid)
+        fill = [OUTSIDE] * logits.shape[1] if d.regions else [0.0] + [OUTSIDE] * (logits.shape[1] - 1)
+        full = uncrop(logits, box, x.shape[2:], fill)
         full = full.permute(0, 1, *[2 + int(a) for a in np.argsort(d.transpose)])
+        if d.regions:
+            full = label_scores(full, d.regions)
         return full if self.post is None else self.post(full)
 
     def _previous_stage(self, scan: torch.Tensor, box, mask: torch.Tensor, shape, new, target):
