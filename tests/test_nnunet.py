@@ -517,7 +517,7 @@ def test_cases_are_the_scans_as_stored(nnunet_model):
     assert np.array_equal(case.y[0].numpy(), label)
 
 
-@pytest.mark.parametrize("problem", ["not_a_model", "missing_fold", "channels", "reader", "preprocessor", "regions"])
+@pytest.mark.parametrize("problem", ["not_a_model", "missing_fold", "channels", "reader", "preprocessor", "ignore"])
 def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys, problem):
     import shutil
     model_dir, raw = nnunet_model
@@ -538,11 +538,11 @@ def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys
         plans = json.loads((folder / "plans.json").read_text())
         plans["configurations"]["3d_fullres"]["preprocessor_name"] = "MyPreprocessor"
         (folder / "plans.json").write_text(json.dumps(plans))
-    elif problem == "regions":  # region-based training (BraTS's kind): not yet
+    elif problem == "ignore":  # an ignore label (sparse annotations): not yet
         folder = tmp_path / "model"
         shutil.copytree(model_dir, folder)
         dataset = json.loads((folder / "dataset.json").read_text())
-        dataset.update(labels={"background": 0, "whole": [1, 2], "core": 2}, regions_class_order=[1, 2])
+        dataset["labels"]["ignore"] = 3
         (folder / "dataset.json").write_text(json.dumps(dataset))
     else:  # a second channel the model does not take
         images = tmp_path / "images"
@@ -559,6 +559,6 @@ def test_bad_input_is_one_line_and_writes_nothing(nnunet_model, tmp_path, capsys
                 "channels": "more channels than the model's 1",
                 "reader": "--save-volumes: nnU-Net reads this dataset with NibabelIO",
                 "preprocessor": "preprocessor MyPreprocessor: rog reproduces nnU-Net's DefaultPreprocessor only",
-                "regions": "region-based or ignore-label nnU-Net models are not supported yet"}[problem]
+                "ignore": "nnU-Net models with an ignore label are not supported yet"}[problem]
     assert expected in err[0], err[0]
     assert not (out / "results.json").exists()
