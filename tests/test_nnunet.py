@@ -245,7 +245,7 @@ def test_an_ensemble_of_configurations_is_nnunets_ensemble_of_their_predictions(
     # nnUNetv2_ensemble of a 3d_fullres and a 2d model: each predicted as nnUNetv2_predict does,
     # the probabilities averaged, the argmax, then the ensemble's own post-processing
     from batchgenerators.utilities.file_and_folder_operations import save_pickle
-    from nnunetv2.ensembling.ensemble import ensemble_folders
+    from nnunetv2.ensembling.ensemble import merge_files
     from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
     from rog.external.nnunet_multi import load_nnunet_ensemble
     model_dir, raw = nnunet_model
@@ -276,14 +276,20 @@ def test_an_ensemble_of_configurations_is_nnunets_ensemble_of_their_predictions(
     assert [c["folds"] for c in doc["meta"]["deployment"]["configurations"]] == [[0], [0]]
     recs = [r for r in doc["records"] if not r.get("skipped")]
     assert recs and all(r["in_ball"] and r["dice"] <= doc["clean"][r["case"]]["dice"] + 1e-9 for r in recs)
+    # nnU-Net's chain in one process: each configuration's probabilities as nnUNetv2_predict
+    # --save_probabilities writes them, merged by nnUNetv2_ensemble's own `merge_files`
     (name,) = doc["clean"]
-    predicted = []
+    theirs = _predictor(dirs[0], mirroring=False)
+    reader = theirs.plans_manager.image_reader_writer_class()
+    data, props = reader.read_images([str(raw / "imagesTs" / f"{name}_0000.nii.gz")])
+    saved = []
     for d in dirs:
-        predicted.append(tmp_path / d.name)
-        _predictor(d, mirroring=False).predict_from_files(
-            [[str(raw / "imagesTs" / f"{name}_0000.nii.gz")]], [str(predicted[-1] / name)], save_probabilities=True,
-            overwrite=True, num_processes_preprocessing=1, num_processes_segmentation_export=1)
-    ensemble_folders([str(p) for p in predicted], str(tmp_path / "theirs"), num_processes=1)
+        probabilities = _probabilities(_predictor(d, mirroring=False))(data, props)[1]
+        saved.append(str(tmp_path / f"{d.name}.npz"))
+        np.savez(saved[-1], probabilities=probabilities)
+        save_pickle(props, saved[-1][:-4] + ".pkl")
+    (tmp_path / "theirs").mkdir()
+    merge_files(saved, str(tmp_path / "theirs" / name), ".nii.gz", reader, theirs.label_manager)
     _clean_dice_is_nnunets_own_evaluation(None, raw, doc["clean"], tmp_path / "theirs", post)
 
 
