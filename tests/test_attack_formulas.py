@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rog.attacks import FAB, RightPGD, ThreatModel, losses
-from rog.attacks.fab import distance_to_success
+from rog.attacks import APGD, FAB, RightPGD, ThreatModel, losses
+from rog.attacks.fab import distance_to_success, flips_needed
+from rog.evaluate.metrics import Regions, dice_batch
 
 
 def _voxels(rows):
@@ -59,6 +60,46 @@ def test_fab_boundary_is_the_margin_of_the_voxel_whose_flip_crosses_tau():
     assert float(distance_to_success(z, y, target, 2, tau, band=0.2)) == pytest.approx(4.0)
     z[0, 1, 1] = -1.0  # the weakest voxel flipped: 4 more to flip, the boundary is still the margin 4
     assert float(distance_to_success(z, y, target, 2, tau, band=0.0)) == pytest.approx(4.0)
+
+
+def test_losses_on_regions_are_each_regions_two_class_loss():
+    # labels 0..3, regions (1, 2, 3) and (3,): region m = max over its labels - max over the
+    # rest, m > 0 where the argmax lies in it; CE on regions = the mean over regions of the
+    # binary CE of m against membership; an ignored voxel (label 4) adds nothing
+    rows = [[0.0, 1.0, 3.0, 2.0], [2.0, 0.5, 0.0, 1.0], [0.0, 0.0, 0.0, 5.0], [9.0, 0.0, 0.0, 0.0]]
+    z = _voxels(rows)
+    y = torch.tensor([3, 0, 1, 4]).reshape(1, 4, 1, 1)
+    m = {(1, 2, 3): [3.0 - 0.0, 1.0 - 2.0, 5.0 - 0.0], (3,): [2.0 - 3.0, 1.0 - 2.0, 5.0 - 0.0]}
+    inside = {(1, 2, 3): [1.0, 0.0, 1.0], (3,): [1.0, 0.0, 0.0]}
+    bce = [F.binary_cross_entropy_with_logits(torch.tensor(m[r]), torch.tensor(inside[r]), reduction="sum") / 4
+           for r in m]
+    torch.testing.assert_close(losses.on_regions(losses.ce, list(m))(z, y), (sum(bce) / 2).view(1))
+    # the attacks take their untargeted losses on a Regions' regions, on labels otherwise
+    atk = APGD(torch.nn.Identity(), ThreatModel(8), num_classes=Regions(4, list(m)))
+    torch.testing.assert_close(atk.scored_loss(losses.ce)(z, y), (sum(bce) / 2).view(1))
+    assert APGD(torch.nn.Identity(), ThreatModel(8), num_classes=4).scored_loss(losses.ce) is losses.ce
+
+
+def test_fab_counts_the_flips_that_take_region_dice_below_tau():
+    # the count of `flips_needed` is the first j whose flipped prediction's region Dice, as
+    # `dice_batch` computes it, is below tau, brute force over j on random maps
+    k = Regions(4, [(1, 2, 3), (2, 3), (3,)])
+    g = torch.Generator().manual_seed(1)
+    y, target = torch.randint(0, 4, (3, 40), generator=g), torch.randint(0, 4, (3, 40), generator=g)
+    h = torch.rand(3, 40, generator=g)
+    h[:, ::5] = float("inf")  # no candidates
+    tau = torch.tensor([0.9, 0.6, 0.3])
+    order, count = flips_needed(h, y, target, k, tau)
+    for b in range(3):
+        candidates = [int(i) for i in order[b] if torch.isfinite(h[b, i])]
+        expected = 40
+        for j in range(len(candidates) + 1):
+            pred = y[b].clone()
+            pred[candidates[:j]] = target[b, candidates[:j]]
+            if float(dice_batch(pred[None], y[b][None], k)) < float(tau[b]):
+                expected = j
+                break
+        assert int(count[b]) == expected, b
 
 
 def test_fab_steps_as_its_formula_on_a_linear_model():

@@ -171,9 +171,12 @@ def test_a_2d_model_is_nnunets_prediction_of_the_perturbed_scan(nnunet_model, tm
     assert float((grad != 0).float().mean()) > 0.2  # the gradient reaches the scan
 
 
-def test_a_region_based_model_is_nnunets_label_map_of_the_perturbed_scan(nnunet_model, tmp_path):
+def test_a_region_based_model_is_nnunets_label_map_of_the_perturbed_scan(nnunet_model, tmp_path, capsys,
+                                                                        monkeypatch):
     # region-based training (BraTS's kind): one sigmoid per region, nnU-Net's label the last
     # region on in regions_class_order; rog's label scores have that label map as argmax
+    from batchgenerators.utilities.file_and_folder_operations import save_pickle
+    from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
     from rog.external.nnunet import load_nnunet
     from rog.external.nnunet_scan import label_scores
     model_dir, raw = nnunet_model
@@ -183,9 +186,27 @@ def test_a_region_based_model_is_nnunets_label_map_of_the_perturbed_scan(nnunet_
     (source / "dataset.json").write_text(json.dumps(dataset))
     folder = add_configuration(source, raw, "3d_fullres", into=tmp_path / "Dataset002_Regions" / source.name)
     ours, theirs = load_nnunet(folder, [0], tta=False), _predictor(folder, mirroring=False)
-    assert ours.class_names == ["organ without lesion", "lesion"] and ours.deployment.regions == (1, 2)
+    assert ours.class_names == ["organ", "lesion"] and ours.deployment.regions == (1, 2)
+    assert ours.num_classes == 3 and ours.num_classes.members == ((1, 2), (2,))
     grad = _against_predictor(ours, _probabilities(theirs), raw, tmp_path, 4, "regions")
     assert float((grad != 0).float().mean()) > 0.2
+    # the command: Dice per region after nnU-Net's post-processing of a region (1, 2), as
+    # nnU-Net's evaluation of its own predictor's output post-processed by its own function
+    post = ([remove_all_but_largest_component_from_segmentation], [{"labels_or_regions": (1, 2)}])
+    (folder / "crossval_results_folds_0").mkdir()
+    save_pickle(post, folder / "crossval_results_folds_0" / "postprocessing.pkl")
+    monkeypatch.setattr("rog.bench.runner.LARGE_EPS_ITERS", 1)  # the check's cost; it is tested elsewhere
+    out = tmp_path / "att"
+    capsys.readouterr()
+    main(["attack", "--nnunet", str(folder), "--folds", "0", "--disable-tta", "--images", str(raw / "imagesTs"),
+          "--labels", str(raw / "labelsTs"), "--eps", "8", "--attacks", "apgd-ce", "--iterations", "4", "-o", str(out),
+          "--max-cases", "1"])
+    assert "Dice per region (organ (1, 2), lesion (2,)), the attacks' losses on regions" in capsys.readouterr().out
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["num_classes"] == 3 and doc["meta"]["class_names"] == ["organ", "lesion"]
+    (rec,) = [r for r in doc["records"] if not r.get("skipped")]
+    assert rec["in_ball"] and rec["dice"] < doc["clean"][rec["case"]]["dice"]  # the region loss lowers region Dice
+    _clean_dice_is_nnunets_own_evaluation(folder, raw, doc["clean"], tmp_path / "theirs", post, [(1, 2), (2,)])
     # the rule itself, on every order of three regions: argmax = nnU-Net's label map
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
     r = torch.randn(1, 3, 9, 10, 11, generator=torch.Generator().manual_seed(0))
@@ -379,11 +400,13 @@ def test_worst_case_artefacts_run_on_the_nnunet_model_in_its_raw_intensities(nnu
         assert len(r["parameters"]["coefficients"]) == 20
 
 
-def _clean_dice_is_nnunets_own_evaluation(model_dir, raw, clean: dict, out: Path, post=None) -> None:
+def _clean_dice_is_nnunets_own_evaluation(model_dir, raw, clean: dict, out: Path, post=None,
+                                          scored=(1, 2)) -> None:
     """The results' clean Dice per case and class equal nnU-Net's evaluation of its own
     predictor's output on the same files (without mirroring, as `rog attack --disable-tta`),
     post-processed by nnU-Net's `apply_postprocessing` with `post` ((functions, kwargs)) if given;
-    `model_dir` None: the predictions are in `out` already (nnUNetv2_ensemble's)."""
+    `model_dir` None: the predictions are in `out` already (nnUNetv2_ensemble's). `scored`: the
+    labels or regions nnU-Net's evaluation scores."""
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     if model_dir is not None:
@@ -397,10 +420,10 @@ def _clean_dice_is_nnunets_own_evaluation(model_dir, raw, clean: dict, out: Path
             load_postprocess_save(str(out / f"{name}.nii.gz"), str(out / f"{name}.nii.gz"), rw, *post)
     for name, score in clean.items():
         metrics = compute_metrics(str(raw / "labelsTs" / f"{name}.nii.gz"), str(out / f"{name}.nii.gz"), rw,
-                                  [1, 2], None)["metrics"]
-        print(f"{name}: Dice rog {score['dice_per_class']}, nnU-Net {[metrics[k]['Dice'] for k in (1, 2)]}")
-        for k in (1, 2):
-            assert abs(score["dice_per_class"][k - 1] - metrics[k]["Dice"]) <= 1e-3, (name, k)
+                                  list(scored), None)["metrics"]
+        print(f"{name}: Dice rog {score['dice_per_class']}, nnU-Net {[metrics[k]['Dice'] for k in scored]}")
+        for i, k in enumerate(scored):
+            assert abs(score["dice_per_class"][i] - metrics[k]["Dice"]) <= 1e-3, (name, k)
 
 
 def test_nnunets_postprocessing_is_applied_before_dice(nnunet_model, tmp_path, capsys, monkeypatch):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rog.evaluate.metrics import case_metrics, dice_batch, dice_per_class
+from rog.evaluate.metrics import Regions, case_metrics, dice_batch, dice_per_class, surface_metrics
 from rog.infer.postprocess import decide, keep_largest_component, postprocess, relabel_small_lesions
 
 
@@ -52,6 +52,37 @@ def test_dice_nnunet_convention():
     import torch
     batch = dice_batch(torch.tensor(np.stack([a, a])), torch.tensor(np.stack([b, a])), 3)
     assert batch.tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_dice_per_region_is_nnunets_evaluation_of_regions():
+    # BraTS's nested regions and a lone label: Dice of each region's mask as nnU-Net's
+    # evaluation computes it (region_or_label_to_mask, compute_tp_fp_fn_tn), NaN where empty
+    import torch
+    from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn, region_or_label_to_mask
+    regions = [(1, 2, 3), (2, 3), 3]
+    k = Regions(4, regions)
+    rng = np.random.default_rng(0)
+    pred, ref = rng.integers(0, 4, (2, 9, 8, 7)), rng.integers(0, 4, (2, 9, 8, 7))
+    ref[1][ref[1] == 3] = 0
+    pred[1][pred[1] == 3] = 1  # the enhancing region absent from both in case 1: NaN, left out
+    for p, r in zip(pred, ref):
+        theirs = []
+        for region in regions:
+            tp, fp, fn, _ = compute_tp_fp_fn_tn(region_or_label_to_mask(r, region), region_or_label_to_mask(p, region))
+            theirs.append(np.nan if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn))
+        np.testing.assert_allclose(dice_per_class(p, r, k), theirs)
+    assert np.isnan(dice_per_class(pred[1], ref[1], k)[2])
+    np.testing.assert_allclose(dice_batch(torch.tensor(pred), torch.tensor(ref), k).numpy(),
+                               [np.nanmean(dice_per_class(p, r, k)) for p, r in zip(pred, ref)], rtol=1e-6)
+    # surface metrics of a region are those of its mask scored as a binary map
+    hd, nsd = surface_metrics(pred[0], ref[0], k, [1.0, 2.0, 1.5])
+    for i, region in enumerate(regions):
+        mask = lambda t: region_or_label_to_mask(t, region).astype(int)  # noqa: E731
+        one = surface_metrics(mask(pred[0]), mask(ref[0]), 2, [1.0, 2.0, 1.5])
+        assert (hd[i], nsd[i]) == pytest.approx((one[0][0], one[1][0]))
+    assert case_metrics(pred[0], ref[0], k, [1, 1, 1])["dice"] == pytest.approx(dice_per_class(pred[0], ref[0], k))
+    with pytest.raises(ValueError, match="labels 1..3"):
+        Regions(4, [(1, 4)])
 
 
 def test_surface_metrics_use_the_spacing():

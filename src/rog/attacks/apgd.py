@@ -57,7 +57,7 @@ class APGD(Attack):
                                      self._starts[runs] if runs < len(self._starts) else None)
                     runs += 1
         else:
-            loss_fn = {"ce": losses.ce, "dlr": losses.dlr, "dice": losses.soft_dice}[self.loss]
+            loss_fn = self.scored_loss({"ce": losses.ce, "dlr": losses.dlr, "dice": losses.soft_dice}[self.loss])
             for _ in range(self.restarts):
                 self._single_run(u0, y, forward, tracker, lambda z: loss_fn(z, y),
                                  self._starts[runs] if runs < len(self._starts) else None)

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from rog.attacks import losses
 from rog.attacks.threat import ThreatModel
 from rog.evaluate.metrics import dice_batch
 
@@ -170,6 +171,13 @@ class Attack:
         candidates per instance, instance-major (Square batches its queries)."""
         reps = u.shape[0] // self._lo.shape[0]
         return self._lo.repeat_interleave(reps, 0) + u * self._scale.repeat_interleave(reps, 0)
+
+    def scored_loss(self, loss):
+        """An untargeted voxel loss (`rog.attacks.losses`) as this attack takes it: on the
+        regions of a model scored on regions (`losses.on_regions`), else as it is. Targeted
+        losses stay on labels: their targets are labels."""
+        members = getattr(self.num_classes, "members", None)
+        return losses.on_regions(loss, members) if members else loss
 
     # helpers shared by the gradient attacks
     def random_start(self, u0: torch.Tensor) -> torch.Tensor:

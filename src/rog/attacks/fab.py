@@ -31,6 +31,7 @@ import torch
 
 from rog.attacks.base import Attack, gradient
 from rog.attacks.losses import scored
+from rog.evaluate.metrics import scored_sets, within
 
 
 def project_linf_hyperplane(u: torch.Tensor, w: torch.Tensor, c: torch.Tensor, steps: int = 40) -> torch.Tensor:
@@ -58,7 +59,7 @@ def flips_needed(h: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_cla
     `[B]`. Returns (order `[B, V]`, ascending margins' voxel indices; count `[B]`, the smallest
     j such that the prediction with the j weakest voxels at their targets and every other voxel
     at its label has mean foreground Dice < tau, V where none has). Dice as `dice_batch`:
-    classes absent from both are left out."""
+    classes (or `Regions`' regions) absent from both are left out."""
     b, v = h.shape
     order = h.argsort(1)
     candidate = torch.isfinite(h.gather(1, order))
@@ -66,10 +67,11 @@ def flips_needed(h: torch.Tensor, y: torch.Tensor, target: torch.Tensor, num_cla
     total = torch.zeros(b, v + 1, device=h.device)
     present = torch.zeros_like(total)
     zero = torch.zeros(b, 1, device=h.device)
-    for k in range(1, num_classes):
-        lost = torch.cat([zero, ((ys == k) & candidate).cumsum(1).float()], 1)  # label-k voxels flipped away
-        gained = torch.cat([zero, ((ts == k) & candidate).cumsum(1).float()], 1)  # voxels flipped to k
-        truth = (y == k).sum(1, keepdim=True).float()
+    for labels in scored_sets(num_classes):  # a label alone, or a region's labels
+        was, now = within(ys, labels), within(ts, labels)
+        lost = torch.cat([zero, (was & ~now & candidate).cumsum(1).float()], 1)  # flipped out of the set
+        gained = torch.cat([zero, (now & ~was & candidate).cumsum(1).float()], 1)  # flipped into it
+        truth = within(y, labels).sum(1, keepdim=True).float()
         hit, denom = truth - lost, 2 * truth - lost + gained
         total += torch.where(denom > 0, 2 * hit / denom.clamp(min=1), 0.0)
         present += (denom > 0).float()

@@ -1,11 +1,17 @@
 """Voxel-wise attack losses for segmentation: each maps logits `[B, K, ...]` and labels
 `[B, ...]` to one loss per instance `[B]` (mean over voxels), to be MAXIMISED by the attack.
 Voxels labelled K or above (nnU-Net v2's ignore label) add nothing to any loss, as they add
-nothing to the Dice the attack lowers."""
+nothing to the Dice the attack lowers.
+
+A model scored on regions (`rog.evaluate.metrics.Regions`) is attacked on its regions:
+`on_regions` takes a loss to each region's two-class problem, region against the rest.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from rog.evaluate.metrics import within
 
 
 def scored(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,3 +141,23 @@ def correct_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         total += torch.where(size > 0, (m * mask).sum(1) / size.clamp(min=1), 0.0)
         present += (size > 0).to(m.dtype)
     return total / present.clamp(min=1)
+
+
+def on_regions(loss, members):
+    """`loss` (logits `[B, K, ...]`, labels `[B, ...]` -> `[B]`) taken on regions, each a tuple
+    of labels (`Regions.members`): per region, the two-class logits (0, m) with m = max over
+    its labels' logits - max over the others', so m > 0 exactly where the argmax label lies in
+    the region (the region as the label map holds it), against the labels' membership; the
+    mean over regions. Ignored voxels (>= K) stay ignored. Returns a loss of the same form."""
+    def region_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k = logits.shape[1]
+        total = 0.0
+        for labels in members:
+            inside = torch.zeros(k, dtype=torch.bool, device=logits.device)
+            inside[list(labels)] = True
+            m = logits[:, inside].amax(1) - logits[:, ~inside].amax(1)
+            # 2 = ignored for a two-class problem, as K is for K classes
+            member = torch.where(y >= k, 2, within(y, labels).long())
+            total = total + loss(torch.stack([torch.zeros_like(m), m], 1), member)
+        return total / len(members)
+    return region_loss

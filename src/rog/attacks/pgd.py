@@ -32,8 +32,8 @@ class PGD(Attack):
 
     def _loss(self, t: int):
         if self.loss == "segpgd":
-            return lambda z, y: losses.segpgd(z, y, t, self.iters)
-        return {"cospgd": losses.cospgd, "ce-right": losses.ce_right}.get(self.loss, losses.ce)
+            return self.scored_loss(lambda z, y: losses.segpgd(z, y, t, self.iters))
+        return self.scored_loss({"cospgd": losses.cospgd, "ce-right": losses.ce_right}.get(self.loss, losses.ce))
 
     def step_at(self, t: int):
         """The step of iteration t: constant, 2.5 eps / iters by default (Madry et al.)."""

@@ -109,7 +109,8 @@ class Square(Attack):
         with torch.no_grad():
             logits = cache.volume(range(b)) if cache else forward(u_best)
         # the objective, both to be lowered: the hard Dice (the tracker's), then the margin
-        best_dice, best_margin = tracker.update(u_best, logits), losses.correct_margin(logits, y)
+        margin_of = self.scored_loss(losses.correct_margin)
+        best_dice, best_margin = tracker.update(u_best, logits), margin_of(logits, y)
         used, noops = 1, 0
         owners = list(range(b))
         while used < self.queries:
@@ -125,7 +126,7 @@ class Square(Attack):
             cand = self.threat.project(cand, u0)
             with torch.no_grad():
                 logits = cache.evaluate(self.input_of(cand), boxes, owners) if cache else forward(cand)
-            dice, margin = tracker.update(cand, logits), losses.correct_margin(logits, y)
+            dice, margin = tracker.update(cand, logits), margin_of(logits, y)
             improved = (dice < best_dice) | ((dice == best_dice) & (margin < best_margin))
             u_best = torch.where(improved.view(view), cand, u_best)
             best_dice = torch.where(improved, dice, best_dice)

@@ -27,6 +27,7 @@ from torch import nn
 from rog.attacks.threat import ThreatModel
 from rog.bench.cases import BenchCase
 from rog.errors import read_json_object
+from rog.evaluate.metrics import Regions
 from rog.external import nnunet_post
 from rog.external.model import ExternalError, ExternalModel
 from rog.external.nnunet_scan import Deployment, ScanPipeline
@@ -159,17 +160,12 @@ def _check_configuration(d: Path, configuration, labels) -> None:
 
 
 def class_names(dataset_json: dict, labels) -> list[str]:
-    """The foreground classes' names, label 1 first: dataset.json's; for a region-based model
-    label `regions_class_order[i]` is where region i is the last one on, named after it and
-    the regions after it ("whole tumour without tumour core")."""
+    """The names of what is scored, dataset.json's: the foreground labels, label 1 first; for a
+    region-based model its regions, in the label manager's order (`foreground_regions`)."""
     if not labels.has_regions:
         names = {int(v): k for k, v in dataset_json["labels"].items()}
         return [names.get(k, f"class {k}") for k in range(1, labels.num_segmentation_heads)]
-    regions = [k for k, v in dataset_json["labels"].items() if np.any(np.asarray(v) != 0)]
-    order = list(labels.regions_class_order)
-    named = {c: regions[i] + (" without " + ", ".join(regions[i + 1:]) if i + 1 < len(regions) else "")
-             for i, c in enumerate(order)}
-    return [named[c] for c in range(1, len(order) + 1)]
+    return [k for k, v in dataset_json["labels"].items() if np.any(np.asarray(v) != 0)]
 
 
 def _fold_network(trainer, plans, configuration, channels: int, heads: int, ckpt: Path, state: dict,
@@ -319,6 +315,13 @@ class NnUNetModel(ExternalModel):
     post: object = None  # `nnunet_post.PostProcessing`, or None
     perturb_background: bool = False  # a masked scan's zero background perturbed too (`_background`)
 
+    @property
+    def num_classes(self) -> int:
+        """K; for a region-based model a `Regions` of dataset.json's regions: Dice per region,
+        and the attacks' losses on regions, as nnU-Net's evaluation and training take them."""
+        k = len(self.class_names) + 1
+        return Regions(k, self.labels.foreground_regions) if self.labels.has_regions else k
+
     def whole(self) -> nn.Module:
         """The whole-volume model of the network: its folds tiled as nnU-Net tiles them."""
         return tile(self.network, self.patch, **self.window)
@@ -336,7 +339,8 @@ class NnUNetModel(ExternalModel):
 
     def inference(self) -> dict:
         mirror = self.window.get("mirror_axes")
-        text = f"as nnUNetv2_predict: {self.settings()}; " + self._post_text("logits") + self._background_text()
+        text = (f"as nnUNetv2_predict: {self.settings()}; " + self._post_text("logits") + self._background_text()
+                + self._regions_text())
         return {"tool": "nnunet", "folds": list(self.folds), "mirror_axes": list(mirror) if mirror else None,
                 "background_fixed": self._masked() and not self.perturb_background,
                 "tile_step": 1 - self.window["overlap"],
@@ -345,6 +349,12 @@ class NnUNetModel(ExternalModel):
     def _post_text(self, before: str) -> str:
         return (f"then {self.post.describe()}: Dice after it, the gradient through the {before} before it"
                 if self.post else "no post-processing")
+
+    def _regions_text(self) -> str:
+        if not self.labels.has_regions:
+            return ""
+        named = ", ".join(f"{n} {m}" for n, m in zip(self.class_names, self.num_classes.members))
+        return f"; Dice per region ({named}), the attacks' losses on regions"
 
     def _masked(self) -> bool:
         return any(n.masked for n in self.deployment.norms)
