@@ -103,25 +103,65 @@ def test_apgd_follows_autoattacks_trajectory_from_the_same_start(reduction3d, lo
     assert close.float().mean() >= 0.98, (got[~close][:5], ref_loss[~close][:5])
 
 
-def test_square_agrees_with_autoattack_on_a_trained_classifier():
-    # one voxel deep, so that rog's cubes are Square's squares
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: the trained classifier and every float sum are then the
+    same whatever the machine's core count (the Square comparison failed at one thread once)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_square_agrees_with_autoattack_on_a_trained_classifier(one_thread, monkeypatch):
+    # one voxel deep, so that rog's cubes are Square's squares. torchattacks' Square (AutoAttack's
+    # code) is run per instance, each its own seed, as rog draws each instance's squares: in a
+    # batch it draws one square and one sign vector for all, so its batch accuracy varies 3x more
+    # with the seed. Its square positions are given the last one, `randint(0, h - s)` leaves out
+    # (docs/benchmarks.md: that alone weakens Square by 0.10 here); everything else is its own.
     clf, seg, flat, x, y = _reduction((1, 12, 12), 320)
-    eps, queries = 16.0, 100
+    monkeypatch.setattr(torchattacks.Square, "random_int",
+                        lambda self, low=0, high=1, shape=(1,): (low + (high + 1 - low) * torch.rand(shape)).long())
+    eps, queries = 16.0, 50
     ones = torch.ones(len(x), 2, 1, 1, 1)
     maps = y.view(-1, 1, 1, 1).expand(-1, 1, 12, 12)
+    images = x.reshape(len(x), 2, 12, 12)
     acc = {"plain": [], "redraw": [], "torchattacks": []}
-    for seed in (0, 1):  # random search: two seeds halve the noise of the comparison
+    # three seeds: the seed-to-seed sd is 0.017 (rog) and 0.028 (torchattacks per instance), so the
+    # difference of three-seed means has sd 0.019 and the tolerance below is 2.6 of them
+    for seed in (0, 1, 2):
         for redraw in (False, True):
-            sq = Square(seg, ThreatModel(eps), queries=queries, redraw_noops=redraw, seed=seed)
+            # torchattacks' n_queries counts the queries after the stripes; rog's, every one
+            sq = Square(seg, ThreatModel(eps), queries=queries + 1, redraw_noops=redraw, seed=seed)
             acc["redraw" if redraw else "plain"].append(_robust_accuracy(clf, sq(x, maps, 0 * ones, ones), y))
-        ref = torchattacks.Square(flat, eps=eps / 255, n_queries=queries, seed=seed)
-        acc["torchattacks"].append(_robust_accuracy(clf, ref(x.reshape(len(x), 2, 12, 12), y).view_as(x), y))
+        adv = torch.cat([torchattacks.Square(flat, eps=eps / 255, n_queries=queries, seed=1000 * seed + i)(
+            images[i:i + 1], y[i:i + 1]) for i in range(len(x))])
+        acc["torchattacks"].append(_robust_accuracy(clf, adv.view_as(x), y))
     acc = {k: float(np.mean(v)) for k, v in acc.items()}
     print(f"square at {eps:g}/255, {queries} queries, robust accuracy: {acc}")
     assert 0.1 < acc["torchattacks"] < 0.9
     # torchattacks' port spends queries on cubes that change nothing, as redraw_noops=False does
     assert abs(acc["plain"] - acc["torchattacks"]) <= 0.05, acc
     assert acc["redraw"] <= acc["plain"] + 0.01, acc  # AutoAttack's redraw only helps
+
+
+def test_square_first_search_query_takes_p_init(monkeypatch):
+    # AutoAttack's schedule counts the search's queries from 0: the first cube after the
+    # stripes covers p_init of the volume, the next ones the halved shares
+    import rog.attacks.square as square
+    shares, side = [], square.cube_side
+    monkeypatch.setattr(square, "cube_side", lambda p, spatial: shares.append(p) or side(p, spatial))
+    x = torch.rand(1, 1, 4, 6, 6)
+    Square(_Constant(), ThreatModel(8), queries=21, p_init=0.8)(x, torch.zeros(1, 4, 6, 6, dtype=torch.long))
+    assert shares == [square.p_selection(0.8, q, 20) for q in range(20)]
+    assert shares[0] == 0.8 and shares[1] == 0.8 / 8 and shares[-1] == 0.8 / 512  # 1/20: past 10, 50, 200 of 10,000
+
+
+class _Constant(torch.nn.Module):
+    """A two-class segmenter that always predicts class 0: no query ever improves."""
+
+    def forward(self, x):
+        return torch.stack([torch.ones_like(x[:, 0]), torch.zeros_like(x[:, 0])], 1)
 
 
 def _apgd_ce_smallest_eps(model, x, y, iters=10, steps=6, top=64.0):

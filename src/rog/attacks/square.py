@@ -4,9 +4,12 @@ Score-based (black-box): only the model's outputs are used. Initialisation with 
 +-eps (constant along all but the last spatial axis, per channel); each query replaces the
 perturbation inside one random cube with +-eps per channel (so it moves by up to 2 eps) and
 is kept if the objective improves, one candidate at a time as in Square. The cube's share of
-the volume starts at `p_init` and halves at AutoAttack's schedule (queries 10, 50, 200, 500,
-1000, 2000, 4000, 6000, 8000, rescaled to 10,000 queries); its side is taken over the spatial
-axes longer than one voxel, so a volume one voxel deep gets Square's squares. A cube whose new
+the volume is `p_init` at the first query after the stripes and halves at AutoAttack's
+schedule (search queries 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000, rescaled to 10,000);
+a cube may start at any position where it fits (AutoAttack's `randint(0, h - s)` never
+starts one at the last, so there the last row and column change only through the stripes).
+The side is taken over the spatial axes longer than one voxel, so a volume one voxel deep
+gets Square's squares. A cube whose new
 values equal the current ones (the signs already there, or clamped to the same box edge) would
 spend a query on a point already evaluated: its signs are redrawn (as in AutoAttack), then
 flipped if still so; `redraw_noops=False` spends those queries, as a plain schedule would.
@@ -30,6 +33,7 @@ SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
 def p_selection(p_init: float, query: int, total: int) -> float:
+    """The cube's share at search query `query` (0 first, after the stripes) of `total`."""
     it = int(query / max(total, 1) * 10000)
     return p_init / 2 ** sum(it > s for s in SCHEDULE)
 
@@ -114,7 +118,8 @@ class Square(Attack):
         used, noops = 1, 0
         owners = list(range(b))
         while used < self.queries:
-            side = cube_side(p_selection(self.p_init, used, self.queries), spatial)
+            # the search's queries are those after the stripes': the first one gets p_init
+            side = cube_side(p_selection(self.p_init, used - 1, self.queries - 1), spatial)
             # one draw (and one device sync) per query for every instance's corner
             corners = torch.stack([self._rand(b, high=s - w + 1) for s, w in zip(spatial, side)], 1).tolist()
             boxes = [tuple(slice(o, o + w) for o, w in zip(corner, side)) for corner in corners]
