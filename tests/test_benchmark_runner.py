@@ -1,6 +1,7 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,6 +60,42 @@ def test_runner_resumes_without_redoing_finished_work(net, tmp_path, capsys):
     assert replace(resumed[2], seconds=0) == replace(full[2], seconds=0)
     with pytest.raises(ValueError, match="different configuration"):
         Benchmark(net, 3, BenchmarkConfig(eps=[4], attacks=["pgd"], iters=[2]), tmp_path, progress=False).run(cases)
+
+
+def test_a_run_killed_inside_a_case_keeps_its_finished_attacks(net, tmp_path, monkeypatch):
+    # killed at the third job of the first case: the two done are kept, the resumed run makes
+    # only the rest (and remakes the input of an earlier worst attack for the report's panels),
+    # and ends with the records and panels of a run never interrupted
+    from rog.bench.runner import Benchmark as Runner
+    from rog.rundir import ResultsDir
+    cfg = BenchmarkConfig(eps=[4, 8], attacks=["pgd", "apgd-ce"], iters=[2])
+    cases = _cases(net, n=2)
+    full = Benchmark(net, 3, cfg, tmp_path / "full", progress=False).run(cases)
+    calls, do = [], Runner._do
+
+    def killed(self, case, job, tau):
+        calls.append((case.name, job))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return do(self, case, job, tau)
+
+    monkeypatch.setattr(Runner, "_do", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Benchmark(net, 3, cfg, tmp_path / "cut", progress=False).run(cases)
+    kept = ResultsDir(tmp_path / "cut").read().records
+    assert [(r.case, r.attack, r.eps) for r in kept] == [("c0", "pgd", 4.0), ("c0", "apgd-ce", 4.0)]
+    calls.clear()
+    monkeypatch.setattr(Runner, "_do", lambda self, case, job, tau: calls.append((case.name, job)) or do(
+        self, case, job, tau))
+    resumed = Benchmark(net, 3, cfg, tmp_path / "cut", progress=False).run(cases)
+    new = [(c, j.attack, j.eps) for c, j in calls]
+    assert new[:2] == [("c0", "pgd", 8.0), ("c0", "apgd-ce", 8.0)] and len([c for c in new if c[0] == "c1"]) == 4
+    assert len(new) <= 2 + 4 + 1  # at most eps 4's worst attack made again
+    assert [replace(r, seconds=0) for r in resumed.records] == [replace(r, seconds=0) for r in full.records]
+    ours, theirs = ResultsDir(tmp_path / "cut").read_qualitative(), ResultsDir(tmp_path / "full").read_qualitative()
+    assert ours.keys() == theirs.keys() == {"4.0", "8.0"}
+    for eps, panel in theirs.items():
+        assert all(np.array_equal(panel[k], ours[eps][k]) for k in panel), eps
 
 
 def test_volume_scope_and_sharded_ranks(net, tmp_path, monkeypatch):

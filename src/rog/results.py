@@ -1,7 +1,8 @@
 """The results document of a benchmark (`results.json`): typed, versioned, and the one module
 that spells its keys.
 
-The attack benchmark, the corruption sweep and the worst-case artefact sweep write a `Results`; the report, the CLI and the
+The attack benchmark, the corruption sweep, the worst-case artefact sweep and the certification
+write a `Results`; the report, the CLI and the
 demo read one; every other module uses the attributes, so renaming a field is an error where
 it is used, not a silently missing number. This module imports no torch (the report renders
 without it).
@@ -157,6 +158,29 @@ class ArtefactRecord:
 
 
 @dataclass
+class CertifyRecord:
+    """One case x noise level: randomized smoothing's certified Dice (`rog.certify`). Per
+    radius of `radii` (L2, on the range-normalised scale; `l2_eps`: the same as `rog attack
+    --norm l2 --eps`, per voxel on the /255 scale): the lower bound of the smoothed model's
+    Dice over every perturbation of that norm (mean over classes and per class), and the share
+    of scored voxels certified. `smoothed_dice`: the smoothed labels' Dice, every voxel its
+    majority class (no abstention)."""
+
+    case: str
+    sigma: float
+    samples: int  # n, the copies that estimate; n0 more chose each voxel's class
+    radii: list
+    l2_eps: list
+    certified_dice: list
+    certified_dice_per_class: list
+    certified_share: list
+    smoothed_dice: float
+    smoothed_dice_per_class: list
+    seconds: float
+    finite: bool
+
+
+@dataclass
 class EpsSummary:
     """One eps of an attack summary: worst case over the attacks per case, then the mean."""
 
@@ -225,6 +249,24 @@ class ArtefactSummary:
 
 
 @dataclass
+class CertifyStats:
+    """One noise level's means over cases: the certified Dice lower bound and the certified
+    share per radius key ("0.06"), and the smoothed labels' Dice."""
+
+    certified_dice: dict
+    certified_share: dict
+    smoothed_dice: float
+    cases: int
+
+
+@dataclass
+class CertifySummary:
+    tau: float
+    clean_dice: float  # the base model's
+    sigmas: dict  # sigma key ("0.12") -> CertifyStats
+
+
+@dataclass
 class Provenance:
     """What produced a results folder; it is continued only under the same."""
 
@@ -249,17 +291,17 @@ class Provenance:
 
 
 KINDS = {"attack": (AttackRecord, AttackSummary), "corruption": (CorruptionRecord, CorruptionSummary),
-         "artefact": (ArtefactRecord, ArtefactSummary)}
+         "artefact": (ArtefactRecord, ArtefactSummary), "certify": (CertifyRecord, CertifySummary)}
 # the dict-valued field of each summary and the dataclass of its values
 _SUMMARY_DICTS = {AttackSummary: {"eps": EpsSummary}, CorruptionSummary: {"corruptions": CorruptionStats},
-                  ArtefactSummary: {"artefacts": ArtefactStats}}
+                  ArtefactSummary: {"artefacts": ArtefactStats}, CertifySummary: {"sigmas": CertifyStats}}
 
 
 @dataclass
 class Results:
     """One benchmark of one model: `kind` "attack" (records per case x attack x eps x budget)
     or "corruption" (per case x corruption x severity) or "artefact" (per case x artefact x
-    severity, worst case). `summary` and `checks` exist once the
+    severity, worst case) or "certify" (per case x noise level). `summary` and `checks` exist once the
     run has finished; `threat` and `attack_configs` only for attacks."""
 
     kind: str
@@ -271,7 +313,7 @@ class Results:
     complete: bool
     meta: Meta
     provenance: Provenance
-    summary: AttackSummary | CorruptionSummary | ArtefactSummary | None = None
+    summary: AttackSummary | CorruptionSummary | ArtefactSummary | CertifySummary | None = None
     checks: list = field(default_factory=list)
     threat: dict | None = None
     attack_configs: dict = field(default_factory=dict)
@@ -331,4 +373,5 @@ CSV_COLUMNS = {"attack": ["case", "attack", "eps", "budget", "dice", "broken", "
                           "finite", "found", "skipped"],
                "corruption": ["case", "corruption", "severity", "dice", "seconds", "finite"],
                "artefact": ["case", "artefact", "severity", "dice", "random_dice", "random_worst", "search_dice", "by",
-                            "draws", "iterations", "seconds", "in_bound", "finite"]}
+                            "draws", "iterations", "seconds", "in_bound", "finite"],
+               "certify": ["case", "sigma", "samples", "smoothed_dice", "seconds", "finite"]}

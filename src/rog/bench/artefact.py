@@ -101,11 +101,15 @@ class ArtefactSweep(WholeCaseSweep):
         self._keep_input(case, f"{job.artefact}_s{job.severity}", x, logits)
         return record, x
 
-    def _after_case(self, case: BenchCase, outputs, first: bool) -> None:
-        """The report's slice of each artefact's worst case at its highest severity, first case."""
+    def _after_case(self, case: BenchCase, outputs, first: bool, earlier: list, tau: float) -> None:
+        """The report's slice of each artefact's worst case at its highest severity, first case
+        (a record of an earlier, interrupted run: its input made again, `_input_of`)."""
+        if not first:
+            return
         top = max(self.config.severities)
-        worst = {f"{r.artefact} s{r.severity}": x for r, x in outputs if r.severity == top}
-        if not (first and worst):
+        worst = {f"{r.artefact} s{r.severity}": self._input_of(case, r, x, tau)
+                 for r, x in [(r, None) for r in earlier] + outputs if r.severity == top}
+        if not worst:
             return
         model = self.model_for(case)
         panels = self.out.read_qualitative()

@@ -110,13 +110,17 @@ class Benchmark(Sweep):
         results.threat = ThreatModel.exactly(self.config.eps[0], self.config.norm).to_dict(eps=self.config.eps)
         results.attack_configs = self._attack_configs
 
-    def _after_case(self, case: BenchCase, outputs, first: bool) -> None:
+    def _after_case(self, case: BenchCase, outputs, first: bool, earlier: list, tau: float) -> None:
         """The qualitative arrays of the worst attack per eps, for the first case (by name); with
-        `keep`, the worst attack's whole input per eps for every case."""
-        worst: dict[str, tuple[float, torch.Tensor]] = {}
-        for record, x_adv in outputs:
-            if x_adv is not None and record.dice < worst.get(str(record.eps), (2.0, None))[0]:
-                worst[str(record.eps)] = (record.dice, x_adv)
+        `keep`, the worst attack's whole input per eps for every case. The worst may be a record
+        of an earlier, interrupted run: its input is made again (`_input_of`)."""
+        if not (first or self.keep is not None):
+            return
+        found: dict[str, tuple[float, object, torch.Tensor | None]] = {}
+        for record, x_adv in [(r, None) for r in earlier] + outputs:
+            if record.dice is not None and record.dice < found.get(str(record.eps), (2.0, None, None))[0]:
+                found[str(record.eps)] = (record.dice, record, x_adv)
+        worst = {eps: (d, self._input_of(case, r, x, tau)) for eps, (d, r, x) in found.items()}
         model = self.model_for(case)
         if self.keep is not None and worst:
             self._keep(case, model, worst)

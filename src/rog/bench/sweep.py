@@ -1,5 +1,6 @@
 """What the attack benchmark and the corruption sweep share: a model evaluated on cases x
-jobs, clean Dice and tau first, records written after every case (so a killed run resumes),
+jobs, clean Dice and tau first, records written after every job (so a killed run resumes,
+losing at most the job it was in),
 a results folder continued only under the same provenance, torchrun sharding, and a summary
 with validity checks at the end. Subclasses say what a job is and how it is measured."""
 from __future__ import annotations
@@ -71,8 +72,19 @@ class Sweep:
     def _complete(self, results: Results) -> None:
         """Add what only this kind records to the document before it is written."""
 
-    def _after_case(self, case: BenchCase, outputs: list[tuple[object, torch.Tensor | None]], first: bool) -> None:
-        """Called after each case with the records and perturbed inputs made for it."""
+    def _after_case(self, case: BenchCase, outputs: list[tuple[object, torch.Tensor | None]], first: bool,
+                    earlier: list, tau: float) -> None:
+        """Called after each case with the records and perturbed inputs made for it, and the
+        records of its jobs that an earlier, interrupted run finished (`earlier`: their inputs
+        are not kept; `_do` at `tau` remakes one, the jobs being deterministic under the seed)."""
+
+    def _input_of(self, case: BenchCase, record, x: torch.Tensor | None, tau: float) -> torch.Tensor:
+        """The perturbed input of `record`: `x`, or for a record an earlier run finished, its job
+        run again (`_after_case`)."""
+        if x is not None:
+            return x
+        job = next(j for j in self._jobs() if self._key(j) == self._key(record))
+        return self._do(case, job, tau)[1]
 
     def model_for(self, case: BenchCase) -> nn.Module:
         """The model as `case` is fed to it: inside the case's deployed pipeline where it has one,
@@ -121,19 +133,30 @@ class Sweep:
         self._announce(mine, sum(cost.values()), todo)
         # the bar counts only the work still to do: a resumed run's ETA is not its skipped jobs'
         bar = progress_bar(total=todo, desc=f"{self.kind} sweep", disable=not self.progress, unit="fwd")
+        partial = lambda: Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records,  # noqa: E731
+                                  False, self.meta, provenance)
         for case in mine:
+            pending = [job for job in jobs if (case.name, *self._key(job)) not in done]
+            if not pending:  # finished by an earlier run, its panels and volumes with it
+                continue
+            earlier = [r for r in records if r.case == case.name]
             outputs = []
-            for job in jobs:
-                if (case.name, *self._key(job)) not in done:
-                    outputs.append(self._do(case, job, tau))
-                    records.append(outputs[-1][0])
-                    log.debug(f"{case.name} {' '.join(f'{k}={v}' for k, v in asdict(job).items())}: Dice "
-                              f"{records[-1].dice}, {records[-1].seconds or 0:.1f} s")
-                    bar.set_postfix(case=case.name, **asdict(job))
-                    bar.update(cost[job])
-            self._after_case(case, outputs, case.name == first)
-            self._write(Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records, False,
-                                self.meta, provenance), self.shard)  # after every case: resumable
+            for job in pending:
+                outputs.append(self._do(case, job, tau))
+                records.append(outputs[-1][0])
+                done_now = records[-1]  # a certificate has no one Dice: its smoothed labels' stands in
+                log.debug(f"{case.name} {' '.join(f'{k}={v}' for k, v in asdict(job).items())}: Dice "
+                          f"{getattr(done_now, 'dice', getattr(done_now, 'smoothed_dice', None))}, "
+                          f"{done_now.seconds or 0:.1f} s")
+                bar.set_postfix(case=case.name, **asdict(job))
+                bar.update(cost[job])
+                # after every job but the case's last, which waits for its panels and volumes:
+                # a killed run loses at most one job, and a case whose every job is recorded
+                # has its panels written
+                if job is not pending[-1]:
+                    self._write(partial(), self.shard)
+            self._after_case(case, outputs, case.name == first, earlier, tau)
+            self._write(partial(), self.shard)
         bar.close()
         results = Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records, True, self.meta,
                           provenance)

@@ -59,7 +59,7 @@ def _model_source_arguments(s) -> None:
 
 
 def sweep_parsers(command) -> None:
-    """Add `attack`, `corrupt` and `artefact` through `command(name, fn, help)`, which makes a
+    """Add `attack`, `corrupt`, `artefact` and `certify` through `command(name, fn, help)`, which makes a
     sub-parser with the options every command takes."""
     s = command("attack", s_.cmd_attack, "robustness benchmark: AutoAttack for 3D segmentation")
     s.add_argument("--eps", type=EPS, nargs="+", default=[4, 8, 12, 16], help="on the /255 scale, in (0, 255]")
@@ -92,4 +92,20 @@ def sweep_parsers(command) -> None:
     s.add_argument("--restarts", type=POSITIVE_INT, default=2,
                    help="APGD runs: the first from the worst draw, the others from uniform draws")
     s.add_argument("--loss", default="dice", choices=["dice", "ce"], help="the search's loss: soft Dice or CE")
+    _model_source_arguments(s)
+
+    s = command("certify", s_.cmd_certify, "certified Dice: randomized smoothing of the model's whole inference "
+                "(SegCertify), a lower bound under every L2 perturbation of each radius")
+    s.add_argument("--sigmas", type=number(float, 0, lo_open=True), nargs="+", default=[0.12],
+                   help="noise sd on the range-normalised scale (each channel's range is 1)")
+    s.add_argument("--samples", type=POSITIVE_INT, default=100, help="noisy copies that estimate each voxel's class "
+                   "probability (whole predictions per case)")
+    s.add_argument("--samples0", type=POSITIVE_INT, default=10, help="noisy copies that choose each voxel's class")
+    s.add_argument("--alpha", type=number(float, 0, 1, lo_open=True), default=0.001,
+                   help="probability that a case's certificate at a radius is wrong")
+    s.add_argument("--radii", type=number(float, 0), nargs="+", default=[0.0, 0.03, 0.06, 0.12],
+                   help="L2 radii on the range-normalised scale (0: the smoothed prediction)")
+    s.add_argument("--correction", default="holm", choices=["holm", "bonferroni"],
+                   help="multiple testing over the voxels")
+    s.add_argument("--batch", type=POSITIVE_INT, default=1, help="noisy copies per forward pass")
     _model_source_arguments(s)

@@ -1,4 +1,4 @@
-"""The benchmark commands, `rog attack`, `rog corrupt` and `rog artefact`: each builds its
+"""The benchmark commands, `rog attack`, `rog corrupt`, `rog artefact` and `rog certify`: each builds its
 configuration, runs `rog.pipeline.sweeps` and prints the summary and the validity checks."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 
 def _sweep(a, config):
-    """Run `rog attack`, `rog corrupt` or `rog artefact` with `config`; None on torchrun ranks > 0."""
+    """Run `rog attack`, `rog corrupt`, `rog artefact` or `rog certify` with `config`; None on torchrun ranks > 0."""
     from rog.pipeline.sources import source_from
     from rog.pipeline.sweeps import SweepRequest, run_sweep
     result = run_sweep(SweepRequest(source_from(vars(a)), config, a.cases, a.max_cases, a.label, a.out, a.device,
@@ -15,6 +15,13 @@ def _sweep(a, config):
     if r is not None:
         print(f"{len(r.clean)} case(s): {r.meta.cases_source_text}; clean Dice {r.summary.clean_dice:.4f}")
     return result
+
+
+def _summary(a, config):
+    """(the sweep's result, its summary) of `config`; the summary None on torchrun ranks > 0,
+    where rank 0 merges and reports."""
+    result = _sweep(a, config)
+    return result, None if result.results is None else result.results.summary
 
 
 def _checks(result) -> int:
@@ -35,11 +42,10 @@ def cmd_attack(a) -> int:
         print(f"rog attack: note: eps is on the /255 scale of each channel's range: --eps {small[0]:g} means "
               f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
     from rog.bench import BenchmarkConfig
-    result = _sweep(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries, scope=a.scope,
-                                       norm=a.norm, seed=a.seed))
-    if result.results is None:
-        return 0  # a non-zero rank: rank 0 merges and reports
-    s = result.results.summary
+    result, s = _summary(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries,
+                                            scope=a.scope, norm=a.norm, seed=a.seed))
+    if s is None:
+        return 0
     print(f"success threshold tau = {s.tau:.4f}")
     for eps, e in s.eps_items():
         print(f"eps {float(eps):>5g}/255: worst-case Dice {e.worst_case_dice:.4f}, "
@@ -49,10 +55,9 @@ def cmd_attack(a) -> int:
 
 def cmd_corrupt(a) -> int:
     from rog.bench import CorruptionConfig
-    result = _sweep(a, config := CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed))
-    if result.results is None:
+    result, s = _summary(a, config := CorruptionConfig(corruptions=a.corruptions, severities=a.severities, seed=a.seed))
+    if s is None:
         return 0
-    s = result.results.summary
     print(f"{'corruption':<11} " + " ".join(f"{'sev ' + str(v):>7}" for v in config.severities)
           + f"  {'mean':>6}  rel. AUC")
     for name, c in s.corruptions.items():
@@ -66,14 +71,28 @@ def cmd_artefact(a) -> int:
     from rog.bench.artefact import ArtefactConfig
     config = ArtefactConfig(artefacts=a.artefacts, severities=a.severities, draws=a.draws, iters=a.iters,
                             restarts=a.restarts, loss=a.loss, seed=a.seed)
-    result = _sweep(a, config)
-    if result.results is None:
+    result, s = _summary(a, config)
+    if s is None:
         return 0
-    s = result.results.summary
     print(f"success threshold tau = {s.tau:.4f}; mean Dice: random draw / worst of {config.draws} draws / "
           "worst case (search or draw)")
     for name, st in s.artefacts.items():
         cells = "  ".join(f"sev {v}: {st.random[v]:.3f} / {st.random_worst[v]:.3f} / {st.worst[v]:.3f}"
                           for v in st.levels())
         print(f"{name:<7} {cells}")
+    return _checks(result)
+
+
+def cmd_certify(a) -> int:
+    from rog.bench.certify import CertifyConfig
+    config = CertifyConfig(sigmas=a.sigmas, samples0=a.samples0, samples=a.samples, alpha=a.alpha, radii=a.radii,
+                           correction=a.correction, batch=a.batch, seed=a.seed)
+    result, s = _summary(a, config)
+    if s is None:
+        return 0
+    print(f"certified Dice lower bound (share of voxels certified) per L2 radius, each with probability "
+          f"{1 - config.alpha:g}; of the smoothed model, not the base model")
+    for sigma, st in s.sigmas.items():
+        cells = "  ".join(f"r {r}: {st.certified_dice[r]:.3f} ({st.certified_share[r]:.0%})" for r in st.certified_dice)
+        print(f"sigma {sigma}: smoothed Dice {st.smoothed_dice:.4f}; {cells}")
     return _checks(result)

@@ -1,6 +1,7 @@
-"""One benchmark of one model (`rog attack`, `rog corrupt`, `rog artefact`, the demo's
-sweeps): choose the cases, describe the model for the report, load the cases and run the
-attacks, the corruptions or the worst-case artefact search into a results folder."""
+"""One benchmark of one model (`rog attack`, `rog corrupt`, `rog artefact`, `rog certify`, the
+demo's sweeps): choose the cases, describe the model for the report, load the cases and run the
+attacks, the corruptions, the worst-case artefact search or the certification into a results
+folder."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from rog.atomic import file_hash, writable_dir
 from rog.bench.artefact import ArtefactConfig, ArtefactSweep
+from rog.bench.certify import CertifyConfig, CertifySweep
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
 from rog.bench.runner import Benchmark, BenchmarkConfig
 from rog.devices import init_distributed, resolve_device
@@ -18,14 +20,17 @@ from rog.results import Results
 from rog.rundir import ResultsDir
 
 
-SWEEPS = {BenchmarkConfig: Benchmark, CorruptionConfig: CorruptionSweep, ArtefactConfig: ArtefactSweep}
+SWEEPS = {BenchmarkConfig: Benchmark, CorruptionConfig: CorruptionSweep, ArtefactConfig: ArtefactSweep,
+          CertifyConfig: CertifySweep}
+FOLDERS = {"certify": "certified"}  # the default folder's suffix where it is not the kind + "s"
 
 
 @dataclass
 class SweepRequest:
     """A benchmark of `source`'s model (a source of `rog.pipeline.sources`): `config` is a
     `BenchmarkConfig` (attacks; scope None: the model's default), a `CorruptionConfig` (random
-    scanner artefacts) or an `ArtefactConfig` (worst-case ones); `cases` (default: the model's
+    scanner artefacts), an `ArtefactConfig` (worst-case ones) or a `CertifyConfig` (randomized
+    smoothing's certified Dice); `cases` (default: the model's
     choice, `rog.bench.cases`), at most `max_cases`; `label` names the model in results and
     reports; `out` the results folder (default: WORKDIR/attacks/RUN-SCOPE for a run, else
     ./rog_SCOPE or ./rog_TOOL-KIND);
@@ -33,7 +38,7 @@ class SweepRequest:
     (`rog.bench.volumes`; rog's own models, nnU-Net's and users' models on raw scans)."""
 
     source: object
-    config: BenchmarkConfig | CorruptionConfig | ArtefactConfig
+    config: BenchmarkConfig | CorruptionConfig | ArtefactConfig | CertifyConfig
     cases: list[str] | None = None
     max_cases: int | None = None
     label: str | None = None
@@ -44,22 +49,27 @@ class SweepRequest:
 
     @property
     def sweep(self) -> type:
-        """The sweep that runs `config`: `Benchmark`, `CorruptionSweep` or `ArtefactSweep`."""
+        """The sweep that runs `config`: `Benchmark`, `CorruptionSweep`, `ArtefactSweep` or
+        `CertifySweep`."""
         return SWEEPS[type(self.config)]
 
     @property
     def kind(self) -> str:
-        """The results' kind: "attack", "corruption" or "artefact"."""
+        """The results' kind: "attack", "corruption", "artefact" or "certify"."""
         return self.sweep.kind
 
     @property
     def folder(self) -> str:
-        """The default results folder's suffix: the attack scope, "corruptions" or "artefacts"."""
+        """The default results folder's suffix: the attack scope, "corruptions", "artefacts" or
+        "certified"."""
         return _folder(self.config)
 
 
 def _folder(config) -> str:
-    return config.scope if isinstance(config, BenchmarkConfig) else SWEEPS[type(config)].kind + "s"
+    if isinstance(config, BenchmarkConfig):
+        return config.scope
+    kind = SWEEPS[type(config)].kind
+    return FOLDERS.get(kind, kind + "s")
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Certified robustness: randomized smoothing of any model's whole inference (`smoothing`)."""
