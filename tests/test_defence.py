@@ -71,6 +71,30 @@ def test_trades_starts_at_random_and_its_examples_maximise_its_kl():
     assert not torch.allclose(got, one_step(lambda z: F.cross_entropy(z, y)))
 
 
+def test_noise_training_sees_each_batch_once_with_gaussian_noise_of_the_range():
+    # Cohen et al.'s training for randomized smoothing: sd sigma x each case's range, drawn from
+    # the batch's seed (a resumed run draws the same), the clean batch beside it for the objective
+    from rog.train.defences import Batch, GaussianNoise
+    cfg = TrainConfig(noise=0.2)
+    assert cfg.adv == "noise"  # --noise SIGMA alone is the defence
+    seen = []
+    x = torch.rand(2, 2, 16, 16, 16)
+    lo, hi = torch.tensor([[0.0, -1.0], [0.0, 0.0]]), torch.tensor([[1.0, 3.0], [10.0, 2.0]])
+    step = lambda x_in, y, clean: seen.append((x_in, clean)) or torch.tensor(0.5)  # noqa: E731
+    defence = GaussianNoise(cfg, None, None)
+    assert defence.step(Batch(x, None, lo, hi, seed=7, scale=1.0), step) == 0.5
+    defence.step(Batch(x, None, lo, hi, seed=7, scale=1.0), step)
+    defence.step(Batch(x, None, lo, hi, seed=8, scale=1.0), step)
+    (x_in, clean), (again, _), (other, _) = seen
+    assert clean is x and torch.equal(x_in, again) and not torch.equal(x_in, other)
+    z = (x_in - x) / (hi - lo).view(2, 2, 1, 1, 1)
+    assert z.mean().abs() < 0.01 and z.flatten(2).std(2) == pytest.approx(torch.full((2, 2), 0.2), rel=0.05)
+    with pytest.raises(UsageError, match="--noise is a defence of its own"):
+        TrainConfig(adv="free", noise=0.1)
+    with pytest.raises(UsageError, match="the noise sd must be > 0"):
+        TrainConfig(adv="noise")
+
+
 def test_the_mix_and_trades_are_the_documented_objectives():
     torch.manual_seed(1)
     clean, adv = torch.randn(2, 3, 6, 6, 6), torch.randn(2, 3, 6, 6, 6)
@@ -145,7 +169,8 @@ def test_robust_selection_keeps_the_epoch_with_the_best_score(prepared, tmp_path
 
 
 @pytest.mark.parametrize("adv, extra", [("pgd", {"pgd_steps": 1, "trades": 1.0}),
-                                        ("artefact", {"artefacts": ["bias", "noise"], "artefact_severity": 3})])
+                                        ("artefact", {"artefacts": ["bias", "noise"], "artefact_severity": 3}),
+                                        ("noise", {"noise": 0.1})])
 def test_every_defence_resumes_exactly(prepared, tmp_path, monkeypatch, adv, extra):
     # each batch's random draws (PGD's start, the artefact) come from the batch's seed, and the
     # defence's state goes into the checkpoint: stopping and resuming changes nothing
@@ -165,8 +190,8 @@ def test_the_cli_offers_every_registered_defence():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     adv = next(a for a in train._actions if a.dest == "adv")
     assert set(adv.choices) == {k for k in DEFENCES if k}
-    with pytest.raises(UsageError, match="--adv 'noise': one of free, pgd, artefact"):
-        defence_class("noise")
+    with pytest.raises(UsageError, match="--adv 'gauss': one of free, pgd, artefact, noise"):
+        defence_class("gauss")
 
 
 def test_the_training_loop_stays_simple():

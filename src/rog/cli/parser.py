@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", nargs="*", default=None, help="model names (default: every registered model)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    s = command("train", c.cmd_train, "train a model (clean, Free AT or PGD-AT); torchrun for DDP")
+    s = command("train", c.cmd_train, "train a model (clean, Free AT, PGD-AT, against artefacts or on noise); torchrun for DDP")
     s.add_argument("dataset", help="dataset folder (MSD or nnU-Net v2 dataset.json)")
     _workdir(s)
     s.add_argument("--name", default="rog", help="run name: WORKDIR/runs/NAME")

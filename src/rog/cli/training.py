@@ -9,9 +9,12 @@ def adversarial_options(s, unset) -> None:
     """Add the options to the `train` sub-parser `s`; `unset`: argparse.SUPPRESS, so that an
     option not given keeps TrainConfig's default (or the run's own on --resume)."""
     g = s.add_argument_group("adversarial training")
-    g.add_argument("--adv", choices=["free", "pgd", "artefact"], default=unset,
-                   help="adversarial training: Free AT, PGD-AT (L-inf), or Free-style against worst-case scanner "
-                   "artefacts (default: none)")
+    g.add_argument("--adv", choices=["free", "pgd", "artefact", "noise"], default=unset,
+                   help="adversarial training: Free AT, PGD-AT (L-inf), Free-style against worst-case scanner "
+                   "artefacts, or Gaussian noise (--noise) for rog certify (default: none)")
+    g.add_argument("--noise", type=number(float, 0, lo_open=True), default=unset, metavar="SIGMA",
+                   help="train on Gaussian noise of sd SIGMA on the range-normalised scale, the noise rog certify "
+                   "smooths with (Cohen et al.; implies --adv noise) (default: none)")
     g.add_argument("--eps", type=EPS, default=unset, help="adversarial eps on the /255 range scale (default 8)")
     g.add_argument("--replays", type=POSITIVE_INT, default=unset, help="Free AT minibatch replays m (default 5)")
     g.add_argument("--no-divide-epochs", dest="divide_epochs", action="store_false", default=unset,

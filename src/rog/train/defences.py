@@ -1,6 +1,7 @@
 """What training does with each batch, one class per defence, chosen by `--adv`'s name in
-`DEFENCES`: clean training, Free AT, PGD-AT and Free-style replays against worst-case scanner
-artefacts (the steps themselves are `rog.train.adversarial`'s). The loss options of an
+`DEFENCES`: clean training, Free AT, PGD-AT, Free-style replays against worst-case scanner
+artefacts (the steps themselves are `rog.train.adversarial`'s) and Gaussian noise for
+randomized smoothing. The loss options of an
 adversarial defence, the clean/adversarial mix and TRADES, are its `objective`. The trainer
 calls a defence and does nothing else per kind; a new defence is a class here and its name in
 `DEFENCES`."""
@@ -167,7 +168,28 @@ class ArtefactReplays(Clean):
                                   batch.seed)
 
 
-DEFENCES = {None: Clean, "free": Free, "pgd": PGDAT, "artefact": ArtefactReplays}
+class GaussianNoise(Clean):
+    """Gaussian noise augmentation (Cohen et al. 2019), the training randomized smoothing asks
+    for: each batch once, with noise of sd `config.noise` times each patch's case range (the
+    scale `rog certify` smooths on), drawn from the batch's seed."""
+
+    title = "Gaussian noise"
+
+    @staticmethod
+    def check(config) -> None:
+        if config.noise <= 0:
+            raise UsageError(f"--adv noise: --noise {config.noise}: the noise sd must be > 0")
+        if config.eps_warmup or config.clean_weight or config.trades or config.select != "patch":
+            raise UsageError("--eps-warmup, --clean-weight, --trades and --select robust do not apply to --noise")
+
+    def step(self, batch, train_step):
+        g = torch.Generator(device=batch.x.device).manual_seed(batch.seed)
+        noise = torch.randn(batch.x.shape, generator=g, device=batch.x.device, dtype=batch.x.dtype)
+        span = (batch.hi - batch.lo).view(*batch.hi.shape, *[1] * (batch.x.ndim - 2))
+        return float(train_step(batch.x + self.config.noise * span * noise, batch.y, batch.x))
+
+
+DEFENCES = {None: Clean, "free": Free, "pgd": PGDAT, "artefact": ArtefactReplays, "noise": GaussianNoise}
 
 
 def defence_class(name: str | None) -> type[Clean]:

@@ -56,7 +56,7 @@ class TrainConfig:
     split: str | None = None  # a split file (train/val[/test] lists, or nnU-Net's splits_final.json), else seeded folds
     seed: int = 0
     model: str | None = None  # default: the plan's
-    adv: str | None = None  # None, "free", "pgd" or "artefact"
+    adv: str | None = None  # None, "free", "pgd", "artefact" or "noise" (what --noise alone sets)
     augment: str = "default"  # or "corruptions": also scanner artefacts (rog.corruptions) on half the patches
     eps: float = 8.0  # /255 of the whole case's channel range, as the benchmark
     replays: int = 5  # Free AT's m
@@ -70,6 +70,7 @@ class TrainConfig:
     select_iters: int = 3  # "robust": APGD-CE iterations at `eps`
     artefacts: list = field(default_factory=lambda: ["bias", "gamma", "blur", "noise", "motion"])  # --adv artefact
     artefact_severity: int = 5  # --adv artefact: severities drawn from 1..this
+    noise: float = 0.0  # --adv noise: the noise sd on the range-normalised scale (rog certify's)
     init_from: str | None = None  # a run directory whose best weights start this run
     precision: str = "fp32"  # fp32, bf16 (CPU or CUDA) or fp16 (CUDA)
     device: str = "auto"
@@ -91,6 +92,10 @@ class TrainConfig:
             raise UsageError("--clean-weight must be in [0, 1) and --eps-warmup in [0, 1]")
         if self.select not in ("patch", "robust"):
             raise UsageError(f"--select {self.select!r}: 'patch' or 'robust'")
+        if self.noise and self.adv is None:
+            self.adv = "noise"  # `--noise SIGMA` is the noise defence
+        if self.noise and self.adv != "noise":
+            raise UsageError(f"--noise is a defence of its own, not an option of --adv {self.adv}")
         defence_class(self.adv).check(self)
 
 
