@@ -179,6 +179,11 @@ class CertifyRecord:
     seconds: float
     finite: bool
 
+    @property
+    def dice(self) -> float:
+        """The smoothed labels' Dice: the one Dice of a record, as the sweep logs each record's."""
+        return self.smoothed_dice
+
 
 @dataclass
 class EpsSummary:

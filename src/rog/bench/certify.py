@@ -13,11 +13,11 @@ import torch
 from rog.attacks.base import frozen
 from rog.bench import checks
 from rog.bench.cases import BenchCase
-from rog.bench.records import BenchError
+from rog.bench.records import BenchError, dice_score
 from rog.bench.sweep import WholeCaseSweep
 from rog.certify.smoothing import CORRECTIONS, certified_dice, certify, vote_counts
 from rog.corruptions import seed_of
-from rog.evaluate.metrics import dice_per_class, mean_dice
+from rog.evaluate.metrics import mean_dice
 from rog.results import CertifyRecord, CertifyStats, CertifySummary, Check
 
 
@@ -88,11 +88,11 @@ class CertifySweep(WholeCaseSweep):
         label, certified = certify(*votes, ref < k, job.sigma, c.alpha, c.radii, c.correction)
         bounds = [certified_dice(label, certified[r], ref, k) for r in c.radii]
         scored = max(int((ref < k).sum()), 1)
-        smoothed = dice_per_class(label, ref, k)
+        smoothed = dice_score(torch.from_numpy(label)[None], case.y, k)
         record = CertifyRecord(case.name, job.sigma, c.samples, list(c.radii), [l2_eps(r, case.x) for r in c.radii],
-                               [mean_dice(b) for b in bounds], [_listed(b) for b in bounds],
-                               [float(certified[r].sum()) / scored for r in c.radii], mean_dice(smoothed),
-                               _listed(smoothed), time.perf_counter() - t0, bool(torch.isfinite(case.x).all()))
+                               [mean_dice(b) for b in bounds], [b.tolist() for b in bounds],
+                               [float(certified[r].sum()) / scored for r in c.radii], smoothed.dice,
+                               smoothed.dice_per_class, time.perf_counter() - t0, bool(torch.isfinite(case.x).all()))
         return record, None
 
     def _summarize(self, records, clean, tau) -> CertifySummary:
@@ -115,6 +115,3 @@ def l2_eps(radius: float, x: torch.Tensor) -> float:
     attack --norm l2 --eps` gives it: per voxel and channel, on the /255 scale."""
     return radius / math.sqrt(x[0].numel()) * 255.0
 
-
-def _listed(per_class: np.ndarray) -> list:
-    return [None if np.isnan(v) else float(v) for v in per_class]

@@ -133,8 +133,10 @@ class Sweep:
         self._announce(mine, sum(cost.values()), todo)
         # the bar counts only the work still to do: a resumed run's ETA is not its skipped jobs'
         bar = progress_bar(total=todo, desc=f"{self.kind} sweep", disable=not self.progress, unit="fwd")
-        partial = lambda: Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records,  # noqa: E731
-                                  False, self.meta, provenance)
+        def document(complete: bool) -> Results:
+            return Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records, complete, self.meta,
+                           provenance)
+
         for case in mine:
             pending = [job for job in jobs if (case.name, *self._key(job)) not in done]
             if not pending:  # finished by an earlier run, its panels and volumes with it
@@ -144,22 +146,19 @@ class Sweep:
             for job in pending:
                 outputs.append(self._do(case, job, tau))
                 records.append(outputs[-1][0])
-                done_now = records[-1]  # a certificate has no one Dice: its smoothed labels' stands in
                 log.debug(f"{case.name} {' '.join(f'{k}={v}' for k, v in asdict(job).items())}: Dice "
-                          f"{getattr(done_now, 'dice', getattr(done_now, 'smoothed_dice', None))}, "
-                          f"{done_now.seconds or 0:.1f} s")
+                          f"{records[-1].dice}, {records[-1].seconds or 0:.1f} s")
                 bar.set_postfix(case=case.name, **asdict(job))
                 bar.update(cost[job])
                 # after every job but the case's last, which waits for its panels and volumes:
                 # a killed run loses at most one job, and a case whose every job is recorded
                 # has its panels written
                 if job is not pending[-1]:
-                    self._write(partial(), self.shard)
+                    self._write(document(False), self.shard)
             self._after_case(case, outputs, case.name == first, earlier, tau)
-            self._write(partial(), self.shard)
+            self._write(document(False), self.shard)
         bar.close()
-        results = Results(self.kind, asdict(self.config), self.num_classes, tau, clean, records, True, self.meta,
-                          provenance)
+        results = document(True)
         self._write(results, self.shard)
         if self.world > 1:
             wait_for_ranks()
