@@ -116,6 +116,40 @@ def test_the_certified_bound_lies_below_attacks_at_the_same_radius(segmenter3, t
     assert doc.summary.sigmas["0.12"].cases == 2 and [c.status for c in doc.checks] == ["pass"]
 
 
+def test_the_report_brackets_certificates_with_the_l2_attacks_of_the_same_balls(segmenter3, tmp_path):
+    # the report pairs each certify record's radius with the attack records at that case's own
+    # l2_eps; an L2 attack that brackets a certificate leaves the attack sections to the L-inf one
+    from rog.bench import Benchmark, BenchmarkConfig
+    from rog.report.build import build_report
+    from rog.results import Meta
+    cases, meta = _cases(segmenter3), Meta(label="net")
+    cfg = CertifyConfig(sigmas=[0.12], samples0=4, samples=20, radii=[0.0, 0.06, 0.12, 0.5], alpha=0.01, batch=4)
+    cert = CertifySweep(segmenter3, 3, cfg, tmp_path / "cert", None, None, progress=False, meta=meta).run(cases)
+    eps = [cert.records[0].l2_eps[1], cert.records[0].l2_eps[2]]  # r = 0.5 is left unattacked
+    l2 = Benchmark(segmenter3, 3, BenchmarkConfig(eps=eps, attacks=["apgd-ce", "pgd"], iters=[3], scope="volume",
+                                                  norm="l2"), tmp_path / "l2", progress=False, meta=meta).run(cases)
+    Benchmark(segmenter3, 3, BenchmarkConfig(eps=[8], attacks=["pgd"], iters=[2]), tmp_path / "linf",
+              progress=False, meta=meta).run(cases)
+    summary = build_report([tmp_path / "cert", tmp_path / "l2", tmp_path / "linf"], tmp_path / "rep", panels=False)
+    assert list(summary.models) == ["net"] and list(summary.models["net"].eps) == ["8.0"]  # the L-inf run only
+    (b,) = summary.certified["net"]
+    worst = {(r.case, r.eps): min(x.dice for x in l2.records if (x.case, x.eps) == (r.case, r.eps)) for r in l2.records}
+    assert b.points[0].attacked == pytest.approx(np.mean([c.dice for c in cert.clean.values()]))
+    for i in (1, 2):
+        p = b.points[i]
+        assert p.attacked == pytest.approx(np.mean([worst[c.name, eps[i - 1]] for c in cases]))
+        assert p.certified <= p.attacked and p.attacks == ["apgd-ce@3", "pgd@3"]
+        assert p.rms == pytest.approx([eps[i - 1] / 255])  # the cases' range is 1
+    assert b.points[3].attacked is None and b.points[3].certified == pytest.approx(
+        np.mean([r.certified_dice[3] for r in cert.records]))
+    assert b.linf_l2 == pytest.approx(8 / 255 * 16 ** 1.5)  # 8/255 in every one of 16^3 voxels
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "certified.png" in summary.figures and (tmp_path / "rep" / "certified.png").stat().st_size > 0
+    assert "Certified robustness" in html and "not every case was attacked at that radius" in html
+    doc = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert doc["certified"]["net"][0]["points"][1]["attacked"] == pytest.approx(b.points[1].attacked)
+
+
 def test_certify_is_deterministic_and_resumes_exactly(segmenter3, tmp_path):
     cfg = CertifyConfig(sigmas=[0.1, 0.2], samples0=4, samples=12, radii=[0.0, 0.05])
     cases = _cases(segmenter3)

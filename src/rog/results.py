@@ -164,7 +164,9 @@ class CertifyRecord:
     --norm l2 --eps`, per voxel on the /255 scale): the lower bound of the smoothed model's
     Dice over every perturbation of that norm (mean over classes and per class), and the share
     of scored voxels certified. `smoothed_dice`: the smoothed labels' Dice, every voxel its
-    majority class (no abstention)."""
+    majority class (no abstention). `elements`: the voxels x channels of the case's input;
+    `input_range`: each channel's max - min there, the scale of the radii (both None in older
+    records)."""
 
     case: str
     sigma: float
@@ -178,6 +180,8 @@ class CertifyRecord:
     smoothed_dice_per_class: list
     seconds: float
     finite: bool
+    elements: int | None = None
+    input_range: list | None = None
 
     @property
     def dice(self) -> float:

@@ -92,7 +92,8 @@ class CertifySweep(WholeCaseSweep):
         record = CertifyRecord(case.name, job.sigma, c.samples, list(c.radii), [l2_eps(r, case.x) for r in c.radii],
                                [mean_dice(b) for b in bounds], [b.tolist() for b in bounds],
                                [float(certified[r].sum()) / scored for r in c.radii], smoothed.dice,
-                               smoothed.dice_per_class, time.perf_counter() - t0, bool(torch.isfinite(case.x).all()))
+                               smoothed.dice_per_class, time.perf_counter() - t0, bool(torch.isfinite(case.x).all()),
+                               case.x[0].numel(), (case.hi - case.lo).flatten().tolist())
         return record, None
 
     def _summarize(self, records, clean, tau) -> CertifySummary:

@@ -143,6 +143,11 @@ def cmd_report(a) -> int:
               + (f", mCE {m.mce:.2f}" if m.mce is not None else ""))
     for name, m in summary.artefacts.items():
         print(f"{name}: worst-case artefact Dice " + ", ".join(f"severity {k} {v:.4f}" for k, v in m.worst_case.items()))
+    for name, per_sigma in summary.certified.items():
+        for b in per_sigma:
+            print(f"{name}, sigma {b.sigma:g}: certified / attacked Dice " + ", ".join(
+                f"r {p.radius:g} {p.certified:.3f} / " + ("n/a" if p.attacked is None else f"{p.attacked:.3f}")
+                for p in b.points))
     print(f"report written to {Path(a.out) / 'report.html'}")
     return 0
 

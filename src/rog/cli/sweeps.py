@@ -95,4 +95,8 @@ def cmd_certify(a) -> int:
     for sigma, st in s.sigmas.items():
         cells = "  ".join(f"r {r}: {st.certified_dice[r]:.3f} ({st.certified_share[r]:.0%})" for r in st.certified_dice)
         print(f"sigma {sigma}: smoothed Dice {st.smoothed_dice:.4f}; {cells}")
+    eps = sorted({float(f"{e:.6g}") for rec in result.results.records for e in rec.l2_eps if e > 0})
+    if eps:  # each case's own eps: a ball of norm r holds more per-voxel change on a smaller case
+        print("the attacked side of these radii (for rog report): rog attack ... --scope volume --norm l2 --eps "
+              + " ".join(f"{e:g}" for e in eps))
     return _checks(result)

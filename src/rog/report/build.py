@@ -17,6 +17,7 @@ import numpy as np
 
 from rog.atomic import write_json, write_text
 from rog.evaluate.artefact import summarize_artefacts
+from rog.evaluate.bracket import brackets, l2_attacks
 from rog.evaluate.corruption import corruption_errors
 from rog.evaluate.robustness import auc
 from rog.evaluate.seeds import SeedRun, across_seeds, auc_gain, mean_sd
@@ -216,7 +217,10 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     """Write OUT/report.html, OUT/*.png and OUT/summary.json.
 
     Args:
-        inputs: results folders (attack or corruption) or run folders (their results).
+        inputs: results folders (attack, corruption, artefact or certify) or run folders
+            (their results). A certify folder is drawn as a bracket with the whole-case L2
+            attacks of the same model among them (`rog.evaluate.bracket`), which then stay out
+            of the attack sections.
         out: the report's folder.
         table_eps: the eps of the per-attack table and the panels.
         panels: draw the qualitative figure.
@@ -238,7 +242,13 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     docs = [(f, _finished(f)) for f in _find_results(inputs)]
     # every file read before anything is written: a broken one leaves no half-made report
     qualitative = {f.path: f.read_qualitative() for f, r in docs if r.kind == "attack"}
-    entries = [Entry(r.meta.label or f.path.name, f, r, qualitative[f.path]) for f, r in docs if r.kind == "attack"]
+    attacked = [r for _, r in docs if r.kind == "attack"]
+    certified = [(r.meta.label or f.path.name, f.path.name, r) for f, r in docs if r.kind == "certify"]
+    certified = [(label if [c[0] for c in certified].count(label) == 1 else folder, r) for label, folder, r in certified]
+    # the L2 attacks that bracket a certificate are its upper side, not a model of the attack sections
+    bracketing = {id(a) for _, c in certified for a in l2_attacks(c, attacked)}
+    entries = [Entry(r.meta.label or f.path.name, f, r, qualitative[f.path]) for f, r in docs
+               if r.kind == "attack" and id(r) not in bracketing]
     _unique_names(entries)
     summary = ReportSummary(common_eps=common_eps(entries) if entries else None)  # refused before anything is written
     artefact = [(r.meta.label or f.path.name, f, r) for f, r in docs if r.kind == "artefact"]
@@ -254,11 +264,15 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     summary.corruptions = _corruptions(corruption, out, baseline)
     summary.artefacts = {name: r.summary for name, _, r in artefact}
     worst, artefact_figs = _artefacts(artefact, out, panels)
+    summary.certified = {name: brackets(r, attacked) for name, r in certified}
+    if certified:
+        figures.brackets(out / "certified.png", summary.certified)
     corruption_html = (page.corruptions(corruption, summary.corruptions, baseline)
                        + page.artefacts([(name, r) for name, _, r in artefact], worst,
                                         "artefact_panels.png" in artefact_figs, summary.tau)
+                       + page.certified(summary.certified)
                        + page.volumes(_volume_links(docs, out)))
-    tail_figs = (["dice_vs_severity.png"] if corruption else []) + artefact_figs
+    tail_figs = (["dice_vs_severity.png"] if corruption else []) + artefact_figs + (["certified.png"] if certified else [])
     if not entries:
         summary.figures = tail_figs
         write_json(out / "summary.json", summary.to_json())

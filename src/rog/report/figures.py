@@ -24,16 +24,22 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
+def _grid(n: int, width: float, height: float):
+    """(figure, axes `[rows, cols]`) of `n` panels of `width` x `height` inches, three to a row."""
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = _plt().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                                layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def dice_vs_eps(path: Path, models: dict[str, tuple[list, list, list]], class_names: list[str]) -> dict[str, float]:
     """Figure 1/4: worst-case Dice vs eps, one panel per model (name -> (eps, mean Dice,
     per-class Dice lists)), one curve per class and the mean; returns each model's normalised
     AUC of the mean curve."""
-    plt = _plt()
-    cols = min(len(models), 3)
-    rows = -(-len(models) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False, layout="constrained")
-    for ax in axes.flat[len(models):]:
-        ax.set_visible(False)
+    fig, axes = _grid(len(models), 4.2, 3.6)
     aucs = {}
     for ax, (name, (eps, mean, per_class)) in zip(axes.flat, models.items()):
         aucs[name] = auc(eps, mean)
@@ -126,6 +132,31 @@ def qualitative(path: Path, panels: list[tuple[str, dict]], num_classes: int, wh
                 ax.set_title(cols[j], fontsize=9)
         row[0].set_ylabel(f"{title}, slice {z}", fontsize=8)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def brackets(path: Path, models: dict[str, list]) -> None:
+    """Certified vs attacked Dice over the L2 radius, one panel per model (name -> its
+    `rog.evaluate.bracket.Bracket` per noise level), per noise level one colour: the certified
+    lower bound (solid) and the smoothed labels' Dice (a star at r = 0); in black dashed, the
+    base model's worst case under the L2 attacks (at the radii where every case was attacked).
+    Every noise level shares the configuration's radii."""
+    fig, axes = _grid(len(models), 4.6, 3.8)
+    for ax, (name, per_sigma) in zip(axes.flat, models.items()):
+        hit = [p for p in per_sigma[0].points if p.attacked is not None]  # the base model's: one for every sigma
+        if len(hit) > 1:
+            ax.plot([p.radius for p in hit], [p.attacked for p in hit], "k--", marker="s", label="base model attacked")
+        for i, b in enumerate(per_sigma):
+            ax.plot([p.radius for p in b.points], [p.certified for p in b.points], "-", color=f"C{i}", marker="o",
+                    label=f"certified, sigma {b.sigma:g}")
+            ax.plot([0], [b.smoothed_dice], "*", color=f"C{i}", ms=11, label=f"smoothed Dice, sigma {b.sigma:g}")
+        ax.set_title(name)
+        ax.set_xlabel("L2 radius r (range-normalised scale)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("mean Dice")
     _save(fig, path)
 
 

@@ -83,6 +83,51 @@ def artefacts(entries: list, worst: dict, panels: bool, tau) -> str:
             + f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
 
 
+def certified(models: dict) -> str:
+    """The section on certified robustness: per model (name -> its `Bracket` per noise level)
+    and radius, the certified lower bound beside the attacked upper bound, the radii in the
+    units a user reads, and the guarantee's limits."""
+    if not models:
+        return ""
+    rows, units = [], []
+    for name, per_sigma in models.items():
+        for b in per_sigma:
+            cells = "".join(f"<td><b>{fmt(p.certified)}</b> / {fmt(p.attacked)} ({p.certified_share:.0%})</td>"
+                            for p in b.points)
+            rows.append(f"<tr><td>{esc(name)}</td><td>{b.sigma:g}</td><td>{b.cases}</td><td>{fmt(b.clean_dice)}</td>"
+                        f"<td>{fmt(b.smoothed_dice)}</td>{cells}</tr>")
+            units.append(f"<tr><td>{esc(name)}</td><td>{b.sigma:g}</td>" + "".join(
+                f"<td>{p.l2_eps:.4g}"
+                + (f" ({', '.join(f'{v:.3g}' for v in p.rms)})" if p.rms else "") + "</td>" for p in b.points)
+                + f"<td>{fmt(b.linf_l2, 2)}</td></tr>")
+    first = next(iter(models.values()))[0]
+    head = "".join(f"<th>r = {p.radius:g}</th>" for p in first.points)
+    unattacked = any(p.attacked is None for bs in models.values() for b in bs for p in b.points)
+    return ("<h2>Certified robustness (randomized smoothing) beside attacks</h2>"
+            "<img src='certified.png' alt='certified vs attacked Dice over the L2 radius'>"
+            "<table><tr><th>model</th><th>sigma</th><th>cases</th><th>base clean</th><th>smoothed</th>"
+            f"{head}</tr>{''.join(rows)}</table>"
+            "<p>Cells: <b>the certified Dice lower bound</b> of the smoothed model over every perturbation of L2 norm "
+            "r / the worst Dice rog's attacks found on the base model in the same L2 ball (whole cases, "
+            "<code>rog attack --scope volume --norm l2</code>; at r = 0 its clean Dice) (share of voxels certified). "
+            "The true robust Dice of the smoothed model lies at or above the bound; the attacked figure is an upper "
+            "bound for the base model, whose robustness the certificate does not cover."
+            + (" n/a: not every case was attacked at that radius (<code>rog certify</code> prints the eps to give "
+               "<code>rog attack</code>)." if unattacked else "") + "</p>"
+            "<table><tr><th>model</th><th>sigma</th>"
+            + "".join(f"<th>r = {p.radius:g}</th>" for p in first.points)
+            + f"<th>L2 norm of the 8/255 L-inf ball</th></tr>{''.join(units)}</table>"
+            "<p>The radii in the units a user reads: r: the L2 norm of the perturbation on the range-normalised scale "
+            "(each channel's intensity range is 1); then the same as <code>rog attack --norm l2 --eps</code> (the "
+            "root mean square per voxel and channel, /255 of the range); in brackets that root mean square in the "
+            "model input's intensity units, per channel. The last column is the L2 norm, on r's scale, of the "
+            "L-inf ball of 8/255 that the attack sections use: the certifiable radii are far smaller.</p>"
+            f"<p>Limits: each bound holds with probability 1 - alpha = {1 - first.alpha:g} per case and radius "
+            "(Clopper-Pearson per voxel, with the multiple-testing correction over the voxels), for the smoothed "
+            "model (the majority vote of the whole inference under Gaussian noise of sd sigma), not the base model. "
+            "Abstained voxels count against every class (SegCertify's procedure, <code>rog.certify</code>).</p>")
+
+
 def learning(learn) -> str:
     """What learning adds: the models' clean test Dice beside the atlas-transfer reference."""
     if not learn:

@@ -79,6 +79,7 @@ class ReportSummary:
     table_eps: float | None = None
     common_eps: list | None = None  # where the runs' eps grids differ: the eps every figure compares them at
     tau: Tau | None = None  # the task's tau of every robust accuracy in `models` (None: no attack results)
+    certified: dict = field(default_factory=dict)  # model name -> [`rog.evaluate.bracket.Bracket`] per noise level
 
     def to_json(self) -> dict:
         return asdict(self)
