@@ -127,3 +127,31 @@ def test_a_missing_device_is_one_line(tmp_path, case, capsys):
                  "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device cuda: CUDA is not available" in err
+
+
+def test_smooth_predicts_the_vote_of_the_noisy_copies(tmp_path, case, capsys):
+    # the Oracle labels a voxel by its nearest multiple of 100: under noise of sd sigma x the
+    # range (200), a voxel at 100 l + 7 votes l with the Gaussian mass of its bin
+    from scipy.stats import norm
+    label, _ = case
+    run = _run(tmp_path / "a", [0.9, 1.1, 2.5], 1.0)  # the image's own grid: the votes are written as they are
+    args = ["predict", str(run.path), "-i", str(tmp_path / "in"), "--device", "cpu", "--save-probabilities",
+            "--postprocess", "off", "--disable-tta", "--smooth", "0.25", "--samples", "20"]
+    assert main([*args, "-o", str(tmp_path / "p")]) == 0
+    assert "majority vote of 20 copies under noise of sd 0.25" in capsys.readouterr().out
+    votes, _ = PredictionsDir(tmp_path / "p").read_probabilities("c0")
+    np.testing.assert_allclose(votes * 20, np.round(votes * 20), atol=1e-4)  # shares of 20 votes
+    np.testing.assert_allclose(votes.sum(0), 1, atol=1e-6)
+    sd, edges = 50.0, np.array([-np.inf, 50, 150, np.inf])
+    for lab in range(3):
+        p = np.diff(norm.cdf((edges - (100 * lab + 7)) / sd))  # each class's share of the vote
+        mean = votes[:, label == lab].mean(1)
+        assert np.all(np.abs(mean - p) < 0.03), (lab, mean, p)
+    pred = read_label(tmp_path / "p" / "c0.nii.gz")[0]
+    np.testing.assert_array_equal(pred, votes.argmax(0))
+    assert 0.7 < np.mean(pred == label) < 1  # the noise flips some voxels' majority, not most
+    # drawn from a seed: the same votes again; and the record says how they were made
+    assert main([*args, "-o", str(tmp_path / "q")]) == 0
+    np.testing.assert_array_equal(PredictionsDir(tmp_path / "q").read_probabilities("c0")[0], votes)
+    record = json.loads((tmp_path / "p" / "rog_predict.json").read_text())
+    assert record["smooth"] == {"sigma": 0.25, "samples": 20, "seed": 0}

@@ -19,13 +19,33 @@ What it guarantees: the smoothed model's labels, not the base model's; with prob
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from scipy import stats
 
+from rog.attacks.threat import ThreatModel
 from rog.evaluate.metrics import scored_sets, within
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """The smoothed model's own prediction (`rog predict --smooth`): `samples` noisy copies of
+    sd `sigma` (range-normalised scale, as `rog certify`), drawn from `seed`."""
+
+    sigma: float
+    samples: int = 100
+    seed: int = 0
+
+    def votes(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, num_classes: int,
+              batch: int = 1) -> torch.Tensor:
+        """The share of copies voting each class `[K, ...]` (float32) for the case `x
+        [1, C, ...]`, its box each channel's min and max; `model` as `vote_counts` takes it."""
+        g = torch.Generator(device=x.device).manual_seed(self.seed)
+        counts = vote_counts(model, x, *ThreatModel.channel_range(x), num_classes, self.sigma, self.samples, batch, g)
+        return counts.float() / self.samples
 
 
 def vote_counts(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, lo: torch.Tensor,

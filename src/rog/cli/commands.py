@@ -81,14 +81,17 @@ def cmd_predict(a) -> int:
     from rog.pipeline.predict import PredictRequest, predict
     from rog.pipeline.sources import GRID_SOURCES, sources_from
     sources = sources_from(a.runs, vars(a), GRID_SOURCES)
+    from rog.certify.smoothing import Smoothing
+    smooth = Smoothing(a.smooth, a.samples) if a.smooth else None
     r = predict(PredictRequest(sources, a.input, a.output, a.postprocess, a.overlap, a.tta, a.device,
-                               a.save_probabilities, a.resume))
+                               a.save_probabilities, a.resume, smooth))
     if a.verbose:
         print("seconds per stage, all cases: " + ", ".join(f"{k} {v:.2f}" for k, v in r.seconds.items()))
     kept = sum(v == "kept" for v in r.status.values())
     print(f"predicted {len(r.status) - len(r.failed) - kept} of {len(r.status)} case(s) into {a.output}"
           + (f" ({kept} kept from before)" if kept else "") + (f"; failed: {', '.join(r.failed)}" if r.failed else "")
-          + f"; {len(sources)} model(s), mirroring {'on' if a.tta else 'off'}, post-processing {r.steps or 'none'}")
+          + f"; {len(sources)} model(s), mirroring {'on' if a.tta else 'off'}, post-processing {r.steps or 'none'}"
+          + (f"; smoothed: majority vote of {a.samples} copies under noise of sd {a.smooth:g}" if smooth else ""))
     return 1 if r.failed else 0
 
 

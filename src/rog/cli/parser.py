@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write NAME.npz: class probabilities [K, X, Y, Z] in the image's voxel order, and its affine")
     s.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases already predicted (only with the same models and settings)")
+    s.add_argument("--smooth", type=number(float, 0, None, lo_open=True), metavar="SIGMA",
+                   help="the smoothed model's labels (what rog certify certifies): the majority vote of the whole "
+                        "inference on --samples copies with Gaussian noise of sd SIGMA times each channel's range")
+    s.add_argument("--samples", type=number(int, 1), default=100, help="noisy copies per case for --smooth")
     device_option(s)
 
     s = command("evaluate", c.cmd_evaluate, "Dice, HD95 and surface Dice of predictions against references "

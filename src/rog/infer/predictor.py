@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rog.atomic import writable_dir
+from rog.certify.smoothing import Smoothing
 from rog.data import formats
 from rog.data.dataset import Case, load_dataset
 from rog.data.io import Geometry, VolumeError, write_label
@@ -31,13 +32,18 @@ from rog.rundir import PredictionsDir
 
 def predict_probabilities(model: nn.Module, image: np.ndarray, plan: Plan, device="cpu",
                           overlap: float = 0.5, mirror_axes: Sequence[int] | None = None,
-                          batch_size: int = 2) -> np.ndarray:
-    """Softmax `[K, x, y, z]` for a preprocessed image `[C, x, y, z]`."""
+                          batch_size: int = 2, smooth: Smoothing | None = None) -> np.ndarray:
+    """Softmax `[K, x, y, z]` for a preprocessed image `[C, x, y, z]`; with `smooth`, the
+    smoothed model's instead: each class's share of the votes of the whole inference on the
+    noisy copies."""
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+
+    def window(v: torch.Tensor) -> torch.Tensor:
+        return sliding_window(model, v, plan.val_patch_size, overlap, batch_size=batch_size, mirror_axes=mirror_axes)
     with torch.no_grad():
-        logits = sliding_window(model, x, plan.val_patch_size, overlap, batch_size=batch_size,
-                                mirror_axes=mirror_axes)
-    return torch.softmax(logits[0].float(), 0).cpu().numpy()
+        if smooth is not None:
+            return smooth.votes(window, x, plan.num_classes).cpu().numpy()
+        return torch.softmax(window(x)[0].float(), 0).cpu().numpy()
 
 
 class StageTimes(dict):
@@ -55,14 +61,15 @@ class StageTimes(dict):
 def predict_case(model: nn.Module, image: np.ndarray, geometry: Geometry, plan: Plan, device="cpu",
                  overlap: float = 0.5, mirror_axes=None, steps: dict | None = None,
                  times: StageTimes | None = None, members: Sequence[tuple[nn.Module, Plan]] = (),
-                 probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                 probabilities: bool = False, smooth: Smoothing | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(label map `[X, Y, Z]` uint8, probabilities `[K, X, Y, Z]` float32 or None) on the
     original grid for a raw image `[C, X, Y, Z]` (with the plan's channel count, validated by
     the caller: `read_valid_image`). `members`: more (model, plan) pairs ensembled with this
     one, each with its own plan's preprocessing, by averaging the probabilities on the original
     grid (nnU-Net's ensembling); `probabilities`: return them (else one model streams its
     classes, about two full-resolution maps of memory). `times` collects the seconds of each
-    stage: preprocess, sliding window, inverse, post-process."""
+    stage: preprocess, sliding window, inverse, post-process. `smooth`: each model smoothed
+    (`predict_probabilities`), its probabilities the votes' shares."""
     times = times if times is not None else StageTimes()
     models = [(model, plan), *members]
     stream = len(models) == 1 and not probabilities
@@ -71,7 +78,7 @@ def predict_case(model: nn.Module, image: np.ndarray, geometry: Geometry, plan: 
         with times("preprocess"):
             pre, _, props = preprocess_arrays(image, None, geometry, p)
         with times("sliding window"):
-            probs = predict_probabilities(net, pre, p, device, overlap, mirror_axes)
+            probs = predict_probabilities(net, pre, p, device, overlap, mirror_axes, smooth=smooth)
         with times("inverse"):
             if stream:
                 label = invert_to_label(probs, props)
@@ -119,7 +126,7 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
                   overlap: float = 0.5, mirror_axes=None, steps: dict | None = None,
                   progress: bool = True, times: StageTimes | None = None,
                   members: Sequence[tuple[nn.Module, Plan]] = (), probabilities: bool = False,
-                  resume: bool = False) -> dict[str, str]:
+                  resume: bool = False, smooth: Smoothing | None = None) -> dict[str, str]:
     """Predict each case into a predictions folder; a failing case never stops the others.
 
     Args:
@@ -133,6 +140,7 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
         steps: the post-processing.
         members: more (model, plan) pairs ensembled with this one (`predict_case`).
         resume: skip cases whose files exist (written atomically: an existing file is finished).
+        smooth: predict with the smoothed model (`rog.certify.smoothing.Smoothing`).
         times: collects the seconds of each stage (read and write too) over all cases.
 
     Returns:
@@ -153,7 +161,7 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
             with times("read"):
                 image, geom = read_valid_image(case, plan.num_channels)
             label, probs = predict_case(model, image, geom, plan, device, overlap, mirror_axes, steps, times,
-                                        members, probabilities)
+                                        members, probabilities, smooth)
             with times("write"):
                 if probs is not None:
                     out.write_probabilities(case.name, probs, geom.affine)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rog.atomic import file_hash, writable_dir, write_json
+from rog.certify.smoothing import Smoothing
 from rog.errors import UsageError, read_json_object
 from rog.pipeline.models import GridModel
 from rog.rundir import PredictionsDir
@@ -22,7 +23,8 @@ class PredictRequest:
     probabilities on the original grid. `postprocess`: "auto" (the runs' decision, where they
     agree), "on" or "off"; `overlap` of the sliding window; `tta`: mirroring over the three
     axes (nnU-Net's default); `probabilities`: also NAME.npz; `resume`: keep finished cases
-    (only under the same models and settings)."""
+    (only under the same models and settings); `smooth`: predict with the smoothed model
+    (`rog.certify.smoothing.Smoothing`, the labels `rog certify` certifies)."""
 
     sources: list  # of RunSource or FactorySource
     input: str | Path
@@ -33,6 +35,7 @@ class PredictRequest:
     device: str = "auto"
     probabilities: bool = False
     resume: bool = False
+    smooth: Smoothing | None = None
 
 
 @dataclass
@@ -78,7 +81,7 @@ def predict(req: PredictRequest) -> PredictResult:
     provenance = {"models": [str(m.run.path.resolve()) if m.run else m.factory for m in models],
                   "weights": [file_hash(m.weights) for m in models], "plans": [asdict(m.plan) for m in models],
                   "overlap": req.overlap, "mirror_axes": mirror, "postprocessing": steps,
-                  "probabilities": req.probabilities}
+                  "probabilities": req.probabilities, **({"smooth": asdict(req.smooth)} if req.smooth else {})}
     if req.resume and out.provenance.is_file():
         previous = read_json_object(out.provenance, UsageError)
         changed = sorted(k for k in provenance if previous.get(k) != json.loads(json.dumps(provenance[k])))
@@ -91,5 +94,5 @@ def predict(req: PredictRequest) -> PredictResult:
     times = StageTimes()
     status = predict_cases(models[0].network, first, cases, req.output, resolve_device(req.device), req.overlap,
                            mirror, steps, times=times, members=[(m.network, m.plan) for m in models[1:]],
-                           probabilities=req.probabilities, resume=req.resume)
+                           probabilities=req.probabilities, resume=req.resume, smooth=req.smooth)
     return PredictResult(status, dict(times.items()), steps)
