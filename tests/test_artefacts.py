@@ -147,6 +147,51 @@ def test_the_search_beats_the_best_of_many_random_draws_on_a_trained_model(segme
     assert len(largest) > 3 * (10 + 2 * 10) and max(largest) <= 1.0
 
 
+def test_the_random_search_finds_what_a_step_function_hides_from_the_gradient():
+    # each voxel flips to background once its parameter passes 0.4: the Dice is a staircase in t,
+    # flat almost everywhere, so only a derivative-free search can walk it down
+    from rog.artefacts.search import random_search
+    y = torch.ones(1, 4, 4, 4, dtype=torch.long)
+
+    def model(t):
+        flipped = (t.repeat(8) > 0.4).view(1, 4, 4, 4).float()
+        return torch.stack([flipped, 1 - flipped], 1) + 0 * t.sum()
+    start = torch.zeros(8)
+    t, dice, queries = random_search(model, start, y, 2, 40, torch.Generator().manual_seed(0))
+    assert queries == 40 and t.abs().max() <= 1 and torch.equal(start, torch.zeros(8))  # the start is not moved
+    assert dice == pytest.approx(float(dice_batch(model(t).argmax(1), y, 2)[0]))  # what it reports is what t does
+    assert dice <= 0.4, (dice, t)  # from 1: most coordinates pushed past the step
+    start.requires_grad_(True)
+    model(start).max(1).values.sum().backward()
+    assert float(start.grad.abs().sum()) == 0  # the gradient there says nothing
+
+
+def test_without_a_gradient_the_search_goes_derivative_free_and_the_records_say_so(segmenter3, tmp_path):
+    # the trained segmenter behind an argmax: the same labels, no gradient to the parameters
+    class Hard(torch.nn.Module):
+        def forward(self, x):
+            return 10.0 * torch.nn.functional.one_hot(segmenter3(x).argmax(1), 3).movedim(-1, 1).float()
+    case = _sphere_cases(1)[0]
+    art = make_artefact("bias", 2, (1.0, 1.0, 1.0), torch.tensor([0.1]))
+    hard = worst_artefact(Hard(), art, case.x, case.y, case.lo, case.hi, 3, draws=10, iters=10, restarts=2, seed=0)
+    soft = worst_artefact(segmenter3, art, case.x, case.y, case.lo, case.hi, 3, draws=10, iters=10, restarts=2, seed=0)
+    assert (hard.method, soft.method) == ("random", "apgd")
+    assert hard.random_worst == pytest.approx(soft.random_worst)  # the same labels, the same draws
+    assert hard.iterations == 2 * 3 * 11 and hard.in_bound  # APGD's cost in forward passes
+    assert hard.by == "search" and hard.search_dice < hard.random_worst - 0.02, hard
+    forced = worst_artefact(Hard(), art, case.x, case.y, case.lo, case.hi, 3, draws=10, iters=10, restarts=2,
+                            seed=0, method="apgd")
+    assert forced.search_dice == pytest.approx(forced.random_worst)  # APGD on a zero gradient keeps its start
+    motion = make_artefact("motion", 2, (1.0, 1.0, 1.0), torch.tensor([0.1]))
+    assert worst_artefact(segmenter3, motion, case.x, case.y, case.lo, case.hi, 3, draws=2, iters=1).method == "random"
+    cfg = ArtefactConfig(artefacts=["bias"], severities=[2], draws=4, iters=2, restarts=1, search="random")
+    doc = ArtefactSweep(segmenter3, 3, cfg, tmp_path, (16, 16, 16), (1.0, 1.0, 1.0), progress=False).run([case])
+    assert doc.records[0].search == "random" and doc.records[0].iterations == 9
+    assert "search" in (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    with pytest.raises(Exception, match="search"):
+        ArtefactConfig(search="gradient")
+
+
 def test_the_sweep_records_resumes_and_its_draw_check_catches_a_null_search(segmenter3, tmp_path, monkeypatch):
     cases = _sphere_cases(3)
     cfg = ArtefactConfig(artefacts=["bias", "gamma"], severities=[1, 4], draws=4, iters=4, restarts=1)

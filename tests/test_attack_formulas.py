@@ -128,3 +128,48 @@ def test_fab_steps_as_its_formula_on_a_linear_model():
     fab(u0, y, torch.zeros_like(u0), torch.ones_like(u0))
     assert fab.info["min_norm"][0] == pytest.approx(255 * float(u2.abs().max()), rel=1e-5)
     assert fab.info["min_norm"][0] < 255 * eta * float(d1.abs().max())
+
+
+def test_sea_losses_follow_their_formulas_voxel_by_voxel():
+    from scipy.spatial.distance import jensenshannon
+    rows = [[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [0.3, 0.2, 0.1], [-1.0, 2.0, 0.0], [0.0, 0.0, 3.0]]
+    z = _voxels(rows)
+    y = torch.tensor([0, 0, 1, 1, 3]).reshape(1, 5, 1, 1)  # 3 = K: ignored, in no loss
+    p = torch.tensor(rows).softmax(1).tolist()
+    # JS between each voxel's softmax and its one-hot label (scipy: the square root, natural log)
+    js = [jensenshannon(p[i], [float(c == k) for c in range(3)]) ** 2 for i, k in enumerate([0, 0, 1, 1])]
+    torch.testing.assert_close(losses.jsd(z, y), torch.tensor([sum(js) / 5], dtype=torch.float32))
+    # masked CE, balanced: right voxels 0 (label 0) and 3 (label 1); N 4 scored, C 2 classes, 2 voxels each
+    ce = [-math.log(p[i][k]) for i, k in ((0, 0), (3, 1))]
+    torch.testing.assert_close(losses.ce_right_balanced(z, y), torch.tensor([(4 / (2 * 2)) * sum(ce) / 5],
+                                                                            dtype=torch.float32))
+    y_unbal = torch.tensor([0, 0, 0, 1, 3]).reshape(1, 5, 1, 1)  # class 0: 3 voxels (2 now right too), class 1: 1
+    w0, w1 = 4 / (2 * 3), 4 / (2 * 1)
+    expected = (w0 * (ce[0] - math.log(p[2][0])) + w1 * ce[1]) / 5
+    torch.testing.assert_close(losses.ce_right_balanced(z, y_unbal), torch.tensor([expected], dtype=torch.float32))
+    # masked spherical: -z_y / ||z|| on the right voxels
+    sph = [-rows[i][k] / math.sqrt(sum(v * v for v in rows[i])) for i, k in ((0, 0), (3, 1))]
+    torch.testing.assert_close(losses.spherical_right(z, y), torch.tensor([sum(sph) / 5], dtype=torch.float32))
+
+
+def test_prr_runs_its_stages_at_shrinking_radii_and_returns_only_points_in_the_true_ball(monkeypatch):
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 6, 6, 4)
+    model = torch.nn.Conv3d(1, 3, 3, padding=1)
+    y = model(x).argmax(1)
+    stages = []
+    real = APGD._single_run
+
+    def watched(self, u0, y, forward, tracker, loss_fn, start, n):
+        stages.append((round(float(self.threat.eps), 6), n, start is None))
+        real(self, u0, y, forward, tracker, loss_fn, start, n)
+        if stages[-1][0] > 8:  # a point of a wider stage, outside the true ball, offered to the tracker
+            u = (u0 + 12 / 255).clamp(0, 1)
+            tracker.update(u, torch.zeros_like(forward(u)))
+
+    monkeypatch.setattr(APGD, "_single_run", watched)
+    attack = APGD(model, ThreatModel(8), iters=10, loss="jsd", prr=True, num_classes=3)
+    x_adv = attack(x, y)
+    assert stages == [(16.0, 3, True), (12.0, 3, False), (8.0, 4, False)] and attack.threat.eps == 8
+    assert float((x_adv - x).abs().max()) <= 8 / 255 * float(x.max() - x.min()) + 1e-6  # the wider points never won
+    assert attack.name == "apgd-jsd" and attack.config()["prr"] is True

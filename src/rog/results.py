@@ -155,6 +155,7 @@ class ArtefactRecord:
     seconds: float
     in_bound: bool  # the search's parameters within their bound
     finite: bool
+    search: str | None = None  # "apgd" or "random" (derivative-free); None: written before the choice existed
 
 
 @dataclass
@@ -382,5 +383,5 @@ CSV_COLUMNS = {"attack": ["case", "attack", "eps", "budget", "dice", "broken", "
                           "finite", "found", "skipped"],
                "corruption": ["case", "corruption", "severity", "dice", "seconds", "finite"],
                "artefact": ["case", "artefact", "severity", "dice", "random_dice", "random_worst", "search_dice", "by",
-                            "draws", "iterations", "seconds", "in_bound", "finite"],
+                            "search", "draws", "iterations", "seconds", "in_bound", "finite"],
                "certify": ["case", "sigma", "samples", "smoothed_dice", "seconds", "finite"]}

@@ -47,6 +47,7 @@ class Artefact:
 
     name = ""
     deterministic = False  # every random draw is the same point (TorchIO draws one value)
+    search = "apgd"  # the worst case's search where the gradient reaches the parameters (`rog.artefacts.search`)
 
     def __init__(self, level: float, spacing, noise_unit: torch.Tensor):
         self.level, self.spacing = float(level), [float(s) for s in spacing]
@@ -223,6 +224,7 @@ LPS = torch.tensor([-1.0, -1.0, 1.0])
 
 class Motion(Artefact):
     name = "motion"
+    search = "random"  # its corners beat APGD's gradient at equal cost (docs/benchmarks.md)
 
     def per_channel(self, shape) -> int:
         return 6 * len(MOTION_TIMES)

@@ -5,13 +5,25 @@ iterations, then periods shorter by 3% down to 6%; at a checkpoint the step is h
 the iterate reset to the best-loss point when fewer than 75% of the period's steps raised the
 loss, or when the step was not halved at the previous checkpoint and the best loss has not
 improved since. Restarts from new random points. The Dice-lowest iterate is returned.
+
+Progressive radius reduction (`prr`, SEA's, Croce, Singh and Hein 2024): each run is three
+runs of 30 %, 30 % and 40 % of the iterations at 2, 1.5 and 1 times eps, each starting from the
+previous one's lowest-Dice point projected into its own ball; only points inside the true ball
+can be returned.
 """
 from __future__ import annotations
 
 import torch
 
 from rog.attacks import losses
-from rog.attacks.base import Attack, gradient
+from rog.attacks.base import Attack, DiceTracker, gradient
+from rog.attacks.threat import ThreatModel
+
+# loss name -> (voxel loss, attack name); "dlr-targeted" runs per target (`perturb`)
+LOSSES = {"ce": (losses.ce, "apgd-ce"), "dlr": (losses.dlr, "apgd-dlr"), "dice": (losses.soft_dice, "apgd-dice"),
+          "jsd": (losses.jsd, "apgd-jsd"), "ce-right": (losses.ce_right, "apgd-mce"),
+          "ce-right-bal": (losses.ce_right_balanced, "apgd-mbce"), "sph-right": (losses.spherical_right, "apgd-msph")}
+PRR = ((2.0, 0.3), (1.5, 0.3), (1.0, 0.4))  # (radius factor, share of the iterations)
 
 
 class APGD(Attack):
@@ -22,12 +34,13 @@ class APGD(Attack):
         threat: the `ThreatModel` (eps on the /255 scale of each channel's range).
         iters: iterations per run.
         loss: "ce", "dlr" or "dlr-targeted" (one run per target rank, a voxel's target being
-            its `rank`-th most likely class on the clean input), or "dice" (`losses.soft_dice`).
-            On binary tasks both DLR losses become `losses.binary_margin_ratio` (DLR needs a
-            third logit).
+            its `rank`-th most likely class on the clean input), "dice" (`losses.soft_dice`), or
+            SEA's "jsd", "ce-right", "ce-right-bal", "sph-right" (`LOSSES`). On binary tasks both
+            DLR losses become `losses.binary_margin_ratio` (DLR needs a third logit).
         restarts: runs from random starts after the first.
         starts: points `[B, ...]` in the box where the first runs start instead of random ones
             (`rog.artefacts` starts from the worst random draw of an artefact).
+        prr: progressive radius reduction (the module's docstring).
 
     Shapes: as `Attack.__call__`."""
 
@@ -35,13 +48,14 @@ class APGD(Attack):
     RHO = 0.75
 
     def __init__(self, model, threat, iters: int = 100, loss: str = "ce", restarts: int = 1,
-                 target_ranks: int = 9, num_classes=None, seed: int = 0, starts: list | None = None):
+                 target_ranks: int = 9, num_classes=None, seed: int = 0, starts: list | None = None,
+                 prr: bool = False):
         super().__init__(model, threat, num_classes, seed)
-        if loss not in ("ce", "dlr", "dlr-targeted", "dice"):
+        if loss not in LOSSES and loss != "dlr-targeted":
             raise ValueError(f"unknown APGD loss {loss!r}")
-        self.iters, self.loss, self.restarts, self.target_ranks = iters, loss, restarts, target_ranks
+        self.iters, self.loss, self.restarts, self.target_ranks, self.prr = iters, loss, restarts, target_ranks, prr
         self._starts = list(starts or [])  # a tensor per run, not a hyper-parameter of the results
-        self.name = {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t", "dice": "apgd-dice"}[loss]
+        self.name = "apgd-t" if loss == "dlr-targeted" else LOSSES[loss][1]
 
     def perturb(self, u0, y, forward, tracker, logits0):
         runs = 0
@@ -53,21 +67,39 @@ class APGD(Attack):
             for rank in ranks:
                 target = order[:, -rank]
                 for _ in range(self.restarts):
-                    self._single_run(u0, y, forward, tracker, lambda z: losses.dlr_targeted(z, y, target),
-                                     self._starts[runs] if runs < len(self._starts) else None)
+                    self._run(u0, y, forward, tracker, logits0, lambda z: losses.dlr_targeted(z, y, target),
+                              self._starts[runs] if runs < len(self._starts) else None)
                     runs += 1
         else:
-            loss_fn = self.scored_loss({"ce": losses.ce, "dlr": losses.dlr, "dice": losses.soft_dice}[self.loss])
+            loss_fn = self.scored_loss(LOSSES[self.loss][0])
             for _ in range(self.restarts):
-                self._single_run(u0, y, forward, tracker, lambda z: loss_fn(z, y),
-                                 self._starts[runs] if runs < len(self._starts) else None)
+                self._run(u0, y, forward, tracker, logits0, lambda z: loss_fn(z, y),
+                          self._starts[runs] if runs < len(self._starts) else None)
                 runs += 1
         self.info["iterations"] = self.iters * runs
         # the highest loss any run reached, per instance: what AutoAttack's APGD keeps as loss_best
         self.info["best_loss"] = self._best_loss.tolist()
 
-    def _single_run(self, u0, y, forward, tracker, loss_fn, start: torch.Tensor | None = None):
-        n = self.iters
+    def _run(self, u0, y, forward, tracker, logits0, loss_fn, start: torch.Tensor | None):
+        """One run: a single APGD run, or with `prr` its three stages."""
+        if not self.prr:
+            self._single_run(u0, y, forward, tracker, loss_fn, start, self.iters)
+            return
+        final = self.threat
+        counts = [int(share * self.iters) for _, share in PRR[:-1]]
+        counts.append(self.iters - sum(counts))
+        try:
+            for (factor, _), n in zip(PRR, counts):
+                self.threat = ThreatModel.exactly(final.eps * factor, final.norm)
+                stage = DiceTracker(u0, logits0, y, tracker.k)  # this stage's lowest-Dice point, its ball's
+                both = _Both(stage, tracker, lambda u: (final.project(u, u0) - u).flatten(1).abs().amax(1) <= 1e-7)
+                if n > 0:
+                    self._single_run(u0, y, forward, both, loss_fn, start, n)
+                    start = stage.best_u
+        finally:
+            self.threat = final
+
+    def _single_run(self, u0, y, forward, tracker, loss_fn, start: torch.Tensor | None, n: int):
         b = u0.shape[0]
         view = (-1, *[1] * (u0.ndim - 1))
         period = max(int(0.22 * n), 1)
@@ -123,6 +155,18 @@ class APGD(Attack):
         steps = torch.arange(j - k + 1, j + 1, device=loss_steps.device)
         rises = (loss_steps[steps % n] > loss_steps[(steps - 1) % n]).sum(0)
         return rises <= k * self.RHO
+
+
+class _Both:
+    """Feeds a PRR stage's points to its own tracker and, where `inside` the true ball, to
+    the attack's."""
+
+    def __init__(self, stage: DiceTracker, attack: DiceTracker, inside):
+        self.stage, self.attack, self.inside = stage, attack, inside
+
+    def update(self, u: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        self.attack.update(u, logits, self.inside(u))
+        return self.stage.update(u, logits)
 
 
 def apgd_checkpoints(n: int) -> list[int]:

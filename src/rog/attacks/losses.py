@@ -114,6 +114,49 @@ def ce_right(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _mean(correct * F.cross_entropy(logits, y, reduction="none"), w)
 
 
+def jsd(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence between the softmax p and the one-hot label q, summed over the
+    classes, mean over voxels: JS = (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2 (Croce,
+    Singh and Hein 2024, SEA's L_JS). At most log 2 a voxel, so voxels already wrong stop
+    pulling, where CE keeps growing on them; with q one-hot KL(q || m) = -log m_y."""
+    y, w = scored(logits, y)
+    p = logits.softmax(1)
+    q = F.one_hot(y, logits.shape[1]).movedim(-1, 1).to(p)
+    m = (p + q) / 2
+    kl_pm = (torch.special.xlogy(p, p) - torch.special.xlogy(p, m)).sum(1)  # 0 log 0 = 0
+    kl_qm = -m.gather(1, y.unsqueeze(1)).squeeze(1).log()
+    return _mean((kl_pm + kl_qm) / 2, w)
+
+
+def ce_right_balanced(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """`ce_right` with every labelled class counting equally, as in Dice's mean over classes
+    (SEA's L_MCE-Bal): voxel i of class c weighted N / (C n_c), N the scored voxels, n_c those of
+    class c, C the classes present, so that a small structure weighs as much as the background."""
+    yf = y
+    y, w = scored(logits, y)
+    weight = torch.zeros_like(w)
+    present = torch.zeros(w.shape[0], device=w.device, dtype=w.dtype)
+    for k in range(logits.shape[1]):
+        present += ((yf == k).flatten(1).sum(1) > 0).to(w.dtype)
+    total = w.flatten(1).sum(1)
+    for k in range(logits.shape[1]):
+        mask = (yf == k).to(w.dtype)
+        size = mask.flatten(1).sum(1).clamp(min=1)
+        weight += mask * (total / (present.clamp(min=1) * size)).view(-1, *[1] * (mask.ndim - 1))
+    correct = (logits.argmax(1) == y).to(logits.dtype)
+    return _mean(weight * correct * F.cross_entropy(logits, y, reduction="none"), w)
+
+
+def spherical_right(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The masked spherical loss (SEA's L_Mask-Sph, as we read it): on the voxels still right,
+    minus the true class's coordinate of the logits projected onto the unit sphere, -z_y / ||z||;
+    the wrong voxels count 0. Scale-free in the logits, unlike CE and the margin."""
+    y, w = scored(logits, y)
+    cos = logits.gather(1, y.unsqueeze(1)).squeeze(1) / logits.norm(dim=1).clamp(min=1e-12)
+    correct = (logits.argmax(1) == y).to(logits.dtype)
+    return _mean(-correct * cos, w)
+
+
 def cospgd(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """CosPGD (Agnihotri et al. 2024): voxel CE weighted by the (detached) cosine similarity
     between the softmax output and the one-hot label."""

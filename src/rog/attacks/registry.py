@@ -1,14 +1,17 @@
 """Attack names used on the command line and in result files."""
 from __future__ import annotations
 
-from rog.attacks.apgd import APGD
+from rog.attacks.apgd import APGD, LOSSES
 from rog.attacks.base import Attack
 from rog.attacks.fab import FAB
 from rog.attacks.pgd import PGD, CosPGD, RightPGD, SegPGD
 from rog.attacks.square import Square
 
 STANDARD = ["apgd-ce", "apgd-dlr", "fab-t", "square"]  # AutoAttack standard, as in the paper
-PLUS = STANDARD + ["pgd", "segpgd", "cospgd", "apgd-t", "pgd-right"]
+# SEA (Croce, Singh and Hein 2024): APGD with progressive radius reduction on segmentation losses
+SEA = ["apgd-jsd", "apgd-mce", "apgd-mbce", "apgd-msph"]
+PLUS = STANDARD + ["pgd", "segpgd", "cospgd", "apgd-t", "pgd-right"] + SEA
+ENSEMBLES = {"standard": STANDARD, "plus": PLUS, "sea": SEA}
 QUERY_BASED = {"square"}
 TARGETED = {"apgd-t", "fab-t"}
 TARGETS = 9  # target classes of APGD-T and FAB-T, as AutoAttack's standard version (at most K - 1 run)
@@ -24,9 +27,9 @@ def expected_cost(name: str, budget: int, num_classes: int) -> int:
 def expand(names: list[str]) -> list[str]:
     out: list[str] = []
     for n in names:
-        for a in {"standard": STANDARD, "plus": PLUS}.get(n, [n]):
+        for a in ENSEMBLES.get(n, [n]):
             if a not in PLUS:
-                raise ValueError(f"unknown attack {a!r}; choose from {PLUS} or 'standard'/'plus'")
+                raise ValueError(f"unknown attack {a!r}; choose from {PLUS} or {'/'.join(ENSEMBLES)}")
             if a not in out:
                 out.append(a)
     return out
@@ -46,6 +49,9 @@ def make_attack(name: str, model, threat, budget: int, num_classes: int, seed: i
     if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
         loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[name]
         return APGD(model, threat, iters=budget, loss=loss, target_ranks=kw.get("target_ranks", TARGETS), **common)
+    if name in SEA:
+        loss = next(loss for loss, (_, attack) in LOSSES.items() if attack == name)
+        return APGD(model, threat, iters=budget, loss=loss, prr=True, **common)
     if name == "fab-t":
         return FAB(model, threat, iters=budget, target_ranks=kw.get("target_ranks", TARGETS),
                    threshold=kw.get("threshold"), **common)

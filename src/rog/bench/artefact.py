@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rog.artefacts.models import expand, make_artefact
-from rog.artefacts.search import apply, worst_artefact
+from rog.artefacts.search import SEARCHES, apply, worst_artefact
 from rog.attacks.base import frozen
 from rog.bench import checks
 from rog.bench import records as rec
@@ -30,7 +30,8 @@ class ArtefactConfig:
     """What `rog artefact` runs: `artefacts` (names of `rog.artefacts.ARTEFACTS`, "all"),
     `severities` (1-5, `rog.corruptions`' scale), `draws` random draws per case, artefact and
     severity, APGD's `iters` (0: draws only) and `restarts` (the first from the worst draw),
-    its `loss` ("dice" or "ce"), and the `seed` of draws and starts."""
+    its `loss` ("dice" or "ce"), the `search` ("apgd", "random", derivative-free, or "auto": each
+    artefact's own, random where no gradient reaches the parameters, `rog.artefacts.search`) and the `seed` of draws and starts."""
 
     artefacts: list[str] = field(default_factory=lambda: ["all"])
     severities: list[int] = field(default_factory=lambda: [1, 3, 5])
@@ -38,6 +39,7 @@ class ArtefactConfig:
     iters: int = 10
     restarts: int = 2
     loss: str = "dice"
+    search: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
@@ -51,6 +53,8 @@ class ArtefactConfig:
                 raise BenchError(f"{name} (--{name}) {value}: must be >= {low}")
         if self.loss not in ("dice", "ce"):
             raise BenchError(f"loss (--loss) {self.loss!r}: 'dice' or 'ce'")
+        if self.search not in ("auto", *SEARCHES):
+            raise BenchError(f"search (--search) {self.search!r}: one of auto, {', '.join(SEARCHES)}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class ArtefactSweep(WholeCaseSweep):
         art = self.artefact(case, job.artefact, job.severity)
         model = self.model_for(case)
         found = worst_artefact(model, art, case.x, case.y, case.lo, case.hi, self.num_classes, c.draws, c.iters,
-                               c.restarts, seed_of(case.name, job.artefact, c.seed), c.loss)
+                               c.restarts, seed_of(case.name, job.artefact, c.seed), c.loss, c.search)
         x = apply(art, case.x, found.t[None], case.lo, case.hi)
         with frozen(self.model), torch.no_grad():
             logits = model(x)
@@ -97,7 +101,7 @@ class ArtefactSweep(WholeCaseSweep):
         record = ArtefactRecord(case.name, job.artefact, job.severity, score.dice, score.dice_per_class,
                                 found.random_dice, found.random_worst, found.search_dice, found.by,
                                 art.describe(found.t, tuple(case.x.shape[1:])), found.draws, found.iterations,
-                                time.perf_counter() - t0, found.in_bound, bool(torch.isfinite(x).all()))
+                                time.perf_counter() - t0, found.in_bound, bool(torch.isfinite(x).all()), found.method)
         self._keep_input(case, f"{job.artefact}_s{job.severity}", x, logits)
         return record, x
 

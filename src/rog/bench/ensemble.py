@@ -24,7 +24,8 @@ class Ensemble:
     Args:
         model: any module mapping `[B, C, D, H, W]` to logits `[B, K, D, H, W]`.
         eps: on the /255 scale of each channel's range.
-        attacks: names, or "standard" (APGD-CE, APGD-DLR, FAB-T, Square) / "plus".
+        attacks: names, or "standard" (APGD-CE, APGD-DLR, FAB-T, Square) / "sea" / "plus"
+            (`rog.attacks.registry.ENSEMBLES`).
         iters: per gradient attack.
         queries: for Square.
         threshold: the success threshold tau given to FAB-T (default: the benchmark's, half

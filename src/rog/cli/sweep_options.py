@@ -63,7 +63,8 @@ def sweep_parsers(command) -> None:
     sub-parser with the options every command takes."""
     s = command("attack", s_.cmd_attack, "robustness benchmark: AutoAttack for 3D segmentation")
     s.add_argument("--eps", type=EPS, nargs="+", default=[4, 8, 12, 16], help="on the /255 scale, in (0, 255]")
-    s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' or 'plus'")
+    s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' (AutoAttack's), 'sea' (SEA's losses, "
+                   "APGD with progressive radius reduction) or 'plus' (every attack)")
     s.add_argument("--iterations", dest="iters", type=POSITIVE_INT, nargs="+", default=[5],
                    help="iterations of the gradient attacks (one run per value)")
     alias(s, "--iters", "iters", type=POSITIVE_INT, nargs="+")
@@ -92,6 +93,10 @@ def sweep_parsers(command) -> None:
     s.add_argument("--restarts", type=POSITIVE_INT, default=2,
                    help="APGD runs: the first from the worst draw, the others from uniform draws")
     s.add_argument("--loss", default="dice", choices=["dice", "ce"], help="the search's loss: soft Dice or CE")
+    s.add_argument("--search", default="auto", choices=["auto", "apgd", "random"],
+                   help="the search on the parameters: APGD, or a derivative-free random search at APGD's cost "
+                        "(auto: random for motion, and wherever no gradient reaches the parameters, as through a "
+                        "non-differentiable pipeline; APGD for the others)")
     _model_source_arguments(s)
 
     s = command("certify", s_.cmd_certify, "certified Dice: randomized smoothing of the model's whole inference "

@@ -70,7 +70,7 @@ def cmd_corrupt(a) -> int:
 def cmd_artefact(a) -> int:
     from rog.bench.artefact import ArtefactConfig
     config = ArtefactConfig(artefacts=a.artefacts, severities=a.severities, draws=a.draws, iters=a.iters,
-                            restarts=a.restarts, loss=a.loss, seed=a.seed)
+                            restarts=a.restarts, loss=a.loss, search=a.search, seed=a.seed)
     result, s = _summary(a, config)
     if s is None:
         return 0
