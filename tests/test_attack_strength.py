@@ -266,3 +266,20 @@ def test_worst_case_over_the_standard_ensemble_is_never_above_any_single_attack(
     assert (worst <= per_attack.min(0) + 1e-12).all() and (worst < np.array(ens.info["clean_dice"])).all()
     with torch.no_grad():  # the returned input is the one that scored the worst case
         np.testing.assert_allclose(dice_batch(segmenter3(x_adv).argmax(1), y, 3).numpy(), worst, atol=1e-6)
+    # the CLI's checks and records, in memory: tau and the robust accuracy at it
+    tau = ens.info["tau"]
+    assert tau == pytest.approx(np.mean(ens.info["clean_dice"]) / 2)
+    assert ens.info["robust_accuracy"] == pytest.approx(np.mean(worst >= tau))
+    assert [c.name for c in ens.checks] == ["ball, box and finite", "deterministic model", "input gradients",
+                                            "logits, not probabilities", "black-box not stronger"]
+    assert all(c.status in ("pass", "warn") for c in ens.checks), ens.checks
+    recs = ens.info["records"]
+    assert len(recs) == 4 * 3 and all(r.valid() for r in recs)
+    assert [r.dice for r in recs if r.attack == "square"] == pytest.approx(ens.info["dice"]["square"])
+    # a model that returns probabilities fails AutoAttack's check, by name
+    class Probabilities(torch.nn.Module):
+        def forward(self, v):
+            return segmenter3(v).softmax(1)
+    soft = Ensemble(Probabilities(), eps=16, attacks=["apgd-ce"], iters=2)
+    soft(x, y, 0 * ones, ones)
+    assert {c.name: c.status for c in soft.checks}["logits, not probabilities"] == "fail"

@@ -29,6 +29,9 @@ def test_runner_records_worst_case_checks_and_runs_apgd_t_on_three_classes(net, 
             if r.eps == float(eps):
                 per_case[r.case] = min(per_case.get(r.case, 1), r.dice)
         assert s.eps[eps].worst_case_dice == pytest.approx(sum(per_case.values()) / 3)
+        for case, attack in s.eps[eps].found_by.items():  # each case's worst attack named
+            assert attack == "clean" and per_case[case] >= doc.clean[case].dice or next(
+                r.dice for r in done if (r.case, r.eps, r.attack_id) == (case, float(eps), attack)) == per_case[case]
         assert s.eps[eps].robust_accuracy == pytest.approx(sum(d >= s.tau for d in per_case.values()) / 3)
     assert s.tau == pytest.approx(0.5)  # clean Dice 1 (labels are the model's own predictions)
     names = {c.name: c.status for c in doc.checks}

@@ -159,23 +159,45 @@ def test_runs_on_different_eps_grids_are_compared_at_their_common_eps(tmp_path, 
     assert not (tmp_path / "rep2").exists()
 
 
+WORST = {4.0: (0.45, 0.40), 8.0: (0.30, 0.33), 12.0: (0.12, 0.25), 16.0: (0.05, 0.15)}
+
+
+def _scored(tmp_path, name, tau, worst=WORST, attack="apgd-ce"):
+    """A results folder of model `name`: both cases' records (one `attack`) at every eps with
+    the `worst` Dice pairs, summarised at `tau` as `rog attack` does; and its robust accuracies."""
+    from rog.evaluate.robustness import summarize
+    from rog.results import AttackRecord, Score
+    raw = json.loads((DATA / "results_v1_attack.json").read_text())
+    raw["records"] = [dict(raw["records"][0], case=c, eps=e, norm=e, dice=d, dice_per_class=[d] * 4, broken=d < tau,
+                           attack=attack, attack_id=f"{attack}@5") for e, pair in worst.items()
+                      for c, d in zip(raw["clean"], pair)]
+    clean = {c: Score(**v) for c, v in raw["clean"].items()}
+    raw["tau"], raw["meta"]["label"] = tau, name
+    raw["summary"] = asdict(summarize([AttackRecord(**r) for r in raw["records"]], clean, tau))
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(raw))
+    return ResultsDir(tmp_path / name), {k: v["robust_accuracy"] for k, v in raw["summary"]["eps"].items()}
+
+
+def test_a_report_of_two_models_states_which_is_more_robust_first(tmp_path):
+    stronger = {e: (d + 0.1, d2 + 0.1) for e, (d, d2) in WORST.items()}
+    (weak, _), (strong, _) = _scored(tmp_path, "weak", 0.32), _scored(tmp_path, "strong", 0.32, stronger)
+    s = build_report([weak.path, strong.path], tmp_path / "rep", panels=False)
+    (found,) = s.seeds.findings
+    assert found.text.startswith("strong's AUC") and found.gain == pytest.approx(
+        s.models["strong"].auc_worst_case - s.models["weak"].auc_worst_case) and found.gain > 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert html.index("<h2>Finding</h2>") < html.index("Dice under attack") and "tau 0.320" in html
+    assert "PGD vs APGD-CE" not in html and "pgd_vs_apgd.png" not in s.figures  # no PGD ran: no such section
+    alone = build_report([weak.path], tmp_path / "rep1", panels=False)
+    assert alone.seeds.findings == [] and "<h2>Finding</h2>" not in (tmp_path / "rep1" / "report.html").read_text()
+
+
 def test_every_robust_accuracy_of_a_report_is_at_one_tau(tmp_path, capsys):
     # two models with their own tau (0.32 and 0.10): the report scores both at one tau, the
     # first model's unless told, and keeps each one's own beside it
-    from rog.evaluate.robustness import summarize
-    from rog.results import AttackRecord, Score
-
-    def scored(name, tau):  # both cases' records at every eps, summarised at `tau` as `rog attack` does
-        raw = json.loads((DATA / "results_v1_attack.json").read_text())
-        worst = {4.0: (0.45, 0.40), 8.0: (0.30, 0.33), 12.0: (0.12, 0.25), 16.0: (0.05, 0.15)}
-        raw["records"] = [dict(raw["records"][0], case=c, eps=e, norm=e, dice=d, dice_per_class=[d] * 4, broken=d < tau)
-                          for e, pair in worst.items() for c, d in zip(raw["clean"], pair)]
-        clean = {c: Score(**v) for c, v in raw["clean"].items()}
-        raw["tau"], raw["meta"]["label"] = tau, name
-        raw["summary"] = asdict(summarize([AttackRecord(**r) for r in raw["records"]], clean, tau))
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps(raw))
-        return ResultsDir(tmp_path / name), {k: v["robust_accuracy"] for k, v in raw["summary"]["eps"].items()}
+    def scored(name, tau):
+        return _scored(tmp_path, name, tau)
 
     (a, own_a), (b, own) = scored("a", 0.319948976713937), scored("b", 0.1)
     s = build_report([a.path, b.path], tmp_path / "rep", panels=False)

@@ -199,6 +199,7 @@ class EpsSummary:
     worst_case_dice_per_class: list
     attacks: dict  # attack id -> mean Dice
     cases: int
+    found_by: dict = field(default_factory=dict)  # case -> the attack id of its worst case ("clean": none lowered it)
 
 
 @dataclass

@@ -3,6 +3,7 @@ configuration, runs `rog.pipeline.sweeps` and prints the summary and the validit
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 
 def _sweep(a, config):
@@ -48,8 +49,10 @@ def cmd_attack(a) -> int:
         return 0
     print(f"success threshold tau = {s.tau:.4f}")
     for eps, e in s.eps_items():
+        found = Counter(e.found_by.values())
         print(f"eps {float(eps):>5g}/255: worst-case Dice {e.worst_case_dice:.4f}, "
-              f"robust accuracy {e.robust_accuracy:.3f}")
+              f"robust accuracy {e.robust_accuracy:.3f}"
+              + ("; worst case found by " + ", ".join(f"{a} {n}" for a, n in found.most_common()) if found else ""))
     return _checks(result)
 
 

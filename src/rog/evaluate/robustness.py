@@ -29,7 +29,7 @@ def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) 
     worst-case Dice. A case is broken at an eps when any attack drove its Dice below tau. Only
     valid points count (inside the ball and the box, finite: `AttackRecord.valid`): an invalid
     one is the validity check's failure, not a success, and where no attack returned a valid
-    point the case keeps its clean Dice."""
+    point the case keeps its clean Dice. Each case's worst attack is named (`found_by`)."""
     by_eps: dict[float, dict[str, list[AttackRecord]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if not r.skipped:
@@ -39,10 +39,11 @@ def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) 
     summary = AttackSummary(tau, clean_mean, {}, None)
     eps_values = sorted(by_eps)
     for eps in eps_values:
-        worst, classes, attacks = [], [], defaultdict(list)
+        worst, classes, attacks, found_by = [], [], defaultdict(list), {}
         for case, recs in by_eps[eps].items():
             valid = [r for r in recs if r.valid()]
             w = min(valid, key=lambda r: r.dice) if valid else clean[case]
+            found_by[case] = w.attack_id if valid and w.dice < clean[case].dice else "clean"
             worst.append(w.dice)
             classes.append(w.dice_per_class)
             for r in valid:
@@ -50,7 +51,7 @@ def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) 
         summary.eps[str(eps)] = EpsSummary(
             worst_case_dice=float(np.mean(worst)), robust_accuracy=float(np.mean([d >= tau for d in worst])),
             worst_case_dice_per_class=np.nanmean(np.array(classes, float), axis=0).tolist() if classes else [None] * k,
-            attacks={a: float(np.mean(v)) for a, v in attacks.items()}, cases=len(worst))
+            attacks={a: float(np.mean(v)) for a, v in attacks.items()}, cases=len(worst), found_by=found_by)
     curve_eps = [0.0] + [e for e in eps_values if e > 0]
     curve = [clean_mean] + [summary.eps[str(e)].worst_case_dice for e in eps_values if e > 0]
     summary.auc_worst_case = auc(curve_eps, curve) if len(curve_eps) > 1 else None

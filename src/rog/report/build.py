@@ -210,6 +210,16 @@ def _seed_groups(entries: list[Entry]) -> dict:
     return {g: across_seeds(runs) for g, runs in by_group.items()}
 
 
+def findings(groups: dict) -> list:
+    """The report's finding where none was asked for: the most robust model label (the highest
+    mean worst-case AUC over its seeds) and its `auc_gain` over each other label, on the cases
+    they share (none where there is one label or no shared case)."""
+    if len(groups) < 2:
+        return []
+    best = max(groups, key=lambda g: groups[g].auc_worst_case.mean)
+    return [g for other in groups if other != best and (g := auc_gain(groups, best, other))]
+
+
 def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8.0, panels: bool = True,
                  baseline: str | None = None, gain: tuple[str, str] | None = None,
                  reference: AtlasReference | None = None, tau: float | None = None,
@@ -279,11 +289,12 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
         write_text(out / "report.html", page.HEAD + corruption_html + "</body></html>")
         return summary
     groups = _seed_groups(entries)
-    summary.seeds = Seeds(groups, auc_gain(groups, *gain) if gain else None)
+    summary.seeds = Seeds(groups, auc_gain(groups, *gain) if gain else None, [] if gain else findings(groups))
     class_names = entries[0].class_names
     aucs = figures.dice_vs_eps(out / "dice_vs_eps.png", {e.name: e.curve() for e in entries}, class_names)
     curves = {e.name: {a: c for a in ("pgd", "apgd-ce") if (c := e.attack_curve(a))} for e in entries}
-    pgd_aucs = figures.pgd_vs_apgd(out / "pgd_vs_apgd.png", curves) if any(curves.values()) else {}
+    both = any(len(c) == 2 for c in curves.values())  # the section compares the two: only where both ran
+    pgd_aucs = figures.pgd_vs_apgd(out / "pgd_vs_apgd.png", curves) if both else {}
     eps_keys = {float(k): k for k in entries[0].summary.eps}
     t_eps = table_eps if table_eps in eps_keys else max(eps_keys)
     figs = ["dice_vs_eps.png"] + (["pgd_vs_apgd.png"] if pgd_aucs else [])

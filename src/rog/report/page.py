@@ -150,6 +150,17 @@ def learning(learn) -> str:
             "rows.</p>")
 
 
+def finding(summary) -> str:
+    """The finding up front, where no gain was asked for: which model is more robust and by how
+    much, each in one sentence, with the tau every robust accuracy below uses."""
+    found = summary.seeds.findings
+    if not found:
+        return ""
+    return ("<h2>Finding</h2>" + "".join(f"<p><b>{esc(g.text)}</b></p>" for g in found)
+            + f"<p>AUC: the area under the worst-case Dice over eps (0 = clean), normalised; every robust "
+            f"accuracy of this report is at {esc(summary.tau.text())}.</p>")
+
+
 def gain(seeds) -> str:
     """The defence's gain, in words, as a bold paragraph (empty without one)."""
     return f"<p><b>{esc(seeds.gain.text)}</b></p>" if seeds.gain else ""
@@ -217,7 +228,7 @@ def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: 
         parts.append("<div class='fail'><h2>Validity checks FAILED</h2><ul>" + "".join(
             f"<li>{esc(m)}: {esc(c.name)}: {esc(c.detail)}</li>" for m, c in failing) +
             "</ul>These results may overestimate robustness.</div>")
-    parts.append((across_seeds(summary.seeds) if "seeds.png" in figs else gain(summary.seeds))
+    parts.append(finding(summary) + (across_seeds(summary.seeds) if "seeds.png" in figs else gain(summary.seeds))
                  + learning(summary.learning))
     parts.append("<h2>Dice under attack (worst case over the ensemble, per instance)</h2>"
                  "<img src='dice_vs_eps.png' alt='Dice vs eps'>")

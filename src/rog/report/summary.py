@@ -56,7 +56,8 @@ class CorruptionScores:
 @dataclass
 class Seeds:
     groups: dict  # model label -> `SeedGroup`
-    gain: Gain | None = None
+    gain: Gain | None = None  # the gain asked for (`build_report(gain=...)`: the demo's defence over its reference)
+    findings: list = field(default_factory=list)  # without one: the most robust model's `Gain` over each other
 
 
 @dataclass
