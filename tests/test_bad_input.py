@@ -125,8 +125,11 @@ def _train(capsys, task, wd, *extra):
 
 def test_an_existing_run_is_never_overwritten_and_resume_keeps_its_config(task, tmp_path, capsys):
     wd = tmp_path / "w"
-    assert _train(capsys, task, wd)[0] == 0
+    code, out, _ = _train(capsys, task, wd)
     run = wd / "runs" / "r"
+    # nnU-Net's habits: a line per epoch with its validation Dice, and the run folder at the end
+    assert code == 0 and "epoch 1/2: train loss" in out and "epoch 2/2:" in out and ", Dice " in out
+    assert f"run folder {run}" in out
     before = _snapshot(run)
     code, _, err = _run(capsys, "train", task, "-w", wd, "--name", "r", "--device", "cpu")
     assert code == 2 and str(run) in err and "--resume" in err

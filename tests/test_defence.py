@@ -136,6 +136,15 @@ def test_the_mix_trains_on_both_halves(prepared, tmp_path, monkeypatch):
     assert not torch.equal(train[1][:2], train[1][2:])  # the second replay's other half is perturbed
 
 
+def test_free_at_says_when_it_divides_the_epochs(prepared, tmp_path, capsys):
+    wd, plan = prepared
+    cfg = TrainConfig(epochs=3, iterations=1, batch_size=2, device="cpu", adv="free", replays=2)
+    assert Trainer(plan, wd.preprocessed, tmp_path / "d", cfg, progress=False).fit()["epochs"] == 2
+    out = capsys.readouterr().out
+    assert "3 epoch(s) divided by the 2 replays of each batch" in out and ": 2 epoch(s)" in out
+    assert "epoch 2/2: train loss" in out
+
+
 def test_a_warmed_up_mixed_run_resumes_exactly(prepared, tmp_path, monkeypatch):
     wd, plan = prepared
     cfg = TrainConfig(epochs=3, iterations=2, batch_size=2, device="cpu", adv="free", replays=2, eps_warmup=0.5,
@@ -154,8 +163,9 @@ def test_robust_selection_keeps_the_epoch_with_the_best_score(prepared, tmp_path
     cfg = TrainConfig(epochs=3, iterations=2, batch_size=2, device="cpu", adv="free", replays=1,
                       select="robust", select_iters=2, lr=3e-2)
     Trainer(plan, wd.preprocessed, tmp_path / "r", cfg, progress=False).fit()
-    assert "best checkpoint: the highest mean of clean Dice and Dice under APGD-CE (2 iterations, eps 8/255)" \
-        in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best checkpoint: the highest mean of clean Dice and Dice under APGD-CE (2 iterations, eps 8/255)" in out
+    assert "epoch 1/3:" in out and "whole-volume clean / attacked Dice" in out
     recorded = json.loads((tmp_path / "r" / "config.json").read_text())
     assert (recorded["select"], recorded["select_iters"]) == ("robust", 2)
     rows = log_rows(tmp_path / "r")

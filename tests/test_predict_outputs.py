@@ -72,7 +72,7 @@ def test_probabilities_through_resampling_agree_with_the_label_map(tmp_path, cas
     label, _ = case
     run = _run(tmp_path / "a", [0.7, 0.8, 1.5], 1.0)  # resampled there and back
     assert main(["predict", str(run.path), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "p"), "--device", "cpu",
-                 "--save-probabilities", "--disable-tta"]) == 0
+                 "--save_probabilities", "--disable_tta"]) == 0  # nnU-Net's spellings
     probs, _ = PredictionsDir(tmp_path / "p").read_probabilities("c0")
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
     pred = read_label(tmp_path / "p" / "c0.nii.gz")[0]
@@ -155,3 +155,16 @@ def test_smooth_predicts_the_vote_of_the_noisy_copies(tmp_path, case, capsys):
     np.testing.assert_array_equal(PredictionsDir(tmp_path / "q").read_probabilities("c0")[0], votes)
     record = json.loads((tmp_path / "p" / "rog_predict.json").read_text())
     assert record["smooth"] == {"sigma": 0.25, "samples": 20, "seed": 0}
+
+
+def test_a_model_planned_for_other_channels_is_warned_about_in_one_line(tmp_path, ct_task, capsys):
+    from rog.plan import Plan
+    run = _run(tmp_path / "t1", [1.0, 1.0, 1.0], 1.0)
+    plan = Plan.load(run.plan)
+    args = ["predict", str(run.path), "-i", str(ct_task), "--device", "cpu", "--disable-tta", "--postprocess", "off"]
+    assert main([*args, "-o", str(tmp_path / "p")]) == 0 and "planned for" not in capsys.readouterr().out  # "ch0"
+    plan.modalities = ["T1"]
+    plan.save(run.plan)
+    assert main([*args, "-o", str(tmp_path / "q")]) == 0  # it still predicts
+    said = [line for line in capsys.readouterr().out.splitlines() if "planned for" in line]
+    assert len(said) == 1 and "channels CT" in said[0] and "planned for T1" in said[0]

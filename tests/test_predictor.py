@@ -1,7 +1,9 @@
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -96,6 +98,42 @@ def test_predict_and_evaluate_commands(ct_task, tmp_path, capsys):
         assert f"{stage} " in stages  # rog predict -v: the seconds of each stage
     assert main(["evaluate", str(refs), str(tmp_path / "pred"), "--classes", "3"]) == 0
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
-    assert summary["mean"]["dice"][0] > 0.99 and summary["mean"]["dice"][1] > 0.99
+    assert summary["mean_per_class"]["dice"][0] > 0.99 and summary["mean_per_class"]["dice"][1] > 0.99
+    assert summary["foreground_mean"]["Dice"] > 0.99 and set(summary["mean"]) == {"1", "2"}  # nnU-Net's keys too
     assert (tmp_path / "pred" / "summary.csv").read_text().startswith("case,class,dice,hd95,nsd")
     assert "class1: Dice" in capsys.readouterr().out  # the class names of the plan the predictions record
+
+
+def test_evaluate_writes_the_summary_json_nnunet_writes(tmp_path):
+    # the same folders through nnU-Net's own evaluation: its keys, its numbers (a label missing
+    # from a case's prediction and reference is NaN in both, and left out of nnU-Net's mean)
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from rog.evaluate.folders import evaluate_folders
+    rng = np.random.default_rng(0)
+    affine = np.diag([1.0, 1.2, 2.0, 1.0])
+    for name in ("a", "b"):
+        ref = rng.integers(0, 3, (12, 10, 6)).astype(np.uint8)
+        pred = np.where(rng.random(ref.shape) < 0.8, ref, rng.integers(0, 3, ref.shape)).astype(np.uint8)
+        if name == "b":
+            ref[ref == 2], pred[pred == 2] = 1, 1  # label 2 in neither: NaN Dice
+        write_volume(tmp_path / "ref" / f"{name}.nii.gz", ref, affine)
+        write_volume(tmp_path / "pred" / f"{name}.nii.gz", pred, affine)
+    ours = evaluate_folders(tmp_path / "ref", tmp_path / "pred", 3, tmp_path / "pred" / "summary")
+    compute_metrics_on_folder(str(tmp_path / "ref"), str(tmp_path / "pred"), str(tmp_path / "nn.json"), SimpleITKIO(),
+                              ".nii.gz", [1, 2], num_processes=1)
+    written = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    nn = json.loads((tmp_path / "nn.json").read_text())  # nnU-Net's file, its keys as strings
+    assert set(nn) <= set(written)
+
+    def flat(d, at=()):  # {(path...): number} of a nested dict
+        return {k: v for key, val in d.items() for k, v in
+                (flat(val, (*at, key)).items() if isinstance(val, dict) else [((*at, key), val)])}
+    for key in ("mean", "foreground_mean"):
+        assert flat(written[key]) == pytest.approx(flat(nn[key]), nan_ok=True)
+    for mine, ref in zip(written["metric_per_case"], nn["metric_per_case"], strict=True):
+        assert flat(mine["metrics"]) == pytest.approx(flat(ref["metrics"]), nan_ok=True)
+    assert np.isnan(written["metric_per_case"][1]["metrics"]["2"]["Dice"])
+    assert ours["mean_per_class"]["dice"][0] == pytest.approx(nn["mean"]["1"]["Dice"])
+    assert Path(written["metric_per_case"][0]["reference_file"]).name == "a.nii.gz"

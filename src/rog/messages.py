@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -26,3 +27,14 @@ if not log.handlers:
 def level_for(quiet: bool, verbose: bool) -> int:
     """The logger level of `-q` / `-v` (quiet wins)."""
     return logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+
+
+@contextmanager
+def quieter():
+    """Warnings only for the duration (a stage whose details its caller summarises)."""
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)

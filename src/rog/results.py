@@ -73,7 +73,10 @@ class Meta:
 
     def test_dice(self) -> list | None:
         """Per-class mean test Dice of the run's whole-case predictions, or None."""
-        return self.test["mean"]["dice"] if self.test else None
+        if not self.test:
+            return None
+        # `rog evaluate`'s class means; before nnU-Net's keys joined the file they were "mean"
+        return (self.test.get("mean_per_class") or self.test["mean"])["dice"]
 
     @classmethod
     def from_json(cls, raw: dict, where: str) -> "Meta":

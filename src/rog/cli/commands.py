@@ -100,7 +100,7 @@ def cmd_evaluate(a) -> int:
     out = Path(a.out) if a.out else Path(a.pred) / "summary"
     s = evaluate_folders(a.gt, a.pred, a.classes, out, a.tolerance)
     for k in range(s["num_classes"] - 1):
-        d, h, n = (s["mean"][m][k] for m in ("dice", "hd95", "nsd"))
+        d, h, n = (s["mean_per_class"][m][k] for m in ("dice", "hd95", "nsd"))
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
         print(f"{s['class_names'][k]}: Dice {fmt(d)}  HD95 {fmt(h)} mm  NSD {fmt(n)}")
     print(f"{len(s['cases'])} case(s); summary in {out}.json and {out}.csv")
@@ -125,7 +125,8 @@ def cmd_train(a) -> int:
                        postprocessing=not a.no_postprocessing, overwrite=a.overwrite)
     if int(os.environ.get("RANK", 0)) == 0:
         by = "Dice on centred patches" if result.selected_by == "patch" else "clean and APGD-CE Dice, whole volumes"
-        print(f"trained {result.epochs} epoch(s); best validation {by} {result.best_val_dice:.4f}")
+        print(f"trained {result.epochs} epoch(s); best validation {by} {result.best_val_dice:.4f}; "
+              f"run folder {result.folder}")
         if result.postprocessing:
             pp = result.postprocessing
             print(f"validation Dice on whole volumes (sliding window): {pp['dice_without']:.4f}, "

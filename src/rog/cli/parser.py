@@ -130,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("predict", c.cmd_predict, "predict label maps in each input's original geometry")
     s.add_argument("runs", nargs="*", metavar="RUN", help="run directory; several are ensembled (their "
                    "probabilities averaged, as nnU-Net ensembles)")
-    s.add_argument("-i", "--input", required=True, help="dataset folder (its test list) or folder of NIfTI images")
+    s.add_argument("-i", "--input", required=True, help="dataset folder (its test list) or folder of images: NIfTI, "
+                   "NRRD, MetaImage, GIPL (nnU-Net's CASE_0000 files or one file per case) or one DICOM series "
+                   "folder per case")
     s.add_argument("-o", "--output", required=True, help="output folder")
     s.add_argument("--model", help="instead of runs: registered name or package.module:factory")
     s.add_argument("--checkpoint", help="weights for --model (a state dict), or a TorchScript model file (then no --model)")
@@ -138,10 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--postprocess", default="auto", choices=["auto", "on", "off"],
                    help="auto: the run's decision (an ensemble's where its runs agree)")
     s.add_argument("--overlap", type=number(float, 0, 0.95), default=0.5, help="sliding-window overlap")
-    s.add_argument("--disable-tta", dest="tta", action="store_false",
+    s.add_argument("--disable-tta", "--disable_tta", dest="tta", action="store_false",
                    help="no mirroring test-time augmentation (default: mirrored along the 3 axes, 8 passes, as nnU-Net)")
     alias(s, "--tta", "tta", action="store_true")  # the old switch: mirroring is on by default now
-    s.add_argument("--save-probabilities", action="store_true",
+    s.add_argument("--save-probabilities", "--save_probabilities", action="store_true",
                    help="also write NAME.npz: class probabilities [K, X, Y, Z] in the image's voxel order, and its affine")
     s.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases already predicted (only with the same models and settings)")

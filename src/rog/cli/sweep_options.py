@@ -29,14 +29,14 @@ def _model_source_arguments(s) -> None:
     g.add_argument("--nnunet", metavar="MODEL_DIR", nargs="+",
                    help="trained configuration folder, .../DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__3d_fullres; "
                    "several of one dataset: their ensemble, probabilities averaged as nnUNetv2_ensemble")
-    g.add_argument("--folds", type=fold, nargs="+", default=None,
+    g.add_argument("--folds", "-f", type=fold, nargs="+", default=None,
                    help="folds to ensemble, 0-4 or 'all' (default: every fold_N with checkpoint_final.pth, as "
                    "nnUNetv2_predict)")
     alias(g, "--fold", "folds", type=fold, nargs="+")
     g.add_argument("--images", help="raw images, nnU-Net layout CASE_XXXX.ext (with --nnunet, --bundle, or --model/"
                    "--checkpoint without --plan: your model on the scans as stored)")
     g.add_argument("--labels", help="raw label maps CASE.ext (with --images)")
-    g.add_argument("--disable-tta", dest="tta", action="store_false",
+    g.add_argument("--disable-tta", "--disable_tta", dest="tta", action="store_false",
                    help="no mirroring (default: mirrored along the axes the model allows, logits averaged, as nnU-Net)")
     alias(g, "--tta", "tta", action="store_true")  # the old switch: mirroring is on by default now
     g.add_argument("--postprocessing", default="auto", metavar="auto|none|FILE",

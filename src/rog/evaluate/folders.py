@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,43 @@ from rog.data.dataset import load_dataset
 from rog.data.io import VolumeError, read_label
 from rog.data.validate import label_problems
 from rog.errors import RogError, read_json_object
-from rog.evaluate.metrics import case_metrics
+from rog.evaluate.metrics import case_metrics, scored_sets
 from rog.rundir import PredictionsDir
 
 METRICS = ("dice", "hd95", "nsd")
+NNUNET_METRICS = ("Dice", "IoU", "FP", "TP", "FN", "TN", "n_pred", "n_ref")
+
+
+def nnunet_case(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> dict:
+    """nnU-Net's per-case metrics (`nnunetv2.evaluation.evaluate_predictions.compute_metrics`)
+    of the label maps pred and ref (one shape): per label, or per region of a `Regions`
+    (keyed "1" or "(1, 2)", as nnU-Net's summary.json), Dice, IoU (NaN where neither map has
+    it), FP, TP, FN, TN, n_pred, n_ref; reference voxels at the ignore label (>= K) not scored."""
+    scored = ref < num_classes
+    out = {}
+    for labels in scored_sets(num_classes):
+        r, p = np.isin(ref, labels) & scored, np.isin(pred, labels) & scored
+        tp, fp, fn = int((r & p).sum()), int((~r & p).sum()), int((r & ~p).sum())
+        tn = int(scored.sum()) - tp - fp - fn
+        none = tp + fp + fn == 0
+        key = str(labels) if getattr(num_classes, "members", None) else str(labels[0])
+        out[key] = {"Dice": float("nan") if none else 2 * tp / (2 * tp + fp + fn),
+                    "IoU": float("nan") if none else tp / (tp + fp + fn),
+                    "FP": fp, "TP": tp, "FN": fn, "TN": tn, "n_pred": fp + tp, "n_ref": fn + tp}
+    return out
+
+
+def nnunet_summary(per_case: list[tuple[dict, Path, Path]]) -> dict:
+    """nnU-Net's summary.json keys from (`nnunet_case`, prediction file, reference file) per
+    case: "metric_per_case", "mean" (per label, the mean over cases where defined) and
+    "foreground_mean" (the mean over labels, as nnU-Net takes it)."""
+    keys = list(per_case[0][0])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a label no case has: NaN, as nnU-Net's
+        mean = {k: {m: float(np.nanmean([c[k][m] for c, _, _ in per_case])) for m in NNUNET_METRICS} for k in keys}
+    return {"metric_per_case": [{"metrics": c, "prediction_file": str(p), "reference_file": str(r)}
+                                for c, p, r in per_case],
+            "mean": mean, "foreground_mean": {m: float(np.mean([mean[k][m] for k in keys])) for m in NNUNET_METRICS}}
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
@@ -57,7 +91,9 @@ def _ignore_aware_classes(ref_dir: Path) -> int | None:
 def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, num_classes: int | None = None,
                      out: str | Path | None = None, tolerance_mm: float = 1.0) -> dict:
     """Per case and class Dice, HD95 and surface Dice for every reference with a prediction of
-    the same file name. Writes `out`.json and `out`.csv when `out` is given. A swapped pair is
+    the same file name ("cases", "mean_per_class"), beside nnU-Net's summary.json keys
+    ("metric_per_case", "mean", "foreground_mean": `nnunet_summary`). Writes `out`.json and
+    `out`.csv when `out` is given. A swapped pair is
     refused: rog's predictions folder given as the references, or, without `num_classes`,
     predictions that hold a label no reference has. Reference voxels at the ignore label of the
     nnU-Net dataset.json above the references are not scored."""
@@ -76,25 +112,28 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, num_classes: int
         problems = label_problems(pred, pgeom, rgeom)
         if problems:
             raise VolumeError(preds[name], f"{problems[0]} (reference {refs[name]})")
-        pairs.append((name, pred, ref, rgeom.spacing))
+        pairs.append((name, pred, ref, rgeom.spacing, preds[name], refs[name]))
     if not pairs:
         raise VolumeError(pred_dir, f"no prediction matches a reference case name in {ref_dir}")
     if num_classes is None:
-        extra = set().union(*(np.unique(p).tolist() for _, p, _, _ in pairs)) - set().union(
-            *(np.unique(r).tolist() for _, _, r, _ in pairs))
+        extra = set().union(*(np.unique(p).tolist() for _, p, *_ in pairs)) - set().union(
+            *(np.unique(r).tolist() for _, _, r, *_ in pairs))
         if extra:
             raise VolumeError(pred_dir, f"the predictions hold label(s) {sorted(extra)} that no reference in {ref_dir} "
                               "has: are the folders swapped? The reference folder comes first, as in nnU-Net; give "
                               "--classes to score classes the references lack")
-    k = num_classes or int(max(max(p.max(), r.max()) for _, p, r, _ in pairs)) + 1
-    cases = [{"case": name, **case_metrics(p, r, k, sp, tolerance_mm)} for name, p, r, sp in pairs]
+    k = num_classes or int(max(max(p.max(), r.max()) for _, p, r, *_ in pairs)) + 1
+    cases = [{"case": name, **case_metrics(p, r, k, sp, tolerance_mm)} for name, p, r, sp, *_ in pairs]
     means = {}
     for m in METRICS:
         values = np.array([c[m] for c in cases], dtype=float)
         with np.errstate(all="ignore"):
             means[m] = [None if np.all(np.isnan(col)) else float(np.nanmean(col)) for col in values.T]
     dice_means = [d for d in means["dice"] if d is not None]
-    summary = {"num_classes": k, "class_names": class_names(ref_dir, pred_dir, k), "cases": cases, "mean": means,
+    # nnU-Net's keys first, so that scripts written for nnUNetv2_evaluate_folder read this file
+    summary = {**nnunet_summary([(nnunet_case(p, r, k), pf, rf) for _, p, r, _, pf, rf in pairs]),
+               "num_classes": k, "class_names": class_names(ref_dir, pred_dir, k), "cases": cases,
+               "mean_per_class": means,
                "missing_predictions": missing,
                "missed_classes": np.sum([c["missed"] for c in cases], axis=0).astype(int).tolist(),
                "mean_foreground_dice": float(np.mean(dice_means)) if dice_means else None,

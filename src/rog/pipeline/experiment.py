@@ -14,7 +14,7 @@ from rog.bench import ArtefactConfig, BenchmarkConfig, CorruptionConfig
 from rog.data.check import check_dataset
 from rog.data.dataset import load_dataset
 from rog.data.preprocess import preprocess_dataset
-from rog.messages import log
+from rog.messages import log, quieter
 from rog.pipeline.sources import RunSource
 from rog.pipeline.stages import atlas_reference, ensure_plan, test_scores, train_and_decide
 from rog.pipeline.sweeps import SweepRequest, run_sweep
@@ -162,7 +162,8 @@ def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     title = defence_class(config.adv).title
     what = f"{title} fine-tuning" if config.init_from else title
     stage(f"{name}: {what} ({config.model or plan.model}) -> {run}")
-    result = train_and_decide(plan, wd, name, config, resume=run.checkpoint("last").is_file())
+    with quieter():  # nine runs' epoch lines would bury the demo's stages
+        result = train_and_decide(plan, wd, name, config, resume=run.checkpoint("last").is_file())
     log.info(f"    best validation Dice {result.best_val_dice:.3f} after {result.epochs} epoch(s)")
 
 
@@ -176,7 +177,7 @@ def _test(wd: Workdir, ds, name: str, stage) -> None:
         log.info(f"    predictions in {run.test_predictions} (no test labels to score them)")
     else:
         log.info("    test Dice per class: " + ", ".join(f"{d:.3f}" if d is not None else "n/a"
-                                                      for d in scores["mean"]["dice"]))
+                                                      for d in scores["mean_per_class"]["dice"]))
 
 
 def _sweep(wd: Workdir, name: str, seed: int, config, s: Settings, stage, device: str, what: str) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rog.atomic import file_hash, writable_dir, write_json
 from rog.certify.smoothing import Smoothing
 from rog.errors import UsageError, read_json_object
+from rog.messages import log
 from rog.pipeline.models import GridModel
 from rog.rundir import PredictionsDir
 
@@ -58,6 +59,23 @@ def _steps(req: PredictRequest, models: list) -> dict | None:
     return decided[0] if req.postprocess == "auto" and all(d == decided[0] for d in decided) else None
 
 
+def _warn_other_modalities(folder: Path, models: list) -> None:
+    """One warning per model whose plan names other channels than the dataset.json of the
+    input `folder` (a T1 model on a CT task runs, and is wrong); a plan without names (one
+    made for `--model`, "ch0") and a folder without dataset.json say nothing."""
+    from rog.data.dataset import load_dataset
+    if not (folder / "dataset.json").is_file():
+        return
+    theirs = load_dataset(folder).modalities
+    for m in models:
+        mine = m.plan.modalities
+        if all(c.startswith("ch") and c[2:].isdigit() for c in mine):
+            continue
+        if [c.strip().lower() for c in mine] != [c.strip().lower() for c in theirs]:
+            log.warning(f"{folder / 'dataset.json'}: channels {', '.join(theirs)}, but {m.name} was planned for "
+                        f"{', '.join(mine)}: predicting anyway; check that the model is meant for these scans")
+
+
 def predict(req: PredictRequest) -> PredictResult:
     """Predict every case of `req`, recording the models and settings in rog_predict.json.
 
@@ -89,6 +107,7 @@ def predict(req: PredictRequest) -> PredictResult:
             raise UsageError(f"{out.provenance}: these predictions were made with other {', '.join(changed)}; "
                              "use another output folder, or leave out --continue to predict again")
     cases = cases_from_input(req.input)
+    _warn_other_modalities(Path(req.input), models)
     writable_dir(req.output)
     write_json(out.provenance, provenance)
     times = StageTimes()

@@ -100,6 +100,7 @@ class TrainResult:
     best_val_dice: float
     postprocessing: dict | None = None
     selected_by: str = "patch"
+    folder: str | None = None  # the run's folder
 
 
 def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = False, progress: bool = True,
@@ -112,7 +113,8 @@ def train_and_decide(plan: Plan, wd: Workdir, name: str, config, resume: bool = 
 
     trainer = Trainer(plan, wd.preprocessed, wd.run(name), config, progress=progress)
     fitted = trainer.fit(resume=resume)
-    result = TrainResult(fitted["epochs"], fitted["best_val_dice"], selected_by=config.select)
+    result = TrainResult(fitted["epochs"], fitted["best_val_dice"], selected_by=config.select,
+                         folder=str(wd.run(name).path))
     if postprocessing and trainer.rank == 0:
         load_weights(trainer.model, wd.run(name).checkpoint("best"))
         result.postprocessing = decide_for_run(trainer.model, plan, wd.preprocessed, wd.run(name), trainer.device,

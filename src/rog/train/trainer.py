@@ -249,6 +249,10 @@ class Trainer:
         bar = progress_bar(total=max(self.max_epochs - self.epoch, 0) * loop.full - start_it, desc="train",
                            unit="batch", disable=not self.progress or self.rank)
         floor = self.config.lr * self.config.min_lr_factor + 1e-12
+        if self.max_epochs != self.config.epochs and self.rank == 0:
+            log.info(f"{self.config.epochs} epoch(s) divided by the {self.config.replays} replays of each batch "
+                     f"(Free AT's rule: the cost of clean training): {self.max_epochs} epoch(s); "
+                     "--no-divide-epochs keeps them all")
         while self.epoch < self.max_epochs and self.opt.param_groups[0]["lr"] > floor:
             t0 = time.perf_counter()
             sums, scale = self._epoch(loop, start_it, partial, bar)
@@ -337,9 +341,16 @@ class Trainer:
             row["val_whole_dice"], row["val_robust_dice"] = loop.selection(self.model)
             score = row["selection_score"] = (row["val_whole_dice"] + row["val_robust_dice"]) / 2
         self.history.append(row)
-        if score > self.best_dice:
+        best = score > self.best_dice
+        if best:
             self.best_dice = score
             self._save("best")
+        if self.rank == 0:  # nnU-Net's habit: one line per epoch
+            log.info(f"epoch {self.epoch}/{self.max_epochs}: train loss {row['train_loss']:.4f}, validation loss "
+                     f"{val_loss:.4f}, Dice {val_dice:.4f}"
+                     + (f", whole-volume clean / attacked Dice {row['val_whole_dice']:.4f} / "
+                        f"{row['val_robust_dice']:.4f}" if loop.selection is not None else "")
+                     + (" (best: saved)" if best else ""))
         self._save("last")
         if self.rank == 0:
             write_log(self.run, self.history)
