@@ -163,6 +163,13 @@ def test_results_folder_refuses_other_cases_or_weights_and_records_the_panels(ne
     assert set(panels) == {"8.0", "16.0"}  # the worst attack on the first case, per eps
     p = panels["16.0"]
     assert p["image"].shape == p["adv"].shape == (16, 16) and 0 <= int(p["slice"]) < 16
+    # the slice with the most labelled voxels (every model of the case on one slice), the winning
+    # attack named, the perturbation on the threat's /255 scale (the box [0, 1] here: 255 x delta)
+    first = min(cases[:2], key=lambda c: c.name)
+    assert int(p["slice"]) == int((first.y[0] > 0).sum(dim=(0, 1)).argmax())
+    records = ResultsDir(tmp_path).read().records
+    worst = min((r for r in records if r.case == first.name and r.eps == 16.0), key=lambda r: r.dice)
+    assert str(p["by"]) == worst.attack_id == "pgd@2" and 8 < np.abs(p["delta"]).max() <= 16 + 1e-3
 
 
 def test_in_memory_ensemble_keeps_the_per_instance_worst_case(net, monkeypatch):

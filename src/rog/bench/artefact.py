@@ -119,7 +119,7 @@ class ArtefactSweep(WholeCaseSweep):
         panels = self.out.read_qualitative()
         with frozen(self.model), torch.no_grad():
             clean = model(case.x).argmax(1)
-            panels.update({k: rec.qualitative_slice(case.x, case.y, clean, model(x).argmax(1), x)
+            panels.update({k: rec.qualitative_slice(case.x, case.y, clean, model(x).argmax(1), x, case.lo, case.hi, k)
                            for k, x in worst.items()})
         self.out.write_qualitative(panels)
 

@@ -120,7 +120,7 @@ class Benchmark(Sweep):
         for record, x_adv in [(r, None) for r in earlier] + outputs:
             if record.dice is not None and record.dice < found.get(str(record.eps), (2.0, None, None))[0]:
                 found[str(record.eps)] = (record.dice, record, x_adv)
-        worst = {eps: (d, self._input_of(case, r, x, tau)) for eps, (d, r, x) in found.items()}
+        worst = {eps: (r.attack_id, self._input_of(case, r, x, tau)) for eps, (d, r, x) in found.items()}
         model = self.model_for(case)
         if self.keep is not None and worst:
             self._keep(case, model, worst)
@@ -129,8 +129,8 @@ class Benchmark(Sweep):
         panels = self.out.read_qualitative()
         with frozen(self.model), torch.no_grad():
             clean = model(case.x).argmax(1)
-            panels.update({eps: rec.qualitative_slice(case.x, case.y, clean, model(x_adv).argmax(1), x_adv)
-                           for eps, (_, x_adv) in worst.items()})
+            panels.update({eps: rec.qualitative_slice(case.x, case.y, clean, model(x_adv).argmax(1), x_adv, case.lo,
+                                                      case.hi, by) for eps, (by, x_adv) in worst.items()})
         self.out.write_qualitative(panels)
 
     def _keep(self, case: BenchCase, model: nn.Module, worst: dict) -> None:

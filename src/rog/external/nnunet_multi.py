@@ -83,7 +83,8 @@ class MultiConfiguration(NnUNetModel):
     def _inference(self, text: str) -> dict:
         first = self.members[0].inference()
         return {**first, "configurations": [m.inference() for m in self.members],
-                "postprocessing": self.post.source if self.post else None, "text": text + self._background_text()}
+                "postprocessing": self.post.source if self.post else None,
+                "text": text + self._background_text() + self._regions_text()}
 
     def load_cases(self, images, labels, names=None, max_cases=None, device="cpu") -> list[BenchCase]:
         cases = self.members[0].load_cases(images, labels, names, max_cases, device)

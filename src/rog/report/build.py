@@ -305,7 +305,8 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
         first = {g: min(e.seed or 0 for e in entries if e.group == g) for g in groups}
         rows = [p for e in entries if (e.seed or 0) == first[e.group] and (p := e.panel(eps_keys[t_eps]))]
         if rows:
-            figures.qualitative(out / "qualitative.png", rows, entries[0].results.num_classes)
+            figures.qualitative(out / "qualitative.png", rows, entries[0].results.num_classes,
+                                class_names=class_names)
             figs.append("qualitative.png")
     for e in entries:
         info = e.results.meta.model
@@ -357,7 +358,8 @@ def _artefacts(docs: list[tuple[str, ResultsDir, Results]], out: Path, panels: b
         rows += [(f"{name}: {k}", p) for k, p in f.read_qualitative().items()]
     if not (panels and rows):
         return worst, ["artefacts.png"]
-    figures.qualitative(out / "artefact_panels.png", rows, docs[0][2].num_classes, "worst artefact")
+    figures.qualitative(out / "artefact_panels.png", rows, docs[0][2].num_classes, "worst artefact",
+                        docs[0][2].meta.class_names or None)
     return worst, ["artefacts.png", "artefact_panels.png"]
 
 

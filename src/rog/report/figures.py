@@ -104,34 +104,44 @@ def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> 
     return aucs
 
 
-def qualitative(path: Path, panels: list[tuple[str, dict]], num_classes: int, what: str = "adversarial") -> None:
-    """Figure 5: per model (row title, arrays), image slice, ground truth, clean and adversarial
+def qualitative(path: Path, panels: list[tuple[str, dict]], num_classes: int, what: str = "adversarial",
+                class_names: list[str] | None = None) -> None:
+    """Figure 5: per model (row title, arrays), image slice, ground truth, clean and perturbed
     predictions and the perturbation: the 2-D arrays the benchmark recorded in
-    qualitative.npz (`bench.records.qualitative_slice`). `what` names the perturbed input
-    ("adversarial", or "worst artefact" for the artefact sweep's panels)."""
+    qualitative.npz (`bench.records.qualitative_slice`: one slice per case for every model,
+    what made the perturbation, its size on the threat's /255 scale; older files hold input
+    units and no name). `what` names the perturbed input ("adversarial", or "worst artefact"
+    for the artefact sweep's panels); the classes' colours are named below the panels."""
     plt = _plt()
+    from matplotlib.patches import Patch
     cols = ["image", "ground truth", "clean prediction", f"{what} prediction",
             "perturbation" if what == "adversarial" else "its change"]
-    fig, axes = plt.subplots(len(panels), 5, figsize=(13, 2.6 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 5, figsize=(14, 2.9 * len(panels) + 0.6), squeeze=False,
+                             layout="constrained")
+    vmax = num_classes - 1  # one colour per class in every row, whatever a slice holds
+    cmap = plt.get_cmap("viridis")
     for r, (title, p) in enumerate(panels):
         row = axes[r]
-        z = int(p["slice"])
-        vmax = num_classes - 1  # one colour per class in every row, whatever a slice holds
         images = [p["image"], p["gt"], p["clean"], p["adv"], p["delta"]]
         for j, (ax, im) in enumerate(zip(row, images)):
             if j == 0:
                 ax.imshow(im.T, cmap="gray", origin="lower")
             elif j == 4:
                 lim = float(np.abs(im).max()) or 1.0
-                ax.imshow(im.T, cmap="seismic", vmin=-lim, vmax=lim, origin="lower")
+                shown = ax.imshow(im.T, cmap="seismic", vmin=-lim, vmax=lim, origin="lower")
+                bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+                bar.set_label("/255 of the range" if "by" in p else "input units", fontsize=8)
             else:
-                ax.imshow(im.T, cmap="viridis", vmin=0, vmax=vmax, origin="lower", interpolation="nearest")
+                ax.imshow(im.T, cmap=cmap, vmin=0, vmax=vmax, origin="lower", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(cols[j], fontsize=9)
-        row[0].set_ylabel(f"{title}, slice {z}", fontsize=8)
-    fig.tight_layout()
+                ax.set_title(cols[j], fontsize=10)
+        by = f"\n{p['by']}" if "by" in p and str(p["by"]) else ""
+        row[0].set_ylabel(f"{title}, slice {int(p['slice'])}{by}", fontsize=9)
+    names = ["background", *(class_names or [f"class {k}" for k in range(1, num_classes)])]
+    fig.legend(handles=[Patch(color=cmap(k / max(vmax, 1)), label=n) for k, n in enumerate(names[:num_classes])],
+               loc="outside lower center", ncol=min(num_classes, 6), fontsize=9)
     _save(fig, path)
 
 
