@@ -169,7 +169,7 @@ def test_results_folder_refuses_other_cases_or_weights_and_records_the_panels(ne
     assert int(p["slice"]) == int((first.y[0] > 0).sum(dim=(0, 1)).argmax())
     records = ResultsDir(tmp_path).read().records
     worst = min((r for r in records if r.case == first.name and r.eps == 16.0), key=lambda r: r.dice)
-    assert str(p["by"]) == worst.attack_id == "pgd@2" and 8 < np.abs(p["delta"]).max() <= 16 + 1e-3
+    assert str(p["winner"]) == worst.attack_id == "pgd@2" and 8 < np.abs(p["delta"]).max() <= 16 + 1e-3
 
 
 def test_in_memory_ensemble_keeps_the_per_instance_worst_case(net, monkeypatch):

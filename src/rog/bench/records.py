@@ -68,8 +68,8 @@ def qualitative_slice(x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, adv
     """2-D arrays for the report's qualitative figure, at the slice of the last spatial axis
     with the most labelled voxels (the reference's, so that every model of a case is shown on
     one slice): image (channel 0), ground truth, clean and perturbed predictions, the
-    perturbation of channel 0 on the threat's scale (/255 of its range) and `by`, what made it
-    (the attack, or the artefact). x, x_adv `[1, C, D, H, W]`; y, clean, adv `[1, D, H, W]`;
+    perturbation of channel 0 on the threat's scale (/255 of its range) and "winner", `by`:
+    what made it (the attack, or the artefact). x, x_adv `[1, C, D, H, W]`; y, clean, adv `[1, D, H, W]`;
     lo, hi `[1, C, 1, 1, 1]` (the box)."""
     labelled = (y[0] > 0).sum(dim=(0, 1))
     z = int(labelled.argmax()) if bool(labelled.any()) else y.shape[-1] // 2
@@ -78,4 +78,4 @@ def qualitative_slice(x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, adv
     return {"image": take(x[0, 0]).astype(np.float32), "gt": take(y[0]).astype(np.uint8),
             "clean": take(clean[0]).astype(np.uint8), "adv": take(adv[0]).astype(np.uint8),
             "delta": take((x_adv[0, 0] - x[0, 0]) / span * 255).astype(np.float32), "slice": np.array(z),
-            "by": np.array(by)}
+            "winner": np.array(by)}

@@ -130,15 +130,15 @@ def qualitative(path: Path, panels: list[tuple[str, dict]], num_classes: int, wh
                 lim = float(np.abs(im).max()) or 1.0
                 shown = ax.imshow(im.T, cmap="seismic", vmin=-lim, vmax=lim, origin="lower")
                 bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
-                bar.set_label("/255 of the range" if "by" in p else "input units", fontsize=8)
+                bar.set_label("/255 of the range" if "winner" in p else "input units", fontsize=8)
             else:
                 ax.imshow(im.T, cmap=cmap, vmin=0, vmax=vmax, origin="lower", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(cols[j], fontsize=10)
-        by = f"\n{p['by']}" if "by" in p and str(p["by"]) else ""
-        row[0].set_ylabel(f"{title}, slice {int(p['slice'])}{by}", fontsize=9)
+        winner = f"\n{p['winner']}" if "winner" in p and str(p["winner"]) else ""
+        row[0].set_ylabel(f"{title}, slice {int(p['slice'])}{winner}", fontsize=9)
     names = ["background", *(class_names or [f"class {k}" for k in range(1, num_classes)])]
     fig.legend(handles=[Patch(color=cmap(k / max(vmax, 1)), label=n) for k, n in enumerate(names[:num_classes])],
                loc="outside lower center", ncol=min(num_classes, 6), fontsize=9)
