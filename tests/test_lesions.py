@@ -29,3 +29,29 @@ def test_lesions_are_matched_counted_and_measured_as_worked_by_hand():
     ignored = ref.copy()
     ignored[10:12, 0:2, :] = 3
     assert match_lesions(pred, ignored, 3)["invented"] == [1, 0]
+
+
+def test_attack_records_count_lesions_against_the_clean_prediction(segmenter3, tmp_path):
+    import torch
+
+    from rog.bench import BenchCase, Benchmark, BenchmarkConfig
+    from tests.trained import sphere_volumes
+    x, y = sphere_volumes(2, 16, 3, seed=11)
+    cases = [BenchCase(f"s{i}", x[i:i + 1], y[i:i + 1], torch.zeros(1, 1, 1, 1, 1), torch.ones(1, 1, 1, 1, 1))
+             for i in range(2)]
+    cfg = BenchmarkConfig(eps=[16], attacks=["apgd-ce", "pgd"], iters=[3], scope="volume")
+    doc = Benchmark(segmenter3, 3, cfg, tmp_path, progress=False, spacing=(2.0, 2.0, 2.0)).run(cases)
+    with torch.no_grad():
+        clean = {c.name: segmenter3(c.x).argmax(1)[0].numpy() for c in cases}
+    for r in doc.records:
+        case = next(c for c in cases if c.name == r.case)
+        mine = match_lesions(clean[r.case], case.y[0].numpy(), 3, (2.0, 2.0, 2.0))
+        assert r.lesions["clean_missed"] == mine["missed"] and r.lesions["unit"] == "mL"
+        assert r.lesions["volume_change"] == pytest.approx([a - b for a, b in zip(r.lesions["volume"], mine["volume"])])
+    e = doc.summary.eps["16.0"]
+    assert e.lesions_invented > 0 and e.lesion_robust_accuracy < 1  # at 16/255 the attacks do lose and invent lesions
+    worst = {c: min((r for r in doc.records if r.case == c), key=lambda r: r.dice) for c in ("s0", "s1")}
+    assert e.lesions_missed == sum(sum(w.lesions["missed"]) for w in worst.values())
+    assert e.lesion_robust_accuracy == pytest.approx(np.mean([
+        not any(sum(r.lesions["missed"]) > sum(r.lesions["clean_missed"]) for r in doc.records if r.case == c)
+        for c in ("s0", "s1")]))

@@ -119,6 +119,9 @@ class AttackRecord:
     found: bool | None = None
     reason: str | None = None
     skipped: str | None = None
+    # `rog.evaluate.lesions`' counts per class of the attacked prediction, with "clean_missed"
+    # and "volume_change" (from the clean prediction); None in older records
+    lesions: dict | None = None
 
     def valid(self) -> bool:
         """Inside the eps-ball and the box, and finite."""
@@ -203,6 +206,12 @@ class EpsSummary:
     attacks: dict  # attack id -> mean Dice
     cases: int
     found_by: dict = field(default_factory=dict)  # case -> the attack id of its worst case ("clean": none lowered it)
+    # lesions (`rog.evaluate.lesions`), None where the records hold none: at each case's worst
+    # case, the reference lesions missed and the components invented, summed over cases and
+    # classes; and the share of cases where no attack missed a lesion the clean prediction found
+    lesions_missed: int | None = None
+    lesions_invented: int | None = None
+    lesion_robust_accuracy: float | None = None
 
 
 @dataclass

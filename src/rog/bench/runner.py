@@ -26,6 +26,7 @@ from rog.attacks.threat import ThreatModel
 from rog.bench import checks, records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.sweep import Sweep
+from rog.evaluate.lesions import match_lesions
 from rog.evaluate.robustness import summarize
 from rog.infer.sliding_window import SlidingWindow
 from rog.messages import log
@@ -88,13 +89,14 @@ class Benchmark(Sweep):
 
     def __init__(self, model: nn.Module, num_classes: int, config: BenchmarkConfig, out_dir: str | Path,
                  patch=None, progress: bool = True, meta: Meta | None = None, weights: str | None = None,
-                 window: dict | None = None, keep=None):
+                 window: dict | None = None, keep=None, spacing=None):
         if config.scope is None:
             raise rec.BenchError("scope (--scope): None, the model's default, is set by rog.pipeline.sweeps; "
                                  "give 'patch' or 'volume' to a Benchmark")
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights,
-                         volume=config.scope == "volume", window=window, keep=keep)
+                         volume=config.scope == "volume", window=window, keep=keep, spacing=spacing)
         self._logged: set[str] = set()
+        self._clean_lesions: dict[str, dict] = {}
         self._attack_configs: dict[str, dict] = {}
 
     def _jobs(self) -> list[AttackJob]:
@@ -162,8 +164,23 @@ class Benchmark(Sweep):
         x_adv = case.held(x_adv)  # what the attack put on fixed voxels changed nothing: recorded as untouched
         with frozen(self.model), torch.no_grad():
             pred = model(x_adv).argmax(1)
-        return rec.measure(head, pred, case.y, x_adv, case.x, case.lo, case.hi, threat, self.num_classes, tau,
-                           seconds=seconds, **atk.counters()), x_adv
+        record = rec.measure(head, pred, case.y, x_adv, case.x, case.lo, case.hi, threat, self.num_classes, tau,
+                             seconds=seconds, **atk.counters())
+        record.lesions = self._lesions(case, model, pred)
+        return record, x_adv
+
+    def _lesions(self, case: BenchCase, model: nn.Module, pred: torch.Tensor) -> dict:
+        """The lesion counts of the attacked prediction `pred` `[1, ...]` (`rog.evaluate.lesions`),
+        with the clean prediction's misses ("clean_missed") and the volume change from it."""
+        ref, spacing = case.y[0].cpu().numpy(), self.spacing_of(case)
+        if case.name not in self._clean_lesions:
+            with frozen(self.model), torch.no_grad():
+                clean = model(case.x).argmax(1)[0].cpu().numpy()
+            self._clean_lesions[case.name] = match_lesions(clean, ref, self.num_classes, spacing)
+        clean = self._clean_lesions[case.name]
+        got = match_lesions(pred[0].cpu().numpy(), ref, self.num_classes, spacing)
+        return {**got, "clean_missed": clean["missed"],
+                "volume_change": [a - b for a, b in zip(got["volume"], clean["volume"])]}
 
     def _summarize(self, records, clean, tau) -> AttackSummary:
         return summarize(records, clean, tau)

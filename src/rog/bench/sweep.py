@@ -33,15 +33,17 @@ class Sweep:
 
     def __init__(self, model: nn.Module, num_classes: int, config, out_dir: str | Path, patch=None,
                  progress: bool = True, meta: Meta | None = None, weights: str | None = None,
-                 volume: bool = False, window: dict | None = None, keep=None):
+                 volume: bool = False, window: dict | None = None, keep=None, spacing=None):
         """`meta` (stored as is) describes the model for the report: label, run, data, model
         summary, class names, where the cases come from. `weights` identifies the model's
         weights (a checkpoint hash): a results folder is only ever continued with the same.
         `volume`: whole cases through the sliding window (patch size `patch`; `window`: more
         `SlidingWindow` options, such as an external tool's mirroring and tiling style).
         `keep`: a `rog.bench.volumes.VolumeWriter` that writes the perturbed whole cases as
-        images (`--save-volumes`), or None."""
+        images (`--save-volumes`), or None. `spacing`: mm per voxel axis of the model input (the
+        plan's target spacing; None: unknown, or each case's own, `spacing_of`)."""
         self.config, self.num_classes, self.progress, self.keep = config, num_classes, progress, keep
+        self.spacing = None if spacing is None else [float(v) for v in spacing]
         self.meta, self.weights = meta or Meta(), weights
         # a user's model without a window takes whole cases as they are (`rog.external.raw`)
         self.model = tile(model, patch, **(window or {})) if volume and patch else model
@@ -49,6 +51,10 @@ class Sweep:
         self.out = ResultsDir(out_dir)
         self.rank, self.world = rank_and_world()
         self.shard = self.rank if self.world > 1 else None
+
+    def spacing_of(self, case: BenchCase) -> list[float] | None:
+        """mm per voxel axis of `case.x`: the case's own (a scan as stored), else the sweep's."""
+        return self.spacing if case.spacing is None else case.spacing
 
     # ---- what subclasses define ------------------------------------------------------------
     def _jobs(self) -> list:
@@ -196,12 +202,7 @@ class WholeCaseSweep(Sweep):
                  progress: bool = True, meta: Meta | None = None, weights: str | None = None,
                  window: dict | None = None, keep=None):
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
-                         window=window, keep=keep)
-        self.spacing = None if spacing is None else [float(s) for s in spacing]
-
-    def spacing_of(self, case: BenchCase) -> list[float]:
-        """mm per voxel axis of `case.x`: the case's own (a scan as stored), else the sweep's."""
-        return self.spacing if case.spacing is None else case.spacing
+                         window=window, keep=keep, spacing=spacing)
 
     def _keep_input(self, case: BenchCase, tag: str, x: torch.Tensor, logits: torch.Tensor) -> None:
         """With `--save-volumes`, write the perturbed case `x` and its `logits` as `tag` (and the

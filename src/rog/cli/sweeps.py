@@ -52,7 +52,9 @@ def cmd_attack(a) -> int:
         found = Counter(e.found_by.values())
         print(f"eps {float(eps):>5g}/255: worst-case Dice {e.worst_case_dice:.4f}, "
               f"robust accuracy {e.robust_accuracy:.3f}"
-              + ("; worst case found by " + ", ".join(f"{a} {n}" for a, n in found.most_common()) if found else ""))
+              + ("; worst case found by " + ", ".join(f"{a} {n}" for a, n in found.most_common()) if found else "")
+              + (f"; lesions at the worst cases: {e.lesions_missed} missed, {e.lesions_invented} invented, "
+                 f"cases with no lesion lost {e.lesion_robust_accuracy:.3f}" if e.lesions_missed is not None else ""))
     return _checks(result)
 
 

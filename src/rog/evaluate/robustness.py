@@ -29,7 +29,9 @@ def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) 
     worst-case Dice. A case is broken at an eps when any attack drove its Dice below tau. Only
     valid points count (inside the ball and the box, finite: `AttackRecord.valid`): an invalid
     one is the validity check's failure, not a success, and where no attack returned a valid
-    point the case keeps its clean Dice. Each case's worst attack is named (`found_by`)."""
+    point the case keeps its clean Dice. Each case's worst attack is named (`found_by`); where
+    the records count lesions, the lesions missed and invented at the worst cases and the
+    share of cases where no attack missed a lesion the clean prediction found."""
     by_eps: dict[float, dict[str, list[AttackRecord]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if not r.skipped:
@@ -39,11 +41,14 @@ def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) 
     summary = AttackSummary(tau, clean_mean, {}, None)
     eps_values = sorted(by_eps)
     for eps in eps_values:
-        worst, classes, attacks, found_by = [], [], defaultdict(list), {}
+        worst, classes, attacks, found_by, lesions = [], [], defaultdict(list), {}, []
         for case, recs in by_eps[eps].items():
             valid = [r for r in recs if r.valid()]
             w = min(valid, key=lambda r: r.dice) if valid else clean[case]
             found_by[case] = w.attack_id if valid and w.dice < clean[case].dice else "clean"
+            if valid and all(r.lesions for r in valid):
+                lesions.append((sum(w.lesions["missed"]), sum(w.lesions["invented"]),
+                                not any(sum(r.lesions["missed"]) > sum(r.lesions["clean_missed"]) for r in valid)))
             worst.append(w.dice)
             classes.append(w.dice_per_class)
             for r in valid:
@@ -51,7 +56,10 @@ def summarize(records: list[AttackRecord], clean: dict[str, Score], tau: float) 
         summary.eps[str(eps)] = EpsSummary(
             worst_case_dice=float(np.mean(worst)), robust_accuracy=float(np.mean([d >= tau for d in worst])),
             worst_case_dice_per_class=np.nanmean(np.array(classes, float), axis=0).tolist() if classes else [None] * k,
-            attacks={a: float(np.mean(v)) for a, v in attacks.items()}, cases=len(worst), found_by=found_by)
+            attacks={a: float(np.mean(v)) for a, v in attacks.items()}, cases=len(worst), found_by=found_by,
+            **(dict(lesions_missed=int(sum(m for m, _, _ in lesions)), lesions_invented=int(sum(i for _, i, _ in lesions)),
+                    lesion_robust_accuracy=float(np.mean([kept for _, _, kept in lesions])))
+               if lesions and len(lesions) == len(worst) else {}))
     curve_eps = [0.0] + [e for e in eps_values if e > 0]
     curve = [clean_mean] + [summary.eps[str(e)].worst_case_dice for e in eps_values if e > 0]
     summary.auc_worst_case = auc(curve_eps, curve) if len(curve_eps) > 1 else None

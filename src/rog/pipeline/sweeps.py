@@ -108,7 +108,7 @@ def run_sweep(req: SweepRequest) -> SweepResult:
     common = dict(progress=req.progress, meta=meta, weights=file_hash(model.weights) if model.weights else None,
                   window=model.window, keep=keep)
     if isinstance(config, BenchmarkConfig):
-        sweep = Benchmark(net, model.num_classes, config, out, model.patch, **common)
+        sweep = Benchmark(net, model.num_classes, config, out, model.patch, spacing=model.spacing, **common)
     else:
         sweep = req.sweep(net, model.num_classes, config, out, model.patch, model.spacing, **common)
     return SweepResult(sweep.run(cases), out)
