@@ -132,17 +132,11 @@ def ce_right_balanced(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """`ce_right` with every labelled class counting equally, as in Dice's mean over classes
     (SEA's L_MCE-Bal): voxel i of class c weighted N / (C n_c), N the scored voxels, n_c those of
     class c, C the classes present, so that a small structure weighs as much as the background."""
-    yf = y
     y, w = scored(logits, y)
-    weight = torch.zeros_like(w)
-    present = torch.zeros(w.shape[0], device=w.device, dtype=w.dtype)
-    for k in range(logits.shape[1]):
-        present += ((yf == k).flatten(1).sum(1) > 0).to(w.dtype)
-    total = w.flatten(1).sum(1)
-    for k in range(logits.shape[1]):
-        mask = (yf == k).to(w.dtype)
-        size = mask.flatten(1).sum(1).clamp(min=1)
-        weight += mask * (total / (present.clamp(min=1) * size)).view(-1, *[1] * (mask.ndim - 1))
+    counts = (F.one_hot(y, logits.shape[1]).to(w) * w.unsqueeze(-1)).flatten(1, -2).sum(1)  # [B, K], scored only
+    present = (counts > 0).sum(1, keepdim=True).clamp(min=1)
+    per_class = w.flatten(1).sum(1, keepdim=True) / (present * counts.clamp(min=1))  # [B, K]
+    weight = per_class.gather(1, y.flatten(1)).view_as(w)
     correct = (logits.argmax(1) == y).to(logits.dtype)
     return _mean(weight * correct * F.cross_entropy(logits, y, reduction="none"), w)
 

@@ -71,7 +71,11 @@ def l2_attacks(certified: Results, attacks: list[Results]) -> list[Results]:
 def brackets(certified: Results, attacks: list[Results]) -> list[Bracket]:
     """One `Bracket` per noise level of the finished certify `certified`, its attacked side
     from the matching `l2_attacks` among `attacks` (attack results of any kind of model)."""
-    found = l2_attacks(certified, attacks)
+    by_case: dict[str, list] = {}  # the valid L2 attack records of each case, read once
+    for a in l2_attacks(certified, attacks):
+        for x in a.measured():
+            if x.valid():
+                by_case.setdefault(x.case, []).append(x)
     out = []
     for sigma in sorted({r.sigma for r in certified.records}):
         mine = [r for r in certified.records if r.sigma == sigma]
@@ -79,8 +83,7 @@ def brackets(certified: Results, attacks: list[Results]) -> list[Bracket]:
         for i, radius in enumerate(mine[0].radii):
             worst, ids = [], set()
             for rec in mine:
-                hits = [x for a in found for x in a.measured() if x.case == rec.case and x.valid()
-                        and math.isclose(x.eps, rec.l2_eps[i], rel_tol=EPS_MATCH)]
+                hits = [x for x in by_case.get(rec.case, []) if math.isclose(x.eps, rec.l2_eps[i], rel_tol=EPS_MATCH)]
                 ids.update(x.attack_id for x in hits)
                 if radius == 0:
                     worst.append(certified.clean[rec.case].dice)

@@ -46,11 +46,7 @@ def dice_vs_eps(path: Path, models: dict[str, tuple[list, list, list]], class_na
         for k, cname in enumerate(class_names):
             ax.plot(eps, [c[k] for c in per_class], marker="o", label=cname)
         ax.plot(eps, mean, "k--", marker="s", label=f"mean (AUC {aucs[name]:.2f})")
-        ax.set_title(name)
-        ax.set_xlabel("eps (/255)")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _panel(ax, "eps (/255)", name)
     for row in axes:
         row[0].set_ylabel("worst-case Dice")
     _save(fig, path)
@@ -73,14 +69,17 @@ def across_seeds(path: Path, groups: dict[str, SeedGroup]) -> None:
         for k, pts in g.points.items():
             x = float(k) + (i - (len(groups) - 1) / 2) * 0.35 + rng.uniform(-0.1, 0.1, len(pts))
             ax.scatter(x, [p[2] for p in pts], s=9, color=f"C{i}", alpha=0.5)
-    _dice_axes(ax, "worst-case Dice", legend_size=7)
+    _panel(ax, "eps (/255)", ylabel="worst-case Dice", legend_size=7)
     _save(fig, path)
 
 
-def _dice_axes(ax, ylabel: str, legend_size: int = 8) -> None:
-    """Labels, limits, grid and legend of a Dice-vs-eps panel."""
-    ax.set_xlabel("eps (/255)")
-    ax.set_ylabel(ylabel)
+def _panel(ax, xlabel: str, title: str | None = None, ylabel: str | None = None, legend_size: int = 8) -> None:
+    """Labels, Dice's [0, 1] limits, grid and legend of one Dice panel."""
+    if title is not None:
+        ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=legend_size)
@@ -99,7 +98,7 @@ def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> 
             a = auc(eps, dice)
             aucs.setdefault(model, {})[attack] = a
             ax.plot(eps, dice, style, color=f"C{i}", marker="o", label=f"{model} {attack.upper()} (AUC {a:.2f})")
-    _dice_axes(ax, "mean Dice")
+    _panel(ax, "eps (/255)", ylabel="mean Dice")
     _save(fig, path)
     return aucs
 
@@ -160,11 +159,7 @@ def brackets(path: Path, models: dict[str, list]) -> None:
             ax.plot([p.radius for p in b.points], [p.certified for p in b.points], "-", color=f"C{i}", marker="o",
                     label=f"certified, sigma {b.sigma:g}")
             ax.plot([0], [b.smoothed_dice], "*", color=f"C{i}", ms=11, label=f"smoothed Dice, sigma {b.sigma:g}")
-        ax.set_title(name)
-        ax.set_xlabel("L2 radius r (range-normalised scale)")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _panel(ax, "L2 radius r (range-normalised scale)", name, legend_size=7)
     for row in axes:
         row[0].set_ylabel("mean Dice")
     _save(fig, path)
@@ -177,11 +172,7 @@ def _severity_panels(path: Path, summaries: dict, draw, ylabel: str) -> None:
                              layout="constrained")
     for ax, (name, s) in zip(axes[0], summaries.items()):
         draw(ax, s)
-        ax.set_title(name)
-        ax.set_xlabel("severity")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _panel(ax, "severity", name, legend_size=7)
     axes[0][0].set_ylabel(ylabel)
     _save(fig, path)
 

@@ -115,8 +115,7 @@ def certified(models: dict) -> str:
             + (" n/a: not every case was attacked at that radius (<code>rog certify</code> prints the eps to give "
                "<code>rog attack</code>)." if unattacked else "") + "</p>"
             "<table><tr><th>model</th><th>sigma</th>"
-            + "".join(f"<th>r = {p.radius:g}</th>" for p in first.points)
-            + f"<th>L2 norm of the 8/255 L-inf ball</th></tr>{''.join(units)}</table>"
+            + head + f"<th>L2 norm of the 8/255 L-inf ball</th></tr>{''.join(units)}</table>"
             "<p>The radii in the units a user reads: r: the L2 norm of the perturbation on the range-normalised scale "
             "(each channel's intensity range is 1); then the same as <code>rog attack --norm l2 --eps</code> (the "
             "root mean square per voxel and channel, /255 of the range); in brackets that root mean square in the "
