@@ -147,10 +147,10 @@ def test_runs_on_different_eps_grids_are_compared_at_their_common_eps(tmp_path, 
     assert set(summary.models["a"].eps) == set(summary.models["b"].eps) == {"4.0", "8.0", "12.0"}
     assert summary.seeds.gain.gain == 0 and not summary.seeds.gain.holds
     html = (tmp_path / "rep" / "report.html").read_text()
-    assert "<th>eps 12</th>" in html and "<th>eps 16</th>" not in html and "attacked at different eps" in html
+    assert "<th>eps 12/255</th>" in html and "<th>eps 16/255</th>" not in html and "attacked at different eps" in html
     # one grid: nothing restricted, nothing said
     alone = build_report([a.path], tmp_path / "rep1", panels=False)
-    assert alone.common_eps is None and "<th>eps 16</th>" in (tmp_path / "rep1" / "report.html").read_text()
+    assert alone.common_eps is None and "<th>eps 16/255</th>" in (tmp_path / "rep1" / "report.html").read_text()
     # no eps in common: one line naming the grids, nothing written
     c = _grid(tmp_path, "c", "c", (16.0,))
     assert main(["report", str(b.path), str(c.path), "-o", str(tmp_path / "rep2")]) == 2

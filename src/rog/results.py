@@ -34,6 +34,13 @@ def _build(cls, raw: dict, where: str, **dicts):
     return obj
 
 
+# the units a benchmark's eps may be given in (`rog.bench.units`), and how a number in each is
+# written after it ("8/255", "40 HU")
+EPS_UNITS = {"range": "/255 of each channel's per-case intensity range",
+             "hu": "Hounsfield units of the scan (CT channels)",
+             "sd": "standard deviations of each channel's intensities over the case's labelled voxels"}
+EPS_SHORT = {"range": "/255", "hu": " HU", "sd": " sd"}
+
 @dataclass
 class Score:
     """Dice of one prediction: mean over the foreground classes and per class (None: a class
@@ -122,6 +129,9 @@ class AttackRecord:
     # `rog.evaluate.lesions`' counts per class of the attacked prediction, with "clean_missed"
     # and "volume_change" (from the clean prediction); None in older records
     lesions: dict | None = None
+    # the radius on the /255 scale of each channel's range that eps (in the threat's unit, times
+    # its channel multiples) was on this case; None where it is eps on every channel
+    channel_eps: list | None = None
 
     def valid(self) -> bool:
         """Inside the eps-ball and the box, and finite."""
@@ -135,6 +145,20 @@ class CorruptionRecord:
     case: str
     corruption: str
     severity: int
+    dice: float
+    dice_per_class: list
+    seconds: float
+    finite: bool
+
+
+@dataclass
+class ModalityRecord:
+    """One case x input channel x replacement (`rog.bench.modality`: "zero", "mean", or an
+    artefact "NAME:SEVERITY" on that channel alone)."""
+
+    case: str
+    channel: int
+    replacement: str
     dice: float
     dice_per_class: list
     seconds: float
@@ -246,6 +270,19 @@ class CorruptionSummary:
 
 
 @dataclass
+class ModalitySummary:
+    """Per channel key ("0") and replacement: the mean Dice over cases (`dice`), per class
+    (`dice_per_class`), the share of cases at or above tau (`robust_accuracy`); `worst`: per
+    replacement, the mean over cases of the lowest Dice over the channels replaced."""
+
+    clean_dice: float
+    dice: dict
+    dice_per_class: dict
+    robust_accuracy: dict
+    worst: dict
+
+
+@dataclass
 class ArtefactStats:
     """One artefact's mean Dice per severity key ("3"): the per-case worst case, the search
     alone, the mean random draw and the worst draw; the share of cases it does not break
@@ -314,17 +351,20 @@ class Provenance:
 
 
 KINDS = {"attack": (AttackRecord, AttackSummary), "corruption": (CorruptionRecord, CorruptionSummary),
-         "artefact": (ArtefactRecord, ArtefactSummary), "certify": (CertifyRecord, CertifySummary)}
+         "artefact": (ArtefactRecord, ArtefactSummary), "certify": (CertifyRecord, CertifySummary),
+         "modality": (ModalityRecord, ModalitySummary)}
 # the dict-valued field of each summary and the dataclass of its values
 _SUMMARY_DICTS = {AttackSummary: {"eps": EpsSummary}, CorruptionSummary: {"corruptions": CorruptionStats},
-                  ArtefactSummary: {"artefacts": ArtefactStats}, CertifySummary: {"sigmas": CertifyStats}}
+                  ArtefactSummary: {"artefacts": ArtefactStats}, CertifySummary: {"sigmas": CertifyStats},
+                  ModalitySummary: {}}
 
 
 @dataclass
 class Results:
     """One benchmark of one model: `kind` "attack" (records per case x attack x eps x budget)
     or "corruption" (per case x corruption x severity) or "artefact" (per case x artefact x
-    severity, worst case) or "certify" (per case x noise level). `summary` and `checks` exist once the
+    severity, worst case) or "certify" (per case x noise level) or "modality" (per case x channel x
+    replacement). `summary` and `checks` exist once the
     run has finished; `threat` and `attack_configs` only for attacks."""
 
     kind: str
@@ -336,7 +376,7 @@ class Results:
     complete: bool
     meta: Meta
     provenance: Provenance
-    summary: AttackSummary | CorruptionSummary | ArtefactSummary | CertifySummary | None = None
+    summary: AttackSummary | CorruptionSummary | ArtefactSummary | CertifySummary | ModalitySummary | None = None
     checks: list = field(default_factory=list)
     threat: dict | None = None
     attack_configs: dict = field(default_factory=dict)
@@ -397,4 +437,5 @@ CSV_COLUMNS = {"attack": ["case", "attack", "eps", "budget", "dice", "broken", "
                "corruption": ["case", "corruption", "severity", "dice", "seconds", "finite"],
                "artefact": ["case", "artefact", "severity", "dice", "random_dice", "random_worst", "search_dice", "by",
                             "search", "draws", "iterations", "seconds", "in_bound", "finite"],
-               "certify": ["case", "sigma", "samples", "smoothed_dice", "seconds", "finite"]}
+               "certify": ["case", "sigma", "samples", "smoothed_dice", "seconds", "finite"],
+               "modality": ["case", "channel", "replacement", "dice", "seconds", "finite"]}

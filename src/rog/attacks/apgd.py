@@ -109,7 +109,7 @@ class APGD(Attack):
         u = self.random_start(u0) if start is None else self.threat.project(start, u0)
         logits, loss, grad = gradient(forward, u, loss_fn)
         tracker.update(u, logits)
-        step = torch.full((b,), 2.0 * self.threat.radius, device=u0.device, dtype=u0.dtype)
+        step = (2.0 * torch.as_tensor(self.threat.peak, device=u0.device, dtype=u0.dtype)).expand(b).clone()
         u_best, grad_best, loss_best = u, grad, loss.clone()
         loss_steps = torch.zeros(n, b, device=u0.device, dtype=loss.dtype)
         loss_best_last_check = loss_best.clone()

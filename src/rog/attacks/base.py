@@ -75,11 +75,13 @@ def label_map(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class Attack:
     """Base class. Subclasses implement `perturb(u0, y, forward, tracker)` in range-normalised
     coordinates (box [0, 1], L-inf radius eps/255) and skip themselves (`skip_reason`) on tasks
-    with fewer than `min_classes` classes or under a threat model not in `norms`."""
+    with fewer than `min_classes` classes, under a threat model not in `norms`, or (unless
+    `per_channel`) under a radius per channel."""
 
     name = "attack"
     min_classes = 2
     norms = ("linf", "l2")  # threat models the attack is implemented for
+    per_channel = True  # whether it takes a radius per channel (`ThreatModel.per_channel`)
 
     def __init__(self, model: nn.Module, threat: ThreatModel, num_classes: int | None = None, seed: int = 0):
         self.model, self.threat, self.num_classes, self.seed = model, threat, num_classes, seed
@@ -105,6 +107,8 @@ class Attack:
             return f"{self.name} needs at least {self.min_classes} classes, the task has {num_classes}"
         if self.threat.norm not in self.norms:
             return f"{self.name} is implemented for the {'/'.join(self.norms)} threat model, not {self.threat.norm}"
+        if self.threat.per_channel and not self.per_channel:
+            return f"{self.name} is implemented for one radius on every channel, not a radius per channel"
         return None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lo: torch.Tensor | None = None,
@@ -184,12 +188,15 @@ class Attack:
         noise = torch.rand(u0.shape, generator=self.generator, device=u0.device, dtype=u0.dtype) * 2 - 1
         if self.threat.norm == "l2":
             noise = noise / noise.flatten(1).norm(dim=1).view(-1, *[1] * (u0.ndim - 1)) * u0[0].numel() ** 0.5
-        return self.threat.project(u0 + self.threat.radius * noise, u0)
+        return self.threat.project(u0 + self.threat.radius_like(u0) * noise, u0)
 
     def ascent(self, u: torch.Tensor, grad: torch.Tensor, step) -> torch.Tensor:
-        """One step of size `step` (scalar or `[B]`) along the steepest-ascent direction."""
+        """One step of size `step` (scalar or `[B]`, in units of the threat's `peak` radius)
+        along the steepest-ascent direction of the threat's norm."""
         step = torch.as_tensor(step, dtype=u.dtype, device=u.device).view(-1, *[1] * (u.ndim - 1))
         if self.threat.norm == "linf":
+            if self.threat.per_channel:  # each channel steps in proportion to its own radius
+                return u + step * self.threat.shape.to(u) * grad.sign()
             return u + step * grad.sign()
         n = grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *[1] * (u.ndim - 1))
         return u + step * grad / n * u[0].numel() ** 0.5

@@ -128,6 +128,7 @@ class FAB(Attack):
 
     name = "fab-t"
     norms = ("linf",)
+    per_channel = False  # its hyperplane projection and bisection are in one L-inf radius
 
     def __init__(self, model, threat, iters: int = 5, target_ranks: int = 9, restarts: int = 1,
                  eta: float = 1.05, beta: float = 0.9, alpha_max: float = 0.1, band: float = 2.0,

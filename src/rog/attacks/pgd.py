@@ -37,7 +37,7 @@ class PGD(Attack):
 
     def step_at(self, t: int):
         """The step of iteration t: constant, 2.5 eps / iters by default (Madry et al.)."""
-        return self.step if self.step is not None else 2.5 * self.threat.radius / max(self.iters, 1)
+        return self.step if self.step is not None else 2.5 * self.threat.peak / max(self.iters, 1)
 
     def perturb(self, u0, y, forward, tracker, logits0):
         for _ in range(self.restarts):
@@ -83,5 +83,5 @@ class RightPGD(PGD):
         super().__init__(model, threat, iters, loss="ce-right", **kw)
 
     def step_at(self, t):
-        first = self.step if self.step is not None else self.threat.radius
+        first = self.step if self.step is not None else self.threat.peak
         return first * 0.5 * (1 + math.cos(math.pi * t / max(self.iters, 1)))

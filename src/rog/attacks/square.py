@@ -87,10 +87,13 @@ class Square(Attack):
         flipped where still a no-op: the opposite signs move every voxel of the cube when r > 0."""
         c, ones = u0.shape[1], [1] * (u0.ndim - 2)
 
+        tol = float(torch.as_tensor(self.threat.peak).max()) * 1e-3
+
         def noops(signs):
-            # a real change moves some voxel by about r or more; float round trips by far less
+            # a real change moves some voxel by about r (the largest channel's) or more; float
+            # round trips by far less
             return torch.stack([((u0[i][(slice(None), *box)] + signs[i]).clamp(0, 1)
-                                 - u_best[i][(slice(None), *box)]).abs().amax() <= r * 1e-3
+                                 - u_best[i][(slice(None), *box)]).abs().amax() <= tol
                                 for i, box in enumerate(boxes)]).view(-1, 1, *ones)
 
         signs = self._signs(len(boxes), c, *ones) * r
@@ -101,7 +104,7 @@ class Square(Attack):
 
     def perturb(self, u0, y, forward, tracker, logits0):
         self.device, self.dtype = u0.device, u0.dtype
-        r = self.threat.radius
+        r = self.threat.radius_like(u0)  # `[1, C, 1, 1, 1]` where channels have their own radius
         b, c, *spatial = u0.shape
         view = (-1, *[1] * (u0.ndim - 1))
         stripes = self._signs(b, c, *[1] * (len(spatial) - 1), spatial[-1]) * r

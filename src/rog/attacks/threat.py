@@ -6,6 +6,12 @@ eps / 255 * (hi - lo) and the box is [lo, hi]. This is the analogue of an 8-bit 
 [0, 1] with eps = 8/255, and it is what the public code's clamp to [0, 1] on z-scored inputs
 got wrong. Internally attacks work in range-normalised coordinates u = (x - lo) / (hi - lo),
 where the box is [0, 1] and the L-inf radius is eps / 255, exactly as in classification.
+
+A channel may have its own radius (an L-inf eps per channel, `[1, C, 1, 1, 1]`: a threat in
+Hounsfield units or tissue standard deviations, `rog.bench.units`, or one modality left
+untouched). The attacks then step along `shape` times the sign of the gradient, `shape` each
+channel's radius over the instance's largest (`peak`), so that every step and projection
+respects each channel's own ball and a channel of radius 0 never moves.
 """
 from __future__ import annotations
 
@@ -42,6 +48,8 @@ class ThreatModel:
             raise ValueError(f"unknown norm {self.norm!r}: 'linf' or 'l2'")
         if bool(torch.as_tensor(self.eps).lt(0).any()):
             raise ValueError("eps must be >= 0")
+        if torch.is_tensor(self.eps) and self.norm != "linf":
+            raise ValueError("a radius per channel or instance is an L-inf threat; the L2 ball has one radius")
         if not torch.is_tensor(self.eps) and 0 < self.eps < 1 and not exact:
             raise ValueError(f"eps={self.eps:g} is on the /255 scale, so it would mean {self.eps:g}/255 of the "
                              f"range: for 8/255 give ThreatModel(8); for a fraction of the range "
@@ -60,9 +68,35 @@ class ThreatModel:
         return cls.exactly(float(fraction) * 255.0, norm)
 
     @property
-    def radius(self) -> float:
-        """Radius in range-normalised units."""
+    def radius(self) -> float | torch.Tensor:
+        """Radius in range-normalised units (a tensor like `eps` where eps is one)."""
         return self.eps / 255.0
+
+    def radius_like(self, u: torch.Tensor) -> float | torch.Tensor:
+        """`radius` on u's device and dtype, where it is a tensor."""
+        return self.radius.to(u) if self.per_channel else self.radius
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether channels or instances have radii of their own (`eps` a tensor)."""
+        return torch.is_tensor(self.eps)
+
+    @property
+    def peak(self) -> float | torch.Tensor:
+        """Each instance's largest radius, range-normalised: a float, or `[B]` (or `[1]`) where
+        eps is a tensor: the unit of the attacks' step sizes."""
+        if not self.per_channel:
+            return self.radius
+        return self.radius.flatten(1).amax(1) if self.radius.ndim > 1 else self.radius.amax().view(1)
+
+    @property
+    def shape(self) -> float | torch.Tensor:
+        """Each channel's radius over its instance's `peak` (1.0 for one radius), broadcastable
+        to the points: a step of size s moves channel c by s * shape_c."""
+        if not self.per_channel:
+            return 1.0
+        peak = self.peak.view(-1, *[1] * (self.radius.ndim - 1)) if self.radius.ndim > 1 else self.peak
+        return self.radius / peak.clamp(min=1e-30)
 
     def to_dict(self, eps: list[float] | None = None) -> dict:
         """The threat model for result files; `eps`: every radius of a sweep, instead of this one's."""
@@ -78,13 +112,14 @@ class ThreatModel:
 
     def radius_of(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """L-inf radius in input units per channel, `[B, C, 1, ...]`, for the box [lo, hi]."""
-        return self.radius * (hi - lo)
+        return self.radius_like(lo) * (hi - lo)
 
     def project(self, u: torch.Tensor, u0: torch.Tensor) -> torch.Tensor:
         """Project range-normalised `u` onto the ball around `u0` and the box [0, 1]."""
         d = u - u0
         if self.norm == "linf":
-            d = d.clamp(-self.radius, self.radius)
+            r = self.radius_like(d)
+            d = d.clamp(-r, r)
         else:
             limit = self.radius * d[0].numel() ** 0.5
             n = d.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *([1] * (d.ndim - 1)))

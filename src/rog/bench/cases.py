@@ -40,7 +40,9 @@ class BenchCase:
     Dice live on the scan. `spacing`: mm per voxel axis of x, where cases differ in it (None:
     the sweep's). `fixed`: voxels no perturbation may change, bool broadcastable to x (a
     masked scan's zero background, a product of preprocessing rather than a measurement):
-    the model sees them as in x (`Fixed`) and the benchmark puts them back in what it records."""
+    the model sees them as in x (`Fixed`) and the benchmark puts them back in what it records.
+    `hu`: model-input units per Hounsfield unit of each channel (None for a channel not known to
+    be CT; the whole list None where no channel is), for a threat in HU (`rog.bench.units`)."""
 
     name: str
     x: torch.Tensor
@@ -50,6 +52,7 @@ class BenchCase:
     around: Callable[[nn.Module], nn.Module] | None = None
     spacing: list[float] | None = None
     fixed: torch.Tensor | None = None
+    hu: list[float | None] | None = None
 
     def held(self, x: torch.Tensor) -> torch.Tensor:
         """x (like `self.x`) with the `fixed` voxels put back to the case's own values."""
@@ -82,12 +85,15 @@ def default_cases(data_dir: str | Path, run: RunDir | None = None) -> tuple[list
     return labelled_cases(data_dir), "training"
 
 
-def load_bench_cases(data_dir: str | Path, names: list[str], scope: str, patch, device="cpu") -> list[BenchCase]:
+def load_bench_cases(data_dir: str | Path, names: list[str], scope: str, patch, device="cpu",
+                     schemes: list[str] | None = None) -> list[BenchCase]:
     """Load `names` from a preprocessed folder: the whole case (scope "volume") or its
-    label-centred patch (scope "patch"), with the channel range of the whole case as box."""
+    label-centred patch (scope "patch"), with the channel range of the whole case as box;
+    `schemes`: the plan's normalisation scheme per channel, whose "ct" channels are in HU
+    before normalisation (`BenchCase.hu`: 1/std of the case's normalisation)."""
     out = []
     for name in names:
-        image, label, _ = load_case(data_dir, name, mmap=False)
+        image, label, props = load_case(data_dir, name, mmap=False)
         if label is None:
             raise BenchError(f"{data_dir}/{name}: no label, cannot be attacked")
         lo, hi = ThreatModel.channel_range(torch.from_numpy(image)[None])  # the whole case's box
@@ -95,5 +101,7 @@ def load_bench_cases(data_dir: str | Path, names: list[str], scope: str, patch, 
             image, label = centred_patch(image, label, patch)
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
         y = torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))[None]
-        out.append(BenchCase(name, x.to(device), y.to(device), lo.to(device), hi.to(device)))
+        hu = [1.0 / std if scheme == "ct" else None for scheme, (_, std) in zip(schemes or [], props["intensity"])]
+        out.append(BenchCase(name, x.to(device), y.to(device), lo.to(device), hi.to(device),
+                             hu=hu if any(v is not None for v in hu) else None))
     return out

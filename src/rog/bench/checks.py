@@ -14,7 +14,7 @@ from torch import nn
 
 from rog.attacks.base import frozen
 from rog.attacks.registry import QUERY_BASED
-from rog.results import ArtefactRecord, AttackRecord, AttackSummary, Check, CorruptionRecord
+from rog.results import ArtefactRecord, AttackRecord, AttackSummary, Check
 
 
 def _result(name, ok, detail, warn=False) -> Check:
@@ -222,7 +222,8 @@ def search_beats_draws(pairs: list[tuple[str, float, float]], draws: int, tol: f
                                                "draws, and its worst case is random search's"))
 
 
-def corrupted_finite(records: list[CorruptionRecord]) -> Check:
-    bad = [f"{r.case}/{r.corruption}/{r.severity}" for r in records if not r.finite]
+def corrupted_finite(records: list, name=lambda r: f"{r.corruption}/{r.severity}") -> Check:
+    """Every corrupted input finite; `name` says which perturbation a record is."""
+    bad = [f"{r.case}/{name(r)}" for r in records if not r.finite]
     return _result("finite", not bad, f"non-finite corrupted inputs: {bad[:5]}" if bad else
                    f"all {len(records)} corrupted inputs finite")

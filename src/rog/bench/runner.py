@@ -26,6 +26,7 @@ from rog.attacks.threat import ThreatModel
 from rog.bench import checks, records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.sweep import Sweep
+from rog.bench.units import UNITS, range_eps
 from rog.evaluate.lesions import match_lesions
 from rog.evaluate.robustness import summarize
 from rog.infer.sliding_window import SlidingWindow
@@ -38,10 +39,12 @@ LARGE_EPS_ITERS = 10
 
 @dataclass
 class BenchmarkConfig:
-    """The attacks of a benchmark: `eps` on the /255 scale, `attacks` names (or "standard",
-    "plus"), `iters` of the gradient attacks and `queries` of Square (one run per value),
-    `scope` "patch" or "volume" (None: the model's default, which `rog.pipeline.sweeps` sets
-    before a `Benchmark` runs), `norm` "linf" or "l2", `seed` of the random draws."""
+    """The attacks of a benchmark: `eps` in `eps_unit` (`rog.bench.units.UNITS`: "range", the
+    /255 scale of each channel's range, "hu" or "sd"), `eps_channels` each channel's multiple
+    of eps (None: 1 on every channel; 0 leaves a channel untouched), `attacks` names (or
+    "standard", "plus"), `iters` of the gradient attacks and `queries` of Square (one run per
+    value), `scope` "patch" or "volume" (None: the model's default, which `rog.pipeline.sweeps`
+    sets before a `Benchmark` runs), `norm` "linf" or "l2", `seed` of the random draws."""
 
     eps: list[float] = field(default_factory=lambda: [4.0, 8.0, 12.0, 16.0])
     attacks: list[str] = field(default_factory=lambda: ["standard"])
@@ -50,6 +53,8 @@ class BenchmarkConfig:
     scope: str | None = "patch"
     norm: str = "linf"
     seed: int = 0
+    eps_unit: str = "range"
+    eps_channels: list[float] | None = None
 
     def __post_init__(self):
         try:
@@ -59,7 +64,16 @@ class BenchmarkConfig:
         self.eps = [float(e) for e in self.eps]
         self.iters, self.queries = [int(i) for i in self.iters], [int(q) for q in self.queries]
         # each error names the field and its command-line flag: Python and CLI users read the same
-        for name, values, ok, rule in (("eps", self.eps, lambda v: 0 < v <= 255, "in (0, 255] (the /255 scale)"),
+        if self.eps_unit not in UNITS:
+            raise rec.BenchError(f"eps_unit (--eps-unit): unknown unit {self.eps_unit!r}: one of {', '.join(UNITS)}")
+        eps_rule = ((lambda v: 0 < v <= 255, "in (0, 255] (the /255 scale)") if self.eps_unit == "range"
+                    else (lambda v: v > 0, f"> 0 ({UNITS[self.eps_unit]})"))
+        if self.eps_channels is not None:
+            self.eps_channels = [float(w) for w in self.eps_channels]
+            if not self.eps_channels or min(self.eps_channels) < 0 or max(self.eps_channels) <= 0:
+                raise rec.BenchError(f"eps_channels (--eps-channels) {self.eps_channels}: one value >= 0 per input "
+                                     "channel, at least one of them > 0")
+        for name, values, ok, rule in (("eps", self.eps, *eps_rule),
                                        ("iters", self.iters, lambda v: v >= 1, ">= 1"),
                                        ("queries", self.queries, lambda v: v >= 1, ">= 1")):
             if not values or not all(ok(v) for v in values):
@@ -109,7 +123,11 @@ class Benchmark(Sweep):
         return r.attack_id, r.eps
 
     def _complete(self, results: Results) -> None:
-        results.threat = ThreatModel.exactly(self.config.eps[0], self.config.norm).to_dict(eps=self.config.eps)
+        c = self.config
+        results.threat = ThreatModel.exactly(c.eps[0], c.norm).to_dict(eps=c.eps)
+        results.threat.update(unit=c.eps_unit, channels=c.eps_channels)
+        if c.eps_unit != "range" or c.eps_channels:  # the radius of each record is its channel_eps on that scale
+            results.threat["scale"] = UNITS[c.eps_unit] + (f", times {c.eps_channels} per channel" if c.eps_channels else "")
         results.attack_configs = self._attack_configs
 
     def _after_case(self, case: BenchCase, outputs, first: bool, earlier: list, tau: float) -> None:
@@ -147,8 +165,10 @@ class Benchmark(Sweep):
                 self.keep.write(case.name, tag, x, whole(x))
 
     def _do(self, case: BenchCase, job: AttackJob, tau: float):
-        threat = ThreatModel.exactly(job.eps, self.config.norm)  # --eps below 1 is allowed, with a note
+        threat = self._threat(case, job.eps)
         head = dict(case=case.name, attack=job.attack, attack_id=job.attack_id, eps=job.eps, budget=job.budget)
+        if threat.per_channel or self.config.eps_unit != "range":
+            head.update(channel_eps=torch.as_tensor(threat.eps, dtype=torch.float64).flatten().expand(case.x.shape[1]).tolist())
         model = self.model_for(case)
         atk = make_attack(job.attack, model, threat, job.budget, self.num_classes, self.config.seed, threshold=tau)
         reason = atk.skip_reason(self.num_classes)
@@ -168,6 +188,16 @@ class Benchmark(Sweep):
                              seconds=seconds, **atk.counters())
         record.lesions = self._lesions(case, model, pred)
         return record, x_adv
+
+    def _threat(self, case: BenchCase, eps: float) -> ThreatModel:
+        """The threat of `eps` (in the config's unit and channel multiples) on `case`, on the
+        /255 scale of its channel ranges; --eps below 1 is allowed, with a note."""
+        c = self.config
+        radius = range_eps(case, eps, c.eps_unit, c.eps_channels)
+        if torch.is_tensor(radius) and c.norm != "linf":
+            raise rec.BenchError(f"--norm {c.norm}: case {case.name}'s channels get radii of their own (--eps-unit "
+                                 f"{c.eps_unit}{', --eps-channels' if c.eps_channels else ''}): only linf takes them")
+        return ThreatModel.exactly(radius, c.norm)
 
     def _lesions(self, case: BenchCase, model: nn.Module, pred: torch.Tensor) -> dict:
         """The lesion counts of the attacked prediction `pred` `[1, ...]` (`rog.evaluate.lesions`),

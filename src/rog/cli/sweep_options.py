@@ -3,7 +3,8 @@ model, data and case options they share, and each one's own."""
 from __future__ import annotations
 
 from rog.cli import sweeps as s_
-from rog.cli.types import COUNT, EPS, POSITIVE_INT, alias, device_option, fold, number
+from rog.cli.types import COUNT, POSITIVE_INT, alias, device_option, fold, number
+from rog.results import EPS_UNITS
 
 
 def _model_source_arguments(s) -> None:
@@ -62,7 +63,14 @@ def sweep_parsers(command) -> None:
     """Add `attack`, `corrupt`, `artefact` and `certify` through `command(name, fn, help)`, which makes a
     sub-parser with the options every command takes."""
     s = command("attack", s_.cmd_attack, "robustness benchmark: AutoAttack for 3D segmentation")
-    s.add_argument("--eps", type=EPS, nargs="+", default=[4, 8, 12, 16], help="on the /255 scale, in (0, 255]")
+    s.add_argument("--eps", type=number(float, 0, lo_open=True), nargs="+", default=[4, 8, 12, 16],
+                   help="radii in --eps-unit: on the /255 scale of each channel's range, in (0, 255], by default")
+    s.add_argument("--eps-unit", default="range", choices=list(EPS_UNITS),
+                   help="range: /255 of each channel's per-case range (the paper's); hu: Hounsfield units of a CT "
+                   "scan; sd: standard deviations of each channel over the case's labelled voxels (tissue contrast)")
+    s.add_argument("--eps-channels", type=number(float, 0), nargs="+", metavar="W",
+                   help="each input channel's multiple of --eps, one per channel (0 leaves a channel untouched: "
+                   "e.g. 1 0 1 1 attacks every modality but the second)")
     s.add_argument("--attacks", nargs="+", default=["standard"], help="names, 'standard' (AutoAttack's), 'sea' (SEA's losses, "
                    "APGD with progressive radius reduction) or 'plus' (every attack)")
     s.add_argument("--iterations", dest="iters", type=POSITIVE_INT, nargs="+", default=[5],
@@ -79,6 +87,14 @@ def sweep_parsers(command) -> None:
     s.add_argument("--corruptions", nargs="+", default=["all"],
                    help="noise, blur, bias, motion, ghosting, spike, gamma, anisotropy, or 'all'")
     s.add_argument("--severities", type=number(int, 1, 5), nargs="+", default=[1, 2, 3, 4, 5], help="1 to 5")
+    _model_source_arguments(s)
+
+    s = command("modality", s_.cmd_modality, "missing or degraded modality: each input channel in turn replaced "
+                "(zero, its mean, or an artefact on it alone), Dice per case and class")
+    s.add_argument("--replace", nargs="+", default=["zero", "mean"], metavar="WHAT",
+                   help="zero (0 in the model's input units: a z-scored channel's mean), mean (the case's channel "
+                   "mean), or CORRUPTION:SEVERITY of rog corrupt on that channel alone (e.g. noise:3 motion:5)")
+    s.add_argument("--channels", type=number(int, 0), nargs="+", help="the channels to replace (default: every one)")
     _model_source_arguments(s)
 
     s = command("artefact", s_.cmd_artefact, "the worst scanner artefact of each size: a gradient search on the "

@@ -1,9 +1,11 @@
-"""The benchmark commands, `rog attack`, `rog corrupt`, `rog artefact` and `rog certify`: each builds its
+"""The benchmark commands, `rog attack`, `rog corrupt`, `rog modality`, `rog artefact` and `rog certify`: each builds its
 configuration, runs `rog.pipeline.sweeps` and prints the summary and the validity checks."""
 from __future__ import annotations
 
 import sys
 from collections import Counter
+
+from rog.results import EPS_SHORT
 
 
 def _sweep(a, config):
@@ -39,18 +41,19 @@ def _checks(result) -> int:
 
 def cmd_attack(a) -> int:
     small = [e for e in a.eps if e < 1]
-    if small:
+    if small and a.eps_unit == "range":
         print(f"rog attack: note: eps is on the /255 scale of each channel's range: --eps {small[0]:g} means "
               f"{small[0]:g}/255 (for 8/255 give 8)", file=sys.stderr)
     from rog.bench import BenchmarkConfig
     result, s = _summary(a, BenchmarkConfig(eps=a.eps, attacks=a.attacks, iters=a.iters, queries=a.queries,
-                                            scope=a.scope, norm=a.norm, seed=a.seed))
+                                            scope=a.scope, norm=a.norm, seed=a.seed, eps_unit=a.eps_unit,
+                                            eps_channels=a.eps_channels))
     if s is None:
         return 0
     print(f"success threshold tau = {s.tau:.4f}")
     for eps, e in s.eps_items():
         found = Counter(e.found_by.values())
-        print(f"eps {float(eps):>5g}/255: worst-case Dice {e.worst_case_dice:.4f}, "
+        print(f"eps {float(eps):>5g}{EPS_SHORT[a.eps_unit]}: worst-case Dice {e.worst_case_dice:.4f}, "
               f"robust accuracy {e.robust_accuracy:.3f}"
               + ("; worst case found by " + ", ".join(f"{a} {n}" for a, n in found.most_common()) if found else "")
               + (f"; lesions at the worst cases: {e.lesions_missed} missed, {e.lesions_invented} invented, "
@@ -69,6 +72,19 @@ def cmd_corrupt(a) -> int:
         cells = " ".join(f"{c.severity[str(v)]:>7.4f}" for v in config.severities)
         print(f"{name:<11} {cells}  {c.mean_dice:>6.4f}  {c.relative_auc:.3f}")
     print(f"mean corruption Dice {s.mean_corruption_dice:.4f}")
+    return _checks(result)
+
+
+def cmd_modality(a) -> int:
+    from rog.bench import ModalityConfig
+    result, s = _summary(a, config := ModalityConfig(replace=a.replace, channels=a.channels, seed=a.seed))
+    if s is None:
+        return 0
+    print(f"mean Dice (robust accuracy at tau {result.results.tau:.4f}) with each channel replaced")
+    print(f"{'channel':<8} " + " ".join(f"{r:>16}" for r in config.replace))
+    for ch, by in s.dice.items():
+        print(f"{ch:<8} " + " ".join(f"{by[r]:>8.4f} ({s.robust_accuracy[ch][r]:.2f})" for r in config.replace))
+    print(f"{'worst':<8} " + " ".join(f"{s.worst[r]:>16.4f}" for r in config.replace))
     return _checks(result)
 
 

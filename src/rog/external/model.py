@@ -53,6 +53,11 @@ class ExternalModel(ABC):
         `[1, ...]`, `around` the tool's processing of that case around the whole-volume model,
         `spacing` the scan's."""
 
+    def hu(self) -> list[float | None] | None:
+        """`BenchCase.hu` of the scans as stored: 1.0 for each channel the tool says is CT
+        (its intensities are then HU), None where it does not say (a threat in HU is refused)."""
+        return None
+
     def inference(self) -> dict:
         """How the tool's inference is run here, for the results' `Meta.deployment` and the
         command's first lines (`text`: one sentence); empty where there is nothing to say."""

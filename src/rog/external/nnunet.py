@@ -376,10 +376,16 @@ class NnUNetModel(ExternalModel):
             spacing = [float(s) for s in props["spacing"]]
             fixed = self._background(x)
             out.append(BenchCase(name, x.to(device), y.to(device), lo.to(device), hi.to(device),
-                                 around=self.around(spacing),
+                                 around=self.around(spacing), hu=self.hu(),
                                  spacing=spacing, fixed=None if fixed is None else fixed.to(device)))
             self.scan_files[name] = files
         return out
+
+    def hu(self):
+        # nnU-Net picks its CT normalisation by the channel's name "CT": those channels are HU
+        names = [self.dataset_json["channel_names"][k] for k in sorted(self.dataset_json["channel_names"], key=int)]
+        hu = [1.0 if str(n).strip().upper() == "CT" else None for n in names]
+        return hu if any(v is not None for v in hu) else None
 
     def _background(self, x: torch.Tensor) -> torch.Tensor | None:
         """For a configuration that normalises inside the non-zero mask (skull-stripped or

@@ -75,7 +75,8 @@ class RawModel(ExternalModel):
             lo, hi = ThreatModel.channel_range(x)
             y = torch.from_numpy(label.astype(np.int64))[None]
             out.append(BenchCase(case.name, x.to(device), y.to(device), lo.to(device), hi.to(device),
-                                 spacing=[float(s) for s in geometry.spacing], around=self.around(geometry)))
+                                 spacing=[float(s) for s in geometry.spacing], around=self.around(geometry),
+                                 hu=self.hu()))
             self.scan_files[case.name], self.scan_geometry[case.name] = list(case.images), geometry
         if names and len(out) < len(names[:max_cases]):
             raise ExternalError(f"{images}: no case named {sorted(set(names) - {c.name for c in out})[0]}")
@@ -111,6 +112,10 @@ class RunOnScans(RawModel):
     def around(self, geometry):
         from rog.infer.scan import RogScan
         return partial(RogScan, geometry=geometry, plan=self.plan)
+
+    def hu(self):
+        hu = [1.0 if n["scheme"] == "ct" else None for n in self.plan.normalization]
+        return hu if any(v is not None for v in hu) else None
 
     def _learn(self, channels: int, first: Path) -> None:
         if channels != self.num_channels:

@@ -121,7 +121,8 @@ class GridModel:
             raise FileNotFoundError(f"{self.data}: no labelled preprocessed case to evaluate")
         from rog.data.preprocess import check_preprocessed
         check_preprocessed(self.data, names, self.plan, str(self.run.plan if self.run else self.source.plan))
-        return load_bench_cases(self.data, names, scope, self.plan.val_patch_size, device), source
+        schemes = [n["scheme"] for n in self.plan.normalization]
+        return load_bench_cases(self.data, names, scope, self.plan.val_patch_size, device, schemes), source
 
     def meta(self, label, cases_source, cases):
         from rog.models.summary import model_row

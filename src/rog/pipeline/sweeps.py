@@ -11,6 +11,7 @@ from rog.atomic import file_hash, writable_dir
 from rog.bench.artefact import ArtefactConfig, ArtefactSweep
 from rog.bench.certify import CertifyConfig, CertifySweep
 from rog.bench.corruption import CorruptionConfig, CorruptionSweep
+from rog.bench.modality import ModalityConfig, ModalitySweep
 from rog.bench.runner import Benchmark, BenchmarkConfig
 from rog.devices import init_distributed, resolve_device
 from rog.errors import UsageError
@@ -21,8 +22,8 @@ from rog.rundir import ResultsDir
 
 
 SWEEPS = {BenchmarkConfig: Benchmark, CorruptionConfig: CorruptionSweep, ArtefactConfig: ArtefactSweep,
-          CertifyConfig: CertifySweep}
-FOLDERS = {"certify": "certified"}  # the default folder's suffix where it is not the kind + "s"
+          CertifyConfig: CertifySweep, ModalityConfig: ModalitySweep}
+FOLDERS = {"certify": "certified", "modality": "modalities"}  # the default folder's suffix where it is not the kind + "s"
 
 
 @dataclass

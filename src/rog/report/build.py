@@ -23,7 +23,7 @@ from rog.evaluate.robustness import auc
 from rog.evaluate.seeds import SeedRun, across_seeds, auc_gain, mean_sd
 from rog.report import figures, page
 from rog.report.summary import CorruptionScores, Learning, ModelScores, ReportSummary, Seeds, Tau
-from rog.results import AttackSummary, Results, ResultsError
+from rog.results import EPS_SHORT, AttackSummary, Results, ResultsError
 from rog.rundir import ResultsDir, RunDir
 
 if TYPE_CHECKING:  # the atlas module reads NIfTI through torch-importing modules; the report needs the type only
@@ -149,6 +149,16 @@ def common_eps(entries: list[Entry]) -> list[str] | None:
     return shared
 
 
+def eps_unit(entries: list[Entry]) -> str:
+    """The one unit of every entry's eps (`rog.bench.units.UNITS`; "range" for results that name
+    none); results in several units are a `ResultsError`: their eps are not one axis."""
+    units = {(e.results.threat or {}).get("unit", "range") for e in entries}
+    if len(units) > 1:
+        raise ResultsError(f"the attack results give eps in {' and '.join(sorted(units))} units (--eps-unit): their "
+                          "Dice-vs-eps curves share no axis; make one report per unit")
+    return units.pop() if units else "range"
+
+
 def report_tau(models: list[tuple[str, float]], tau: float | None = None, source: str | None = None) -> Tau:
     """One tau for every model of the report, as the paper's (half the mean clean performance
     in the task) and AutoAttack's one definition of success. `models`: (label, own tau) of each
@@ -227,7 +237,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     """Write OUT/report.html, OUT/*.png and OUT/summary.json.
 
     Args:
-        inputs: results folders (attack, corruption, artefact or certify) or run folders
+        inputs: results folders (attack, corruption, artefact, certify or modality) or run folders
             (their results). A certify folder is drawn as a bracket with the whole-case L2
             attacks of the same model among them (`rog.evaluate.bracket`), which then stay out
             of the attack sections.
@@ -260,7 +270,9 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     entries = [Entry(r.meta.label or f.path.name, f, r, qualitative[f.path]) for f, r in docs
                if r.kind == "attack" and id(r) not in bracketing]
     _unique_names(entries)
-    summary = ReportSummary(common_eps=common_eps(entries) if entries else None)  # refused before anything is written
+    # refused before anything is written
+    unit = eps_unit(entries)  # first: eps in two units have nothing in common to say
+    summary = ReportSummary(common_eps=common_eps(entries) if entries else None, eps_unit=unit)
     artefact = [(r.meta.label or f.path.name, f, r) for f, r in docs if r.kind == "artefact"]
     scored = [(e.group, e.results.tau) for e in entries] + [(name, r.tau) for name, _, r in artefact]
     if scored:  # robust accuracies, of attacks and of artefacts, all at the task's one tau
@@ -273,6 +285,8 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     corruption = [(r.meta.label or f.path.name, r) for f, r in docs if r.kind == "corruption"]
     summary.corruptions = _corruptions(corruption, out, baseline)
     summary.artefacts = {name: r.summary for name, _, r in artefact}
+    modality = [(r.meta.label or f.path.name, r) for f, r in docs if r.kind == "modality"]
+    summary.modalities = {name: r.summary for name, r in modality}
     worst, artefact_figs = _artefacts(artefact, out, panels)
     summary.certified = {name: brackets(r, attacked) for name, r in certified}
     if certified:
@@ -281,6 +295,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
                        + page.artefacts([(name, r) for name, _, r in artefact], worst,
                                         "artefact_panels.png" in artefact_figs, summary.tau)
                        + page.certified(summary.certified)
+                       + page.modalities(modality)
                        + page.volumes(_volume_links(docs, out)))
     tail_figs = (["dice_vs_severity.png"] if corruption else []) + artefact_figs + (["certified.png"] if certified else [])
     if not entries:
@@ -291,15 +306,16 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     groups = _seed_groups(entries)
     summary.seeds = Seeds(groups, auc_gain(groups, *gain) if gain else None, [] if gain else findings(groups))
     class_names = entries[0].class_names
-    aucs = figures.dice_vs_eps(out / "dice_vs_eps.png", {e.name: e.curve() for e in entries}, class_names)
+    axis = f"eps ({EPS_SHORT[summary.eps_unit].strip()})"
+    aucs = figures.dice_vs_eps(out / "dice_vs_eps.png", {e.name: e.curve() for e in entries}, class_names, axis)
     curves = {e.name: {a: c for a in ("pgd", "apgd-ce") if (c := e.attack_curve(a))} for e in entries}
     both = any(len(c) == 2 for c in curves.values())  # the section compares the two: only where both ran
-    pgd_aucs = figures.pgd_vs_apgd(out / "pgd_vs_apgd.png", curves) if both else {}
+    pgd_aucs = figures.pgd_vs_apgd(out / "pgd_vs_apgd.png", curves, axis) if both else {}
     eps_keys = {float(k): k for k in entries[0].summary.eps}
     t_eps = table_eps if table_eps in eps_keys else max(eps_keys)
     figs = ["dice_vs_eps.png"] + (["pgd_vs_apgd.png"] if pgd_aucs else [])
     if any(len(g.seeds) > 1 for g in groups.values()):
-        figures.across_seeds(out / "seeds.png", groups)
+        figures.across_seeds(out / "seeds.png", groups, axis)
         figs.append("seeds.png")
     if panels:  # one seed's models: the panels compare models, not training runs
         first = {g: min(e.seed or 0 for e in entries if e.group == g) for g in groups}

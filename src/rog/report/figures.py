@@ -35,10 +35,11 @@ def _grid(n: int, width: float, height: float):
     return fig, axes
 
 
-def dice_vs_eps(path: Path, models: dict[str, tuple[list, list, list]], class_names: list[str]) -> dict[str, float]:
+def dice_vs_eps(path: Path, models: dict[str, tuple[list, list, list]], class_names: list[str],
+                xlabel: str = "eps (/255)") -> dict[str, float]:
     """Figure 1/4: worst-case Dice vs eps, one panel per model (name -> (eps, mean Dice,
     per-class Dice lists)), one curve per class and the mean; returns each model's normalised
-    AUC of the mean curve."""
+    AUC of the mean curve. `xlabel` names eps's unit (every eps figure takes it)."""
     fig, axes = _grid(len(models), 4.2, 3.6)
     aucs = {}
     for ax, (name, (eps, mean, per_class)) in zip(axes.flat, models.items()):
@@ -46,14 +47,14 @@ def dice_vs_eps(path: Path, models: dict[str, tuple[list, list, list]], class_na
         for k, cname in enumerate(class_names):
             ax.plot(eps, [c[k] for c in per_class], marker="o", label=cname)
         ax.plot(eps, mean, "k--", marker="s", label=f"mean (AUC {aucs[name]:.2f})")
-        _panel(ax, "eps (/255)", name)
+        _panel(ax, xlabel, name)
     for row in axes:
         row[0].set_ylabel("worst-case Dice")
     _save(fig, path)
     return aucs
 
 
-def across_seeds(path: Path, groups: dict[str, SeedGroup]) -> None:
+def across_seeds(path: Path, groups: dict[str, SeedGroup], xlabel: str = "eps (/255)") -> None:
     """Worst-case Dice vs eps per model: mean over seeds with a +-sd band, and every seed's
     per-case points (eps 0 = clean), from `rog.evaluate.seeds.across_seeds` groups."""
     plt = _plt()
@@ -69,7 +70,7 @@ def across_seeds(path: Path, groups: dict[str, SeedGroup]) -> None:
         for k, pts in g.points.items():
             x = float(k) + (i - (len(groups) - 1) / 2) * 0.35 + rng.uniform(-0.1, 0.1, len(pts))
             ax.scatter(x, [p[2] for p in pts], s=9, color=f"C{i}", alpha=0.5)
-    _panel(ax, "eps (/255)", ylabel="worst-case Dice", legend_size=7)
+    _panel(ax, xlabel, ylabel="worst-case Dice", legend_size=7)
     _save(fig, path)
 
 
@@ -85,7 +86,8 @@ def _panel(ax, xlabel: str, title: str | None = None, ylabel: str | None = None,
     ax.legend(fontsize=legend_size)
 
 
-def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> dict[str, dict[str, float]]:
+def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]],
+                xlabel: str = "eps (/255)") -> dict[str, dict[str, float]]:
     """Figure 3: mean Dice vs eps under PGD and APGD-CE for each model, with both AUCs."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -98,7 +100,7 @@ def pgd_vs_apgd(path: Path, curves: dict[str, dict[str, tuple[list, list]]]) -> 
             a = auc(eps, dice)
             aucs.setdefault(model, {})[attack] = a
             ax.plot(eps, dice, style, color=f"C{i}", marker="o", label=f"{model} {attack.upper()} (AUC {a:.2f})")
-    _panel(ax, "eps (/255)", ylabel="mean Dice")
+    _panel(ax, xlabel, ylabel="mean Dice")
     _save(fig, path)
     return aucs
 

@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 
+from rog.results import EPS_SHORT
+
 esc = html.escape
 
 HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>rog robustness report</title><style>"
@@ -45,6 +47,26 @@ def corruptions(entries: list, scores: dict, baseline: str | None) -> str:
             "(1 = as robust as it, lower is better). Corruptions and their physical parameters: "
             "<code>rog.corruptions</code>; whole cases through the sliding window; "
             f"cases: {esc(entries[0][1].meta.cases_source_text)}.</p>"
+            f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
+
+
+def modalities(entries: list) -> str:
+    """The section on missing or degraded modalities: (name, `Results`) pairs of the modality
+    sweep (`rog.bench.modality`), each channel's mean Dice under each replacement."""
+    if not entries:
+        return ""
+    rows = []
+    for name, r in entries:
+        s = r.summary
+        for ch, by in s.dice.items():
+            rows.append(f"<tr><td>{esc(name)}</td><td>{fmt(s.clean_dice)}</td><td>channel {esc(ch)}</td>" + "".join(
+                f"<td>{esc(k)}: {fmt(v)} ({fmt(s.robust_accuracy[ch][k], 2)})</td>" for k, v in by.items()) + "</tr>")
+    checks = "".join(_check_rows(name, r.checks) for name, r in entries)
+    return ("<h2>Missing or degraded modality</h2><table><tr><th>model</th><th>clean</th><th>replaced</th>"
+            f"<th colspan='9'>mean Dice with that channel replaced (robust accuracy at the model's own tau)</th></tr>"
+            f"{''.join(rows)}</table><p>zero: the channel set to 0 in the model's input units; mean: to the case's "
+            "channel mean; NAME:SEVERITY: that scanner artefact of <code>rog corrupt</code> on the channel alone, the "
+            f"others as acquired. Whole cases; cases: {esc(entries[0][1].meta.cases_source_text)}.</p>"
             f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
 
 
@@ -199,7 +221,8 @@ def worst_case_table(entries: list, summary) -> str:
     """Each model's worst-case Dice and robust accuracy per eps, and its AUC, columns keyed by
     eps (the report's `common_eps` where the runs' grids differ)."""
     parts = []
-    head = "".join(f"<th>eps {float(k):g}</th>" for k, _ in entries[0].summary.eps_items())
+    unit = EPS_SHORT[summary.eps_unit]
+    head = "".join(f"<th>eps {float(k):g}{unit}</th>" for k, _ in entries[0].summary.eps_items())
     parts.append(f"<table><tr><th>model</th><th>clean</th>{head}<th>AUC</th></tr>")
     for x in entries:
         cells = "".join(f"<td>{fmt(v.worst_case_dice)} ({fmt(v.robust_accuracy, 2)})</td>"
@@ -211,7 +234,7 @@ def worst_case_table(entries: list, summary) -> str:
                  "threshold; each model's own tau is in its section below).</p>")
     if summary.common_eps:
         parts.append(f"<p><b>The runs were attacked at different eps: every figure and table compares them at the "
-                     f"eps they all have ({', '.join(f'{float(k):g}' for k in summary.common_eps)}/255), each AUC "
+                     f"eps they all have ({', '.join(f'{float(k):g}' for k in summary.common_eps)}{EPS_SHORT[summary.eps_unit]}), each AUC "
                      "over that range.</b></p>")
     return "".join(parts)
 
@@ -235,7 +258,7 @@ def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: 
     if "pgd_vs_apgd.png" in figs:
         parts.append("<h2>PGD vs APGD-CE</h2><img src='pgd_vs_apgd.png' alt='PGD vs APGD-CE'>")
     attacks = sorted({a for x in entries for a in x.summary.eps[t_key].attacks})
-    parts.append(f"<h2>Mean Dice under each attack at eps {t_eps:g}/255</h2><table><tr><th>model</th>"
+    parts.append(f"<h2>Mean Dice under each attack at eps {t_eps:g}{EPS_SHORT[summary.eps_unit]}</h2><table><tr><th>model</th>"
                  + "".join(f"<th>{esc(a)}</th>" for a in attacks) + "<th>worst case</th></tr>")
     for x in entries:
         v = x.summary.eps[t_key]
@@ -243,7 +266,7 @@ def render(entries: list, summary, class_names: list[str], t_eps: float, t_key: 
             f"<td>{fmt(v.attacks.get(a))}</td>" for a in attacks) + f"<td>{fmt(v.worst_case_dice)}</td></tr>")
     parts.append("</table>")
     if "qualitative.png" in figs:
-        parts.append(f"<h2>Qualitative (the worst attack on case {esc(entries[0].cases[0])}, eps {t_eps:g}/255)</h2>"
+        parts.append(f"<h2>Qualitative (the worst attack on case {esc(entries[0].cases[0])}, eps {t_eps:g}{EPS_SHORT[summary.eps_unit]})</h2>"
                      "<img src='qualitative.png' alt='qualitative'>")
     parts.append("<h2>Clean Dice per class (attacked cases)</h2><table><tr><th>model</th>"
                  + "".join(f"<th>{esc(c)}</th>" for c in class_names) + "</tr>")

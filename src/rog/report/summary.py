@@ -81,6 +81,8 @@ class ReportSummary:
     common_eps: list | None = None  # where the runs' eps grids differ: the eps every figure compares them at
     tau: Tau | None = None  # the task's tau of every robust accuracy in `models` (None: no attack results)
     certified: dict = field(default_factory=dict)  # model name -> [`rog.evaluate.bracket.Bracket`] per noise level
+    modalities: dict = field(default_factory=dict)  # model name -> `rog.results.ModalitySummary`
+    eps_unit: str = "range"  # every attack's eps is in this unit (`rog.bench.units.UNITS`)
 
     def to_json(self) -> dict:
         return asdict(self)
