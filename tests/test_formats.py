@@ -2,6 +2,7 @@
 geometry (oblique, anisotropic), the same case giving the same preprocessing and prediction in
 every format, predictions written back in the input's format, nnU-Net's `file_ending` honoured."""
 import json
+from dataclasses import replace
 import locale
 
 import numpy as np
@@ -86,8 +87,9 @@ def test_the_same_case_in_every_format_gives_the_same_preprocessing_and_predicti
         data, geometry = read_image(cases[0].images)
         preprocessed.append(preprocess_arrays(data, None, geometry, plan)[0])
         out = tmp_path / f"out{ending or '_dicom'}"
-        assert predict_cases(Oracle(), plan, cases, out, progress=False, mirror_axes=()) == {"c0": "ok"}
-        written = out / f"c0{ending}"  # the input's own format: a DICOM series for a DICOM series
+        # the input's own format: a DICOM series for a DICOM series where asked (DICOM-SEG by default)
+        assert predict_cases(Oracle(), plan, cases, out, progress=False, mirror_axes=(), dicom_seg=False) == {"c0": "ok"}
+        written = out / f"c0{ending}"
         assert formats.ending(written) == ending
         pred, pgeom = read_label(written)
         np.testing.assert_allclose(pgeom.affine, oblique, atol=1e-6)
@@ -97,6 +99,37 @@ def test_the_same_case_in_every_format_gives_the_same_preprocessing_and_predicti
     for other in predictions[1:]:
         np.testing.assert_array_equal(other, predictions[0])
     assert np.mean(predictions[0] == label) > 0.95  # and it is the case's label, not merely consistent
+
+
+def test_a_dicom_series_is_predicted_as_dicom_seg_referencing_its_study(tmp_path, oblique, labelled):
+    import highdicom as hd
+    import pydicom
+    label, image = labelled
+    source = tmp_path / "in" / "c0"
+    write_volume(source, image, oblique)
+    for f in sorted(source.iterdir()):  # a scanner's series names its patient
+        ds = pydicom.dcmread(f)
+        ds.PatientID, ds.PatientName = "P0042", "Doe^Jane"
+        ds.save_as(f)
+    first = pydicom.dcmread(sorted(source.iterdir())[0])
+    plan = replace(_identity_plan([0.7, 0.9, 1.6]), labels={"0": "background", "1": "organ", "2": "lesion"})
+    assert predict_cases(Oracle(), plan, cases_from_input(tmp_path / "in"), tmp_path / "out", progress=False,
+                         mirror_axes=()) == {"c0": "ok"}
+    assert not (tmp_path / "out" / "c0").exists()  # no per-slice series unless asked
+    seg = hd.seg.segread(tmp_path / "out" / "c0.dcm")
+    assert seg.Modality == "SEG" and (seg.PatientID, str(seg.PatientName)) == ("P0042", "Doe^Jane")
+    assert seg.StudyInstanceUID == first.StudyInstanceUID and seg.FrameOfReferenceUID == first.FrameOfReferenceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["organ", "lesion"]
+    # each source slice's frame is the prediction on it: the Oracle's label, as the series output has it
+    with formats.locale_kept():
+        files = formats.series_files(source)
+    frames = seg.get_pixels_by_source_instance([pydicom.dcmread(f).SOPInstanceUID for f in files],
+                                               combine_segments=True)
+    assert predict_cases(Oracle(), plan, cases_from_input(tmp_path / "in"), tmp_path / "series", progress=False,
+                         mirror_axes=(), dicom_seg=False) == {"c0": "ok"}
+    series, _ = read_label(tmp_path / "series" / "c0")
+    np.testing.assert_array_equal(frames, series.transpose(2, 1, 0))
+    assert np.mean(series == label) > 0.95
 
 
 @pytest.fixture

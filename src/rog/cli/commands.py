@@ -84,7 +84,7 @@ def cmd_predict(a) -> int:
     from rog.certify.smoothing import Smoothing
     smooth = Smoothing(a.smooth, a.samples) if a.smooth else None
     r = predict(PredictRequest(sources, a.input, a.output, a.postprocess, a.overlap, a.tta, a.device,
-                               a.save_probabilities, a.resume, smooth))
+                               a.save_probabilities, a.resume, smooth, a.dicom_output))
     if a.verbose:
         print("seconds per stage, all cases: " + ", ".join(f"{k} {v:.2f}" for k, v in r.seconds.items()))
     kept = sum(v == "kept" for v in r.status.values())

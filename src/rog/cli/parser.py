@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the smoothed model's labels (what rog certify certifies): the majority vote of the whole "
                         "inference on --samples copies with Gaussian noise of sd SIGMA times each channel's range")
     s.add_argument("--samples", type=number(int, 1), default=100, help="noisy copies per case for --smooth")
+    s.add_argument("--dicom-output", default="seg", choices=["seg", "series"],
+                   help="a DICOM series' prediction: seg, one DICOM-SEG file NAME.dcm referencing the series (its "
+                        "patient, study and frame of reference), or series, a label series NAME/ of its own")
     device_option(s)
 
     s = command("evaluate", c.cmd_evaluate, "Dice, HD95 and surface Dice of predictions against references "

@@ -41,7 +41,7 @@ _CATEGORIES = (locale.LC_CTYPE, locale.LC_NUMERIC, locale.LC_COLLATE, locale.LC_
 
 
 @contextmanager
-def _locale_kept():
+def locale_kept():
     """GDCM (SimpleITK's DICOM IO) sets the process's C locale and leaves it: Python's default
     text encoding then becomes ASCII for the rest of the process (a report or a subprocess's
     output with one non-ASCII character fails). Each ITK call runs inside this, which puts
@@ -61,7 +61,7 @@ def ending(path: str | Path) -> str | None:
     if path.name.startswith("."):
         return None
     if path.is_dir():
-        with _locale_kept():
+        with locale_kept():
             return DICOM if sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)) else None
     return next((e for e in ENDINGS if path.name.lower().endswith(e)), None)
 
@@ -79,6 +79,15 @@ def images_in(folder: str | Path) -> dict[str, Path]:
     return {stem(f): f for f in sorted(Path(folder).iterdir()) if ending(f) is not None}
 
 
+def series_files(folder: Path) -> list[Path]:
+    """The slice files of the one DICOM series in `folder`, in the order GDCM sorts them (by
+    position: the third voxel axis of `read`). Call under `locale_kept`."""
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if len(series) != 1:
+        raise FormatError(f"{len(series)} DICOM series in the folder, expected one")
+    return [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])]
+
+
 def read(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Read an image file or DICOM folder.
 
@@ -92,14 +101,11 @@ def read(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
         return _read_nifti(path, dtype)
     if not path.is_dir() and ending(path) is None:  # a folder's series are looked for once, below
         raise FormatError(f"not an image rog reads ({', '.join(ENDINGS)} or a DICOM series folder)")
-    with _locale_kept():
+    with locale_kept():
         try:
             if path.is_dir():
-                series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-                if len(series) != 1:
-                    raise FormatError(f"{len(series)} DICOM series in the folder, expected one")
                 reader = sitk.ImageSeriesReader()
-                reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+                reader.SetFileNames([str(f) for f in series_files(path)])
                 img = reader.Execute()
             else:
                 img = sitk.ReadImage(str(path))
@@ -149,7 +155,7 @@ def write(path: str | Path, data: np.ndarray, affine: np.ndarray, spacing=None) 
         with atomic_path(path) as tmp:
             nib.save(img, str(tmp))
         return
-    with _locale_kept():
+    with locale_kept():
         _write_itk(path, _to_itk(data, affine), end)
 
 
@@ -202,7 +208,11 @@ def _write_dicom(folder: Path, img: sitk.Image) -> None:
     shared = {"0008|0008": "DERIVED\\SECONDARY", "0008|0060": "OT", "0008|103e": "rog",
               "0020|000d": f"2.25.{uuid.uuid4().int}", "0020|000e": f"2.25.{uuid.uuid4().int}",
               "0020|0052": f"2.25.{uuid.uuid4().int}",
-              "0020|0037": "\\".join(f"{v:.10g}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))}
+              "0020|0037": "\\".join(f"{v:.10g}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+              # row spacing then column spacing, and the slice thickness: what a DICOM-SEG (and
+              # a viewer measuring in mm) reads off each slice
+              "0028|0030": f"{img.GetSpacing()[1]:.10g}\\{img.GetSpacing()[0]:.10g}",
+              "0018|0050": f"{img.GetSpacing()[2]:.10g}"}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

@@ -19,6 +19,7 @@ from rog.atomic import writable_dir
 from rog.certify.smoothing import Smoothing
 from rog.data import formats
 from rog.data.dataset import Case, load_dataset
+from rog.data.dicom_seg import write_seg
 from rog.data.io import Geometry, VolumeError, write_label
 from rog.data.preprocess import invert_probabilities, invert_to_label, preprocess_arrays
 from rog.data.validate import read_valid_image
@@ -126,7 +127,7 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
                   overlap: float = 0.5, mirror_axes=None, steps: dict | None = None,
                   progress: bool = True, times: StageTimes | None = None,
                   members: Sequence[tuple[nn.Module, Plan]] = (), probabilities: bool = False,
-                  resume: bool = False, smooth: Smoothing | None = None) -> dict[str, str]:
+                  resume: bool = False, smooth: Smoothing | None = None, dicom_seg: bool = True) -> dict[str, str]:
     """Predict each case into a predictions folder; a failing case never stops the others.
 
     Args:
@@ -141,6 +142,8 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
         members: more (model, plan) pairs ensembled with this one (`predict_case`).
         resume: skip cases whose files exist (written atomically: an existing file is finished).
         smooth: predict with the smoothed model (`rog.certify.smoothing.Smoothing`).
+        dicom_seg: a DICOM series' prediction as NAME.dcm, DICOM-SEG referencing it
+            (`rog.data.dicom_seg`); False: a label series NAME/ of its own.
         times: collects the seconds of each stage (read and write too) over all cases.
 
     Returns:
@@ -154,6 +157,8 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
     for case in progress_bar(cases, desc="predict", disable=not progress):
         ending = formats.ending(case.images[0])
         ending = ".nii.gz" if ending is None else ending  # a missing image fails below, by name
+        seg = dicom_seg and ending == formats.DICOM
+        ending = ".dcm" if seg else ending
         if resume and out.finished(case.name, ending, probabilities):
             status[case.name] = "kept"
             continue
@@ -165,7 +170,11 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
             with times("write"):
                 if probs is not None:
                     out.write_probabilities(case.name, probs, geom.affine)
-                write_label(out.label(case.name, ending), label, geom)  # last: its presence marks the case done
+                # last: its presence marks the case done
+                if seg:
+                    write_seg(out.label(case.name, ending), label, case.images[0], plan.class_names)
+                else:
+                    write_label(out.label(case.name, ending), label, geom)
             status[case.name] = "ok"
         except (VolumeError, ValueError) as e:
             status[case.name] = f"failed: {e}"

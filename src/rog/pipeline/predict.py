@@ -25,7 +25,9 @@ class PredictRequest:
     agree), "on" or "off"; `overlap` of the sliding window; `tta`: mirroring over the three
     axes (nnU-Net's default); `probabilities`: also NAME.npz; `resume`: keep finished cases
     (only under the same models and settings); `smooth`: predict with the smoothed model
-    (`rog.certify.smoothing.Smoothing`, the labels `rog certify` certifies)."""
+    (`rog.certify.smoothing.Smoothing`, the labels `rog certify` certifies); `dicom`: the
+    output of a DICOM series input, "seg" (one DICOM-SEG file referencing it,
+    `rog.data.dicom_seg`) or "series" (a label series of its own, slice by slice)."""
 
     sources: list  # of RunSource or FactorySource
     input: str | Path
@@ -37,6 +39,7 @@ class PredictRequest:
     probabilities: bool = False
     resume: bool = False
     smooth: Smoothing | None = None
+    dicom: str = "seg"
 
 
 @dataclass
@@ -99,7 +102,8 @@ def predict(req: PredictRequest) -> PredictResult:
     provenance = {"models": [str(m.run.path.resolve()) if m.run else m.factory for m in models],
                   "weights": [file_hash(m.weights) for m in models], "plans": [asdict(m.plan) for m in models],
                   "overlap": req.overlap, "mirror_axes": mirror, "postprocessing": steps,
-                  "probabilities": req.probabilities, **({"smooth": asdict(req.smooth)} if req.smooth else {})}
+                  "probabilities": req.probabilities, **({"smooth": asdict(req.smooth)} if req.smooth else {}),
+                  **({"dicom": req.dicom} if req.dicom != "seg" else {})}
     if req.resume and out.provenance.is_file():
         previous = read_json_object(out.provenance, UsageError)
         changed = sorted(k for k in provenance if previous.get(k) != json.loads(json.dumps(provenance[k])))
@@ -113,5 +117,6 @@ def predict(req: PredictRequest) -> PredictResult:
     times = StageTimes()
     status = predict_cases(models[0].network, first, cases, req.output, resolve_device(req.device), req.overlap,
                            mirror, steps, times=times, members=[(m.network, m.plan) for m in models[1:]],
-                           probabilities=req.probabilities, resume=req.resume, smooth=req.smooth)
+                           probabilities=req.probabilities, resume=req.resume, smooth=req.smooth,
+                           dicom_seg=req.dicom == "seg")
     return PredictResult(status, dict(times.items()), steps)
