@@ -147,7 +147,6 @@ def test_an_existing_run_is_never_overwritten_and_resume_keeps_its_config(task, 
 
 @pytest.mark.parametrize("argv,words", [
     (["--eps", "-8"], "argument --eps: -8 must be > 0"),
-    (["--eps", "300"], "argument --eps: 300 must be <= 255"),
     (["--iters", "0"], "argument --iters: 0 must be >= 1"),
     (["--iters", "-3"], "argument --iters: -3 must be >= 1"),
     (["--queries", "0"], "argument --queries: 0 must be >= 1"),
@@ -156,6 +155,14 @@ def test_attack_arguments_are_checked_before_anything_runs(tmp_path, capsys, arg
     with pytest.raises(SystemExit) as e:
         main(["attack", str(tmp_path / "run"), *argv])
     assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_an_eps_beyond_the_scale_of_its_unit_is_refused_before_anything_runs(tmp_path, capsys):
+    # the range of --eps is its unit's: (0, 255] on the /255 scale, any positive number of HU
+    code, _, err = _run(capsys, "attack", tmp_path / "run", "--eps", "300")
+    assert code == 2 and "eps (--eps) [300.0]: each must be in (0, 255] (the /255 scale)" in err
+    code, _, err = _run(capsys, "attack", tmp_path / "run", "--eps", "300", "--eps-unit", "hu")
+    assert code == 2 and "run directory not found" in err  # 300 HU is a radius: the next problem is named
 
 
 def test_attack_names_unknown_attacks_missing_runs_and_mixed_results(ct_task, tmp_path, capsys):

@@ -127,8 +127,10 @@ def test_save_volumes_writes_what_broke_the_model_in_the_scans_geometry(ct_task,
     case = "synthct_004"
     source = nib.load(str(next(c for c in load_dataset(ct_task).test if c.name == case).images[0]))
     folder = out / "volumes" / case
+    # the case was resampled: the exact inputs also on the model's grid (grid_*)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"{n}.nii.gz" for n in ("clean", "eps8.0", "eps8.0_delta", "pred_clean", "pred_eps8.0"))
+        f"{n}.nii.gz" for n in ("clean", "eps8.0", "eps8.0_delta", "pred_clean", "pred_eps8.0", "grid_clean",
+                                "grid_eps8.0", "grid_eps8.0_delta"))
     for name in ("clean", "eps8.0", "pred_eps8.0"):  # opens in the scan's own grid
         img = nib.load(str(folder / f"{name}.nii.gz"))
         assert img.shape == source.shape and np.allclose(img.affine, source.affine, atol=1e-5)
@@ -136,20 +138,28 @@ def test_save_volumes_writes_what_broke_the_model_in_the_scans_geometry(ct_task,
     clean = np.asarray(nib.load(str(folder / "clean.nii.gz")).dataobj)
     delta = np.asarray(nib.load(str(folder / "eps8.0_delta.nii.gz")).dataobj)
     adv = np.asarray(nib.load(str(folder / "eps8.0.nii.gz")).dataobj)
-    # the clean input back in Hounsfield units (up to the plan's clipping and the resampling round trip)
+    # the clean scan is the scan as stored, Hounsfield units beyond the plan's CT window included
     props = load_case(wd.preprocessed, case)[2]
     (mean, std), = props["intensity"]
-    norm = plan.normalization[0]
-    inside = (raw > norm["lower"]) & (raw < norm["upper"])
-    assert np.corrcoef(clean[inside], raw[inside])[0, 1] > 0.95
-    # the perturbation, in HU: inside the ball (8/255 of the case's range) and not zero
+    np.testing.assert_array_equal(clean, raw)
+    # the perturbation, in HU, resampled back: inside the ball (8/255 of the case's range) and not zero
     x = np.load(wd.preprocessed / f"{case}.npy")
     radius = 8 / 255 * float(x.max() - x.min()) * std
     assert 0 < np.abs(delta).max() <= radius * (1 + 1e-4)
     np.testing.assert_allclose(adv - clean, delta, atol=1e-3)
-    box = (float(x.min()) * std + mean, float(x.max()) * std + mean)  # the case's range, in HU
-    inside_scan = adv[clean != 0]  # the crop removed only zeros: outside it both are 0
-    assert box[0] - 1e-2 <= inside_scan.min() and inside_scan.max() <= box[1] + 1e-2
+    # on the model's grid, exactly what the attack did: the preprocessed case, the ball and box in its units
+    grid = {n: nib.load(str(folder / f"grid_{n}.nii.gz")) for n in ("clean", "eps8.0", "eps8.0_delta")}
+    np.testing.assert_array_equal(np.asarray(grid["clean"].dataobj)[None], x)
+    # the spacing resampling reached (the target, up to the rounding of the shape)
+    np.testing.assert_allclose(np.linalg.norm(grid["clean"].affine[:3, :3], axis=0), plan.target_spacing, rtol=0.02)
+    grid_delta = np.asarray(grid["eps8.0_delta"].dataobj)
+    assert 0 < np.abs(grid_delta).max() <= 8 / 255 * float(x.max() - x.min()) * (1 + 1e-5)
+    grid_adv = np.asarray(grid["eps8.0"].dataobj)
+    assert x.min() - 1e-5 <= grid_adv.min() and grid_adv.max() <= x.max() + 1e-5
+    # the grid sits where the scan is: its centre voxel is the scan's point at the same world position
+    centre = (np.array(grid_adv.shape) - 1) / 2
+    world = grid["clean"].affine @ [*centre, 1]
+    assert np.all(np.abs(np.linalg.solve(source.affine, world)[:3] - (np.array(raw.shape) - 1) / 2) < 2.5)
     # corruptions: each corrupted volume beside the clean one
     assert main(["corrupt", *model, "--corruptions", "noise", "--severities", "3", "--save-volumes",
                  "-o", str(tmp_path / "cor")]) in (0, 1)
@@ -160,11 +170,13 @@ def test_save_volumes_writes_what_broke_the_model_in_the_scans_geometry(ct_task,
                  "-o", str(tmp_path / "p")]) in (0, 1)
     patch_delta = np.asarray(nib.load(str(tmp_path / "p" / "volumes" / case / "eps8.0_delta.nii.gz")).dataobj)
     assert patch_delta.shape == source.shape and 0 < np.abs(patch_delta).max() <= radius * (1 + 1e-4)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "p" / "volumes" / case / "clean.nii.gz")).dataobj),
+                                  raw)  # patch scope too: the clean volume is the scan
     assert (tmp_path / "p" / "volumes" / case / "pred_eps8.0.nii.gz").is_file()
     # the report links every saved volume, relative to the page
     import re
     assert main(["report", str(out), str(tmp_path / "cor"), "-o", str(tmp_path / "rep")]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
     links = re.findall(r"<a href='([^']+)'>", html)
-    assert "Volumes that broke the models" in html and len(links) == 5 + 5
+    assert "Volumes that broke the models" in html and len(links) == 8 + 8  # each with its grid_ files
     assert all((tmp_path / "rep" / link).is_file() for link in links)

@@ -174,7 +174,12 @@ def test_saved_volumes_are_written_in_the_scans_format_and_geometry(tmp_path, mh
     assert all(f.name.endswith(".mha") for f in saved.values())
     clean, g = read_image([saved["clean"]])
     np.testing.assert_allclose(g.affine, oblique, atol=1e-6)
-    np.testing.assert_allclose(clean[0], image, atol=1e-2)  # the scan back, in its own intensities
+    np.testing.assert_array_equal(clean[0], image)  # the scan as stored
+    # not resampled: the saved attacked scan is exactly the one whose preprocessing is the attacked input
+    adv, _ = read_image([saved["eps8.0"]])
+    again = preprocess_arrays(adv, None, g, plan)[0]
+    np.testing.assert_allclose(again, pre + 0.5, atol=1e-5)
+    np.testing.assert_allclose(read_image([saved["eps8.0_delta"]])[0], adv - clean, atol=1e-5)
 
 
 def test_an_unsupported_file_ending_is_one_problem_naming_it(tmp_path, labelled):

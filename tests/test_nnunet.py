@@ -22,14 +22,14 @@ from nnunet_model import add_configuration, add_folds, build  # noqa: E402 - the
 def nnunet_model(tmp_path_factory):
     """(model folder, raw dataset folder) of a 3d_fullres nnU-Net model of a CT task
     (`nnunet_model.build`): percentile clipping, anisotropic resampling slice by slice."""
-    return build(tmp_path_factory.mktemp("nnunet"))
+    return build(tmp_path_factory.mktemp("nnunet"), narrower=4)
 
 
 @pytest.fixture(scope="module")
 def nnunet_mr(tmp_path_factory):
     """The same for skull-stripped two-channel MR: cropped to the non-zero box, z-scored inside
     the non-zero mask, resampled in 3-D."""
-    return build(tmp_path_factory.mktemp("nnunet_mr"), size=(28, 34), kind="mri")
+    return build(tmp_path_factory.mktemp("nnunet_mr"), size=(28, 34), kind="mri", narrower=4)
 
 
 def _predictor(model_dir, mirroring=True, folds=(0,)):

@@ -161,6 +161,51 @@ def invert_image(image: np.ndarray, props: dict) -> np.ndarray:
                      for ch, (mean, std) in zip(np.asarray(image, np.float32), props["intensity"])])
 
 
+def resampled(props: dict) -> bool:
+    """Whether preprocessing resampled the case (else the model's grid is the scan's, up to
+    the order of the axes and the crop, and every input maps back voxel for voxel)."""
+    return list(props["resampled_shape"]) != list(props["cropped_shape"])
+
+
+def invert_change(delta: np.ndarray, props: dict) -> np.ndarray:
+    """A change `[C, x, y, z]` of the model input back on the original grid, `[C, X, Y, Z]`
+    float32 in the scan's intensity units: times each channel's std, resampled linearly (a
+    convex combination: no voxel's change grows), 0 outside the crop."""
+    return np.stack([_in_file(resample_linear(ch * std, props["cropped_shape"]), props, np.float32(0))
+                     for ch, (_, std) in zip(np.asarray(delta, np.float32), props["intensity"])])
+
+
+def scan_preimage(x: np.ndarray, x0: np.ndarray, scan: np.ndarray, props: dict) -> np.ndarray:
+    """The scan `[C, X, Y, Z]` whose preprocessing is the model input `x` `[C, x, y, z]`, for a
+    case preprocessing did not resample (`resampled`): `scan` where x equals the clean input
+    `x0`, elsewhere the voxel's own un-normalised value, mean + std x (inside a CT window that
+    is the scan plus std times the change; a voxel clipped by the window gets the value in it
+    that the model saw)."""
+    axes = props.get("axes", [0, 1, 2])
+    out = np.array(scan, np.float32).transpose(0, *(int(a) + 1 for a in axes))  # canonical order, a copy
+    region = out[(slice(None), *(slice(lo, hi) for lo, hi in props["crop_bbox"]))]
+    stats = np.asarray(props["intensity"], np.float32)
+    moved = np.asarray(x) != np.asarray(x0)
+    region[moved] = (stats[:, 0, None, None, None] + stats[:, 1, None, None, None] * np.asarray(x, np.float32))[moved]
+    return out.transpose(0, *(int(a) + 1 for a in np.argsort(axes)))
+
+
+def grid_affine(props: dict) -> np.ndarray:
+    """The voxel-to-world affine `[4, 4]` of the preprocessed grid: the scan's, with its axes in
+    canonical order, the crop's offset and the resampling's pixel-area aligned scale (voxel n
+    of the new grid centred at (n + 0.5) f - 0.5 of the cropped one, f = cropped / resampled)."""
+    affine = np.asarray(Geometry.from_dict(props["geometry"]).affine, float)
+    perm = np.eye(4)
+    perm[:3, :3] = 0
+    for k, a in enumerate(props.get("axes", [0, 1, 2])):
+        perm[int(a), k] = 1  # canonical axis k is the file's axis a
+    f = np.asarray(props["cropped_shape"], float) / np.asarray(props["resampled_shape"], float)
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(f)
+    scale[:3, 3] = np.asarray([lo for lo, _ in props["crop_bbox"]], float) + 0.5 * f - 0.5
+    return affine @ perm @ scale
+
+
 def invert_probabilities(class_maps: Iterable[np.ndarray], props: dict) -> np.ndarray:
     """Class probabilities `[K, X, Y, Z]` float32 on the original grid (the file's voxel order)
     from per-class maps on the preprocessed grid (`[x, y, z]` each, class 0 first), each
@@ -235,6 +280,7 @@ def _preprocess_one(args: tuple[Dataset, Case, Plan, Path, str]) -> str:
     image, label, props = preprocess_arrays(image, label, geom, plan)
     props["name"], props["split"], props["preprocessing"] = case.name, split, plan.preprocessing()
     props["format"] = formats.ending(case.images[0])  # volumes written back in it (`rog.bench.volumes`)
+    props["source"] = [str(Path(f).resolve()) for f in case.images]  # the scan as stored, for the same
     save_npy(out_dir / f"{case.name}.npy", image)
     if label is not None:
         save_npy(out_dir / f"{case.name}_seg.npy", label)

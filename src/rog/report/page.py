@@ -212,9 +212,11 @@ def volumes(listing: dict) -> str:
                    + " ".join(f"<a href='{esc(href)}'>{esc(name)}</a>" for name, href in files) + "</td></tr>"
                    for model, cases in listing.items() for case, files in cases.items())
     return ("<h2>Volumes that broke the models (NIfTI, in each scan's geometry)</h2><table><tr><th>model</th>"
-            f"<th>case</th><th>files</th></tr>{rows}</table><p>TAG: the worst attack at that eps, or a corruption "
-            "and severity; TAG_delta: its difference from the clean input in the scan's intensities; pred_TAG: "
-            "the whole-case prediction on it. Open them over the scan in any NIfTI viewer.</p>")
+            f"<th>case</th><th>files</th></tr>{rows}</table><p>clean: the scan as stored; TAG: the worst attack at "
+            "that eps, or a corruption and severity, on the scan; TAG_delta: its difference from the clean scan in "
+            "the scan's intensities; pred_TAG: the whole-case prediction on it. Where preprocessing resampled a case, "
+            "TAG is the change resampled back (for viewing) and grid_clean, grid_TAG, grid_TAG_delta are the exact "
+            "inputs on the model's own grid, in its input units. Open them over the scan in any NIfTI viewer.</p>")
 
 
 def worst_case_table(entries: list, summary) -> str:
