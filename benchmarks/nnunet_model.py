@@ -43,10 +43,12 @@ def _skull_strip(raw: Path) -> None:
             nib.save(nib.Nifti1Image(np.where(head, np.asarray(im.dataobj), 0).astype(np.float32), im.affine), f)
 
 
-def build(root: Path, size=(40, 48), cases: int = 4, test_cases: int = 2, kind: str = "ct") -> tuple[Path, Path]:
+def build(root: Path, size=(40, 48), cases: int = 4, test_cases: int = 2, kind: str = "ct",
+          narrower: int = 1) -> tuple[Path, Path]:
     """(model folder, raw dataset folder) under `root`: CT (clipped to percentiles, anisotropic,
     resampled slice by slice) or skull-stripped two-channel MR (`kind="mri"`: cropped,
-    normalised inside the non-zero mask, resampled in 3-D)."""
+    normalised inside the non-zero mask, resampled in 3-D). `narrower`: every configuration's
+    features per stage divided by it (the tests' cost; the benchmarks keep nnU-Net's widths)."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from rog.external.nnunet import read_case
@@ -60,6 +62,9 @@ def build(root: Path, size=(40, 48), cases: int = 4, test_cases: int = 2, kind: 
            "nnUNet_results": str(root / "results")}
     subprocess.run([sys.executable, "-c", PLAN], env=env, check=True, capture_output=True)
     plans = json.loads((root / "pre" / "Dataset001_Synth" / "nnUNetPlans.json").read_text())
+    for c in plans["configurations"].values():
+        arch = c["architecture"]["arch_kwargs"]
+        arch["features_per_stage"] = [max(f // narrower, 2) for f in arch["features_per_stage"]]
     dataset_json = json.loads((raw / "dataset.json").read_text())
     pm = PlansManager(plans)
     cm = pm.get_configuration("3d_fullres")

@@ -232,10 +232,17 @@ def test_a_cascade_is_nnunets_prediction_on_its_low_resolution_stages_segmentati
     from rog.external.nnunet_multi import NnUNetCascade
     model_dir, raw = nnunet_model
     fullres = json.loads((model_dir / "plans.json").read_text())["configurations"]["3d_fullres"]
+    # both stages at nnU-Net's own widths (32 features, doubling, at most 320), not the narrowed
+    # fixture's: a near-tie in the first stage's label map flips an input voxel of the second, and
+    # the narrow random networks have many more near-ties than float rounding should decide
+    wide = copy.deepcopy(fullres["architecture"])
+    stages = len(wide["arch_kwargs"]["features_per_stage"])
+    wide["arch_kwargs"]["features_per_stage"] = [min(32 * 2 ** i, 320) for i in range(stages)]
     planned = {"3d_lowres": {"inherits_from": "3d_fullres", "data_identifier": "nnUNetPlans_3d_lowres",
-                             "spacing": [2 * s for s in fullres["spacing"]], "next_stage": "3d_cascade_fullres"},
+                             "spacing": [2 * s for s in fullres["spacing"]], "next_stage": "3d_cascade_fullres",
+                             "architecture": wide},
                "3d_cascade_fullres": {"inherits_from": "3d_fullres", "data_identifier": "nnUNetPlans_3d_fullres",
-                                      "previous_stage": "3d_lowres"}}
+                                      "previous_stage": "3d_lowres", "architecture": wide}}
     folder = _copy(model_dir, tmp_path)
     low = add_configuration(folder, raw, "3d_lowres", planned=planned)
     full = add_configuration(folder, raw, "3d_cascade_fullres", seed=2, planned=planned)
