@@ -1,8 +1,9 @@
-"""Training log: a CSV rewritten atomically each epoch and a PNG of the training curves."""
+"""Training log: a CSV rewritten atomically each epoch and a PNG of the training curves (`Curves`)."""
 from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 from rog.atomic import atomic_path, write_text
@@ -14,12 +15,26 @@ COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "adv_
 
 
 def write_log(run: RunDir, history: list[dict]) -> None:
+    """log.csv of every epoch so far (`history`: one row per epoch, `COLUMNS`), atomically."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
     w.writeheader()
     w.writerows(history)
     write_text(run.log, buf.getvalue())
-    plot_curves(run.curves, history)
+
+
+class Curves:
+    """curves.png, drawn at most once every `every` seconds and at the end (`draw(final=True)`):
+    drawing takes about 0.4 s, as long as a short epoch, so a fast run draws its curves once,
+    and a clinical one, with epochs of minutes, after every epoch as nnU-Net does."""
+
+    def __init__(self, run: RunDir, every: float = 60.0):
+        self.run, self.every, self._last = run, every, time.monotonic()
+
+    def draw(self, history: list[dict], final: bool = False) -> None:
+        if history and (final or time.monotonic() - self._last >= self.every):
+            plot_curves(self.run.curves, history)
+            self._last = time.monotonic()
 
 
 def plot_curves(path: Path, history: list[dict]) -> None:

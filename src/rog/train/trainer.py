@@ -37,7 +37,7 @@ from rog.progress import progress_bar
 from rog.rundir import RunDir
 from rog.train.adversarial import eps_scale
 from rog.train.data import TrainPatches, holdout_size, make_splits, read_split, validation_patches
-from rog.train.log import write_log
+from rog.train.log import Curves, write_log
 from rog.train.defences import Batch, defence_class
 from rog.train.loss import DiceCE
 
@@ -253,12 +253,15 @@ class Trainer:
             log.info(f"{self.config.epochs} epoch(s) divided by the {self.config.replays} replays of each batch "
                      f"(Free AT's rule: the cost of clean training): {self.max_epochs} epoch(s); "
                      "--no-divide-epochs keeps them all")
+        self._curves = Curves(self.run)
         while self.epoch < self.max_epochs and self.opt.param_groups[0]["lr"] > floor:
             t0 = time.perf_counter()
             sums, scale = self._epoch(loop, start_it, partial, bar)
             start_it, partial = 0, {}
             self._end_epoch(loop, sums, scale, time.perf_counter() - t0)
         bar.close()
+        if self.rank == 0:
+            self._curves.draw(self.history, final=True)
         if self.world > 1:
             dist.barrier()
         return {"epochs": self.epoch, "best_val_dice": self.best_dice,
@@ -354,6 +357,7 @@ class Trainer:
         self._save("last")
         if self.rank == 0:
             write_log(self.run, self.history)
+            self._curves.draw(self.history)
             if loop.writer:
                 for k in ("train_loss", "val_loss", "val_dice", "lr"):
                     loop.writer.add_scalar(k, row[k], self.epoch)
