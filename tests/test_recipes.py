@@ -1,0 +1,49 @@
+"""The defence-recipe harness (`benchmarks/defence_recipes.py`) ranks on validation cases only."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from rog.pipeline.stages import train_and_decide
+from rog.rundir import Workdir
+from rog.train.trainer import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from defence_recipes import Score, choose, validate, validation_request  # noqa: E402 - the harness itself
+
+
+def test_recipes_are_ranked_on_the_validation_split_and_never_read_a_test_case(prepared, tmp_path, monkeypatch):
+    from rog.data.preprocess import labelled_cases
+    source, plan = prepared
+    wd = Workdir(tmp_path / "work")
+    wd.root.mkdir()
+    for name in ("plan.json", "preprocessed"):
+        os.symlink((source.root / name).resolve(), wd.root / name)
+    plan.save(tmp_path / "plan.json")
+    config = TrainConfig(epochs=1, iterations=2, batch_size=2, seed=0, device="cpu")
+    train_and_decide(plan, wd, "clean-s0", config, progress=False)
+    run = wd.run("clean-s0")
+    test = set(labelled_cases(wd.preprocessed, "test"))
+    split = run.read_splits()
+    assert test and split["val"] and not test & set(split["val"])
+    req = validation_request(run, tmp_path / "val")
+    assert req.cases == split["val"] and req.config.scope == "volume"
+
+    # the ranking stage: reading the test cases (or the default cases, which are the test cases) fails it
+    def no_test(out_dir, which="training"):
+        assert which != "test", "the ranking read the test cases"
+        return labelled_cases(out_dir, which)
+
+    def no_default(*args, **kwargs):
+        raise AssertionError("the ranking asked for the default (test) cases")
+
+    monkeypatch.setattr("rog.bench.cases.labelled_cases", no_test)
+    monkeypatch.setattr("rog.bench.cases.default_cases", no_default)
+    monkeypatch.setattr("rog.pipeline.models.default_cases", no_default)
+    score = validate(run, tmp_path / "val")
+    from rog.rundir import ResultsDir
+    assert sorted(ResultsDir(tmp_path / "val").read().clean) == sorted(split["val"])
+    assert 0 <= score.attacked <= score.clean + 1e-9 and score.score == pytest.approx((score.clean + score.attacked) / 2)
+    # the choice: the best mean of clean and attacked Dice over seeds, whatever the clean Dice alone says
+    assert choose({"a": [Score(0.8, 0.2), Score(0.8, 0.2)], "b": [Score(0.6, 0.5), Score(0.6, 0.45)]}) == "b"
