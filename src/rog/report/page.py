@@ -23,6 +23,12 @@ def fmt(v, digits=3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _checks_table(entries: list) -> str:
+    """The validity checks of (name, `Results`) pairs, a row each."""
+    rows = "".join(_check_rows(name, r.checks) for name, r in entries)
+    return f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{rows}</table>"
+
+
 def _check_rows(name: str, checks) -> str:
     return "".join(f"<tr class='{c.status}'><td>{esc(name)}</td><td>{esc(c.name)}</td><td>{c.status}</td>"
                    f"<td style='text-align:left'>{esc(c.detail)}</td></tr>" for c in checks)
@@ -38,7 +44,6 @@ def corruptions(entries: list, scores: dict, baseline: str | None) -> str:
             f"<td>{fmt(getattr(m.corruptions.get(c), 'mean_dice', None))} "
             f"({fmt(getattr(m.corruptions.get(c), 'relative_auc', None), 2)})</td>" for c in names)
         + f"<td>{fmt(m.mean_corruption_dice)}</td><td>{fmt(m.mce, 2)}</td></tr>" for n, m in scores.items())
-    checks = "".join(_check_rows(name, r.checks) for name, r in entries)
     return ("<h2>Scanner artefacts (corruptions)</h2><img src='dice_vs_severity.png' alt='Dice vs severity'>"
             f"<table><tr><th>model</th><th>clean</th>{''.join(f'<th>{esc(c)}</th>' for c in names)}"
             f"<th>mean corruption Dice</th><th>mCE vs {esc(baseline or 'no baseline')}</th></tr>{rows}</table>"
@@ -47,7 +52,7 @@ def corruptions(entries: list, scores: dict, baseline: str | None) -> str:
             "(1 = as robust as it, lower is better). Corruptions and their physical parameters: "
             "<code>rog.corruptions</code>; whole cases through the sliding window; "
             f"cases: {esc(entries[0][1].meta.cases_source_text)}.</p>"
-            f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
+            + _checks_table(entries))
 
 
 def modalities(entries: list) -> str:
@@ -61,13 +66,12 @@ def modalities(entries: list) -> str:
         for ch, by in s.dice.items():
             rows.append(f"<tr><td>{esc(name)}</td><td>{fmt(s.clean_dice)}</td><td>channel {esc(ch)}</td>" + "".join(
                 f"<td>{esc(k)}: {fmt(v)} ({fmt(s.robust_accuracy[ch][k], 2)})</td>" for k, v in by.items()) + "</tr>")
-    checks = "".join(_check_rows(name, r.checks) for name, r in entries)
     return ("<h2>Missing or degraded modality</h2><table><tr><th>model</th><th>clean</th><th>replaced</th>"
             f"<th colspan='9'>mean Dice with that channel replaced (robust accuracy at the model's own tau)</th></tr>"
             f"{''.join(rows)}</table><p>zero: the channel set to 0 in the model's input units; mean: to the case's "
             "channel mean; NAME:SEVERITY: that scanner artefact of <code>rog corrupt</code> on the channel alone, the "
             f"others as acquired. Whole cases; cases: {esc(entries[0][1].meta.cases_source_text)}.</p>"
-            f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
+            + _checks_table(entries))
 
 
 def artefacts(entries: list, worst: dict, panels: bool, tau) -> str:
@@ -89,7 +93,6 @@ def artefacts(entries: list, worst: dict, panels: bool, tau) -> str:
     params = "".join(f"<tr><td>{esc(name)}</td><td>{esc(a)}</td><td>{esc(case)}</td><td>{esc(by)}</td>"
                      f"<td style='text-align:left'><code>{esc(json.dumps(p))}</code></td></tr>"
                      for name, per in worst.items() for a, (case, by, p) in per.items())
-    checks = "".join(_check_rows(name, r.checks) for name, r in entries)
     return ("<h2>Worst-case scanner artefacts</h2><img src='artefacts.png' alt='random vs worst-case artefacts'>"
             "<table><tr><th>model</th><th>clean</th><th>artefact</th>"
             + "".join(f"<th>severity {k}</th>" for k in levels) + f"<th>worst-case rel. AUC</th></tr>{''.join(rows)}"
@@ -102,7 +105,7 @@ def artefacts(entries: list, worst: dict, panels: bool, tau) -> str:
             "The worst artefact at the highest severity, per model and artefact:</p>"
             f"<table><tr><th>model</th><th>artefact</th><th>case</th><th>found by</th><th>parameters</th></tr>{params}"
             "</table>" + ("<img src='artefact_panels.png' alt='worst artefacts'>" if panels else "")
-            + f"<table><tr><th>model</th><th>check</th><th>status</th><th>detail</th></tr>{checks}</table>")
+            + _checks_table(entries))
 
 
 def certified(models: dict) -> str:
