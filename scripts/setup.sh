@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs rog and its test dependencies into the current Python.
-# --test also installs Debian's chromium (where absent and apt-get works) for the test that
-# opens the HTML report in a headless browser; without it that one test is skipped.
+# --test also installs Debian's chromium (where absent and apt-get works) for the tests that
+# open the HTML report and its 3D viewer in a headless browser; without it those tests are skipped.
 # torch: the CPU build (torch==2.13.0) only where no torch is importable, so a GPU user keeps
 # their own build; every other package is installed under a constraint that holds that torch
 # version (a dependency wanting torchvision would otherwise swap in a multi-GB CUDA build).
@@ -36,6 +36,13 @@ fi
 if [ ! -f /usr/share/mricron/templates/ch2bet.nii.gz ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data) >/dev/null 2>&1 \
         || echo "setup: mricron-data could not be installed; rog nuclei will name what is missing"
+fi
+# The report's 3D viewer is NiiVue (npm's @niivue/niivue): its standalone build is copied into each
+# report with saved volumes (rog.report.viewer). Without npm the viewer page says how to get it.
+NIIVUE="$HOME/.cache/rog/niivue"
+if [ ! -f "$NIIVUE/node_modules/@niivue/niivue/dist/niivue.umd.js" ] && command -v npm >/dev/null 2>&1; then
+    npm install --silent --no-audit --no-fund --prefix "$NIIVUE" "@niivue/niivue@>=0.45 <1" >/dev/null 2>&1 \
+        || echo "setup: NiiVue could not be installed (npm); the report's 3D viewer will say how"
 fi
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \

@@ -22,6 +22,7 @@ from rog.evaluate.corruption import corruption_errors
 from rog.evaluate.robustness import auc
 from rog.evaluate.seeds import SeedRun, across_seeds, auc_gain, mean_sd
 from rog.report import figures, page
+from rog.report.viewer import write_viewer
 from rog.report.summary import CorruptionScores, Learning, ModelScores, ReportSummary, Seeds, Tau
 from rog.results import EPS_SHORT, AttackSummary, Results, ResultsError
 from rog.rundir import ResultsDir, RunDir
@@ -289,6 +290,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     summary.modalities = {name: r.summary for name, r in modality}
     worst, artefact_figs = _artefacts(artefact, out, panels)
     summary.certified = {name: brackets(r, attacked) for name, r in certified}
+    saved = _saved_volumes(docs)
     if certified:
         figures.brackets(out / "certified.png", summary.certified)
     corruption_html = (page.corruptions(corruption, summary.corruptions, baseline)
@@ -296,7 +298,7 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
                                         "artefact_panels.png" in artefact_figs, summary.tau)
                        + page.certified(summary.certified)
                        + page.modalities(modality)
-                       + page.volumes(_volume_links(docs, out)))
+                       + page.volumes(_volume_links(saved, out), write_viewer(out, saved)))
     tail_figs = (["dice_vs_severity.png"] if corruption else []) + artefact_figs + (["certified.png"] if certified else [])
     if not entries:
         summary.figures = tail_figs
@@ -339,11 +341,15 @@ def build_report(inputs: list[str | Path], out: str | Path, table_eps: float = 8
     return summary
 
 
-def _volume_links(docs: list[tuple[ResultsDir, Results]], out: Path) -> dict:
-    """{"label (kind)": {case: [(file name, path relative to the report)]}} of the saved volumes."""
-    return {f"{r.meta.label or f.path.name} ({r.kind})": {case: [(name, os.path.relpath(p, out)) for name, p in files.items()]
-                                          for case, files in vols.items()}
-            for f, r in docs if (vols := f.volumes())}
+def _saved_volumes(docs: list[tuple[ResultsDir, Results]]) -> dict:
+    """{"label (kind)": {case: {volume name: file}}} of the volumes `--save-volumes` wrote."""
+    return {f"{r.meta.label or f.path.name} ({r.kind})": vols for f, r in docs if (vols := f.volumes())}
+
+
+def _volume_links(saved: dict, out: Path) -> dict:
+    """`saved` (`_saved_volumes`) as {model: {case: [(file name, path relative to the report)]}}."""
+    return {model: {case: [(name, os.path.relpath(p, out)) for name, p in files.items()] for case, files in cases.items()}
+            for model, cases in saved.items()}
 
 
 def _corruptions(entries: list[tuple[str, Results]], out: Path, baseline: str | None) -> dict:

@@ -207,10 +207,13 @@ def across_seeds(seeds) -> str:
             "shows each seed's per-case worst-case Dice as points.</p>")
 
 
-def volumes(listing: dict) -> str:
-    """Links to the volumes `--save-volumes` wrote: {model: {case: [(file name, href)]}}."""
+def volumes(listing: dict, viewer: str | None = None) -> str:
+    """Links to the volumes `--save-volumes` wrote: {model: {case: [(file name, href)]}}, and to
+    the 3D `viewer` page where one was written."""
     if not listing:
         return ""
+    link = (f"<p><a href='{esc(viewer)}'>Open them in the 3D viewer</a> (NiiVue: the clean and the perturbed "
+            "scan with their predictions and the perturbation, crosshairs linked).</p>" if viewer else "")
     rows = "".join(f"<tr><td>{esc(model)}</td><td>{esc(case)}</td><td style='text-align:left'>"
                    + " ".join(f"<a href='{esc(href)}'>{esc(name)}</a>" for name, href in files) + "</td></tr>"
                    for model, cases in listing.items() for case, files in cases.items())
@@ -219,7 +222,8 @@ def volumes(listing: dict) -> str:
             "that eps, or a corruption and severity, on the scan; TAG_delta: its difference from the clean scan in "
             "the scan's intensities; pred_TAG: the whole-case prediction on it. Where preprocessing resampled a case, "
             "TAG is the change resampled back (for viewing) and grid_clean, grid_TAG, grid_TAG_delta are the exact "
-            "inputs on the model's own grid, in its input units. Open them over the scan in any NIfTI viewer.</p>")
+            "inputs on the model's own grid, in its input units. Open them over the scan in any NIfTI viewer.</p>"
+            + link)
 
 
 def worst_case_table(entries: list, summary) -> str:
