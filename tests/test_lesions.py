@@ -55,3 +55,19 @@ def test_attack_records_count_lesions_against_the_clean_prediction(segmenter3, t
     assert e.lesion_robust_accuracy == pytest.approx(np.mean([
         not any(sum(r.lesions["missed"]) > sum(r.lesions["clean_missed"]) for r in doc.records if r.case == c)
         for c in ("s0", "s1")]))
+
+
+def test_the_report_shows_the_lesions_missed_and_invented_per_eps(net, tmp_path):
+    from rog.bench import Benchmark, BenchmarkConfig
+    from rog.report.build import build_report
+    from tests.conftest import self_labelled_cases
+    cases = self_labelled_cases(net, 2, (12, 12, 12), seed=0)
+    doc = Benchmark(net, 3, BenchmarkConfig(eps=[4, 16], attacks=["pgd"], iters=[3]), tmp_path / "att",
+                    progress=False).run(cases)
+    build_report([tmp_path / "att"], tmp_path / "rep")
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "<h2>Lesions under attack</h2>" in html
+    for key in ("4.0", "16.0"):  # each eps's cell is the summary's counts
+        e = doc.summary.eps[key]
+        assert f"<td>{e.lesions_missed} / {e.lesions_invented} ({e.lesion_robust_accuracy:.2f})</td>" in html
+    assert doc.summary.eps["16.0"].lesions_invented + doc.summary.eps["16.0"].lesions_missed > 0  # it counted some
