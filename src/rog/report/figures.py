@@ -19,8 +19,10 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
+    # 120 dpi: a 4-inch panel is about 500 pixels, its 9-point legend 15 pixels high, read on a
+    # laptop screen at the page's natural size
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
     _plt().close(fig)
 
 
@@ -70,11 +72,11 @@ def across_seeds(path: Path, groups: dict[str, SeedGroup], xlabel: str = "eps (/
         for k, pts in g.points.items():
             x = float(k) + (i - (len(groups) - 1) / 2) * 0.35 + rng.uniform(-0.1, 0.1, len(pts))
             ax.scatter(x, [p[2] for p in pts], s=9, color=f"C{i}", alpha=0.5)
-    _panel(ax, xlabel, ylabel="worst-case Dice", legend_size=7)
+    _panel(ax, xlabel, ylabel="worst-case Dice", legend_size=8)
     _save(fig, path)
 
 
-def _panel(ax, xlabel: str, title: str | None = None, ylabel: str | None = None, legend_size: int = 8) -> None:
+def _panel(ax, xlabel: str, title: str | None = None, ylabel: str | None = None, legend_size: int = 9) -> None:
     """Labels, Dice's [0, 1] limits, grid and legend of one Dice panel."""
     if title is not None:
         ax.set_title(title)
@@ -161,7 +163,7 @@ def brackets(path: Path, models: dict[str, list]) -> None:
             ax.plot([p.radius for p in b.points], [p.certified for p in b.points], "-", color=f"C{i}", marker="o",
                     label=f"certified, sigma {b.sigma:g}")
             ax.plot([0], [b.smoothed_dice], "*", color=f"C{i}", ms=11, label=f"smoothed Dice, sigma {b.sigma:g}")
-        _panel(ax, "L2 radius r (range-normalised scale)", name, legend_size=7)
+        _panel(ax, "L2 radius r (range-normalised scale)", name, legend_size=8)
     for row in axes:
         row[0].set_ylabel("mean Dice")
     _save(fig, path)
@@ -174,7 +176,7 @@ def _severity_panels(path: Path, summaries: dict, draw, ylabel: str) -> None:
                              layout="constrained")
     for ax, (name, s) in zip(axes[0], summaries.items()):
         draw(ax, s)
-        _panel(ax, "severity", name, legend_size=7)
+        _panel(ax, "severity", name, legend_size=8)
     axes[0][0].set_ylabel(ylabel)
     _save(fig, path)
 
