@@ -178,5 +178,7 @@ def test_save_volumes_writes_what_broke_the_model_in_the_scans_geometry(ct_task,
     assert main(["report", str(out), str(tmp_path / "cor"), "-o", str(tmp_path / "rep")]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
     links = re.findall(r"<a href='([^']+)'>", html)
+    assert links[-1] == "viewer.html" and (tmp_path / "rep" / "viewer.html").is_file()  # and the 3D viewer of them
+    links = links[:-1]
     assert "Volumes that broke the models" in html and len(links) == 8 + 8  # each with its grid_ files
     assert all((tmp_path / "rep" / link).is_file() for link in links)

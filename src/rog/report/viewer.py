@@ -69,7 +69,8 @@ def write_viewer(out: Path, listing: dict) -> str | None:
     data = out / "viewer"
     data.mkdir(parents=True, exist_ok=True)
     for v in shown:
-        volumes = {role: {"name": f.name, "base64": base64.b64encode(f.read_bytes()).decode()}
+        # role -> [file name, base64 of the file]: NiiVue reads the format off the name
+        volumes = {role: [f.name, base64.b64encode(f.read_bytes()).decode()]
                    for role, f in v["files"].items() if f is not None and f.is_file()}
         write_text(data / f"{v['id']}.js", f"window.ROG_VIEW = {json.dumps(volumes)};\n")
     if bundle is not None:
@@ -125,7 +126,8 @@ function makePanes() {
   return panes;
 }
 async function volume(v, role, opacity) {
-  const img = await niivue.NVImage.loadFromBase64({base64: v.base64, name: v.name});
+  const [name, data] = v;
+  const img = await niivue.NVImage.loadFromBase64({base64: data, name: name});
   img.opacity = opacity;
   if (role.startsWith('pred')) {  // a label map over the scan: background transparent, one colour per class
     img.setColormapLabel(LABELS);
