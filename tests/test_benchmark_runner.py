@@ -65,6 +65,24 @@ def test_runner_resumes_without_redoing_finished_work(net, tmp_path, capsys):
         Benchmark(net, 3, BenchmarkConfig(eps=[4], attacks=["pgd"], iters=[2]), tmp_path, progress=False).run(cases)
 
 
+def test_a_folder_written_before_a_configuration_field_existed_resumes(net, tmp_path):
+    # results of a rog that had no eps_unit / eps_channels resume under their defaults, and
+    # only under them
+    cfg = BenchmarkConfig(eps=[8], attacks=["pgd"], iters=[1])
+    cases = _cases(net, n=2)
+    full = Benchmark(net, 3, cfg, tmp_path, progress=False).run(cases).records
+    doc = json.loads((tmp_path / "results.json").read_text())
+    for key in ("eps_unit", "eps_channels"):
+        del doc["provenance"]["config"][key]
+    doc.update(records=doc["records"][:1], complete=False, summary=None, checks=[])
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    resumed = Benchmark(net, 3, cfg, tmp_path, progress=False).run(cases).records
+    assert [replace(r, seconds=0) for r in resumed] == [replace(r, seconds=0) for r in full]
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="different configuration"):
+        Benchmark(net, 3, replace(cfg, eps_unit="sd"), tmp_path, progress=False).run(cases)
+
+
 def test_a_run_killed_inside_a_case_keeps_its_finished_attacks(net, tmp_path, monkeypatch):
     # killed at the third job of the first case: the two done are kept, the resumed run makes
     # only the rest (and remakes the input of an earlier worst attack for the report's panels),

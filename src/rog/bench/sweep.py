@@ -6,7 +6,7 @@ with validity checks at the end. Subclasses say what a job is and how it is meas
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import torch
@@ -103,6 +103,12 @@ class Sweep:
         if not self.out.results(self.shard).is_file():
             return []
         prev = self.out.read(self.shard)
+        # a field added to the configuration since the folder was written is the folder's at its
+        # default (`eps_unit` "range"): older results resume under the configuration they ran
+        if prev.provenance.config is not None:
+            defaults = {f.name: f.default for f in fields(self.config) if f.default is not MISSING}
+            prev.provenance.config = {**{k: v for k, v in defaults.items() if k in provenance.config},
+                                      **prev.provenance.config}
         why = prev.provenance.mismatch(provenance)
         if why:
             raise rec.BenchError(f"{self.out.results(self.shard)}: {why}; use another output folder or delete it")
