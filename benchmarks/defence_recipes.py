@@ -35,7 +35,7 @@ from rog.pipeline.sources import RunSource
 from rog.pipeline.stages import train_and_decide
 from rog.pipeline.sweeps import SweepRequest, run_sweep
 from rog.plan import Plan
-from rog.rundir import RunDir, Workdir
+from rog.rundir import ResultsDir, RunDir, Workdir
 from rog.train.trainer import TrainConfig
 
 # each: the demo's `DefenceSpec` with these fields changed ("free_lr1e-3" is the demo's own since issue 27)
@@ -108,7 +108,6 @@ def validation_request(run: RunDir, out: Path) -> SweepRequest:
 
 def validate(run: RunDir, out: Path) -> Score:
     """`run` scored on its validation cases (results in `out`, reused when finished)."""
-    from rog.rundir import ResultsDir
     folder = ResultsDir(out)
     results = folder.read() if folder.finished() else run_sweep(validation_request(run, out)).results
     (eps,) = results.summary.eps.values()

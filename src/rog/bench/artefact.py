@@ -15,7 +15,7 @@ from rog.bench import checks
 from rog.bench import records as rec
 from rog.bench.cases import BenchCase
 from rog.bench.corruption import checked_severities
-from rog.bench.records import BenchError, dice_score
+from rog.bench.records import BenchError
 from rog.bench.sweep import WholeCaseSweep
 from rog.corruptions import foreground_sd, seed_of
 from rog.evaluate.artefact import summarize_artefacts
@@ -95,9 +95,7 @@ class ArtefactSweep(WholeCaseSweep):
         found = worst_artefact(model, art, case.x, case.y, case.lo, case.hi, self.num_classes, c.draws, c.iters,
                                c.restarts, seed_of(case.name, job.artefact, c.seed), c.loss, c.search)
         x = apply(art, case.x, found.t[None], case.lo, case.hi)
-        with frozen(self.model), torch.no_grad():
-            logits = model(x)
-        score = dice_score(logits.argmax(1), case.y, self.num_classes)
+        logits, score = self._scored(case, x)
         record = ArtefactRecord(case.name, job.artefact, job.severity, score.dice, score.dice_per_class,
                                 found.random_dice, found.random_worst, found.search_dice, found.by,
                                 art.describe(found.t, tuple(case.x.shape[1:])), found.draws, found.iterations,

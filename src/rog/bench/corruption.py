@@ -10,7 +10,7 @@ import torch
 from rog.attacks.base import frozen
 from rog.bench import checks
 from rog.bench.cases import BenchCase
-from rog.bench.records import BenchError, dice_score
+from rog.bench.records import BenchError
 from rog.bench.sweep import WholeCaseSweep
 from rog.corruptions import corrupt, expand, foreground_sd, seed_of
 from rog.evaluate.corruption import summarize_corruptions
@@ -68,9 +68,7 @@ class CorruptionSweep(WholeCaseSweep):
     def _do(self, case: BenchCase, job: CorruptionJob, tau: float):
         t0 = time.perf_counter()
         x = self._corrupted(case, job.corruption, job.severity)
-        with frozen(self.model), torch.no_grad():
-            logits = self.model_for(case)(x)
-        score = dice_score(logits.argmax(1), case.y, self.num_classes)
+        logits, score = self._scored(case, x)
         record = CorruptionRecord(case.name, job.corruption, job.severity, score.dice, score.dice_per_class,
                                   time.perf_counter() - t0, bool(torch.isfinite(x).all()))
         self._keep_input(case, f"{job.corruption}_s{job.severity}", x, logits)

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rog.attacks.base import frozen
 from rog.bench import checks
 from rog.bench.cases import BenchCase
 from rog.bench.corruption import checked_severities
-from rog.bench.records import BenchError, dice_score
+from rog.bench.records import BenchError
 from rog.bench.sweep import WholeCaseSweep
 from rog.corruptions import CORRUPTIONS, corrupt, foreground_sd, seed_of
 from rog.evaluate.modality import summarize_modalities
@@ -108,9 +107,7 @@ class ModalitySweep(WholeCaseSweep):
     def _do(self, case: BenchCase, job: ModalityJob, tau: float):
         t0 = time.perf_counter()
         x = self.replaced(case, job.channel, job.replacement)
-        with frozen(self.model), torch.no_grad():
-            logits = self.model_for(case)(x)
-        score = dice_score(logits.argmax(1), case.y, self.num_classes)
+        logits, score = self._scored(case, x)
         record = ModalityRecord(case.name, job.channel, job.replacement, score.dice, score.dice_per_class,
                                 time.perf_counter() - t0, bool(torch.isfinite(x).all()))
         self._keep_input(case, f"ch{job.channel}_{job.replacement.replace(':', '_s')}", x, logits)
@@ -121,4 +118,5 @@ class ModalitySweep(WholeCaseSweep):
 
     def _checks(self, records, summary, tau, cases) -> list[Check]:
         model = self.model_for(cases[0])
-        return [checks.determinism(model, cases[0].x), checks.corrupted_finite(records, lambda r: f"channel {r.channel}/{r.replacement}")]
+        return [checks.determinism(model, cases[0].x),
+                checks.corrupted_finite(records, lambda r: f"channel {r.channel}/{r.replacement}")]

@@ -210,6 +210,13 @@ class WholeCaseSweep(Sweep):
         super().__init__(model, num_classes, config, out_dir, patch, progress, meta, weights, volume=True,
                          window=window, keep=keep, spacing=spacing)
 
+    def _scored(self, case: BenchCase, x: torch.Tensor) -> tuple[torch.Tensor, Score]:
+        """(logits `[1, K, ...]`, Dice against `case.y`) of the perturbed case `x` `[1, C, ...]`
+        through the model as the case is fed to it."""
+        with frozen(self.model), torch.no_grad():
+            logits = self.model_for(case)(x)
+        return logits, rec.dice_score(logits.argmax(1), case.y, self.num_classes)
+
     def _keep_input(self, case: BenchCase, tag: str, x: torch.Tensor, logits: torch.Tensor) -> None:
         """With `--save-volumes`, write the perturbed case `x` and its `logits` as `tag` (and the
         clean case once)."""

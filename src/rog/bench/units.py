@@ -26,15 +26,14 @@ from rog.results import EPS_UNITS as UNITS
 
 
 def input_units(case: BenchCase, unit: str) -> torch.Tensor:
-    """Model-input units per one `unit` for each channel of `case`, `[C]` (float64).
+    """Model-input units per one `unit` ("hu" or "sd") for each channel of `case`, `[C]`
+    (float64); "range" needs none (`range_eps`).
 
     Raises:
         BenchError: a unit the case cannot be measured in (a channel not in HU, a channel
             constant over the labelled voxels), naming the case and channel.
     """
     c = case.x.shape[1]
-    if unit == "range":
-        return (case.hi - case.lo).flatten().double().cpu() / 255.0
     if unit == "hu":
         hu = case.hu or [None] * c
         missing = [i for i, v in enumerate(hu) if v is None]
@@ -51,7 +50,7 @@ def input_units(case: BenchCase, unit: str) -> torch.Tensor:
             raise BenchError(f"--eps-unit sd: case {case.name}: channel(s) {flat} are constant over the labelled "
                              "voxels, so a standard deviation is no unit there")
         return sd
-    raise BenchError(f"--eps-unit: unknown unit {unit!r}: one of {', '.join(UNITS)}")
+    raise BenchError(f"--eps-unit: unknown unit {unit!r}: one of {', '.join(u for u in UNITS if u != 'range')}")
 
 
 def range_eps(case: BenchCase, eps: float, unit: str, channels: list[float] | None = None) -> float | torch.Tensor:
