@@ -1,12 +1,16 @@
-"""Adversarial fine-tuning recipes on the demo's real-anatomy task, chosen on validation and
-reported once on test (issue 35).
+"""Adversarial fine-tuning recipes on a demo task, chosen on validation and reported once on
+test (issue 35).
 
-    python benchmarks/defence_recipes.py DEMO_WORKDIR OUT_ROOT RECIPE [RECIPE ...] [--seeds 0 1 2] [--sensitivity]
+    python benchmarks/defence_recipes.py DEMO_WORKDIR OUT_ROOT RECIPE [RECIPE ...] [--task nuclei|synthetic]
+        [--seeds 0 1 2] [--sensitivity]
 
-DEMO_WORKDIR: a finished `rog demo` work directory; its clean ROG runs are the initial weights
-of every recipe and its other runs and results are reused, not retrained. For each RECIPE (a
-key of `RECIPES`) and seed, OUT_ROOT/RECIPE/runs/rog_free-sSEED is fine-tuned from the demo's
-rog_clean-sSEED (inheriting its split). Then:
+DEMO_WORKDIR: a `rog demo` work directory of `--task` (default nuclei); what it lacks for
+`--seeds` (consecutive; 3 4 5 are fresh seeds beside the demo's 0 1 2) is run first, by the
+demo's own stages at the demo's settings. Its clean ROG runs are the initial weights of every
+recipe and its other runs and results are reused, not retrained. A recipe is the task's demo
+`DefenceSpec` with the fields of `RECIPES` changed; the one equal to the demo's own is the
+demo's rog_free runs. For each other RECIPE and seed, OUT_ROOT/RECIPE/runs/rog_free-sSEED is
+fine-tuned from the demo's rog_clean-sSEED (inheriting its split). Then:
 
 1. **Validation.** Every recipe's runs and the clean runs are scored on their validation
    cases, whole volumes, as the test cases are scored: clean Dice and APGD-CE's worst-case
@@ -15,9 +19,9 @@ rog_clean-sSEED (inheriting its split). Then:
    in this stage: the cases are the runs' own validation split (`validation_request`).
 2. **Choice.** The highest validation score (`choose`).
 3. **Test, once.** The demo's test protocol (`run_experiment`: whole-case test Dice, the
-   standard ensemble + PGD at 4-16/255, the report with the seeds' AUC gain) for the chosen
-   recipe only. With `--sensitivity`, the same for every recipe, printed apart and labelled
-   as a sensitivity table that chose nothing.
+   standard ensemble + PGD at the demo's eps, the report with the seeds' AUC gain) for the
+   chosen recipe only. With `--sensitivity`, the same for every recipe, printed apart and
+   labelled as a sensitivity table that chose nothing.
 """
 from __future__ import annotations
 
@@ -29,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from rog.bench import BenchmarkConfig
-from rog.demo import NUCLEI
-from rog.pipeline.experiment import run_experiment
+from rog.demo import DEMOS
+from rog.pipeline.experiment import Settings, demo_data, run_experiment
 from rog.pipeline.sources import RunSource
 from rog.pipeline.stages import train_and_decide
 from rog.pipeline.sweeps import SweepRequest, run_sweep
@@ -70,8 +74,21 @@ class Score:
         return (self.clean + self.attacked) / 2
 
 
-def linked_workdir(demo: Path, out: Path) -> Workdir:
-    """OUT with links to the demo's inputs and to every run and result but the Free AT ones."""
+def task_settings(task: str, seeds: list[int]) -> Settings:
+    """The full demo's settings of `task` for the consecutive `seeds`."""
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise SystemExit(f"--seeds {' '.join(map(str, seeds))}: the seeds must be consecutive")
+    return replace(DEMOS[(task, False)], seeds=len(seeds), first_seed=seeds[0])
+
+
+def recipe_settings(s: Settings, recipe: str) -> Settings:
+    """`s` with the rog_free model fine-tuned by `recipe`."""
+    return replace(s, defence=replace(s.defence, **RECIPES[recipe]))
+
+
+def linked_workdir(demo: Path, out: Path, own: bool) -> Workdir:
+    """OUT with links to the demo's inputs and to every run and result, but the Free AT ones
+    unless the recipe is the demo's `own`."""
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "attacks").mkdir(exist_ok=True)
     for name in SHARED:
@@ -79,20 +96,18 @@ def linked_workdir(demo: Path, out: Path) -> Workdir:
             os.symlink((demo / name).resolve(), out / name)
     for kind in ("runs", "attacks"):
         for d in (demo / kind).iterdir():
-            if not d.name.startswith("rog_free") and not (out / kind / d.name).exists():
+            if (own or not d.name.startswith("rog_free")) and not (out / kind / d.name).exists():
                 os.symlink(d.resolve(), out / kind / d.name)
     return Workdir(out)
 
 
-def fine_tune(wd: Workdir, recipe: str, seed: int, settings=NUCLEI) -> RunDir:
-    """WORKDIR/runs/rog_free-sSEED, `recipe` fine-tuned from rog_clean-sSEED (skipped where done)."""
+def fine_tune(wd: Workdir, s: Settings, seed: int) -> RunDir:
+    """WORKDIR/runs/rog_free-sSEED, fine-tuned by `s.defence` from rog_clean-sSEED (skipped where done)."""
     run = wd.run(f"rog_free-s{seed}")
     if not run.postprocessing.is_file():
-        s = settings
         base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
                            patience=min(max(s.epochs // 4, 2), 50), seed=seed, device="cpu")
-        spec = replace(s.defence, **RECIPES[recipe])
-        train_and_decide(Plan.load(wd.plan), wd, run.name, spec.config(base, str(wd.run(f"rog_clean-s{seed}"))),
+        train_and_decide(Plan.load(wd.plan), wd, run.name, s.defence.config(base, str(wd.run(f"rog_clean-s{seed}"))),
                          resume=run.checkpoint("last").is_file(), progress=False)
     return run
 
@@ -119,35 +134,40 @@ def choose(scores: dict[str, list[Score]]) -> str:
     return max(scores, key=lambda r: np.mean([s.score for s in scores[r]]))
 
 
-def test_line(name: str, out: Path) -> str:
-    """The demo's test figures of the recipe whose work directory is `out`."""
-    settings = replace(NUCLEI, corruptions=("noise",), severities=(1,), defence=replace(NUCLEI.defence, **RECIPES[name]))
-    s = run_experiment(out / "data" / "Nuclei", out, settings, device="cpu").summary
-    test = s.learning.models if s.learning else {}
-    worst, gain = s.seeds.groups["rog_free"].eps, s.seeds.gain
+def test_line(name: str, out: Path, task: str, s: Settings) -> str:
+    """The demo's test figures of recipe `name`, whose work directory is `out` (`s`: the
+    settings of `task` with that recipe)."""
+    data = demo_data(out, task, s)
+    # the corruption sweeps are the demo's (linked), not the figures compared: one level for a new rog_free
+    r = run_experiment(data, out, replace(s, corruptions=("noise",), severities=(1,)), device="cpu").summary
+    test = r.learning.models if r.learning else {}
+    worst, gain = r.seeds.groups["rog_free"].eps, r.seeds.gain
     return (f"{name}: whole-case clean test Dice rog_clean {test['rog_clean'].mean:.3f} +- {test['rog_clean'].sd:.3f}, "
             f"defended {test['rog_free'].mean:.3f} +- {test['rog_free'].sd:.3f}; worst-case Dice "
             + ", ".join(f"{e}/255 {v.mean:.3f} +- {v.sd:.3f}" for e, v in worst.items())
             + f"; AUC gain {gain.gain:.3f} [{gain.interval[0]:.3f}, {gain.interval[1]:.3f}]")
 
 
-def main(demo: Path, root: Path, names: list[str], seeds: list[int], sensitivity: bool) -> str:
+def main(demo: Path, root: Path, names: list[str], task: str, seeds: list[int], sensitivity: bool) -> str:
+    s = task_settings(task, seeds)
+    run_experiment(demo_data(demo, task, s), demo, s, device="cpu")  # the demo's runs of these seeds, where missing
     clean = {seed: validate(RunDir(demo / "runs" / f"rog_clean-s{seed}"), root / "validation" / f"rog_clean-s{seed}")
              for seed in seeds}
     print("validation (whole volumes of each run's validation split; score = mean of clean and APGD-CE 8/255 Dice)")
     print("  rog_clean: " + _row(list(clean.values())), flush=True)
     scores = {}
     for name in names:
-        wd = linked_workdir(demo, root / name)
-        scores[name] = [validate(fine_tune(wd, name, seed), root / "validation" / f"{name}-s{seed}") for seed in seeds]
+        r = recipe_settings(s, name)
+        wd = linked_workdir(demo, root / name, own=r.defence == s.defence)
+        scores[name] = [validate(fine_tune(wd, r, seed), root / "validation" / f"{name}-s{seed}") for seed in seeds]
         print(f"  {name}: " + _row(scores[name]), flush=True)
     chosen = choose(scores)
     print(f"chosen on validation: {chosen}")
-    print("test, the chosen recipe only: " + test_line(chosen, root / chosen), flush=True)
+    print("test, the chosen recipe only: " + test_line(chosen, root / chosen, task, recipe_settings(s, chosen)), flush=True)
     if sensitivity:
         print("sensitivity (test figures of every recipe; they chose nothing):")
         for name in names:
-            print("  " + test_line(name, root / name), flush=True)
+            print("  " + test_line(name, root / name, task, recipe_settings(s, name)), flush=True)
     return chosen
 
 
@@ -162,7 +182,8 @@ if __name__ == "__main__":
     p.add_argument("demo", type=Path)
     p.add_argument("root", type=Path)
     p.add_argument("recipes", nargs="+", choices=list(RECIPES))
+    p.add_argument("--task", choices=["nuclei", "synthetic"], default="nuclei")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sensitivity", action="store_true")
     a = p.parse_args()
-    main(a.demo, a.root, a.recipes, a.seeds, a.sensitivity)
+    main(a.demo, a.root, a.recipes, a.task, a.seeds, a.sensitivity)

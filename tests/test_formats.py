@@ -132,6 +132,30 @@ def test_a_dicom_series_is_predicted_as_dicom_seg_referencing_its_study(tmp_path
     assert np.mean(series == label) > 0.95
 
 
+@pytest.mark.parametrize("handed", ["right", "left"])
+def test_a_dicom_seg_prediction_is_scored_by_rog_evaluate_voxel_for_voxel(tmp_path, oblique, labelled, handed, capsys):
+    from rog.data.dicom_seg import write_seg
+    label, image = labelled
+    affine = oblique.copy()
+    if handed == "left":  # slices written against the normal: the series reader turns them round
+        affine[:3, 2] *= -1
+    write_volume(tmp_path / "scans" / "c0", image, affine)
+    read, geometry = read_label(tmp_path / "scans" / "c0")
+    assert np.abs(geometry.spacing[2] - 2.5) < 1e-6  # each slice says how far the next one is
+    truth = ((read - 7) // 100).astype(np.uint8)  # the label map on the series' grid
+    write_volume(tmp_path / "ref" / "c0.nii.gz", truth, geometry.affine)
+    wrong = truth.copy()
+    wrong[wrong == 2] = 1  # the lesion called organ: Dice 1 for neither class
+    write_seg(tmp_path / "pred" / "c0.dcm", wrong, tmp_path / "scans" / "c0", ["organ", "lesion"])
+    seg, seg_geometry = read_label(tmp_path / "pred" / "c0.dcm")
+    assert seg_geometry.same_grid(geometry)
+    np.testing.assert_array_equal(seg, wrong)
+    assert main(["evaluate", str(tmp_path / "ref"), str(tmp_path / "pred")]) == 0
+    s = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    organ = 2 * np.sum((wrong == 1) & (truth == 1)) / (np.sum(wrong == 1) + np.sum(truth == 1))
+    assert s["mean_per_class"]["dice"] == pytest.approx([organ, 0.0])
+
+
 @pytest.fixture
 def mha_dataset(tmp_path, oblique, labelled):
     """An nnU-Net v2 dataset of two MHA cases (file_ending '.mha') on the oblique grid."""

@@ -10,7 +10,8 @@ from rog.rundir import Workdir
 from rog.train.trainer import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from defence_recipes import Score, choose, validate, validation_request  # noqa: E402 - the harness itself
+from defence_recipes import (  # noqa: E402 - the harness itself
+    Score, choose, recipe_settings, task_settings, validate, validation_request)
 
 
 def test_recipes_are_ranked_on_the_validation_split_and_never_read_a_test_case(prepared, tmp_path, monkeypatch):
@@ -47,3 +48,15 @@ def test_recipes_are_ranked_on_the_validation_split_and_never_read_a_test_case(p
     assert 0 <= score.attacked <= score.clean + 1e-9 and score.score == pytest.approx((score.clean + score.attacked) / 2)
     # the choice: the best mean of clean and attacked Dice over seeds, whatever the clean Dice alone says
     assert choose({"a": [Score(0.8, 0.2), Score(0.8, 0.2)], "b": [Score(0.6, 0.5), Score(0.6, 0.45)]}) == "b"
+
+
+def test_fresh_seeds_are_the_demos_settings_from_the_first_seed_and_its_own_recipe_is_its_rog_free():
+    from rog.demo import NUCLEI, SYNTHETIC
+    s = task_settings("nuclei", [3, 4, 5])
+    assert (s.first_seed, s.seeds) == (3, 3) and s.defence == NUCLEI.defence and s.epochs == NUCLEI.epochs
+    # the demo's own recipe reuses the demo's rog_free runs; another is fine-tuned apart
+    assert recipe_settings(s, "free_lr1e-3").defence == s.defence and recipe_settings(s, "free").defence != s.defence
+    # on the synthetic task the demo's own is Free AT at the clean training's lr
+    assert recipe_settings(task_settings("synthetic", [0]), "free").defence == SYNTHETIC.defence
+    with pytest.raises(SystemExit, match="consecutive"):
+        task_settings("nuclei", [0, 2])

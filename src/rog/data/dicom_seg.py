@@ -1,5 +1,6 @@
 """Predictions of a DICOM series as DICOM-SEG (highdicom): the field's format for a label map,
-which a viewer or PACS overlays on its source because it references it.
+which a viewer or PACS overlays on its source because it references it. `read_seg` reads one
+back as a label map (`rog evaluate` scores SEG predictions).
 
 The SEG object copies the source's patient and study modules (PatientID, PatientName, Study
 Instance UID) and its Frame of Reference UID, references every source slice, and names one
@@ -68,6 +69,35 @@ def write_seg(path: str | Path, label: np.ndarray, series: str | Path, class_nam
         omit_empty_frames=False)
     with atomic_path(Path(path)) as tmp:
         seg.save_as(str(tmp))
+
+
+def read_seg(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Read a DICOM-SEG file as one label map, in `rog.data.formats.read`'s terms.
+
+    Returns:
+        (labels `[X, Y, Z]` uint8, each voxel its segment's number (0 none), X along the rows,
+        Z the slices in the order rog's reader gives their source series; RAS affine `[4, 4]`;
+        spacing in mm). Raises `FormatError` on a file that is not a DICOM-SEG of one regularly
+        spaced volume.
+    """
+    import highdicom as hd
+    import pydicom
+    try:
+        volume = hd.seg.segread(str(path)).get_volume(combine_segments=True)
+    except (pydicom.errors.InvalidDicomError, AttributeError, ValueError, RuntimeError, OSError) as e:
+        raise FormatError(f"not a DICOM-SEG of one volume ({e})") from e
+    # highdicom's volume is [slices, rows, columns] with its affine on those indices: reversed, the
+    # voxel order of every other reader
+    data = np.asarray(volume.array).transpose(2, 1, 0).astype(np.uint8)
+    lps = np.asarray(volume.affine, dtype=float)[:, [2, 1, 0, 3]]
+    # GDCM orders a series' slices along the normal of its rows and columns; highdicom may run the
+    # other way, and a prediction must lie on its reference's grid voxel for voxel
+    if np.dot(lps[:3, 2], np.cross(lps[:3, 0], lps[:3, 1])) < 0:
+        data = data[:, :, ::-1]
+        lps[:3, 3] += lps[:3, 2] * (data.shape[2] - 1)
+        lps[:3, 2] *= -1
+    spacing = tuple(float(v) for v in np.linalg.norm(lps[:3, :3], axis=0))
+    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, spacing
 
 
 def _series_number(source) -> int:

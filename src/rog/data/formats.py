@@ -4,7 +4,8 @@ SimpleITK (a TorchIO dependency), each with its exact geometry.
 Every reader returns the voxels in the file's own order, channel last (`[X, Y, Z]` or
 `[X, Y, Z, C]`), and a 4x4 voxel-to-world affine in nibabel's RAS+ convention. ITK's world is
 LPS+: the two differ by the sign of the first two world axes, converted here and nowhere else.
-A DICOM series is a folder of slice files; rog treats the folder as the case's one "file".
+A DICOM series is a folder of slice files; rog treats the folder as the case's one "file". A
+DICOM-SEG file (`rog.data.dicom_seg`) reads as a label map.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ NIFTI = (".nii.gz", ".nii")
 ITK = (".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
 ENDINGS = NIFTI + ITK
 DICOM = ""  # the "ending" of a DICOM series folder
+SEG = ".dcm"  # a DICOM-SEG label map: read (`rog evaluate`), written only beside its series (`rog.data.dicom_seg`)
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
 
 
@@ -89,7 +91,7 @@ def series_files(folder: Path) -> list[Path]:
 
 
 def read(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Read an image file or DICOM folder.
+    """Read an image file, DICOM folder or DICOM-SEG file.
 
     Returns:
         (voxels `[X, Y, Z]` or `[X, Y, Z, C]` as `dtype`, in any memory layout; RAS affine
@@ -99,6 +101,10 @@ def read(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
     path = Path(path)
     if path.name.lower().endswith(NIFTI):
         return _read_nifti(path, dtype)
+    if path.name.lower().endswith(SEG) and path.is_file():
+        from rog.data.dicom_seg import read_seg  # it writes through this module's series reader
+        data, affine, spacing = read_seg(path)
+        return data.astype(dtype), affine, spacing
     if not path.is_dir() and ending(path) is None:  # a folder's series are looked for once, below
         raise FormatError(f"not an image rog reads ({', '.join(ENDINGS)} or a DICOM series folder)")
     with locale_kept():
@@ -219,7 +225,9 @@ def _write_dicom(folder: Path, img: sitk.Image) -> None:
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         for k in range(img.GetDepth()):
-            piece = img[:, :, k]
+            # a one-slice 3D piece, not a 2D slice: written from a 2D image, a series whose slices
+            # run against their normal said "1 mm between slices", and a DICOM-SEG of it was irregular
+            piece = img[:, :, k:k + 1]
             for tag, value in shared.items():
                 piece.SetMetaData(tag, value)
             piece.SetMetaData("0008|0018", f"2.25.{uuid.uuid4().int}")

@@ -55,11 +55,12 @@ def nnunet_summary(per_case: list[tuple[dict, Path, Path]]) -> dict:
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
-    """{case name: label file or DICOM folder} of every image `rog.data.formats` reads: a
-    reference and a prediction pair by case name whatever their formats."""
+    """{case name: label file, DICOM folder or DICOM-SEG file} of every image `rog.data.formats`
+    reads: a reference and a prediction pair by case name whatever their formats."""
     if not folder.is_dir():
         raise VolumeError(folder, "folder not found")
-    return formats.images_in(folder)
+    seg = {f.name[: -len(formats.SEG)]: f for f in sorted(folder.glob(f"*{formats.SEG}")) if f.is_file()}
+    return {**formats.images_in(folder), **seg}
 
 
 def class_names(ref_dir: Path, pred_dir: Path, k: int) -> list[str]:

@@ -158,7 +158,7 @@ def predict_cases(model: nn.Module, plan: Plan, cases: list[Case], out_dir: str 
         ending = formats.ending(case.images[0])
         ending = ".nii.gz" if ending is None else ending  # a missing image fails below, by name
         seg = dicom_seg and ending == formats.DICOM
-        ending = ".dcm" if seg else ending
+        ending = formats.SEG if seg else ending
         if resume and out.finished(case.name, ending, probabilities):
             status[case.name] = "kept"
             continue

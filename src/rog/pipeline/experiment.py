@@ -71,7 +71,8 @@ class Settings:
     artefacts: tuple[str, ...] = ()
     artefact_draws: int = 5
     artefact_iters: int = 5
-    seeds: int = 1  # each model trained with seeds 0 .. seeds-1
+    seeds: int = 1  # each model trained with seeds first_seed .. first_seed + seeds - 1
+    first_seed: int = 0  # above 0 for fresh seeds beside a finished run (`benchmarks/defence_recipes.py`)
     spacing: float | None = None  # target spacing override in mm (None: the median spacing)
 
 
@@ -117,7 +118,7 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
     preprocess_dataset(ds, plan, wd.preprocessed, include_test=True, progress=False)
 
     results = []
-    for seed in range(s.seeds):
+    for seed in range(s.first_seed, s.first_seed + s.seeds):
         base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
                            patience=min(max(s.epochs // 4, 2), 50), seed=seed, device=device)
         runs = {"rog_clean": base,
@@ -133,7 +134,7 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
         for name in runs:
             results.append(_sweep(wd, name, seed, attack, s, stage, device,
                                   f"attack sweep eps {list(s.eps)} (standard ensemble + PGD)"))
-            if seed == 0:  # the artefact sweep is not part of the seed study: one seed keeps the budget
+            if seed == s.first_seed:  # the artefact sweep is not part of the seed study: one seed keeps the budget
                 results.append(_sweep(wd, name, seed, corruption, s, stage, device,
                                       f"corruption sweep {list(s.corruptions)} at severities {list(s.severities)}"))
                 if artefact:
