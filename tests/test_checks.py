@@ -126,6 +126,15 @@ def test_large_eps_check_has_its_own_budget_and_fails_on_a_model_attacks_cannot_
     assert deaf["large-eps sanity"].status == "fail"
     assert deaf["input gradients"].status == "fail"
 
+    class Background(nn.Module):  # a training that never left the background: Dice 0 with or without an attack
+        def forward(self, x):
+            return torch.stack([x[:, 0] * 0 + 1] + [x[:, 0] * 0] * 2, 1)
+
+    failed = _run_checks(Background(), tmp_path / "failed", iters=1)
+    assert failed["large-eps sanity"].status == "skipped" and "did it train?" in failed["large-eps sanity"].detail
+    assert checks.large_eps(0.0, 0.2, 128, 10, clean=0.6).status == "pass"
+    assert checks.large_eps(0.3, 0.2, 128, 10, clean=0.6).status == "fail"
+
 
 def test_monotone_and_black_box_checks_fail_when_their_rule_is_broken():
     eps = {k: EpsSummary(d, 1.0, [d], {}, 1) for k, d in (("4.0", 0.4), ("8.0", 0.6))}

@@ -113,7 +113,13 @@ def monotone_in_eps(summary: AttackSummary, tol: float = 0.01) -> Check:
                    f"worst-case Dice rises between eps {rises}: the attack is not converging")
 
 
-def large_eps(dice_large: float, tau: float, eps: float, iters: int) -> Check:
+def large_eps(dice_large: float, tau: float, eps: float, iters: int, clean: float) -> Check:
+    """Whether PGD at a huge `eps` takes the mean Dice `dice_large` below `tau`. Skipped where
+    the mean `clean` Dice is not above `tau` already: a model that fails unattacked (a training
+    that never left the background) gives an attack nothing to break, and no gradient to mask."""
+    if clean <= tau:
+        return _skipped("large-eps sanity", f"the clean mean Dice {clean:.3f} is not above the threshold {tau:.3f}: "
+                        "the model fails without an attack (did it train?), so no attack can show it breaks")
     return _result("large-eps sanity", dice_large < tau,
                    f"at eps {eps:g}/255 PGD ({iters} iterations) drives mean Dice to {dice_large:.3f} "
                    f"(threshold {tau:.3f})"

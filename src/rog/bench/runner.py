@@ -229,5 +229,5 @@ class Benchmark(Sweep):
                         num_classes=self.num_classes, seed=self.config.seed)
             large(c.x, c.y, c.lo, c.hi)
             dice += large.info["dice"]
-        out.append(checks.large_eps(float(np.mean(dice)), tau, LARGE_EPS, LARGE_EPS_ITERS))
+        out.append(checks.large_eps(float(np.mean(dice)), tau, LARGE_EPS, LARGE_EPS_ITERS, summary.clean_dice))
         return out
