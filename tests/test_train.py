@@ -36,6 +36,17 @@ def test_training_writes_log_curves_and_checkpoints(prepared, tmp_path, capsys):
     assert load_checkpoint(run / "checkpoint_best.pt")["model"].keys() == state["model"].keys()
 
 
+def test_a_training_that_never_predicts_the_foreground_is_called_failed(prepared, tmp_path, capsys, monkeypatch):
+    wd, plan = prepared
+    cfg = TrainConfig(epochs=2, iterations=1, batch_size=2, device="cpu")
+    Trainer(plan, wd.preprocessed, tmp_path / "ok", cfg, progress=False).fit()
+    assert "failed training" not in capsys.readouterr().out
+    monkeypatch.setattr(Trainer, "_validate", lambda self, val: (1.0, 0.0))  # background everywhere
+    Trainer(plan, wd.preprocessed, tmp_path / "dead", cfg, progress=False).fit()
+    out = capsys.readouterr().out
+    assert "validation Dice 0 in all 2 epoch(s)" in out and "failed training" in out
+
+
 def test_sampling_is_reproducible_and_sharded(prepared):
     wd, plan = prepared
     cases = sorted(p.name[:-8] for p in wd.preprocessed.glob("*_seg.npy"))

@@ -262,6 +262,12 @@ class Trainer:
         bar.close()
         if self.rank == 0:
             self._curves.draw(self.history, final=True)
+            if self.history and max(row["val_dice"] for row in self.history) == 0:
+                # a seed that never leaves the background at a short budget (DynUNet, one seed in six
+                # of the demo's): its attack figures would measure a failed training, not robustness
+                log.warning(f"{self.run.path}: validation Dice 0 in all {len(self.history)} epoch(s): the model "
+                            "never predicted the foreground; a failed training (train longer, or another --lr or "
+                            "--seed)")
         if self.world > 1:
             dist.barrier()
         return {"epochs": self.epoch, "best_val_dice": self.best_dice,
