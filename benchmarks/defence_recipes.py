@@ -42,12 +42,13 @@ from rog.plan import Plan
 from rog.rundir import ResultsDir, RunDir, Workdir
 from rog.train.trainer import TrainConfig
 
-# each: the demo's `DefenceSpec` with these fields changed ("free_lr1e-3" is the demo's own since issue 27)
+# each: the demo's `DefenceSpec` with these fields changed ("free_lr1e-3" is the nuclei demo's own
+# since issue 27). Every recipe names its lr: one left out takes the demo's, which issue 27 changed
 RECIPES = {
     "free": {"lr": None},  # the demo's Free AT before issue 27: fine-tuning at the clean training's lr 1e-2
     "free_lr3e-3": {"lr": 3e-3},
     "free_lr1e-3": {"lr": 1e-3},
-    "free_warm_mix": {"warmup": 0.3, "clean_weight": 0.5},
+    "free_warm_mix": {"lr": None, "warmup": 0.3, "clean_weight": 0.5},
     "free_lr1e-3_warm_mix": {"lr": 1e-3, "warmup": 0.3, "clean_weight": 0.5},
     "trades": {"lr": 1e-3, "warmup": 0.3, "trades": 1.0},
     # PGD-AT (5 steps) for comparison: epochs are not divided by m, so 10 epochs of 10 batches, the
@@ -101,13 +102,18 @@ def linked_workdir(demo: Path, out: Path, own: bool) -> Workdir:
     return Workdir(out)
 
 
+def fine_tune_config(s: Settings, seed: int, init_from: str) -> TrainConfig:
+    """The fine-tuning of `s.defence` from the run at `init_from`, on the demo's clean budget."""
+    base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
+                       patience=min(max(s.epochs // 4, 2), 50), seed=seed, device="cpu")
+    return s.defence.config(base, init_from)
+
+
 def fine_tune(wd: Workdir, s: Settings, seed: int) -> RunDir:
     """WORKDIR/runs/rog_free-sSEED, fine-tuned by `s.defence` from rog_clean-sSEED (skipped where done)."""
     run = wd.run(f"rog_free-s{seed}")
     if not run.postprocessing.is_file():
-        base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
-                           patience=min(max(s.epochs // 4, 2), 50), seed=seed, device="cpu")
-        train_and_decide(Plan.load(wd.plan), wd, run.name, s.defence.config(base, str(wd.run(f"rog_clean-s{seed}"))),
+        train_and_decide(Plan.load(wd.plan), wd, run.name, fine_tune_config(s, seed, str(wd.run(f"rog_clean-s{seed}"))),
                          resume=run.checkpoint("last").is_file(), progress=False)
     return run
 

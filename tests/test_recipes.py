@@ -11,7 +11,7 @@ from rog.train.trainer import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from defence_recipes import (  # noqa: E402 - the harness itself
-    Score, choose, recipe_settings, task_settings, validate, validation_request)
+    RECIPES, Score, choose, fine_tune_config, recipe_settings, task_settings, validate, validation_request)
 
 
 def test_recipes_are_ranked_on_the_validation_split_and_never_read_a_test_case(prepared, tmp_path, monkeypatch):
@@ -58,5 +58,9 @@ def test_fresh_seeds_are_the_demos_settings_from_the_first_seed_and_its_own_reci
     assert recipe_settings(s, "free_lr1e-3").defence == s.defence and recipe_settings(s, "free").defence != s.defence
     # on the synthetic task the demo's own is Free AT at the clean training's lr
     assert recipe_settings(task_settings("synthetic", [0]), "free").defence == SYNTHETIC.defence
+    # no two recipes train alike on the demo's task: free_warm_mix, written before the demo's lr
+    # moved to 1e-3, had become free_lr1e-3_warm_mix
+    configs = [fine_tune_config(recipe_settings(s, r), 3, "init") for r in RECIPES]
+    assert all(a != b for i, a in enumerate(configs) for b in configs[i + 1:])
     with pytest.raises(SystemExit, match="consecutive"):
         task_settings("nuclei", [0, 2])
