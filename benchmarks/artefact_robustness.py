@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from defence_recipes import _linked_workdir  # noqa: E402
+from defence_recipes import PLAIN, linked_workdir  # noqa: E402
 
 from rog.bench.artefact import ArtefactConfig  # noqa: E402
 from rog.demo import NUCLEI  # noqa: E402
@@ -40,8 +40,8 @@ def _sd(values) -> str:
 
 def main(demo: Path, root: Path, seeds: int) -> None:
     out = root / "artefact_at"
-    _linked_workdir(demo, out)
-    run_experiment(out / "data" / "Nuclei", out, replace(NUCLEI, seeds=seeds, defence=replace(NUCLEI.defence, lr=1e-3, adv="artefact")),
+    linked_workdir(demo, out, own=False)
+    run_experiment(out / "data" / "Nuclei", out, replace(NUCLEI, seeds=seeds, defence=replace(PLAIN["nuclei"], lr=1e-3, adv="artefact")),
                    device="cpu")
     models = {"rog_clean": (demo, "rog_clean"), "rog_free": (demo, "rog_free"), "dynunet": (demo, "dynunet"),
               "rog_artefact": (out, "rog_free")}

@@ -34,7 +34,7 @@ import numpy as np
 
 from rog.bench import BenchmarkConfig
 from rog.demo import DEMOS
-from rog.pipeline.experiment import Settings, demo_data, run_experiment
+from rog.pipeline.experiment import DefenceSpec, Settings, demo_data, run_experiment
 from rog.pipeline.sources import RunSource
 from rog.pipeline.stages import train_and_decide
 from rog.pipeline.sweeps import SweepRequest, run_sweep
@@ -42,21 +42,24 @@ from rog.plan import Plan
 from rog.rundir import ResultsDir, RunDir, Workdir
 from rog.train.trainer import TrainConfig
 
-# each: the demo's `DefenceSpec` with these fields changed ("free_lr1e-3" is the nuclei demo's own
-# since issue 27). Every recipe names its lr: one left out takes the demo's, which issue 27 changed
+# each: the task's plain Free AT (`PLAIN`) with these fields changed. Not the demo's own recipe:
+# that moves with each choice (issue 27's lr, issue 35's selection), and a recipe must not move with it
 RECIPES = {
-    "free": {"lr": None},  # the demo's Free AT before issue 27: fine-tuning at the clean training's lr 1e-2
+    "free": {},  # the nuclei demo's Free AT before issue 27: fine-tuning at the clean training's lr 1e-2
     "free_lr3e-3": {"lr": 3e-3},
-    "free_lr1e-3": {"lr": 1e-3},
-    "free_warm_mix": {"lr": None, "warmup": 0.3, "clean_weight": 0.5},
+    "free_lr1e-3": {"lr": 1e-3},  # the nuclei demo's from issue 27 to issue 35
+    "free_warm_mix": {"warmup": 0.3, "clean_weight": 0.5},
     "free_lr1e-3_warm_mix": {"lr": 1e-3, "warmup": 0.3, "clean_weight": 0.5},
     "trades": {"lr": 1e-3, "warmup": 0.3, "trades": 1.0},
     # PGD-AT (5 steps) for comparison: epochs are not divided by m, so 10 epochs of 10 batches, the
     # same 100 optimiser updates as Free AT's, each after 5 attack steps (about 6x the compute)
     "pgd_lr1e-3": {"lr": 1e-3, "adv": "pgd"},
-    # the same 100 updates in 5 epochs of 4 iterations, so that the selection has 5 epochs to choose from
+    # the same 100 updates in 5 epochs of 4 iterations, so that the selection has 5 epochs to choose
+    # from (the nuclei demo's since issue 35: chosen on validation)
     "free_lr1e-3_robust": {"lr": 1e-3, "select": "robust", "iterations": 4, "epochs": 25},
 }
+# plain Free AT at the clean training's lr, for the epochs of each demo before any recipe was chosen
+PLAIN = {"nuclei": DefenceSpec(epochs=10), "synthetic": DefenceSpec(epochs=20)}
 SHARED = ["data", "fingerprint.json", "plan.json", "preprocessed", "atlas_transfer.json"]
 # the validation protocol: whole validation volumes, clean and under APGD-CE at the demo's middle eps
 VALIDATION = BenchmarkConfig(eps=[8.0], attacks=["apgd-ce"], iters=[5], scope="volume")
@@ -82,9 +85,9 @@ def task_settings(task: str, seeds: list[int]) -> Settings:
     return replace(DEMOS[(task, False)], seeds=len(seeds), first_seed=seeds[0])
 
 
-def recipe_settings(s: Settings, recipe: str) -> Settings:
-    """`s` with the rog_free model fine-tuned by `recipe`."""
-    return replace(s, defence=replace(s.defence, **RECIPES[recipe]))
+def recipe_settings(s: Settings, task: str, recipe: str) -> Settings:
+    """`s` (the settings of `task`) with the rog_free model fine-tuned by `recipe`."""
+    return replace(s, defence=replace(PLAIN[task], **RECIPES[recipe]))
 
 
 def linked_workdir(demo: Path, out: Path, own: bool) -> Workdir:
@@ -163,17 +166,17 @@ def main(demo: Path, root: Path, names: list[str], task: str, seeds: list[int], 
     print("  rog_clean: " + _row(list(clean.values())), flush=True)
     scores = {}
     for name in names:
-        r = recipe_settings(s, name)
+        r = recipe_settings(s, task, name)
         wd = linked_workdir(demo, root / name, own=r.defence == s.defence)
         scores[name] = [validate(fine_tune(wd, r, seed), root / "validation" / f"{name}-s{seed}") for seed in seeds]
         print(f"  {name}: " + _row(scores[name]), flush=True)
     chosen = choose(scores)
     print(f"chosen on validation: {chosen}")
-    print("test, the chosen recipe only: " + test_line(chosen, root / chosen, task, recipe_settings(s, chosen)), flush=True)
+    print("test, the chosen recipe only: " + test_line(chosen, root / chosen, task, recipe_settings(s, task, chosen)), flush=True)
     if sensitivity:
         print("sensitivity (test figures of every recipe; they chose nothing):")
         for name in names:
-            print("  " + test_line(name, root / name, task, recipe_settings(s, name)), flush=True)
+            print("  " + test_line(name, root / name, task, recipe_settings(s, task, name)), flush=True)
     return chosen
 
 

@@ -75,6 +75,21 @@ def test_demo_resumes_by_skipping_finished_stages(demo, capsys):
     assert out.count("corruption results exist") == 3
 
 
+def test_a_demo_whose_recipe_changed_refuses_the_old_runs_and_keeps_them(demo, monkeypatch, capsys):
+    from dataclasses import replace
+
+    import rog.demo
+    quick = rog.demo.DEMOS[("synthetic", True)]
+    monkeypatch.setitem(rog.demo.DEMOS, ("synthetic", True), replace(quick, defence=replace(quick.defence, lr=5e-4)))
+    config = demo / "runs" / "rog_free-s0" / "config.json"
+    before = config.read_bytes()
+    capsys.readouterr()
+    assert main(["demo", "--task", "synthetic", "--quick", "-w", str(demo)]) != 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "rog_free-s0/config.json: trained with other settings (lr" in last and "another work directory" in last
+    assert config.read_bytes() == before
+
+
 def test_free_at_run_really_perturbed_its_inputs(demo):
     rows = (demo / "runs" / "rog_free-s0" / "log.csv").read_text().splitlines()
     header = rows[0].split(",")

@@ -55,12 +55,13 @@ def test_fresh_seeds_are_the_demos_settings_from_the_first_seed_and_its_own_reci
     s = task_settings("nuclei", [3, 4, 5])
     assert (s.first_seed, s.seeds) == (3, 3) and s.defence == NUCLEI.defence and s.epochs == NUCLEI.epochs
     # the demo's own recipe reuses the demo's rog_free runs; another is fine-tuned apart
-    assert recipe_settings(s, "free_lr1e-3").defence == s.defence and recipe_settings(s, "free").defence != s.defence
+    own = recipe_settings(s, "nuclei", "free_lr1e-3_robust")
+    assert own.defence == s.defence and recipe_settings(s, "nuclei", "free_lr1e-3").defence != s.defence
     # on the synthetic task the demo's own is Free AT at the clean training's lr
-    assert recipe_settings(task_settings("synthetic", [0]), "free").defence == SYNTHETIC.defence
+    assert recipe_settings(task_settings("synthetic", [0]), "synthetic", "free").defence == SYNTHETIC.defence
     # no two recipes train alike on the demo's task: free_warm_mix, written before the demo's lr
     # moved to 1e-3, had become free_lr1e-3_warm_mix
-    configs = [fine_tune_config(recipe_settings(s, r), 3, "init") for r in RECIPES]
+    configs = [fine_tune_config(recipe_settings(s, "nuclei", r), 3, "init") for r in RECIPES]
     assert all(a != b for i, a in enumerate(configs) for b in configs[i + 1:])
     with pytest.raises(SystemExit, match="consecutive"):
         task_settings("nuclei", [0, 2])

@@ -14,6 +14,7 @@ from rog.bench import ArtefactConfig, BenchmarkConfig, CorruptionConfig
 from rog.data.check import check_dataset
 from rog.data.dataset import load_dataset
 from rog.data.preprocess import preprocess_dataset
+from rog.errors import RogError
 from rog.messages import log, quieter
 from rog.pipeline.sources import RunSource
 from rog.pipeline.stages import atlas_reference, ensure_plan, test_scores, train_and_decide
@@ -155,8 +156,21 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
     return ExperimentResult(wd.root / "report" / "report.html", [], summary)
 
 
+# what makes a run the experiment's model: a run in the work directory trained otherwise is
+# another model (a recipe changed since), never reused or resumed under these settings
+RECIPE_FIELDS = ("model", "adv", "epochs", "iterations", "batch_size", "lr", "seed", "select", "eps_warmup",
+                 "clean_weight", "trades")
+
+
 def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     run = wd.run(name)
+    if run.config.is_file():
+        old, new = run.read_config(), {**{k: getattr(config, k) for k in RECIPE_FIELDS},
+                                       "model": config.model or plan.model}  # a run records the plan's model
+        changed = [f"{k} {old.get(k)!r} there, {new[k]!r} here" for k in RECIPE_FIELDS if old.get(k) != new[k]]
+        if changed:
+            raise RogError(f"{run.config}: trained with other settings ({'; '.join(changed)}): the demo's recipe "
+                           "changed since; give another work directory (its finished work is kept)")
     if run.postprocessing.is_file():
         stage(f"{name}: trained already ({run}), skipped")
         return
