@@ -165,8 +165,8 @@ RECIPE_FIELDS = ("model", "adv", "epochs", "iterations", "batch_size", "lr", "se
 def _train(wd: Workdir, plan, name: str, config: TrainConfig, stage) -> None:
     run = wd.run(name)
     if run.config.is_file():
-        old, new = run.read_config(), {**{k: getattr(config, k) for k in RECIPE_FIELDS},
-                                       "model": config.model or plan.model}  # a run records the plan's model
+        old, new = run.read_config(), {k: getattr(config, k) for k in RECIPE_FIELDS}
+        new.update(model=config.model or plan.model)  # a run records the plan's model
         changed = [f"{k} {old.get(k)!r} there, {new[k]!r} here" for k in RECIPE_FIELDS if old.get(k) != new[k]]
         if changed:
             raise RogError(f"{run.config}: trained with other settings ({'; '.join(changed)}): the demo's recipe "
