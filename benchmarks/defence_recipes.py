@@ -107,9 +107,7 @@ def linked_workdir(demo: Path, out: Path, own: bool) -> Workdir:
 
 def fine_tune_config(s: Settings, seed: int, init_from: str) -> TrainConfig:
     """The fine-tuning of `s.defence` from the run at `init_from`, on the demo's clean budget."""
-    base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
-                       patience=min(max(s.epochs // 4, 2), 50), seed=seed, device="cpu")
-    return s.defence.config(base, init_from)
+    return s.defence.config(s.train_config(seed, "cpu"), init_from)
 
 
 def fine_tune(wd: Workdir, s: Settings, seed: int) -> RunDir:

@@ -72,12 +72,12 @@ def write_seg(path: str | Path, label: np.ndarray, series: str | Path, class_nam
 
 
 def read_seg(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Read a DICOM-SEG file as one label map, in `rog.data.formats.read`'s terms.
+    """Read a DICOM-SEG file as one label map, in `rog.data.formats.read`'s voxel order.
 
     Returns:
         (labels `[X, Y, Z]` uint8, each voxel its segment's number (0 none), X along the rows,
-        Z the slices in the order rog's reader gives their source series; RAS affine `[4, 4]`;
-        spacing in mm). Raises `FormatError` on a file that is not a DICOM-SEG of one regularly
+        Z the slices in the order rog's reader gives their source series; DICOM's LPS affine
+        `[4, 4]`, which `rog.data.formats.read` turns to RAS; spacing in mm). Raises `FormatError` on a file that is not a DICOM-SEG of one regularly
         spaced volume.
     """
     import highdicom as hd
@@ -97,7 +97,7 @@ def read_seg(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, flo
         lps[:3, 3] += lps[:3, 2] * (data.shape[2] - 1)
         lps[:3, 2] *= -1
     spacing = tuple(float(v) for v in np.linalg.norm(lps[:3, :3], axis=0))
-    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, spacing
+    return data, lps, spacing
 
 
 def _series_number(source) -> int:

@@ -103,8 +103,8 @@ def read(path: str | Path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, tu
         return _read_nifti(path, dtype)
     if path.name.lower().endswith(SEG) and path.is_file():
         from rog.data.dicom_seg import read_seg  # it writes through this module's series reader
-        data, affine, spacing = read_seg(path)
-        return data.astype(dtype), affine, spacing
+        data, lps, spacing = read_seg(path)
+        return data.astype(dtype), _LPS @ lps, spacing
     if not path.is_dir() and ending(path) is None:  # a folder's series are looked for once, below
         raise FormatError(f"not an image rog reads ({', '.join(ENDINGS)} or a DICOM series folder)")
     with locale_kept():

@@ -76,6 +76,11 @@ class Settings:
     first_seed: int = 0  # above 0 for fresh seeds beside a finished run (`benchmarks/defence_recipes.py`)
     spacing: float | None = None  # target spacing override in mm (None: the median spacing)
 
+    def train_config(self, seed: int, device: str) -> TrainConfig:
+        """The clean training of seed `seed` on these budgets (the fine-tunings start from it)."""
+        return TrainConfig(epochs=self.epochs, iterations=self.iterations, batch_size=self.batch_size, lr=self.lr,
+                           patience=min(max(self.epochs // 4, 2), 50), seed=seed, device=device)
+
 
 # the paper's settings (REFERENCE section 3 and 5), for `rog run-paper` on a real MSD task
 PAPER = Settings(width=64, epochs=1000, iterations=None, batch_size=None, lr=1e-3,
@@ -120,8 +125,7 @@ def run_experiment(data: Path, workdir: Path, s: Settings, device: str = "auto")
 
     results = []
     for seed in range(s.first_seed, s.first_seed + s.seeds):
-        base = TrainConfig(epochs=s.epochs, iterations=s.iterations, batch_size=s.batch_size, lr=s.lr,
-                           patience=min(max(s.epochs // 4, 2), 50), seed=seed, device=device)
+        base = s.train_config(seed, device)
         runs = {"rog_clean": base,
                 "rog_free": s.defence.config(base, str(wd.run(f"rog_clean-s{seed}"))),
                 "dynunet": replace(base, model="dynunet")}
